@@ -1,0 +1,113 @@
+"""The `rtproxy` command line: one click group, commands in one module per face.
+
+Library errors (:mod:`rtproxy.errors`) and click usage errors become one
+plain line on stderr and exit code 2; a failed check (replay mismatch, diff)
+exits 1. Nobody sees a traceback for their own mistake.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .. import __version__
+from ..errors import RtproxyError
+from ..store import Store, default_db_path
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Modules that add commands to the group, each with a `register(group)`.
+COMMAND_MODULES = ("record", "inspect", "replay", "tui")
+
+
+class InputError(click.ClickException):
+    """Bad usage or bad input: one line, exit 2."""
+
+    exit_code = 2
+
+
+def db_option(f: F) -> F:
+    """The shared `--db` option (default `$RTPROXY_DB`, else ./rtproxy.db)."""
+    return click.option(
+        "--db",
+        "db",
+        type=click.Path(dir_okay=False),
+        default=default_db_path,
+        show_default="$RTPROXY_DB or ./rtproxy.db",
+        help="SQLite database of recorded sessions.",
+    )(f)
+
+
+def open_store(db: str) -> Store:
+    """Open a database for reading, as a one-line error if it cannot be."""
+    try:
+        return Store(db)
+    except RtproxyError as e:
+        raise InputError(str(e)) from e
+
+
+def resolve_session(store: Store, ref: str) -> str:
+    try:
+        return store.resolve(ref)
+    except RtproxyError as e:
+        raise InputError(f"{e} (in {store.path})") from e
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="rtproxy")
+def main() -> None:
+    """Record, inspect and replay OpenAI Realtime API sessions.
+
+    \b
+    Record:   rtproxy proxy            then point your client's base URL at it
+    Inspect:  rtproxy sessions | show | export | diff | tui
+    Replay:   rtproxy replay FILE.jsonl  a fake Realtime server for your tests
+
+    SESSION arguments take an id, a unique id prefix, or `latest`.
+    """
+
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.register(main)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    try:
+        rv = main.main(args=argv, prog_name="rtproxy", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        return 2
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "rtproxy"
+        click.echo(f"{where}: error: {e.format_message()} (see `{where} --help`)", err=True)
+        return 2
+    except click.ClickException as e:
+        click.echo(f"rtproxy: error: {e.format_message()}", err=True)
+        return e.exit_code
+    except RtproxyError as e:
+        click.echo(f"rtproxy: error: {e}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 1
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
+
+
+_register()

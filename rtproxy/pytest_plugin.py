@@ -1,0 +1,1 @@
+"""pytest fixtures that replay recordings (filled in by the replay issue)."""

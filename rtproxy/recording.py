@@ -1,0 +1,204 @@
+"""JSONL recordings: the portable, reviewable form of a session.
+
+The first line is a header, ``{"rtproxy": 1, "session": {...}}``; then one
+line per frame in seq order::
+
+    {"t": 0.0123, "dir": "client", "event": {...}}   a JSON object frame
+    {"t": 0.0200, "dir": "server", "text": "..."}    any other text frame
+    {"t": 0.0300, "dir": "server", "binary": "..."}  a binary frame, base64
+
+JSON object frames are kept as objects, keys in their order, so a recording
+reads well in a diff; whitespace inside them is normalised. The format has a
+version number of its own (``FORMAT_VERSION``), independent of the package.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from .errors import RecordingError
+from .protocol import Direction, Frame, parse_event, redact_bytes
+
+FORMAT_VERSION = 1
+
+#: Session columns a recording's header carries (the rest are per-database).
+HEADER_FIELDS = (
+    "id", "started_at", "ended_at", "path", "query", "model", "dialect", "upstream",
+    "request_headers", "response_headers", "subprotocol", "status", "reason", "closed_by",
+    "client_close_code", "client_close_reason", "server_close_code", "server_close_reason",
+    "client_events", "server_events", "client_bytes", "server_bytes", "unrecorded", "duration", "label",
+)  # fmt: skip
+
+
+@dataclass
+class Recording:
+    """A session's metadata and its frames."""
+
+    session: dict[str, Any]
+    frames: list[Frame] = field(default_factory=list)
+    path: str = "<memory>"
+
+
+def session_header(session: dict[str, Any]) -> dict[str, Any]:
+    """The header's session object: known fields, JSON columns decoded."""
+    out: dict[str, Any] = {}
+    for key in HEADER_FIELDS:
+        value = session.get(key)
+        if value is None:
+            continue
+        if key in ("request_headers", "response_headers") and isinstance(value, str):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                pass
+        out[key] = value
+    return out
+
+
+def frame_line(frame: Frame) -> bytes:
+    """One JSONL line (without the newline) for a frame."""
+    t = round(frame.t, 6)
+    data = frame.data
+    if isinstance(data, bytes):
+        return orjson.dumps({"t": t, "dir": frame.direction.value, "binary": base64.b64encode(data).decode()})
+    event = parse_event(data)
+    if event is not None:
+        try:
+            return orjson.dumps({"t": t, "dir": frame.direction.value, "event": event})
+        except orjson.JSONEncodeError:  # e.g. an integer too large for orjson: keep the text
+            pass
+    return orjson.dumps({"t": t, "dir": frame.direction.value, "text": data})
+
+
+def write_recording(target: str | Path | IO[bytes], session: dict[str, Any], frames: Iterable[Frame]) -> int:
+    """Write a recording; returns the number of frames written.
+
+    Writing to a path goes through a temporary file and a rename, so a
+    recording is never left half-written.
+    """
+    header = orjson.dumps({"rtproxy": FORMAT_VERSION, "session": session_header(session)})
+    if not isinstance(target, str | Path):
+        return _write(target, header, frames)
+    path = str(target)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            n = _write(fh, header, frames)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return n
+
+
+def _write(fh: IO[bytes], header: bytes, frames: Iterable[Frame]) -> int:
+    fh.write(redact_bytes(header) + b"\n")
+    n = 0
+    for frame in frames:
+        fh.write(redact_bytes(frame_line(frame)) + b"\n")
+        n += 1
+    return n
+
+
+def iter_recording(path: str | Path) -> tuple[dict[str, Any], Iterator[Frame]]:
+    """The header's session and a lazy iterator of frames.
+
+    Raises RecordingError (file and line) for the header at once, and for a
+    bad frame line when the iterator reaches it.
+    """
+    spath = str(path)
+    try:
+        fh = open(spath, "rb")
+    except FileNotFoundError as e:
+        raise RecordingError(spath, None, "no such file") from e
+    except IsADirectoryError as e:
+        raise RecordingError(spath, None, "is a directory, not a recording") from e
+    except OSError as e:
+        raise RecordingError(spath, None, f"cannot read: {e.strerror}") from e
+    first = fh.readline()
+    if not first.strip():
+        fh.close()
+        raise RecordingError(spath, 1, "empty file; expected a header line {\"rtproxy\": 1, \"session\": {...}}")
+    header = _load(spath, 1, first)
+    version = header.get("rtproxy")
+    if not isinstance(version, int) or "session" not in header:
+        fh.close()
+        raise RecordingError(spath, 1, "not an rtproxy recording (the header needs \"rtproxy\" and \"session\")")
+    if version > FORMAT_VERSION:
+        fh.close()
+        raise RecordingError(
+            spath, 1, f"recording format {version} is newer than this rtproxy reads ({FORMAT_VERSION}); upgrade rtproxy"
+        )
+    session = header["session"]
+    if not isinstance(session, dict):
+        fh.close()
+        raise RecordingError(spath, 1, "\"session\" must be an object")
+
+    def frames() -> Iterator[Frame]:
+        with fh:
+            seq = 0
+            last_t = 0.0
+            for lineno, line in enumerate(fh, start=2):
+                if not line.strip():
+                    continue
+                frame = _frame(spath, lineno, line, seq)
+                if frame.t < last_t:
+                    raise RecordingError(spath, lineno, f"time goes backwards ({frame.t} after {last_t})")
+                last_t = frame.t
+                seq += 1
+                yield frame
+
+    return session, frames()
+
+
+def read_recording(path: str | Path) -> Recording:
+    """A whole recording, validated; RecordingError names the file and line."""
+    session, frames = iter_recording(path)
+    return Recording(session=session, frames=list(frames), path=str(path))
+
+
+def _load(path: str, lineno: int, line: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        raise RecordingError(path, lineno, f"not valid JSON ({e.msg})") from e
+    if not isinstance(value, dict):
+        raise RecordingError(path, lineno, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _frame(path: str, lineno: int, line: bytes, seq: int) -> Frame:
+    obj = _load(path, lineno, line)
+    t = obj.get("t")
+    if not isinstance(t, int | float) or isinstance(t, bool) or t < 0:
+        raise RecordingError(path, lineno, "\"t\" must be a number of seconds ≥ 0")
+    try:
+        direction = Direction(obj.get("dir"))
+    except ValueError as e:
+        raise RecordingError(path, lineno, f"\"dir\" must be \"client\" or \"server\", got {obj.get('dir')!r}") from e
+    data: str | bytes
+    if "event" in obj:
+        if not isinstance(obj["event"], dict):
+            raise RecordingError(path, lineno, "\"event\" must be a JSON object")
+        data = orjson.dumps(obj["event"]).decode()
+    elif "text" in obj:
+        if not isinstance(obj["text"], str):
+            raise RecordingError(path, lineno, "\"text\" must be a string")
+        data = obj["text"]
+    elif "binary" in obj:
+        try:
+            data = base64.b64decode(obj["binary"], validate=True)
+        except (binascii.Error, TypeError, ValueError) as e:
+            raise RecordingError(path, lineno, "\"binary\" must be base64") from e
+    else:
+        raise RecordingError(path, lineno, "a frame needs \"event\", \"text\" or \"binary\"")
+    return Frame(seq, float(t), direction, data)
+

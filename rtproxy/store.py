@@ -1,0 +1,606 @@
+"""The SQLite store: schema, the Recorder (a writer thread), and queries.
+
+The proxy's forwarding path calls :meth:`Recorder.record_frame`, which only
+appends a tuple to a bounded deque; the writer thread drains it every few
+milliseconds, extracts what queries need (type, ids) and inserts in batches,
+committing at least every 100 ms. Sessions, frames and REST exchanges all go
+through the same queue, so their order on disk is the order they happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import os
+import secrets
+import sqlite3
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlite_utils
+
+from .errors import SessionNotFound, StoreError
+from .protocol import Direction, Frame, has_secret, redact_bytes, redact_text
+
+SCHEMA_VERSION = 1
+
+SESSION_COLUMNS: dict[str, type] = {
+    "id": str,
+    "started_at": str,
+    "ended_at": str,
+    "path": str,
+    "query": str,
+    "model": str,
+    "dialect": str,
+    "upstream": str,
+    "client_addr": str,
+    "request_headers": str,
+    "response_headers": str,
+    "subprotocol": str,
+    "status": str,
+    "reason": str,
+    "closed_by": str,
+    "client_close_code": int,
+    "client_close_reason": str,
+    "server_close_code": int,
+    "server_close_reason": str,
+    "client_events": int,
+    "server_events": int,
+    "client_bytes": int,
+    "server_bytes": int,
+    "unrecorded": int,
+    "duration": float,
+    "label": str,
+    "owner_pid": int,
+}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    started_at TEXT, ended_at TEXT, path TEXT, query TEXT, model TEXT, dialect TEXT,
+    upstream TEXT, client_addr TEXT, request_headers TEXT, response_headers TEXT,
+    subprotocol TEXT, status TEXT, reason TEXT, closed_by TEXT,
+    client_close_code INTEGER, client_close_reason TEXT,
+    server_close_code INTEGER, server_close_reason TEXT,
+    client_events INTEGER DEFAULT 0, server_events INTEGER DEFAULT 0,
+    client_bytes INTEGER DEFAULT 0, server_bytes INTEGER DEFAULT 0,
+    unrecorded INTEGER DEFAULT 0, duration REAL, label TEXT, owner_pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL, seq INTEGER NOT NULL, t REAL NOT NULL, direction TEXT NOT NULL,
+    type TEXT, event_id TEXT, item_id TEXT, response_id TEXT, size INTEGER NOT NULL,
+    text TEXT, data BLOB
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_session_seq ON events (session_id, seq);
+CREATE INDEX IF NOT EXISTS events_session_type ON events (session_id, type);
+CREATE TABLE IF NOT EXISTS http (
+    id INTEGER PRIMARY KEY, session_id TEXT, started_at TEXT, method TEXT, path TEXT, query TEXT,
+    status INTEGER, request_headers TEXT, response_headers TEXT,
+    request_body TEXT, response_body TEXT, request_size INTEGER, response_size INTEGER,
+    duration_ms REAL, error TEXT
+);
+"""
+
+#: Bodies of REST exchanges are kept up to this many bytes.
+HTTP_BODY_CAP = 64 * 1024
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_session_id() -> str:
+    """A sortable, readable id: ``20261124-115200-3fa9c2``."""
+    now = dt.datetime.now(dt.UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def default_db_path() -> str:
+    return os.environ.get("RTPROXY_DB") or "rtproxy.db"
+
+
+def _create_private(path: str) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm the same mode)."""
+    if path != ":memory:" and not os.path.exists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def connect(path: str, *, create: bool = True) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema in place."""
+    if not create and path != ":memory:" and not os.path.exists(path):
+        raise StoreError(f"no database at {path} (record a session with `rtproxy proxy` first)")
+    if create:
+        _create_private(path)
+    try:
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path} is not an rtproxy database: {e}") from e
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(
+            f"{path} was written by a newer rtproxy (schema {version}, this one reads up to "
+            f"{SCHEMA_VERSION}); upgrade rtproxy to read it"
+        )
+    if version < SCHEMA_VERSION:
+        _migrate(conn, version)
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a database up to SCHEMA_VERSION, one step at a time."""
+    with conn:
+        if version < 1:
+            conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_interrupted(conn: sqlite3.Connection) -> int:
+    """Sessions left `open` by a recorder that is gone become `interrupted`."""
+    rows = conn.execute("SELECT id, owner_pid FROM sessions WHERE status = 'open'").fetchall()
+    dead = [sid for sid, pid in rows if not _pid_alive(pid)]
+    with conn:
+        for sid in dead:
+            last = conn.execute(
+                "SELECT max(t), count(*), "
+                "sum(direction='client'), sum(direction='server'), "
+                "sum(CASE WHEN direction='client' THEN size END), sum(CASE WHEN direction='server' THEN size END) "
+                "FROM events WHERE session_id = ?",
+                (sid,),
+            ).fetchone()
+            conn.execute(
+                "UPDATE sessions SET status='interrupted', reason=coalesce(reason, 'recorder stopped without closing'),"
+                " duration=?, client_events=?, server_events=?, client_bytes=?, server_bytes=? WHERE id=?",
+                (last[0] or 0.0, last[2] or 0, last[3] or 0, last[4] or 0, last[5] or 0, sid),
+            )
+    return len(dead)
+
+
+# --- extracting the columns queries need -------------------------------------------
+
+
+def describe(data: str | bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    """(type, event_id, item_id, response_id) of a frame; Nones if not a JSON object."""
+    if not isinstance(data, str) or not data.startswith("{"):
+        return None, None, None, None
+    try:
+        ev = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None, None, None, None
+    if not isinstance(ev, dict):
+        return None, None, None, None
+    typ = ev.get("type")
+    item_id = ev.get("item_id")
+    if item_id is None:
+        item = ev.get("item")
+        if isinstance(item, dict):
+            item_id = item.get("id")
+    response_id = ev.get("response_id")
+    if response_id is None:
+        resp = ev.get("response")
+        if isinstance(resp, dict):
+            response_id = resp.get("id")
+    return _s(typ), _s(ev.get("event_id")), _s(item_id), _s(response_id)
+
+
+def _s(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def frame_row(session_id: str, seq: int, t: float, direction: str, data: str | bytes) -> tuple[Any, ...]:
+    """The `events` row for a frame, with anything key-shaped masked."""
+    if isinstance(data, str):
+        size = len(data.encode("utf-8")) if not data.isascii() else len(data)
+        if has_secret(data):
+            data = redact_text(data)
+        typ, eid, iid, rid = describe(data)
+        return (session_id, seq, t, direction, typ, eid, iid, rid, size, data, None)
+    size = len(data)
+    return (session_id, seq, t, direction, None, None, None, None, size, None, redact_bytes(data))
+
+
+INSERT_EVENT = (
+    "INSERT OR REPLACE INTO events (session_id, seq, t, direction, type, event_id, item_id, response_id, size, text, data)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+# --- the Recorder -------------------------------------------------------------------
+
+
+@dataclass
+class RecorderStats:
+    queued: int = 0
+    written: int = 0
+    dropped: int = 0
+    queued_bytes: int = 0
+    written_bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Recorder:
+    """Writes frames, sessions and REST exchanges on a thread of its own.
+
+    ``record_frame`` is safe to call from the event loop: it never blocks and
+    never touches SQLite. When the queue holds more than ``max_frames`` frames
+    or ``max_bytes`` bytes, frames are dropped, counted per session and
+    reported through ``on_overflow`` (once per session), and the session is
+    marked as incompletely recorded; control operations are never dropped.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        flush_interval: float = 0.05,
+        max_frames: int = 200_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        on_overflow: Callable[[str], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.flush_interval = flush_interval
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.on_overflow = on_overflow
+        self.on_error = on_error
+        self.stats = RecorderStats()
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._dropped: dict[str, int] = {}
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._conn = connect(path)
+        self.interrupted = mark_interrupted(self._conn)
+
+    # -- called from the event loop --
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rtproxy-recorder", daemon=True)
+        self._thread.start()
+
+    def record_frame(self, session_id: str, seq: int, t: float, direction: str, data: str | bytes) -> bool:
+        """Queue one frame; False if the queue was full and it was dropped."""
+        stats = self.stats
+        if (
+            stats.queued - stats.written >= self.max_frames
+            or stats.queued_bytes - stats.written_bytes >= self.max_bytes
+        ):
+            stats.dropped += 1
+            first = session_id not in self._dropped
+            self._dropped[session_id] = self._dropped.get(session_id, 0) + 1
+            if first and self.on_overflow is not None:
+                self.on_overflow(session_id)
+            return False
+        stats.queued += 1
+        stats.queued_bytes += len(data)
+        self._queue.append((session_id, seq, t, direction, data))
+        return True
+
+    def open_session(self, **fields: Any) -> str:
+        """Queue a new session row; returns its id."""
+        sid = fields.setdefault("id", new_session_id())
+        fields.setdefault("started_at", utcnow())
+        fields.setdefault("status", "open")
+        fields.setdefault("owner_pid", os.getpid())
+        self._queue.append(("session", _clean(fields)))
+        return str(sid)
+
+    def update_session(self, session_id: str, **fields: Any) -> None:
+        if "unrecorded" not in fields and session_id in self._dropped:
+            fields["unrecorded"] = self._dropped[session_id]
+        self._queue.append(("update", session_id, _clean(fields)))
+
+    def record_http(self, **fields: Any) -> None:
+        self._queue.append(("http", fields))
+
+    def dropped_for(self, session_id: str) -> int:
+        return self._dropped.get(session_id, 0)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is written."""
+        done = threading.Event()
+        self._queue.append(("barrier", done))
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        else:
+            self._drain()
+        self._conn.close()
+
+    # -- the writer thread --
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            self._drain()
+            if self._stopping:
+                self._drain()
+                return
+
+    def _drain(self) -> None:
+        queue, conn = self._queue, self._conn
+        rows: list[tuple[Any, ...]] = []
+        nbytes = 0
+        barriers: list[threading.Event] = []
+        try:
+            while queue:
+                item = queue.popleft()
+                if len(item) == 5:
+                    rows.append(frame_row(*item))
+                    nbytes += len(item[4])
+                    continue
+                if rows:  # keep control operations in order with the frames around them
+                    conn.executemany(INSERT_EVENT, rows)
+                    self._count(rows, nbytes)
+                    rows, nbytes = [], 0
+                kind = item[0]
+                if kind == "session":
+                    self._insert_session(item[1])
+                elif kind == "update":
+                    self._update_session(item[1], item[2])
+                elif kind == "http":
+                    self._insert_http(item[1])
+                elif kind == "barrier":
+                    barriers.append(item[1])
+            if rows:
+                conn.executemany(INSERT_EVENT, rows)
+                self._count(rows, nbytes)
+            conn.commit()
+        except sqlite3.Error as e:
+            self._report(f"recording failed, frames not written: {e}")
+            try:
+                conn.rollback()
+            except sqlite3.Error:
+                pass
+            if rows:
+                self._count(rows, nbytes)
+                self.stats.dropped += len(rows)
+        for b in barriers:
+            b.set()
+
+    def _count(self, rows: list[tuple[Any, ...]], nbytes: int) -> None:
+        self.stats.written += len(rows)
+        self.stats.written_bytes += nbytes
+
+    def _report(self, message: str) -> None:
+        if not self.stats.errors or self.stats.errors[-1] != message:
+            self.stats.errors.append(message)
+            if self.on_error is not None:
+                self.on_error(message)
+            else:
+                print(f"rtproxy: {message}", file=sys.stderr)
+
+    def _insert_session(self, fields: dict[str, Any]) -> None:
+        cols = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        self._conn.execute(f"INSERT OR REPLACE INTO sessions ({cols}) VALUES ({marks})", tuple(fields.values()))
+
+    def _update_session(self, session_id: str, fields: dict[str, Any]) -> None:
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*fields.values(), session_id))
+
+    def _insert_http(self, fields: dict[str, Any]) -> None:
+        for key in ("request_body", "response_body"):
+            body = fields.get(key)
+            if isinstance(body, bytes):
+                fields[key] = _body_text(body)
+        clean = _clean(fields)
+        cols = ", ".join(clean)
+        marks = ", ".join("?" for _ in clean)
+        self._conn.execute(f"INSERT INTO http ({cols}) VALUES ({marks})", tuple(clean.values()))
+
+
+def _body_text(body: bytes) -> str:
+    head = body[:HTTP_BODY_CAP]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(body)} bytes of binary>"
+    if len(body) > HTTP_BODY_CAP:
+        text += f"… <{len(body) - HTTP_BODY_CAP} more bytes>"
+    return redact_text(text)
+
+
+def _clean(fields: dict[str, Any]) -> dict[str, Any]:
+    """Row values SQLite takes: dicts and lists as JSON text, secrets masked."""
+    out: dict[str, Any] = {}
+    for k, v in fields.items():
+        if isinstance(v, dict | list):
+            v = orjson.dumps(v).decode()
+        if isinstance(v, str):
+            v = redact_text(v)
+        out[k] = v
+    return out
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+class Store:
+    """Read access (and imports, deletes) for the CLI, TUI and replay."""
+
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+        self.path = str(path)
+        self.conn = connect(self.path, create=create)
+        self.conn.row_factory = sqlite3.Row
+        self.db = sqlite_utils.Database(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sessions(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Sessions newest first, with live counts for sessions still open."""
+        sql = "SELECT * FROM sessions ORDER BY started_at DESC, id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = [dict(r) for r in self.conn.execute(sql)]
+        for row in rows:
+            if row["status"] == "open":
+                row.update(self._live_counts(row["id"]))
+        return rows
+
+    def _live_counts(self, session_id: str) -> dict[str, Any]:
+        r = self.conn.execute(
+            "SELECT max(t), sum(direction='client'), sum(direction='server'),"
+            " sum(CASE WHEN direction='client' THEN size END), sum(CASE WHEN direction='server' THEN size END)"
+            " FROM events WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        return {
+            "duration": r[0] or 0.0,
+            "client_events": r[1] or 0,
+            "server_events": r[2] or 0,
+            "client_bytes": r[3] or 0,
+            "server_bytes": r[4] or 0,
+        }
+
+    def resolve(self, ref: str) -> str:
+        """A session id from an id, a unique id prefix, or ``latest``."""
+        if ref == "latest":
+            row = self.conn.execute("SELECT id FROM sessions ORDER BY started_at DESC, id DESC LIMIT 1").fetchone()
+            if row is None:
+                raise SessionNotFound(ref, [])
+            return str(row[0])
+        ids = [r[0] for r in self.conn.execute("SELECT id FROM sessions WHERE id = ? OR id LIKE ? ESCAPE '\\'",
+                                                (ref, _like_prefix(ref)))]
+        if ref in ids:
+            return ref
+        if len(ids) == 1:
+            return str(ids[0])
+        if len(ids) > 1:
+            raise SessionNotFound(ref, sorted(ids), ambiguous=True)
+        everything = [r[0] for r in self.conn.execute("SELECT id FROM sessions")]
+        close = difflib.get_close_matches(ref, everything, n=5, cutoff=0.5)
+        if not close:
+            close = [i for i in everything if ref in i][:5]
+        raise SessionNotFound(ref, close)
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise SessionNotFound(session_id, [])
+        out = dict(row)
+        if out["status"] == "open":
+            out.update(self._live_counts(session_id))
+        return out
+
+    def frames(self, session_id: str, *, after_seq: int = -1, limit: int | None = None) -> Iterator[Frame]:
+        """Frames of a session in seq order, those with seq > after_seq."""
+        sql = "SELECT seq, t, direction, text, data FROM events WHERE session_id = ? AND seq > ? ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cur = self.conn.execute(sql, (session_id, after_seq))
+        cur.row_factory = None  # type: ignore[assignment]
+        while True:
+            chunk = cur.fetchmany(4096)
+            if not chunk:
+                return
+            for seq, t, direction, text, data in chunk:
+                yield Frame(seq, t, Direction(direction), text if text is not None else bytes(data or b""))
+
+    def event_rows(
+        self, session_id: str, *, after_seq: int = -1, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Event index rows (no payloads): seq, t, direction, type, ids, size."""
+        sql = (
+            "SELECT seq, t, direction, type, event_id, item_id, response_id, size FROM events"
+            " WHERE session_id = ? AND seq > ? ORDER BY seq"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [dict(r) for r in self.conn.execute(sql, (session_id, after_seq))]
+
+    def frame(self, session_id: str, seq: int) -> Frame | None:
+        return next(self.frames(session_id, after_seq=seq - 1, limit=1), None)
+
+    def count_events(self, session_id: str) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM events WHERE session_id = ?", (session_id,)).fetchone()[0])
+
+    def http_exchanges(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        if session_id is None:
+            return [dict(r) for r in self.conn.execute("SELECT * FROM http ORDER BY id")]
+        return [dict(r) for r in self.conn.execute("SELECT * FROM http WHERE session_id = ? ORDER BY id", (session_id,))]
+
+    def delete_session(self, session_id: str) -> None:
+        with self.conn:
+            self.conn.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            self.conn.execute("DELETE FROM http WHERE session_id = ?", (session_id,))
+            self.conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def import_session(self, session: dict[str, Any], frames: Iterable[Frame]) -> str:
+        """Insert a whole session in one transaction; returns its id.
+
+        A session whose id is already present gets a fresh id, so importing
+        the same file twice keeps both copies.
+        """
+        fields = {k: v for k, v in session.items() if k in SESSION_COLUMNS}
+        sid = str(fields.get("id") or new_session_id())
+        if self.conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone():
+            sid = new_session_id()
+        fields["id"] = sid
+        fields.setdefault("started_at", utcnow())
+        if fields.get("status") in (None, "open"):
+            fields["status"] = "closed"
+        fields.pop("owner_pid", None)
+        clean = _clean(fields)
+        with self.conn:
+            cols = ", ".join(clean)
+            self.conn.execute(
+                f"INSERT INTO sessions ({cols}) VALUES ({', '.join('?' for _ in clean)})", tuple(clean.values())
+            )
+            self.conn.executemany(
+                INSERT_EVENT, (frame_row(sid, f.seq, f.t, f.direction.value, f.data) for f in frames)
+            )
+        return sid
+
+    def replace_frames(self, session_id: str, frames: Iterable[Frame]) -> None:
+        """Rewrite a session's frames (used by `redact`)."""
+        with self.conn:
+            self.conn.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            self.conn.executemany(
+                INSERT_EVENT, (frame_row(session_id, f.seq, f.t, f.direction.value, f.data) for f in frames)
+            )
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
