@@ -283,6 +283,7 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Headers as a dict, secret values masked (repeated headers joined)."""
     out: dict[str, str] = {}
     for name, value in headers:
+        name, value = str(name), str(value)  # multidict keys are a str subclass JSON encoders refuse
         clean = redact_header_value(name, value)
         out[name] = f"{out[name]}, {clean}" if name in out else clean
     return out

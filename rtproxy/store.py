@@ -26,7 +26,7 @@ import orjson
 import sqlite_utils
 
 from .errors import SessionNotFound, StoreError
-from .protocol import Direction, Frame, has_secret, redact_bytes, redact_text
+from .protocol import Direction, Frame, dialect_from_event, has_secret, parse_event, redact_bytes, redact_text
 
 SCHEMA_VERSION = 1
 
@@ -271,6 +271,7 @@ class Recorder:
         self.stats = RecorderStats()
         self._queue: deque[tuple[Any, ...]] = deque()
         self._dropped: dict[str, int] = {}
+        self._sniffing: dict[str, dict[str, Any]] = {}  # writer thread only: sessions whose dialect is unknown
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -357,8 +358,11 @@ class Recorder:
             while queue:
                 item = queue.popleft()
                 if len(item) == 5:
-                    rows.append(frame_row(*item))
+                    row = frame_row(*item)
+                    rows.append(row)
                     nbytes += len(item[4])
+                    if row[0] in self._sniffing and row[4] is not None:
+                        self._sniff(row)
                     continue
                 if rows:  # keep control operations in order with the frames around them
                     conn.executemany(INSERT_EVENT, rows)
@@ -401,12 +405,31 @@ class Recorder:
             else:
                 print(f"rtproxy: {message}", file=sys.stderr)
 
+    def _sniff(self, row: tuple[Any, ...]) -> None:
+        """Learn a session's dialect (and model) from the events it carries."""
+        sid, typ = row[0], row[4]
+        state = self._sniffing[sid]
+        event = parse_event(row[9]) if typ in ("session.created", "session.updated") else None
+        if event is not None and not state.get("model"):
+            session = event.get("session")
+            if isinstance(session, dict) and isinstance(session.get("model"), str):
+                state["model"] = session["model"]
+                self._update_session(sid, {"model": session["model"]})
+        dialect = dialect_from_event(typ, event)
+        if dialect is not None:
+            self._update_session(sid, {"dialect": dialect.value})
+            del self._sniffing[sid]
+
     def _insert_session(self, fields: dict[str, Any]) -> None:
+        if fields.get("status") == "open" and not fields.get("dialect"):
+            self._sniffing[fields["id"]] = {"model": fields.get("model")}
         cols = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
         self._conn.execute(f"INSERT OR REPLACE INTO sessions ({cols}) VALUES ({marks})", tuple(fields.values()))
 
     def _update_session(self, session_id: str, fields: dict[str, Any]) -> None:
+        if fields.get("status") not in (None, "open"):
+            self._sniffing.pop(session_id, None)
         if not fields:
             return
         sets = ", ".join(f"{k} = ?" for k in fields)

@@ -2,10 +2,151 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import os
+import signal
+import sys
+from typing import Any
+from urllib.parse import urlsplit
+
 import click
 import orjson
 
-from . import db_option, open_store
+from ..errors import RtproxyError
+from . import InputError, db_option, open_store
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _say(text: str = "") -> None:
+    click.echo(text)
+    sys.stdout.flush()
+
+
+def _banner(host: str, port: int, tls: bool, upstream: str, db: str, cert: Any, token: bool) -> None:
+    http = "https" if tls else "http"
+    ws = "wss" if tls else "ws"
+    shown = f"[{host}]" if ":" in host else host
+    base = f"{http}://{shown}:{port}"
+    wsbase = f"{ws}://{shown}:{port}"
+    _say(f"rtproxy: listening on {wsbase} (and {base} for REST), relaying to {upstream}")
+    _say(f"rtproxy: recording to {os.path.abspath(db)}")
+    _say("Point your client here (one setting):")
+    _say(f"  openai-python   OPENAI_BASE_URL={base}/v1   or  websocket_base_url=\"{wsbase}/v1\"")
+    _say(f"  openai-agents   model_config={{\"url\": \"{wsbase}/v1/realtime?model=gpt-realtime\"}}")
+    _say(f"  browser         new WebSocket(\"{wsbase}/v1/realtime?model=gpt-realtime\", [...])")
+    _say(f"  Azure           --upstream https://RESOURCE.openai.azure.com, then {wsbase}/openai/realtime?…")
+    if tls:
+        _say(f"  Node (wss only) NODE_EXTRA_CA_CERTS={cert} node app.js  with baseURL {base}/v1")
+    else:
+        _say("  Node SDK        needs wss://: restart with --tls")
+    if token:
+        _say("Access token required: header X-Rtproxy-Token, query rtproxy_token=, or subprotocol rtproxy-token.TOKEN")
+    _say("Ctrl-C stops (open sessions are closed with 1001 and flushed).")
+
+
+async def _serve(
+    host: str, port: int, upstream: str, db: str, tls: bool, label: str | None, auth_token: str | None,
+    connect_timeout: float,
+) -> None:  # fmt: skip
+    from aiohttp import web
+
+    from ..proxy import Proxy
+    from ..store import Recorder
+
+    def overflow(session_id: str) -> None:
+        click.echo(
+            f"rtproxy: WARNING: the recorder cannot keep up; frames of session {session_id} are forwarded "
+            "but not recorded (the session will be marked)",
+            err=True,
+        )
+
+    def failed(message: str) -> None:
+        click.echo(f"rtproxy: WARNING: {message}", err=True)
+
+    recorder = Recorder(db, on_overflow=overflow, on_error=failed)
+    if recorder.interrupted:
+        _say(f"rtproxy: marked {recorder.interrupted} session(s) left open by a stopped proxy as interrupted")
+    recorder.start()
+    proxy = Proxy(recorder, upstream=upstream, label=label, auth_token=auth_token, connect_timeout=connect_timeout)
+    runner = web.AppRunner(proxy.make_app(), handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    ssl_ctx, cert = None, None
+    if tls:
+        from ..tls import server_context
+
+        ssl_ctx, cert = server_context()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        recorder.close()
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    server = site._server
+    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port  # type: ignore[union-attr]
+    if not _is_loopback(host):
+        click.echo(
+            f"rtproxy: WARNING: listening on {host}, reachable from other machines: anyone who can reach it "
+            "uses your clients' upstream credentials" + ("" if auth_token else "; consider --auth-token"),
+            err=True,
+        )
+    _banner(host, bound, tls, upstream, db, cert, auth_token is not None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        _say("rtproxy: stopping: closing open sessions (1001) and flushing the recorder")
+        await proxy.shutdown()
+        await runner.cleanup()
+        recorder.close()
+        if recorder.stats.dropped:
+            click.echo(f"rtproxy: WARNING: {recorder.stats.dropped} frames were forwarded but not recorded", err=True)
+        _say(f"rtproxy: stopped; {recorder.stats.written} frames recorded")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback warns: the proxy forwards your users' credentials.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on; 0 picks a free one (printed on start).")
+@click.option("--upstream", default="https://api.openai.com", show_default=True,
+              help="Server to relay to: http(s) maps to ws(s). Azure: https://RESOURCE.openai.azure.com.")
+@db_option
+@click.option("--tls", is_flag=True,
+              help="Serve wss:// with a self-signed certificate for 127.0.0.1/localhost (the Node SDK needs it).")
+@click.option("--label", help="A label stored with every session recorded by this run.")
+@click.option("--auth-token", envvar="RTPROXY_AUTH_TOKEN",
+              help="Require this token from clients (X-Rtproxy-Token header, rtproxy_token= query, or "
+                   "rtproxy-token.TOKEN subprotocol). Env: RTPROXY_AUTH_TOKEN.")
+@click.option("--connect-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
+              help="Seconds to wait for the upstream's handshake before answering 504.")
+def proxy(host: str, port: int, upstream: str, db: str, tls: bool, label: str | None, auth_token: str | None,
+          connect_timeout: float) -> None:  # fmt: skip
+    """Run the recording proxy.
+
+    Every WebSocket frame and REST call your client sends to this address is
+    forwarded unchanged to --upstream, and recorded, with its direction and
+    time, to the SQLite database --db. API keys are never written to disk.
+    """
+    parts = urlsplit(upstream)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
+        raise InputError(f"--upstream must be an http(s) or ws(s) URL, got {upstream!r}")
+    try:
+        asyncio.run(_serve(host, port, upstream, db, tls, label, auth_token, connect_timeout))
+    except RtproxyError as e:
+        raise InputError(str(e)) from e
 
 
 def _duration(seconds: float | None) -> str:
@@ -72,4 +213,5 @@ def sessions(db: str, as_json: bool) -> None:
 
 
 def register(group: click.Group) -> None:
+    group.add_command(proxy)
     group.add_command(sessions)

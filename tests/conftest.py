@@ -1,0 +1,159 @@
+"""Shared fixtures: a scripted upstream, the proxy in-process and as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from rtproxy.proxy import Proxy
+from rtproxy.store import Recorder
+
+from .upstream import ScriptedUpstream
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+for _var in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+    os.environ.pop(_var, None)
+
+
+def make_key() -> str:
+    """A fake API key, made at run time so no fixture file holds one."""
+    return "sk-test-" + secrets.token_urlsafe(24)
+
+
+@pytest.fixture
+def api_key() -> str:
+    return make_key()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[ScriptedUpstream]:
+    async with ScriptedUpstream() as up:
+        yield up
+
+
+@dataclass
+class RunningProxy:
+    proxy: Proxy
+    recorder: Recorder
+    db: Path
+    port: int
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1"
+
+    async def settle(self, sessions: int = 1) -> list[str]:
+        """Wait until `sessions` relays ended and everything is on disk; their ids."""
+        ids = await self.proxy.wait_finished(sessions)
+        await asyncio.to_thread(self.recorder.flush)
+        return ids
+
+
+async def start_proxy(db: Path, upstream_url: str, **kwargs: object) -> tuple[RunningProxy, web.AppRunner]:
+    recorder = Recorder(str(db))
+    recorder.start()
+    proxy = Proxy(recorder, upstream=upstream_url, **kwargs)  # type: ignore[arg-type]
+    runner = web.AppRunner(proxy.make_app(), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return RunningProxy(proxy, recorder, db, port), runner
+
+
+@pytest.fixture
+async def proxy(upstream: ScriptedUpstream, tmp_path: Path) -> AsyncIterator[RunningProxy]:
+    running, runner = await start_proxy(tmp_path / "rt.db", upstream.url)
+    try:
+        yield running
+    finally:
+        await running.proxy.shutdown()
+        await runner.cleanup()
+        running.recorder.close()
+
+
+# --- the real command, as a subprocess ------------------------------------------------
+
+
+def rtproxy_exe() -> list[str]:
+    exe = shutil.which("rtproxy", path=os.path.dirname(sys.executable)) or shutil.which("rtproxy")
+    assert exe, "the rtproxy console script is not installed (pip install -e .)"
+    return [exe]
+
+
+@dataclass
+class ProxyProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    lines: list[str]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, "".join(self.lines) + out, err
+
+
+LISTENING = re.compile(r"listening on wss?://[^:]+:(\d+)")
+
+
+def spawn_proxy(args: list[str], env: dict[str, str] | None = None, timeout: float = 20.0) -> ProxyProcess:
+    """Start `rtproxy proxy …` and wait for its 'listening on' line."""
+    proc = subprocess.Popen(
+        [*rtproxy_exe(), "proxy", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not sel.select(timeout=deadline - time.monotonic()):
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = LISTENING.search(line)
+        if m:
+            sel.close()
+            return ProxyProcess(proc, int(m.group(1)), lines)
+    proc.kill()
+    out, err = proc.communicate()
+    raise AssertionError(f"proxy did not start: {''.join(lines)}{out}\n{err}")
+
+
+@pytest.fixture
+def proxy_process() -> Iterator[list[ProxyProcess]]:
+    """Processes started here are killed at teardown."""
+    started: list[ProxyProcess] = []
+    yield started
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.communicate()
