@@ -22,6 +22,8 @@ from rtproxy.store import Recorder
 
 from .upstream import ScriptedUpstream
 
+pytest_plugins = ("pytester",)
+
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 for _var in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
