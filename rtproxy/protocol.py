@@ -235,9 +235,11 @@ def session_audio_formats(session: Mapping[str, Any]) -> tuple[AudioFormat | Non
     """(input, output) formats named by a session config of either dialect."""
     audio = session.get("audio")
     if isinstance(audio, Mapping):
-        inp = audio.get("input") if isinstance(audio.get("input"), Mapping) else {}
-        out = audio.get("output") if isinstance(audio.get("output"), Mapping) else {}
-        return audio_format(inp.get("format")), audio_format(out.get("format"))
+        inp, out = audio.get("input"), audio.get("output")
+        return (
+            audio_format(inp.get("format")) if isinstance(inp, Mapping) else None,
+            audio_format(out.get("format")) if isinstance(out, Mapping) else None,
+        )
     return audio_format(session.get("input_audio_format")), audio_format(session.get("output_audio_format"))
 
 

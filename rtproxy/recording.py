@@ -181,7 +181,7 @@ def _frame(path: str, lineno: int, line: bytes, seq: int) -> Frame:
     if not isinstance(t, int | float) or isinstance(t, bool) or t < 0:
         raise RecordingError(path, lineno, "\"t\" must be a number of seconds ≥ 0")
     try:
-        direction = Direction(obj.get("dir"))
+        direction = Direction(str(obj.get("dir")))
     except ValueError as e:
         raise RecordingError(path, lineno, f"\"dir\" must be \"client\" or \"server\", got {obj.get('dir')!r}") from e
     data: str | bytes

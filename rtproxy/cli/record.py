@@ -91,8 +91,8 @@ async def _serve(
         await runner.cleanup()
         recorder.close()
         raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-    server = site._server
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port  # type: ignore[union-attr]
+    sockets = getattr(site._server, "sockets", None) or ()
+    bound = sockets[0].getsockname()[1] if sockets else port
     if not _is_loopback(host):
         click.echo(
             f"rtproxy: WARNING: listening on {host}, reachable from other machines: anyone who can reach it "
@@ -187,7 +187,7 @@ def sessions(db: str, as_json: bool) -> None:
         click.echo(f"no sessions in {db}")
         return
     header = ("ID", "START", "DURATION", "MODEL", "DIALECT", "STATUS", "EVENTS", "BYTES", "LABEL")
-    table = [header]
+    table: list[tuple[str, ...]] = [header]
     for r in rows:
         events = (r.get("client_events") or 0) + (r.get("server_events") or 0)
         nbytes = (r.get("client_bytes") or 0) + (r.get("server_bytes") or 0)
@@ -207,9 +207,9 @@ def sessions(db: str, as_json: bool) -> None:
                 r.get("label") or "",
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
 def register(group: click.Group) -> None:
