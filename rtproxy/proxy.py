@@ -138,7 +138,7 @@ class Relay:
                 url,
                 headers=relay_headers(req.headers),
                 protocols=offered,
-                compress=15,
+                compress=15 if _offers_deflate(req.headers) else 0,
                 max_msg_size=MAX_MESSAGE,
                 autoclose=False,
                 autoping=True,
@@ -234,6 +234,12 @@ class Relay:
         who = "client" if side is CLIENT else "upstream"
         ended = self.ended
         ended.setdefault("closed_by", "proxy" if self.proxy.stopping else who)
+        if self.proxy.stopping:  # our own 1001 ended this side: the other side gets the same
+            for key in ("client", "server"):
+                ended.setdefault(f"{key}_close_code", 1001)
+                ended.setdefault(f"{key}_close_reason", "rtproxy shutting down")
+            await dst.close(code=1001, message=b"rtproxy shutting down")
+            return
         if msg.type is WSMsgType.CLOSE:
             code, reason = int(msg.data), str(msg.extra or "")
             out_code = _close_code(code)
@@ -260,9 +266,11 @@ class Relay:
         """Close both sides with 1001 (the proxy is going away)."""
         self.ended.setdefault("closed_by", "proxy")
         self.ended.setdefault("reason", "proxy shut down")
-        for ws in (self.client_ws, self.upstream_ws):
-            if ws is not None and not ws.closed:
-                await ws.close(code=1001, message=b"rtproxy shutting down")
+        await asyncio.gather(
+            *(ws.close(code=1001, message=b"rtproxy shutting down")
+              for ws in (self.client_ws, self.upstream_ws) if ws is not None and not ws.closed),
+            return_exceptions=True,
+        )  # fmt: skip
 
     def _finish(self, **fields: Any) -> None:
         ended = {**self.ended, **fields}
@@ -297,6 +305,11 @@ class Relay:
         log.warning("rtproxy: %s", reason)
         kind = "upstream_timeout" if status == 504 else "upstream_unreachable"
         return web.json_response({"error": {"type": kind, "code": kind, "message": f"rtproxy: {reason}"}}, status=status)
+
+
+def _offers_deflate(headers: Mapping[str, str]) -> bool:
+    """Did the client offer permessage-deflate? Then (and only then) offer it upstream too."""
+    return "permessage-deflate" in headers.get("Sec-WebSocket-Extensions", "").lower()
 
 
 def _strip_token(request: web.Request) -> str:

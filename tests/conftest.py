@@ -102,15 +102,22 @@ def rtproxy_exe() -> list[str]:
 
 @dataclass
 class ProxyProcess:
-    proc: subprocess.Popen[str]
+    """A `rtproxy proxy` subprocess; its stdout and stderr go to files so nothing is lost or blocks."""
+
+    proc: subprocess.Popen[bytes]
     port: int
-    lines: list[str]
+    out_path: Path
+    err_path: Path
+
+    @property
+    def output(self) -> str:
+        return self.out_path.read_text()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> tuple[int, str, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, "".join(self.lines) + out, err
+        self.proc.wait(timeout=timeout)
+        return self.proc.returncode, self.output, self.err_path.read_text()
 
 
 LISTENING = re.compile(r"listening on wss?://[^:]+:(\d+)")
@@ -118,36 +125,28 @@ LISTENING = re.compile(r"listening on wss?://[^:]+:(\d+)")
 
 def spawn_proxy(args: list[str], env: dict[str, str] | None = None, timeout: float = 20.0) -> ProxyProcess:
     """Start `rtproxy proxy …` and wait for its 'listening on' line."""
-    proc = subprocess.Popen(
-        [*rtproxy_exe(), "proxy", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    import selectors
-
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    import tempfile
     import time
 
+    logs = Path(tempfile.mkdtemp(prefix="rtproxy-proc-"))
+    out_path, err_path = logs / "stdout", logs / "stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [*rtproxy_exe(), "proxy", "--port", "0", *args],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not sel.select(timeout=deadline - time.monotonic()):
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = LISTENING.search(line)
+    while time.monotonic() < deadline and proc.poll() is None:
+        m = LISTENING.search(out_path.read_text())
         if m:
-            sel.close()
-            return ProxyProcess(proc, int(m.group(1)), lines)
+            return ProxyProcess(proc, int(m.group(1)), out_path, err_path)
+        time.sleep(0.02)  # polling the log file for the start line
     proc.kill()
-    out, err = proc.communicate()
-    raise AssertionError(f"proxy did not start: {''.join(lines)}{out}\n{err}")
+    proc.wait()
+    raise AssertionError(f"proxy did not start: {out_path.read_text()}\n{err_path.read_text()}")
 
 
 @pytest.fixture
@@ -158,4 +157,4 @@ def proxy_process() -> Iterator[list[ProxyProcess]]:
     for p in started:
         if p.proc.poll() is None:
             p.proc.kill()
-            p.proc.communicate()
+            p.proc.wait()
