@@ -42,7 +42,9 @@ async def wait_for(predicate: object, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_banner_names_listen_address_database_and_client_settings(tmp_path: Path, proxy_process: list[ProxyProcess]) -> None:
+async def test_banner_names_listen_address_database_and_client_settings(
+    tmp_path: Path, proxy_process: list[ProxyProcess]
+) -> None:
     """On start the proxy prints where it listens, where it records, and the exact client settings."""
     db = tmp_path / "rec.db"
     p = spawn_proxy(["--db", str(db), "--upstream", "http://127.0.0.1:9"])
