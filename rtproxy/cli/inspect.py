@@ -1,9 +1,284 @@
-"""Commands of this face (filled in by the issue that builds it)."""
+"""`rtproxy show`, `rtproxy export` and `rtproxy import`: a recorded session for people and files.
+
+Thin shells: frames stream from the store into the reducer
+(:mod:`rtproxy.assemble`), the renderer (:mod:`rtproxy.render`) or the
+JSONL writer (:mod:`rtproxy.recording`); nothing here holds a whole session
+in memory that it does not need.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
 import click
+import orjson
+
+from ..errors import RtproxyError
+from ..protocol import Frame
+from ..store import Store
+from . import InputError, db_option, open_store, resolve_session
+
+Advance = Callable[[int], None]
+
+
+# --- progress (stderr, only for a person watching) ---------------------------------
+
+
+@contextmanager
+def progress(label: str, total: int | None) -> Iterator[Advance]:
+    """A rich progress bar on stderr when stderr is a terminal; otherwise silent."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def counted(frames: Iterable[Frame], advance: Advance, every: int = 4096) -> Iterator[Frame]:
+    """Pass frames through, advancing a progress bar every `every` frames."""
+    n = 0
+    for frame in frames:
+        yield frame
+        n += 1
+        if n == every:
+            advance(n)
+            n = 0
+    if n:
+        advance(n)
+
+
+# --- export / import ----------------------------------------------------------------
+
+
+def export_jsonl(store: Store, sid: str, output: str) -> int:
+    """Write a session as a JSONL recording to a path, or to stdout for ``-``."""
+    from ..recording import write_recording
+
+    session = store.session(sid)
+    with progress(f"export {sid}", store.count_events(sid)) as advance:
+        frames = counted(store.frames(sid), advance)
+        if output == "-":
+            with click.open_file("-", "wb") as out, pipe_may_close():
+                return write_recording(out, session, frames)
+        try:
+            return write_recording(output, session, frames)
+        except OSError as e:
+            raise InputError(f"cannot write {output}: {e.strerror or e}") from e
+
+
+def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
+    """One WAV per item with audio, in conversation order, and the stereo conversation.wav."""
+    from ..assemble import Conversation
+    from ..audio import stereo_mix, write_wav
+
+    conv = Conversation(keep_audio=True)
+    with progress(f"assemble {sid}", store.count_events(sid)) as advance:
+        for frame in counted(store.frames(sid), advance):
+            conv.feed(frame)
+    target = Path(directory)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {directory}: {e.strerror or e}") from e
+    items = [item for item in conv.items if item.audio_ms > 0]
+    width = max(3, len(str(len(conv.items))))
+    order = {item.id: n for n, item in enumerate(conv.items, start=1)}
+    written: list[Path] = []
+    left: list[tuple[float, bytes]] = []
+    right: list[tuple[float, bytes]] = []
+    rate = max((item.audio_rate for item in items), default=24000)
+    try:
+        for item in items:
+            pcm = item.pcm16()
+            if not pcm:
+                continue
+            path = target / f"{order[item.id]:0{width}d}-{_safe(item.role or item.type)}-{_safe(item.id)}.wav"
+            write_wav(str(path), pcm, item.audio_rate)
+            written.append(path)
+            placed = (item.t_start or 0.0, _to_rate(pcm, item.audio_rate, rate))
+            (left if item.role == "user" else right).append(placed)
+        path = target / "conversation.wav"
+        write_wav(str(path), stereo_mix(left, right, rate), rate, channels=2)
+    except OSError as e:
+        raise InputError(f"cannot write to {directory}: {e.strerror or e}") from e
+    written.append(path)
+    return written
+
+
+def _to_rate(pcm: bytes, rate: int, target: int) -> bytes:
+    if rate == target:
+        return pcm
+    from ..audio import resample
+
+    return resample(pcm, rate, target)
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe version of an id or role."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "item"
+
+
+# --- show ---------------------------------------------------------------------------------
+
+
+def _show_json(store: Store, sid: str) -> dict[str, Any]:
+    from ..assemble import Conversation
+    from ..recording import session_header
+
+    session = store.session(sid)
+    conv = Conversation(keep_audio=False)
+    for frame in store.frames(sid):
+        conv.feed(frame)
+    model = conv.to_json()
+    head = session_header(session)
+    head["dialect"] = head.get("dialect") or conv.dialect
+    return {**model, "session": {**head, **(model.get("session") or {})}}
+
+
+@click.command()
+@click.argument("session")
+@db_option
+@click.option("--events", is_flag=True, help="Print the raw event timeline, runs of deltas collapsed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the conversation model as JSON, for programs.")
+def show(session: str, db: str, events: bool, as_json: bool) -> None:
+    """Show SESSION as a conversation: who said what, calls, tokens, latency.
+
+    \b
+    rtproxy show latest              the conversation, turn by turn
+    rtproxy show latest --events     every event, runs of deltas collapsed
+    rtproxy show 20261124 --json     session, items, responses as JSON
+
+    Each turn shows its speaker, text or transcript, audio duration and
+    function calls with arguments and outputs; each response its status,
+    tokens and latency (trigger → created → first delta/audio → done).
+    """
+    if events and as_json:
+        raise InputError("--events and --json do not go together; pick one")
+    color = sys.stdout.isatty()
+    with open_store(db) as store:
+        sid = resolve_session(store, session)
+        if as_json:
+            out = _show_json(store, sid)
+            click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+            return
+        from .. import render
+
+        if events:
+            echo_lines(render.timeline(store.frames(sid), color=color), color=color)
+            return
+        from ..assemble import Conversation
+
+        conv = Conversation(keep_audio=False)
+        for frame in store.frames(sid):
+            conv.feed(frame)
+        row = store.session(sid)
+        row["dialect"] = row.get("dialect") or conv.dialect
+        echo_lines(render.conversation(conv, row, color=color), color=color)
+
+
+def echo_lines(lines: Iterable[str], *, color: bool, batch: int = 512) -> None:
+    """Echo lines in batches (one write per batch, not per line)."""
+    chunk: list[str] = []
+    with pipe_may_close():
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) == batch:
+                click.echo("\n".join(chunk), color=color)
+                chunk.clear()
+        if chunk:
+            click.echo("\n".join(chunk), color=color)
+
+
+@contextmanager
+def pipe_may_close() -> Iterator[None]:
+    """A reader that stops early (`| head`) ends the command quietly, not with a traceback."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with suppress(OSError, ValueError):
+            os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+@click.command("export")
+@click.argument("session")
+@db_option
+@click.option("-o", "--output", metavar="FILE.jsonl", help="Write the session as a JSONL recording ('-' for stdout).")
+@click.option(
+    "--audio",
+    "audio_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Write one WAV per item with audio, and conversation.wav (user left, assistant right).",
+)
+def export(session: str, db: str, output: str | None, audio_dir: str | None) -> None:
+    """Export SESSION as a JSONL recording (-o) or as WAV files (--audio).
+
+    \b
+    rtproxy export latest -o recordings/greeting.jsonl
+    rtproxy export 20261124-1152 -o - | less
+    rtproxy export latest --audio out/
+
+    The JSONL file replays (`rtproxy replay`) and imports (`rtproxy import`)
+    without loss. WAV files are named NNN-ROLE-ITEM.wav so they sort in
+    conversation order.
+    """
+    if (output is None) == (audio_dir is None):
+        raise InputError("export needs exactly one of -o FILE.jsonl or --audio DIR")
+    with open_store(db) as store:
+        sid = resolve_session(store, session)
+        if output is not None:
+            n = export_jsonl(store, sid, output)
+            if output != "-":
+                click.echo(f"exported session {sid}: {n} frames to {output}", err=True)
+            return
+        assert audio_dir is not None
+        files = export_audio(store, sid, audio_dir)
+    click.echo(f"exported session {sid}: {len(files)} WAV files to {audio_dir}", err=True)
+    for path in files:
+        click.echo(str(path))
+
+
+@click.command("import")
+@click.argument("file", metavar="FILE.jsonl")
+@db_option
+def import_(file: str, db: str) -> None:
+    """Import a JSONL recording into the database; prints the new session's id.
+
+    The whole file is checked as it is read, in one transaction: a file with
+    a bad line is refused with its line number, and nothing of it is
+    imported. A session whose id is already in the database gets a new id.
+    """
+    from ..recording import iter_recording
+
+    session, frames = iter_recording(file)  # a bad header is refused before the database is touched
+    existed = os.path.exists(db)
+    try:
+        with Store(db, create=True) as store, progress(f"import {file}", None) as advance:
+            sid = store.import_session(session, counted(frames, advance))
+    except RtproxyError:
+        if not existed:  # leave no empty database behind a refused file
+            for suffix in ("", "-wal", "-shm"):
+                with suppress(FileNotFoundError):
+                    os.unlink(db + suffix)
+        raise
+    click.echo(sid)
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the `rtproxy` group."""
+    group.add_command(show)
+    group.add_command(export)
+    group.add_command(import_)
