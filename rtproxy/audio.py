@@ -1,0 +1,274 @@
+"""Audio as the Realtime API carries it: PCM16 and G.711, to WAV and waveforms.
+
+Pure functions on ``bytes`` (no I/O except :func:`write_wav`, which writes
+where it is told). PCM16 is 16-bit little-endian mono. G.711 μ-law and A-law
+(ITU-T G.711, 8 kHz) are decoded through 256-entry tables with
+``bytes.translate`` and encoded through 65536-entry tables, so an hour of
+audio converts in well under a second without ``audioop`` (removed from the
+standard library in Python 3.13) or numpy.
+"""
+
+from __future__ import annotations
+
+import sys
+import wave
+from array import array
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from .protocol import AudioFormat
+
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+# --- G.711 (the reference algorithms, run once to fill the tables) -----------------
+
+
+def _ulaw_to_linear(code: int) -> int:
+    code = ~code & 0xFF
+    t = (((code & 0x0F) << 3) + 0x84) << ((code & 0x70) >> 4)
+    return (0x84 - t) if code & 0x80 else (t - 0x84)
+
+
+def _alaw_to_linear(code: int) -> int:
+    code ^= 0x55
+    t = (code & 0x0F) << 4
+    seg = (code & 0x70) >> 4
+    if seg == 0:
+        t += 8
+    elif seg == 1:
+        t += 0x108
+    else:
+        t = (t + 0x108) << (seg - 1)
+    return t if code & 0x80 else -t
+
+
+_SEG_END = (0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF, 0x3FFF, 0x7FFF)
+
+
+def _segment(value: int) -> int:
+    for i, end in enumerate(_SEG_END):
+        if value <= end:
+            return i
+    return 8
+
+
+def _linear_to_ulaw(sample: int) -> int:
+    sample >>= 2  # the 14-bit reference (Sun's g711.c, as audioop did)
+    if sample < 0:
+        sample, mask = -sample, 0x7F
+    else:
+        mask = 0xFF
+    sample = min(sample, 8159) + (0x84 >> 2)
+    seg = next((i for i, end in enumerate(_SEG_UEND) if sample <= end), 8)
+    if seg >= 8:
+        return 0x7F ^ mask
+    return ((seg << 4) | ((sample >> (seg + 1)) & 0x0F)) ^ mask
+
+
+_SEG_UEND = (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)
+
+
+def _linear_to_alaw(sample: int) -> int:
+    if sample >= 0:
+        mask = 0xD5
+    else:
+        mask, sample = 0x55, -sample - 1
+    seg = _segment(sample)
+    if seg >= 8:
+        return 0x7F ^ mask
+    aval = seg << 4
+    aval |= (sample >> 4) & 0x0F if seg < 2 else (sample >> (seg + 3)) & 0x0F
+    return aval ^ mask
+
+
+def _decode_tables(to_linear: object) -> tuple[bytes, bytes]:
+    lo, hi = bytearray(256), bytearray(256)
+    for code in range(256):
+        value = to_linear(code) & 0xFFFF  # type: ignore[operator]
+        lo[code], hi[code] = value & 0xFF, value >> 8
+    return bytes(lo), bytes(hi)
+
+
+def _encode_table(to_code: object) -> bytes:
+    """Code for every 16-bit sample, indexed by the sample's unsigned value."""
+    return bytes(to_code(v - 0x10000 if v >= 0x8000 else v) for v in range(0x10000))  # type: ignore[operator]
+
+
+_ULAW_LO, _ULAW_HI = _decode_tables(_ulaw_to_linear)
+_ALAW_LO, _ALAW_HI = _decode_tables(_alaw_to_linear)
+_ULAW_ENC: bytes | None = None
+_ALAW_ENC: bytes | None = None
+
+
+def _expand(data: bytes, lo: bytes, hi: bytes) -> bytes:
+    out = bytearray(2 * len(data))
+    out[0::2] = data.translate(lo)
+    out[1::2] = data.translate(hi)
+    return bytes(out)
+
+
+def ulaw_decode(data: bytes) -> bytes:
+    """G.711 μ-law bytes to PCM16 (one sample per byte, same rate)."""
+    return _expand(bytes(data), _ULAW_LO, _ULAW_HI)
+
+
+def alaw_decode(data: bytes) -> bytes:
+    """G.711 A-law bytes to PCM16 (one sample per byte, same rate)."""
+    return _expand(bytes(data), _ALAW_LO, _ALAW_HI)
+
+
+def _compress(pcm16: bytes, table: bytes) -> bytes:
+    samples = array("H")
+    samples.frombytes(pcm16[: len(pcm16) // 2 * 2])
+    if _BIG_ENDIAN:
+        samples.byteswap()
+    return bytes(map(table.__getitem__, samples))
+
+
+def ulaw_encode(pcm16: bytes) -> bytes:
+    """PCM16 to G.711 μ-law (for tests, fixtures and redaction)."""
+    global _ULAW_ENC
+    if _ULAW_ENC is None:
+        _ULAW_ENC = _encode_table(_linear_to_ulaw)
+    return _compress(pcm16, _ULAW_ENC)
+
+
+def alaw_encode(pcm16: bytes) -> bytes:
+    """PCM16 to G.711 A-law (for tests, fixtures and redaction)."""
+    global _ALAW_ENC
+    if _ALAW_ENC is None:
+        _ALAW_ENC = _encode_table(_linear_to_alaw)
+    return _compress(pcm16, _ALAW_ENC)
+
+
+def decode(data: bytes, fmt: AudioFormat) -> bytes:
+    """Audio in ``fmt`` as PCM16 at ``fmt.rate`` (PCM16 passes through, an odd byte dropped)."""
+    if fmt.encoding == "g711_ulaw":
+        return ulaw_decode(data)
+    if fmt.encoding == "g711_alaw":
+        return alaw_decode(data)
+    return bytes(data[: len(data) // 2 * 2])
+
+
+def silence(fmt: AudioFormat, ms: float) -> bytes:
+    """``ms`` of silence encoded in ``fmt`` (what a redacted audio chunk becomes)."""
+    n = int(ms * fmt.rate / 1000)
+    if fmt.encoding == "g711_ulaw":
+        return b"\xff" * n
+    if fmt.encoding == "g711_alaw":
+        return b"\xd5" * n
+    return bytes(2 * n)
+
+
+# --- samples ------------------------------------------------------------------------
+
+
+def samples(pcm16: bytes) -> array[int]:
+    """PCM16 bytes as an array of signed ints."""
+    a = array("h")
+    a.frombytes(pcm16[: len(pcm16) // 2 * 2])
+    if _BIG_ENDIAN:
+        a.byteswap()
+    return a
+
+
+def to_bytes(a: array[int]) -> bytes:
+    if _BIG_ENDIAN:
+        a = array("h", a)
+        a.byteswap()
+    return a.tobytes()
+
+
+def resample(pcm16: bytes, rate_in: int, rate_out: int) -> bytes:
+    """PCM16 from one rate to another: integer up/down factors exactly, else nearest sample."""
+    if rate_in == rate_out or not pcm16:
+        return bytes(pcm16)
+    src = samples(pcm16)
+    n_in = len(src)
+    if rate_out % rate_in == 0:
+        k = rate_out // rate_in
+        out = array("h", bytes(2 * n_in * k))
+        for i in range(k):
+            out[i::k] = src
+        return to_bytes(out)
+    if rate_in % rate_out == 0:
+        return to_bytes(src[:: rate_in // rate_out])
+    n_out = n_in * rate_out // rate_in
+    step = rate_in / rate_out
+    return to_bytes(array("h", [src[int(i * step)] for i in range(n_out)]))
+
+
+def peaks(pcm16: bytes, buckets: int) -> list[tuple[int, int]]:
+    """(min, max) sample of each of ``buckets`` equal slices, for drawing a waveform.
+
+    Fewer samples than buckets gives one pair per sample; no audio gives [].
+    """
+    a = samples(pcm16)
+    n = len(a)
+    if n == 0 or buckets <= 0:
+        return []
+    buckets = min(buckets, n)
+    out: list[tuple[int, int]] = []
+    for b in range(buckets):
+        chunk = a[b * n // buckets : (b + 1) * n // buckets]
+        out.append((min(chunk), max(chunk)))
+    return out
+
+
+# --- placing audio on a timeline ------------------------------------------------------
+
+
+def place(segments: Iterable[tuple[float, bytes]], rate: int, length: int | None = None) -> array[int]:
+    """A mono track of samples with each PCM16 segment placed at its offset in seconds.
+
+    Where segments overlap they are mixed (summed, clipped); the track is as
+    long as the last segment's end, or ``length`` samples.
+    """
+    placed = [(max(0, round(t * rate)), samples(pcm)) for t, pcm in segments if pcm]
+    end = max((start + len(a) for start, a in placed), default=0)
+    track = array("h", bytes(2 * max(end, length or 0)))
+    written_to = 0
+    for start, a in sorted(placed, key=lambda p: p[0]):
+        stop = start + len(a)
+        if start >= written_to:
+            track[start:stop] = a
+        else:  # overlap with what is already there: mix the overlapping samples
+            overlap = min(written_to, stop) - start
+            for i in range(overlap):
+                v = track[start + i] + a[i]
+                track[start + i] = 32767 if v > 32767 else -32768 if v < -32768 else v
+            track[start + overlap : stop] = a[overlap:]
+        written_to = max(written_to, stop)
+    if length is not None:
+        del track[length:]
+    return track
+
+
+def stereo_mix(left: list[tuple[float, bytes]], right: list[tuple[float, bytes]], rate: int) -> bytes:
+    """Interleaved stereo PCM16: ``left`` and ``right`` segments (offset s, PCM16 at ``rate``)."""
+    lt, rt = place(left, rate), place(right, rate)
+    n = max(len(lt), len(rt))
+    lt.extend(array("h", bytes(2 * (n - len(lt)))))
+    rt.extend(array("h", bytes(2 * (n - len(rt)))))
+    out = array("h", bytes(4 * n))
+    out[0::2] = lt
+    out[1::2] = rt
+    return to_bytes(out)
+
+
+# --- WAV ------------------------------------------------------------------------------
+
+
+def write_wav(target: str | Path | IO[bytes], pcm16: bytes, rate: int, channels: int = 1) -> None:
+    """Write PCM16 (interleaved if stereo) as a WAV file."""
+    with wave.open(target if not isinstance(target, Path) else str(target), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm16)
+
+
+def duration_ms(pcm16: bytes, rate: int, channels: int = 1) -> float:
+    return len(pcm16) // (2 * channels) / rate * 1000.0
