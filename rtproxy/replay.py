@@ -1,0 +1,492 @@
+"""Replay's pure core: a recording becomes a script; a player matches one client against it.
+
+The server events before the first client event are the *greeting*; every
+later server event is a *reply* to the latest client event recorded before it
+(its trigger). A run of consecutive ``input_audio_buffer.append`` events is
+one step, matched by its total audio length rather than by chunking; a reply
+recorded in the middle of a run (server VAD) is sent once the client has
+appended as much audio as had been appended when it was recorded.
+
+:class:`Player` is one connection's state machine, h11-style: ``start()``
+and ``receive(data, t)`` return the frames to send (with their delays for
+``recorded`` pacing); nothing here touches a socket. Match policies:
+
+``ordered`` (default)
+    each client event must have the type of the next recorded one. An extra
+    event is *unexpected* (the script waits); an event found further on in the
+    same turn marks the ones it jumped over *missing* (their replies are not sent).
+``strict``
+    as ``ordered``, and the payloads must be equal once volatile fields are
+    dropped (``event_id``, client-made item ids, audio compared by length).
+``loose``
+    client events may arrive in any order within the current turn and the
+    next (a turn ends with ``response.create`` or ``input_audio_buffer.commit``);
+    a step jumped over stays pending until its event comes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import ReplayError
+from .protocol import Direction, Frame
+
+POLICIES = ("strict", "ordered", "loose")
+AUDIO_APPEND = "input_audio_buffer.append"
+#: Client events that end a turn (the client asks for an answer).
+TURN_ENDS = frozenset({"response.create", "input_audio_buffer.commit"})
+BINARY, TEXT = "<binary frame>", "<text frame>"
+
+
+def b64_len(value: Any) -> int:
+    """Decoded length of a base64 string, without decoding it."""
+    if not isinstance(value, str) or not value:
+        return 0
+    pad = 2 if value.endswith("==") else 1 if value.endswith("=") else 0
+    return len(value) * 3 // 4 - pad
+
+
+def classify(data: str | bytes) -> tuple[str, dict[str, Any] | None]:
+    """(type, event) of a client frame; non-JSON frames get a placeholder type."""
+    if isinstance(data, bytes):
+        return BINARY, None
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return TEXT, None
+    if not isinstance(event, dict):
+        return TEXT, None
+    kind = event.get("type")
+    return (kind if isinstance(kind, str) else TEXT), event
+
+
+# --- the script -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A recorded server frame: sent ``delay`` s after its trigger (scaled by speed)."""
+
+    data: str | bytes
+    delay: float
+    at_bytes: int = 0  # in an audio run: audio the client must have appended first
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One expected client event (or run of audio appends) and its replies."""
+
+    index: int
+    type: str
+    t: float
+    event: dict[str, Any] | None
+    replies: tuple[Reply, ...]
+    audio_bytes: int = 0
+    appends: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The expected event as a report shows it."""
+        if self.type == AUDIO_APPEND:
+            return {"type": AUDIO_APPEND, "audio_bytes": self.audio_bytes, "appends": self.appends}
+        return self.event if self.event is not None else {"type": self.type}
+
+
+@dataclass(frozen=True)
+class Script:
+    greeting: tuple[Reply, ...]
+    steps: tuple[Step, ...]
+    session: dict[str, Any] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    @property
+    def server_events(self) -> int:
+        return len(self.greeting) + sum(len(s.replies) for s in self.steps)
+
+    def turn_end(self, index: int) -> int:
+        """Index of the step that ends the turn `index` is in (the last step if none)."""
+        for j in range(index, len(self.steps)):
+            if self.steps[j].type in TURN_ENDS:
+                return j
+        return len(self.steps) - 1
+
+
+def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = None, source: str = "<memory>") -> Script:
+    """The script of a recording's frames; ReplayError if it has nothing to replay."""
+    greeting: list[Reply] = []
+    steps: list[Step] = []
+    open_: dict[str, Any] | None = None  # the step being built
+    replies: list[Reply] = greeting
+    trigger_t, at_bytes = 0.0, 0
+    for frame in frames:
+        if frame.direction is Direction.SERVER:
+            replies.append(Reply(frame.data, max(0.0, frame.t - trigger_t), at_bytes))
+            continue
+        kind, event = classify(frame.data)
+        trigger_t = frame.t
+        if kind == AUDIO_APPEND:
+            n = b64_len(event.get("audio") if event else None)
+            if open_ is not None and open_["type"] == AUDIO_APPEND:
+                open_["audio_bytes"] += n
+                open_["appends"] += 1
+                at_bytes = open_["audio_bytes"]
+                continue
+            event = None
+        else:
+            n = 0
+        if open_ is not None:
+            steps.append(Step(**open_, replies=tuple(replies)))
+        replies = []
+        at_bytes = n
+        open_ = {"index": len(steps), "type": kind, "t": frame.t, "event": event,
+                 "audio_bytes": n, "appends": 1 if kind == AUDIO_APPEND else 0}  # fmt: skip
+    if open_ is not None:
+        steps.append(Step(**open_, replies=tuple(replies)))
+    script = Script(tuple(greeting), tuple(steps), dict(session or {}), source)
+    if script.server_events == 0:
+        raise ReplayError(f"{source}: no server events to replay")
+    return script
+
+
+# --- payload comparison (strict) ---------------------------------------------------------
+
+VOLATILE_KEYS = frozenset({"event_id"})
+
+
+def normalise(event: Any, kind: str | None = None) -> Any:
+    """An event minus volatile fields: event ids, client-made item ids, audio as its length."""
+    if isinstance(event, dict):
+        kind = kind or event.get("type")
+        out: dict[str, Any] = {}
+        for key, value in event.items():
+            if key in VOLATILE_KEYS:
+                continue
+            if key == "audio" and isinstance(value, str):
+                out[key] = f"<{b64_len(value)} bytes>"
+            elif key == "item" and kind == "conversation.item.create" and isinstance(value, dict):
+                out[key] = normalise({k: v for k, v in value.items() if k != "id"}, "item")
+            else:
+                out[key] = normalise(value, "nested")
+        return out
+    if isinstance(event, list):
+        return [normalise(v, "nested") for v in event]
+    return event
+
+
+def differences(expected: Any, received: Any, path: str = "", limit: int = 5) -> list[str]:
+    """Readable differences between two normalised payloads (at most `limit`)."""
+    out: list[str] = []
+    if isinstance(expected, dict) and isinstance(received, dict):
+        for key in list(expected) + [k for k in received if k not in expected]:
+            sub = f"{path}.{key}" if path else key
+            if key not in received:
+                out.append(f"{sub}: missing (expected {_short(expected[key])})")
+            elif key not in expected:
+                out.append(f"{sub}: unexpected {_short(received[key])}")
+            else:
+                out += differences(expected[key], received[key], sub, limit - len(out))
+            if len(out) >= limit:
+                break
+    elif isinstance(expected, list) and isinstance(received, list) and len(expected) == len(received):
+        for i, (a, b) in enumerate(zip(expected, received, strict=True)):
+            out += differences(a, b, f"{path}[{i}]", limit - len(out))
+            if len(out) >= limit:
+                break
+    elif expected != received:
+        out.append(f"{path or '(event)'}: expected {_short(expected)}, got {_short(received)}")
+    return out[:limit]
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+@dataclass
+class Mismatch:
+    """One way the client departed from the script.
+
+    kind: ``unexpected`` (an event the script did not expect next), ``missing``
+    (recorded events the client skipped), ``payload`` (strict: same type, other
+    content), ``audio`` (strict: other total audio length), ``after_end`` (an
+    event after the script ended), ``closed_early`` (the client left before it ended).
+    """
+
+    kind: str
+    message: str
+    t: float
+    step: int | None = None
+    expected: dict[str, Any] | None = None
+    received: dict[str, Any] | None = None
+    details: list[str] = field(default_factory=list)
+    count: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "t": round(self.t, 6), "turn": self.step,
+                "expected": self.expected, "received": self.received, "details": self.details,
+                "count": self.count}  # fmt: skip
+
+
+@dataclass
+class ConnectionReport:
+    number: int
+    turns_total: int
+    path: str = ""
+    subprotocol: str | None = None
+    turns_played: int = 0
+    events_sent: int = 0
+    events_received: int = 0
+    errors_sent: int = 0
+    duration: float = 0.0
+    closed: bool = False
+    close_code: int | None = None
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def to_json(self) -> dict[str, Any]:
+        return {"number": self.number, "path": self.path, "subprotocol": self.subprotocol,
+                "turns": {"played": self.turns_played, "total": self.turns_total},
+                "events_sent": self.events_sent, "events_received": self.events_received,
+                "errors_sent": self.errors_sent, "duration": round(self.duration, 6), "closed": self.closed,
+                "close_code": self.close_code, "ok": self.ok,
+                "mismatches": [m.to_json() for m in self.mismatches]}  # fmt: skip
+
+
+@dataclass
+class Report:
+    source: str
+    policy: str
+    pace: str = "instant"
+    speed: float = 1.0
+    connections: list[ConnectionReport] = field(default_factory=list)
+
+    @property
+    def mismatches(self) -> list[Mismatch]:
+        return [m for c in self.connections for m in c.mismatches]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def to_json(self) -> dict[str, Any]:
+        return {"recording": self.source, "match": self.policy, "pace": self.pace, "speed": self.speed,
+                "ok": self.ok, "mismatches": len(self.mismatches),
+                "connections": [c.to_json() for c in self.connections]}  # fmt: skip
+
+    def format(self) -> str:
+        """The report as a person reads it."""
+        head = f"rtproxy replay: {self.source} (match {self.policy}, pace {self.pace}"
+        lines = [head + (f" x{self.speed:g})" if self.pace == "recorded" else ")")]
+        if not self.connections:
+            lines.append("  no client connected")
+        for c in self.connections:
+            verdict = "no mismatch" if c.ok else f"{len(c.mismatches)} mismatch{'es' if len(c.mismatches) > 1 else ''}"
+            lines.append(f"  connection {c.number} {c.path or '/'}: {c.turns_played}/{c.turns_total} turns played, "
+                         f"{c.events_sent} events sent, {c.events_received} received, {verdict}")  # fmt: skip
+            for i, m in enumerate(c.mismatches, 1):
+                turn = f", turn {m.step + 1}" if m.step is not None else ""
+                lines.append(f"    #{i} at {m.t:.3f} s{turn}: {m.message}")
+                lines += [f"       {d}" for d in m.details]
+        return "\n".join(lines)
+
+
+# --- the player --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A frame to send ``delay`` seconds (recorded time, before --speed) from now."""
+
+    data: str | bytes
+    delay: float = 0.0
+
+
+PENDING, PLAYED, MISSED = 0, 1, 2
+
+
+class Player:
+    """One client connection played against a script (no I/O)."""
+
+    def __init__(
+        self, script: Script, policy: str = "ordered", *, number: int = 1, keep_received: bool = False
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown match policy {policy!r}; expected one of {', '.join(POLICIES)}")
+        self.script, self.policy, self.keep_received = script, policy, keep_received
+        self.report = ConnectionReport(number, len(script.steps))
+        self.received: list[Any] = []
+        self.state = [PENDING] * len(script.steps)
+        self.frontier = 0  # one past the last step played or missed
+        self.run: Step | None = None  # the audio run being received
+        self.run_bytes = 0
+        self.run_sent = 0
+        self.absorbing: Mismatch | None = None  # an unexpected audio run, counted once
+        self._errors = 0
+
+    @property
+    def finished(self) -> bool:
+        """Every step played or missed."""
+        return PENDING not in self.state and self.run is None
+
+    def start(self) -> list[Send]:
+        return self._replies(self.script.greeting)
+
+    def receive(self, data: str | bytes, t: float) -> list[Send]:
+        """Match one client frame; the frames to send in answer."""
+        self.report.events_received += 1
+        kind, event = classify(data)
+        if self.keep_received:
+            self.received.append(event if event is not None else data)
+        if kind == AUDIO_APPEND:
+            return self._append(event, t)
+        out = self._end_run(t)
+        self.absorbing = None
+        j = self._find(kind)
+        if j is None:
+            return out + self._unexpected(kind, event, t)
+        out += self._skip_to(j, kind, event, t)
+        step = self.script.steps[j]
+        if self.policy == "strict" and step.event is not None and event is not None:
+            diffs = differences(normalise(step.event), normalise(event))
+            if diffs:
+                out += self._mismatch(Mismatch("payload", f"{kind}: payload differs from the recording", t, j,
+                                               step.summary(), event, diffs), event)  # fmt: skip
+        self._play(j)
+        return out + self._replies(step.replies)
+
+    def close(self, t: float, code: int | None = None) -> None:
+        """The client left: steps never played are a mismatch."""
+        self._end_run(t)
+        self.report.closed, self.report.close_code, self.report.duration = True, code, t
+        left = [i for i, s in enumerate(self.state) if s == PENDING]
+        if left:
+            first = self.script.steps[left[0]]
+            self.report.mismatches.append(Mismatch(
+                "closed_early", f"connection closed before the script ended: {len(left)} recorded client "
+                f"event{'s' if len(left) > 1 else ''} never came (next: {first.type})", t, left[0], first.summary(),
+            ))  # fmt: skip
+
+    # -- matching --
+
+    def _candidates(self) -> list[int]:
+        steps = self.script.steps
+        if self.frontier >= len(steps):
+            behind: list[int] = []
+        else:
+            end = self.script.turn_end(self.frontier)
+            if self.policy == "loose" and end + 1 < len(steps):
+                end = self.script.turn_end(end + 1)
+            behind = list(range(self.frontier, end + 1))
+        if self.policy == "loose":
+            behind = [i for i in range(self.frontier) if self.state[i] == PENDING] + behind
+        return [i for i in behind if self.state[i] == PENDING]
+
+    def _find(self, kind: str) -> int | None:
+        steps = self.script.steps
+        return next((i for i in self._candidates() if steps[i].type == kind), None)
+
+    def _skip_to(self, j: int, kind: str, event: dict[str, Any] | None, t: float) -> list[Send]:
+        """Ordered and strict: the steps jumped over are missing."""
+        if self.policy == "loose" or j <= self.frontier:
+            return []
+        skipped = [i for i in range(self.frontier, j) if self.state[i] == PENDING]
+        for i in skipped:
+            self.state[i] = MISSED
+        names = ", ".join(self.script.steps[i].type for i in skipped)
+        first = self.script.steps[skipped[0]]
+        return self._mismatch(Mismatch("missing", f"expected {first.type}, got {kind}: the client skipped "
+                                       f"{len(skipped)} recorded event{'s' if len(skipped) > 1 else ''} ({names})",
+                                       t, skipped[0], first.summary(), event or {"type": kind}), event)  # fmt: skip
+
+    def _play(self, j: int) -> None:
+        self.state[j] = PLAYED
+        self.frontier = max(self.frontier, j + 1)
+        self.report.turns_played += 1
+
+    def _unexpected(self, kind: str, event: dict[str, Any] | None, t: float) -> list[Send]:
+        received = event if event is not None else {"type": kind}
+        nxt = self._candidates()
+        if not nxt and self.frontier >= len(self.script.steps):
+            return self._mismatch(Mismatch("after_end", f"unexpected {kind} after the script ended", t, None, None,
+                                           received), event)  # fmt: skip
+        if not nxt:
+            return self._mismatch(Mismatch("unexpected", f"unexpected {kind}: nothing more is expected", t, None,
+                                           None, received), event)  # fmt: skip
+        exp = self.script.steps[nxt[0]]
+        return self._mismatch(Mismatch("unexpected", f"expected {exp.type}, got {kind}", t, nxt[0], exp.summary(),
+                                       received), event)  # fmt: skip
+
+    # -- audio runs --
+
+    def _append(self, event: dict[str, Any] | None, t: float) -> list[Send]:
+        n = b64_len(event.get("audio") if event else None)
+        if self.run is None:
+            if self.absorbing is not None:
+                self.absorbing.count += 1
+                self.absorbing.received = {"type": AUDIO_APPEND, "audio_bytes": (self.absorbing.received or {})
+                                           .get("audio_bytes", 0) + n, "appends": self.absorbing.count}  # fmt: skip
+                return []
+            j = self._find(AUDIO_APPEND)
+            if j is None:
+                out = self._unexpected(AUDIO_APPEND, {"type": AUDIO_APPEND, "audio_bytes": n, "appends": 1}, t)
+                self.absorbing = self.report.mismatches[-1]
+                return out
+            out = self._skip_to(j, AUDIO_APPEND, {"type": AUDIO_APPEND, "audio_bytes": n}, t)
+            self._play(j)
+            self.run, self.run_bytes, self.run_sent = self.script.steps[j], 0, 0
+        else:
+            out = []
+        self.run_bytes += n
+        replies = self.run.replies
+        k = self.run_sent
+        while k < len(replies) and replies[k].at_bytes <= self.run_bytes:
+            k += 1
+        out += self._replies(replies[self.run_sent : k])
+        self.run_sent = k
+        return out
+
+    def _end_run(self, t: float) -> list[Send]:
+        run = self.run
+        if run is None:
+            return []
+        self.run = None
+        out = self._replies(run.replies[self.run_sent :])
+        if self.policy == "strict" and self.run_bytes != run.audio_bytes:
+            ms = _ms(run.audio_bytes), _ms(self.run_bytes)
+            out = self._mismatch(Mismatch("audio", f"audio length differs: recorded {run.audio_bytes} bytes "
+                                          f"(~{ms[0]:.0f} ms), received {self.run_bytes} bytes (~{ms[1]:.0f} ms)",
+                                          t, run.index, run.summary(),
+                                          {"type": AUDIO_APPEND, "audio_bytes": self.run_bytes})) + out  # fmt: skip
+        return out
+
+    # -- output --
+
+    def _replies(self, replies: Iterable[Reply]) -> list[Send]:
+        out = [Send(r.data, r.delay) for r in replies]
+        self.report.events_sent += len(out)
+        return out
+
+    def _mismatch(self, m: Mismatch, event: dict[str, Any] | None = None) -> list[Send]:
+        """Record a mismatch; the Realtime `error` event that tells the client."""
+        self.report.mismatches.append(m)
+        self.report.errors_sent += 1
+        self._errors += 1
+        error = {"type": "error", "event_id": f"event_rtproxy_replay_{self._errors}",
+                 "error": {"type": "invalid_request_error", "code": "rtproxy_replay_mismatch",
+                           "message": f"rtproxy replay: {m.message}", "param": None,
+                           "event_id": (event or {}).get("event_id")}}  # fmt: skip
+        return [Send(orjson.dumps(error).decode())]
+
+
+def _ms(n_bytes: int) -> float:
+    """Milliseconds of PCM16 at 24 kHz (a hint for people; lengths are compared in bytes)."""
+    return n_bytes / 48.0
