@@ -38,7 +38,9 @@ class Styler:
 
 
 def seconds(s: float) -> str:
-    """A duration for people: ``0.6 s``, ``12.3 s``, ``2:05``, ``1:02:05``."""
+    """A duration for people: ``40 ms``, ``0.6 s``, ``12.3 s``, ``2:05``, ``1:02:05``."""
+    if s < 0.1:
+        return f"{s * 1000:.0f} ms"
     if s < 60:
         return f"{s:.1f} s"
     n = int(round(s))
