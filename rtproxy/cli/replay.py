@@ -1,9 +1,141 @@
-"""Commands of this face (filled in by the issue that builds it)."""
+"""`rtproxy replay` (a recording as a fake Realtime server) and `rtproxy diff` (two sessions by meaning)."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
+import orjson
+
+from ..errors import RtproxyError
+from ..replay import POLICIES
+from . import InputError, db_option
+
+if TYPE_CHECKING:
+    from ..replay import Report, Script
+
+
+def _say(text: str, err: bool = False) -> None:
+    click.echo(text, err=err)
+    (sys.stderr if err else sys.stdout).flush()
+
+
+async def _serve(
+    script: Script, host: str, port: int, pace: str, speed: float, match: str, once: bool, tls: bool
+) -> Report:
+    from ..replay_server import ReplayServer, start
+
+    server = ReplayServer(script, policy=match, pace=pace, speed=speed)
+    ssl_ctx = None
+    if tls:
+        from ..tls import server_context
+
+        ssl_ctx, _ = server_context()
+    try:
+        runner, bound = await start(server, host, port, ssl_ctx)
+    except OSError as e:
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    scheme = "wss" if tls else "ws"
+    shown = f"[{host}]" if ":" in host else host
+    base = f"{scheme}://{shown}:{bound}"
+    _say(f"rtproxy: replaying {script.source} on {base} (websocket_base_url={base}/v1)")
+    _say(f"rtproxy: {len(script.steps)} client turns, {script.server_events} server events; "
+         f"match {match}, pace {pace}" + (f" x{speed:g}" if pace == "recorded" else "")
+         + ("; exits after the first connection" if once else "; Ctrl-C stops"))  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+    if once:
+        waiters.append(asyncio.ensure_future(server.wait_closed(1)))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await server.shutdown()
+        await server.wait_idle(2.0)
+        await runner.cleanup()
+    return server.report
+
+
+@click.command()
+@click.argument("recording", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@db_option
+@click.option("--session", "session_ref", metavar="SESSION", help="Replay a session of --db instead of a file.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on; 0 picks a free one (printed on start).",
+)
+@click.option(
+    "--pace",
+    type=click.Choice(["instant", "recorded"]),
+    default="instant",
+    show_default=True,
+    help="Send each turn's events at once, or at their recorded offsets.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="With --pace recorded: 2 plays twice as fast.",
+)
+@click.option(
+    "--match",
+    type=click.Choice(list(POLICIES)),
+    default="ordered",
+    show_default=True,
+    help="ordered: same event types in order; strict: also the same payloads (volatile fields "
+    "ignored); loose: any order within a turn.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report as JSON to this file.",
+)
+@click.option("--once", is_flag=True, help="Exit after the first connection closes (for CI scripts).")
+@click.option("--tls", is_flag=True, help="Serve wss:// with rtproxy's self-signed certificate (as the proxy does).")
+def replay(recording: Path | None, db: str, session_ref: str | None, host: str, port: int, pace: str, speed: float,
+           match: str, report_path: Path | None, once: bool, tls: bool) -> int:  # fmt: skip
+    """Serve a recording as a fake Realtime server, for offline tests.
+
+    RECORDING is a JSONL file (`rtproxy export`); or give --session to replay
+    a session of --db. The client under test connects here instead of the
+    real API; each event it sends is matched against the recording and
+    answered with the server events recorded after it. A mismatch is answered
+    with a Realtime `error` event and reported; the exit code is 1 if any
+    connection had one.
+    """
+    from ..replay_server import load_script, load_script_from_db
+
+    if (recording is None) == (session_ref is None):
+        raise click.UsageError("give a RECORDING file or --session SESSION (with --db), not both")
+    try:
+        script = load_script(recording) if recording is not None else load_script_from_db(db, str(session_ref))
+    except RtproxyError as e:
+        where = f" (in {db})" if recording is None and "no session" in str(e) else ""
+        raise InputError(f"{e}{where}") from e
+    report = asyncio.run(_serve(script, host, port, pace, speed, match, once, tls))
+    _say(report.format())
+    if report_path is not None:
+        try:
+            report_path.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as e:
+            raise InputError(f"cannot write the report to {report_path}: {e.strerror or e}") from e
+    return 0 if report.ok else 1
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the `rtproxy` group."""
+    group.add_command(replay)

@@ -1,0 +1,299 @@
+"""The replay server in-process and the `rtproxy replay` command as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import selectors
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from rtproxy.protocol import Direction, Frame
+from rtproxy.recording import write_recording
+from rtproxy.replay import build_script
+from rtproxy.replay_server import ReplayServer, start
+
+from .conftest import rtproxy_exe
+
+
+def script_frames(delay: float = 0.0) -> list[Frame]:
+    spec = [
+        (0.0, "server", {"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}),
+        (0.01, "client", {"type": "session.update", "session": {"instructions": "hi"}}),
+        (0.02, "server", {"type": "session.updated", "event_id": "e2", "session": {"id": "sess_1"}}),
+        (0.03, "client", {"type": "response.create"}),
+        (0.03 + delay, "server", {"type": "response.created", "event_id": "e3", "response": {"id": "resp_1"}}),
+        (0.04 + delay, "server", {"type": "response.done", "event_id": "e4", "response": {"id": "resp_1"}}),
+    ]
+    return [Frame(i, t, Direction(d), orjson.dumps(e).decode()) for i, (t, d, e) in enumerate(spec)]
+
+
+@dataclass
+class Running:
+    server: ReplayServer
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+async def serve(frames: list[Frame], **kwargs: Any) -> AsyncIterator[Running]:
+    server = ReplayServer(build_script(frames, source="mem"), **kwargs)
+    runner, port = await start(server)
+    try:
+        yield Running(server, port)
+    finally:
+        await server.shutdown()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def replay() -> AsyncIterator[Running]:
+    async for r in serve(script_frames()):
+        yield r
+
+
+async def receive_types(ws: aiohttp.ClientWebSocketResponse, until: str, timeout: float = 5.0) -> list[str]:
+    out: list[str] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await ws.receive()
+            assert msg.type is aiohttp.WSMsgType.TEXT, msg
+            out.append(orjson.loads(msg.data)["type"])
+            if out[-1] == until:
+                return out
+
+
+async def test_any_path_and_query_is_accepted_and_realtime_subprotocol_echoed(replay: Running) -> None:
+    """A browser-style connection on an odd path gets `realtime` echoed; one offering nothing gets none."""
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{replay.url}/openai/realtime?api-version=2025&deployment=x&api-key=abc",
+                                   protocols=("realtime", "openai-insecure-api-key.abc")) as ws:  # fmt: skip
+            assert ws.protocol == "realtime"
+            assert await receive_types(ws, "session.created") == ["session.created"]
+        async with http.ws_connect(f"{replay.url}/v1/realtime?model=m") as ws:
+            assert ws.protocol is None
+            await receive_types(ws, "session.created")
+    await replay.server.wait_closed(2, timeout=5)
+    paths = [c.path for c in replay.server.report.connections]
+    assert paths[0].startswith("/openai/realtime?") and "abc" not in paths[0] and paths[1] == "/v1/realtime?model=m"
+
+
+async def test_each_connection_gets_the_script_from_the_start(replay: Running) -> None:
+    """Two connections in a row each receive the greeting and their turns; the report has both, without mismatch."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            async with http.ws_connect(f"{replay.url}/v1/realtime") as ws:
+                await receive_types(ws, "session.created")
+                await ws.send_str('{"type":"session.update","session":{}}')
+                await receive_types(ws, "session.updated")
+                await ws.send_str('{"type":"response.create"}')
+                assert await receive_types(ws, "response.done") == ["response.created", "response.done"]
+    await replay.server.wait_closed(2, timeout=5)
+    report = replay.server.report
+    assert report.ok and [c.turns_played for c in report.connections] == [2, 2]
+
+
+async def test_a_mismatch_is_answered_with_an_error_event(replay: Running) -> None:
+    """An unexpected event gets a Realtime error naming expected and received types; the report records it."""
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{replay.url}/v1/realtime") as ws:
+            await receive_types(ws, "session.created")
+            await ws.send_str('{"type":"response.cancel","event_id":"evt_9"}')
+            msg = orjson.loads((await ws.receive(timeout=5)).data)
+    assert msg["type"] == "error" and msg["error"]["type"] == "invalid_request_error"
+    assert msg["error"]["event_id"] == "evt_9"
+    assert "expected session.update, got response.cancel" in msg["error"]["message"]
+    await replay.server.wait_closed(1, timeout=5)
+    kinds = [m.kind for m in replay.server.report.mismatches]
+    assert kinds == ["unexpected", "closed_early"]
+
+
+async def turn_time(url: str) -> float:
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{url}/v1/realtime") as ws:
+            await receive_types(ws, "session.created")
+            await ws.send_str('{"type":"session.update","session":{}}')
+            await receive_types(ws, "session.updated")
+            t0 = time.monotonic()
+            await ws.send_str('{"type":"response.create"}')
+            await receive_types(ws, "response.created")
+            return time.monotonic() - t0
+
+
+async def test_recorded_pace_keeps_offsets_scaled_by_speed() -> None:
+    """With pace recorded a reply 0.4 s after its trigger arrives no sooner than 0.4/speed s; instant is faster."""
+    async for r in serve(script_frames(delay=0.4), pace="recorded", speed=2.0):
+        paced = await turn_time(r.url)
+    async for r in serve(script_frames(delay=0.4)):
+        instant = await turn_time(r.url)
+    assert paced >= 0.2 * 0.95
+    assert instant < paced
+
+
+# --- the command, as a subprocess ------------------------------------------------------------
+
+REPLAYING = re.compile(r"replaying .* on (wss?)://127\.0\.0\.1:(\d+) \(websocket_base_url=(wss?://[^)]+)\)")
+
+
+@dataclass
+class ReplayProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    base_url: str
+    lines: list[str]
+
+    def wait(self, timeout: float = 15.0) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, "".join(self.lines) + out, err
+
+
+def spawn_replay(args: list[str], env: dict[str, str] | None = None, timeout: float = 20.0) -> ReplayProcess:
+    """Start `rtproxy replay … --port 0` and wait for its 'replaying … on' line."""
+    proc = subprocess.Popen([*rtproxy_exe(), "replay", "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and sel.select(timeout=max(0.0, deadline - time.monotonic())):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = REPLAYING.search(line)
+        if m:
+            sel.close()
+            return ReplayProcess(proc, int(m.group(2)), m.group(3), lines)
+    proc.kill()
+    out, err = proc.communicate()
+    raise AssertionError(f"replay did not start: {''.join(lines)}{out}\n{err}")
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ReplayProcess]]:
+    started: list[ReplayProcess] = []
+    yield started
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.communicate()
+
+
+@pytest.fixture
+def recording(tmp_path: Path) -> Path:
+    path = tmp_path / "turn.jsonl"
+    write_recording(path, {"id": "s1", "dialect": "ga"}, script_frames())
+    return path
+
+
+UNTIL = {"session.update": "session.updated", "response.create": "response.done", "response.cancel": "error"}
+
+
+async def run_client(base_url: str, events: list[str], ssl_ctx: ssl.SSLContext | None = None) -> list[str]:
+    """Connect, send each event and read until its answer ends (the types received)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{base_url}/realtime?model=gpt-realtime", ssl=ssl_ctx or True) as ws:
+            got = await receive_types(ws, "session.created")
+            for e in events:
+                await ws.send_str(e)
+                until = UNTIL[orjson.loads(e)["type"]]
+                got += await receive_types(ws, until)
+    return got
+
+
+async def test_cli_once_replays_prints_the_report_and_exits_0(recording: Path, processes: list[ReplayProcess],
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    """`rtproxy replay FILE --port 0 --once` prints its URL, serves one client, prints the report and exits 0."""
+    p = spawn_replay([str(recording), "--once", "--report", str(tmp_path / "r.json")])
+    processes.append(p)
+    assert p.base_url == f"ws://127.0.0.1:{p.port}/v1"
+    got = await run_client(p.base_url, ['{"type":"session.update","session":{}}', '{"type":"response.create"}'])
+    assert got == ["session.created", "session.updated", "response.created", "response.done"]
+    code, out, err = await asyncio.to_thread(p.wait)
+    assert code == 0, err
+    assert (
+        "connection 1 /v1/realtime?model=gpt-realtime: 2/2 turns played, 4 events sent, 2 received, no mismatch" in out
+    )
+    report = orjson.loads((tmp_path / "r.json").read_bytes())
+    assert report["ok"] is True and report["connections"][0]["turns"] == {"played": 2, "total": 2}
+
+
+async def test_cli_exits_1_on_a_mismatch_and_writes_it_to_the_report(recording: Path, processes: list[ReplayProcess],
+                                                                     tmp_path: Path) -> None:  # fmt: skip
+    """A client that changed its behaviour gets an error event; the command exits 1 and the JSON report says why."""
+    p = spawn_replay([str(recording), "--once", "--match", "strict", "--report", str(tmp_path / "r.json")])
+    processes.append(p)
+    got = await run_client(p.base_url, ['{"type":"session.update","session":{"voice":"x"}}',
+                                        '{"type":"response.cancel"}'])  # fmt: skip
+    assert got.count("error") == 2
+    code, out, _ = await asyncio.to_thread(p.wait)
+    assert code == 1
+    assert "session.update: payload differs from the recording" in out and "session.voice: unexpected" in out
+    kinds = [m["kind"] for m in orjson.loads((tmp_path / "r.json").read_bytes())["connections"][0]["mismatches"]]
+    assert kinds == ["payload", "unexpected", "closed_early"]
+
+
+async def test_cli_serves_tls_with_the_proxy_certificate(recording: Path, processes: list[ReplayProcess],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """--tls serves wss:// with rtproxy's certificate, which a client trusting it accepts."""
+    env = {"RTPROXY_HOME": str(tmp_path / "home")}
+    p = spawn_replay([str(recording), "--once", "--tls"], env=env)
+    processes.append(p)
+    assert p.base_url.startswith("wss://")
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "home" / "tls" / "localhost.pem"))
+    got = await run_client(p.base_url, ['{"type":"session.update","session":{}}', '{"type":"response.create"}'], ctx)
+    assert got[-1] == "response.done"
+    code, _, _ = await asyncio.to_thread(p.wait)
+    assert code == 0
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*rtproxy_exe(), *args], capture_output=True, text=True, timeout=30)
+
+
+def test_cli_refuses_unusable_recordings_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A bad line, a recording without server events, an unknown session: exit 2, one line naming it."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"rtproxy": 1, "session": {}}\n{"t": 0, "dir": "client", "event": {}}\nnot json\n')
+    r = run_cli("replay", str(bad))
+    assert r.returncode == 2 and f"{bad}:3: not valid JSON" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    silent = tmp_path / "silent.jsonl"
+    write_recording(silent, {}, [Frame(0, 0.0, Direction.CLIENT, '{"type":"session.update"}')])
+    r = run_cli("replay", str(silent))
+    assert r.returncode == 2 and f"{silent}: no server events to replay" in r.stderr
+    from rtproxy.store import Store
+
+    db = tmp_path / "rt.db"
+    with Store(db, create=True) as store:
+        store.import_session({"id": "20260101-000000-abcdef"}, script_frames())
+    r = run_cli("replay", "--db", str(db), "--session", "nosuch")
+    assert r.returncode == 2 and "no session 'nosuch'" in r.stderr and str(db) in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+async def test_cli_replays_a_session_from_the_database(tmp_path: Path, processes: list[ReplayProcess]) -> None:
+    """`--db DB --session PREFIX` replays a stored session like its exported file."""
+    from rtproxy.store import Store
+
+    db = tmp_path / "rt.db"
+    with Store(db, create=True) as store:
+        store.import_session({"id": "20260101-000000-abcdef"}, script_frames())
+    p = spawn_replay(["--db", str(db), "--session", "20260101", "--once"])
+    processes.append(p)
+    got = await run_client(p.base_url, ['{"type":"session.update","session":{}}', '{"type":"response.create"}'])
+    assert got[-1] == "response.done"
+    code, out, _ = await asyncio.to_thread(p.wait)
+    assert code == 0 and "#20260101-000000-abcdef" in out
