@@ -1,0 +1,764 @@
+"""Events into a conversation: the pure, incremental reducer every view shares.
+
+Feed frames (or parsed events) in seq order, read the state at any time::
+
+    conv = Conversation()
+    for frame in store.frames(sid):
+        conv.feed(frame)
+    conv.items        # conversation order (previous_item_id), deleted items gone
+    conv.responses    # status, usage, output items, trigger and latency
+    conv.to_json()    # the `rtproxy show --json` model
+
+Both dialects are understood, even mixed in one recording: event names go
+through :func:`rtproxy.protocol.canonical_type` once per distinct type. The
+rules (which event fills what, how user audio is cut from the client's own
+``input_audio_buffer.append`` stream, what counts as a trigger) are in
+``realtime-protocol.md``; the model's classes live in
+:mod:`rtproxy.assemble_model`. Bad input never raises: it becomes an
+:class:`Anomaly`, a count in ``unknown_types``, ``non_json`` or
+``binary_frames``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+
+from .assemble_model import Anomaly, ErrorInfo, Item, Part, Response, b64_size
+from .protocol import (
+    CLIENT,
+    PCM16,
+    AudioFormat,
+    Direction,
+    Frame,
+    audio_format,
+    canonical_type,
+    dialect_from_event,
+    session_audio_formats,
+)
+
+__all__ = ["Conversation", "assemble", "Item", "Part", "Response", "ErrorInfo", "Anomaly"]
+
+Event = dict[str, Any]
+Handler = Callable[[float, Event, int], None]
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+
+#: server events that need no state of their own (known, not counted as unknown)
+_IGNORED_SERVER = frozenset({
+    "conversation.created", "rate_limits.updated", "output_audio_buffer.started", "output_audio_buffer.stopped",
+    "output_audio_buffer.cleared", "input_audio_buffer.timeout_triggered", "input_audio_buffer.dtmf_event_received",
+    "conversation.item.input_audio_transcription.segment", "mcp_list_tools.in_progress", "mcp_list_tools.completed",
+    "mcp_list_tools.failed", "response.mcp_call.in_progress", "response.mcp_call.completed",
+    "response.mcp_call.failed", "response.output_audio.done",
+})  # fmt: skip
+_IGNORED_CLIENT = frozenset({
+    "session.update", "transcription_session.update", "conversation.item.create", "conversation.item.retrieve",
+    "conversation.item.truncate", "conversation.item.delete", "response.cancel", "output_audio_buffer.clear",
+})  # fmt: skip
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
+class Conversation:
+    """Incremental reducer: feed frames in seq order, read state at any time."""
+
+    def __init__(self, *, keep_audio: bool = True, session: dict[str, Any] | None = None) -> None:
+        self.keep_audio = keep_audio
+        self.session = session
+        self.configs: list[tuple[float, dict[str, Any]]] = []
+        self.errors: list[ErrorInfo] = []
+        self.anomalies: list[Anomaly] = []
+        self.unknown_types: Counter[str] = Counter()
+        self.dialect: str | None = None
+        self.dialects: set[str] = set()
+        self.events_fed = 0
+        self.non_json = 0
+        self.binary_frames = 0
+        self.input_format: AudioFormat = PCM16
+        self.output_format: AudioFormat = PCM16
+        self.deleted: dict[str, Item] = {}
+        self._items: dict[str, Item] = {}
+        self._order: list[str] = []
+        self._placed: set[str] = set()
+        self._responses: dict[str, Response] = {}
+        self._response_order: list[Response] = []
+        self._calls: dict[str, Item] = {}  # call_id -> function_call item
+        self._outputs: dict[str, str | None] = {}  # call_id -> output of its function_call_output
+        self._client_events: dict[str, tuple[int, str]] = {}  # event_id -> (seq, type)
+        # triggers: queued response.create events, and the latest speech_stopped / commit
+        self._creates: deque[tuple[str | None, int, float, AudioFormat | None]] = deque()
+        self._turn_trigger: tuple[str, int, float] | None = None
+        # the client's microphone stream: chunks, their cumulative end (ms) and arrival time
+        self._mic_chunks: list[str | None] = []
+        self._mic_end: list[float] = []
+        self._mic_t: list[float] = []
+        self._mic_fmt: list[AudioFormat] = []
+        self._mic_ms = 0.0
+        self._buffer_start = 0.0
+        self._pending_commits: deque[tuple[str | None, float, float]] = deque()
+        self._speech: dict[str, list[float | None]] = {}
+        self._handlers: tuple[dict[str, Handler], dict[str, Handler]] = ({}, {})  # client, server, by raw type
+        self._server_table: dict[str, Handler] = self._server_handlers()
+        self._client_table: dict[str, Handler] = {
+            "input_audio_buffer.append": self._on_append,
+            "input_audio_buffer.commit": self._on_commit,
+            "input_audio_buffer.clear": self._on_clear,
+            "response.create": self._on_response_create,
+        }
+
+    def _server_handlers(self) -> dict[str, Handler]:
+        return {
+            "session.created": self._on_session,
+            "session.updated": self._on_session,
+            "transcription_session.updated": self._on_session,
+            "conversation.item.created": self._on_item_added,
+            "conversation.item.added": self._on_item_added,
+            "conversation.item.done": self._on_item_done,
+            "conversation.item.retrieved": self._on_item_done,
+            "conversation.item.deleted": self._on_item_deleted,
+            "conversation.item.truncated": self._on_item_truncated,
+            "conversation.item.input_audio_transcription.delta": self._on_input_transcript_delta,
+            "conversation.item.input_audio_transcription.completed": self._on_input_transcript_done,
+            "conversation.item.input_audio_transcription.failed": self._on_input_transcript_failed,
+            "input_audio_buffer.speech_started": self._on_speech_started,
+            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "input_audio_buffer.committed": self._on_committed,
+            "input_audio_buffer.cleared": self._noop,
+            "response.created": self._on_response_created,
+            "response.done": self._on_response_done,
+            "response.output_item.added": self._on_output_item_added,
+            "response.output_item.done": self._on_output_item_done,
+            "response.content_part.added": self._on_content_part,
+            "response.content_part.done": self._on_content_part,
+            "response.output_text.delta": self._on_text_delta,
+            "response.output_text.done": self._on_text_done,
+            "response.output_audio_transcript.delta": self._on_transcript_delta,
+            "response.output_audio_transcript.done": self._on_transcript_done,
+            "response.output_audio.delta": self._on_audio_delta,
+            "response.function_call_arguments.delta": self._on_args_delta,
+            "response.function_call_arguments.done": self._on_args_done,
+            "response.mcp_call_arguments.delta": self._on_args_delta,
+            "response.mcp_call_arguments.done": self._on_args_done,
+            "error": self._on_error,
+        }
+
+    # --- reading -------------------------------------------------------------------
+
+    @property
+    def items(self) -> list[Item]:
+        """Items in conversation order (previous_item_id), deleted ones removed."""
+        items = self._items
+        return [items[i] for i in self._order]
+
+    def item(self, item_id: str) -> Item | None:
+        return self._items.get(item_id)
+
+    @property
+    def responses(self) -> list[Response]:
+        """Responses in order of response.created."""
+        return list(self._response_order)
+
+    def response(self, response_id: str) -> Response | None:
+        return self._responses.get(response_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """The model `rtproxy show --json` prints."""
+        out: dict[str, Any] = {}
+        if self.session is not None:
+            s = self.session
+            out["session"] = {k: s.get(k) for k in ("id", "model", "dialect", "status", "started_at", "label")}
+            if out["session"].get("dialect") is None:
+                out["session"]["dialect"] = self.dialect
+        out["dialect"] = self.dialect
+        out["items"] = [item.to_json() for item in self.items]
+        out["responses"] = [r.to_json() for r in self._response_order]
+        out["errors"] = [e.to_json() for e in self.errors]
+        out["anomalies"] = [a.to_json() for a in self.anomalies]
+        out["unknown_types"] = dict(self.unknown_types)
+        out["events"] = self.events_fed
+        return out
+
+    def audio_tracks(self) -> tuple[list[tuple[float, Item]], list[tuple[float, Item]]]:
+        """(user, assistant) items with audio, each with the session time it was heard."""
+        user: list[tuple[float, Item]] = []
+        assistant: list[tuple[float, Item]] = []
+        for item in self.items:
+            if item.t_start is None or item.audio_ms <= 0:
+                continue
+            (user if item.role == "user" else assistant).append((item.t_start, item))
+        return user, assistant
+
+    # --- feeding -------------------------------------------------------------------
+
+    def feed(self, frame: Frame) -> None:
+        """Take one frame of any kind; non-JSON and binary frames are only counted."""
+        self.events_fed += 1
+        data = frame.data
+        if type(data) is not str:
+            self.binary_frames += 1
+            return
+        try:
+            event = _loads(data)
+        except _JSONDecodeError:
+            self.non_json += 1
+            return
+        if type(event) is not dict:
+            self.non_json += 1
+            return
+        self._dispatch(frame.direction, frame.t, event, frame.seq)
+
+    def feed_event(self, direction: Direction, t: float, event: dict[str, Any], seq: int = -1) -> None:
+        """Take one already-parsed event."""
+        self.events_fed += 1
+        if not isinstance(event, dict):
+            self.non_json += 1
+            return
+        self._dispatch(direction, t, event, seq)
+
+    def _dispatch(self, direction: Direction, t: float, event: Event, seq: int) -> None:
+        etype = event.get("type")
+        client = direction is CLIENT or direction == "client"
+        table = self._handlers[0 if client else 1]
+        handler = table.get(etype) if type(etype) is str else None
+        if handler is None:
+            handler = self._resolve(client, etype, seq)
+            if type(etype) is str:
+                table[etype] = handler
+        if client:
+            eid = event.get("event_id")
+            if type(eid) is str:
+                self._client_events[eid] = (seq, etype if type(etype) is str else "")
+        try:
+            handler(t, event, seq)
+        except Exception as e:  # noqa: BLE001 - bad input becomes an anomaly, never an exception
+            self.anomalies.append(Anomaly(seq, "malformed", f"{etype}: {type(e).__name__}: {e}"))
+
+    def _resolve(self, client: bool, etype: Any, seq: int) -> Handler:
+        """The handler for a type seen for the first time (remembered by the caller)."""
+        if type(etype) is not str:
+            return self._unknown
+        dialect = dialect_from_event(etype)
+        if dialect is not None:
+            self._saw_dialect(dialect.value)
+        name = canonical_type(etype)
+        if client:
+            handler = self._client_table.get(name)
+            return handler or (self._noop if name in _IGNORED_CLIENT else self._unknown)
+        handler = self._server_table.get(name)
+        return handler or (self._noop if name in _IGNORED_SERVER else self._unknown)
+
+    def _saw_dialect(self, dialect: str) -> None:
+        self.dialects.add(dialect)
+        if self.dialect is None:
+            self.dialect = dialect
+
+    def _noop(self, t: float, ev: Event, seq: int) -> None:
+        pass
+
+    def _unknown(self, t: float, ev: Event, seq: int) -> None:
+        etype = ev.get("type")
+        name = etype if isinstance(etype, str) else "<no type>"
+        if name not in self.unknown_types:
+            self.anomalies.append(Anomaly(seq, "unknown_type", f"unknown event type {name!r}"))
+        self.unknown_types[name] += 1
+
+    def _flag(self, seq: int, kind: str, message: str) -> None:
+        self.anomalies.append(Anomaly(seq, kind, message))
+
+    # --- session config --------------------------------------------------------------
+
+    def _on_session(self, t: float, ev: Event, seq: int) -> None:
+        session = ev.get("session")
+        if not isinstance(session, dict):
+            return
+        self.configs.append((t, session))
+        dialect = dialect_from_event(ev.get("type", ""), ev)
+        if dialect is not None:
+            self._saw_dialect(dialect.value)
+        inp, out = session_audio_formats(session)
+        if inp is not None:
+            self.input_format = inp
+        if out is not None:
+            self.output_format = out
+
+    # --- items -------------------------------------------------------------------------
+
+    def _touch(self, item_id: str, seq: int, t: float) -> Item:
+        """The item with this id, created (unplaced) if never seen."""
+        item = self._items.get(item_id)
+        if item is None:
+            item = self._items[item_id] = Item(item_id, first_seq=seq, last_seq=seq, t_start=t)
+        elif seq > item.last_seq:
+            item.last_seq = seq
+        return item
+
+    def _place(self, item: Item, ev: Event) -> None:
+        """Put an item in conversation order after its previous_item_id (root/null: first)."""
+        order = self._order
+        has_prev = "previous_item_id" in ev
+        prev = ev.get("previous_item_id") if has_prev else None
+        if has_prev:
+            item.previous_item_id = prev
+        placed = item.id in self._placed
+        if placed:
+            if not has_prev or (prev is not None and prev not in self._placed) or prev == item.id:
+                return
+            i = order.index(item.id)
+            if (i == 0 and prev in (None, "root")) or (i > 0 and order[i - 1] == prev):
+                return
+            order.pop(i)
+        else:
+            self._placed.add(item.id)
+        if has_prev and prev in (None, "root"):
+            order.insert(0, item.id)
+        elif not has_prev or prev not in self._placed or (order and order[-1] == prev):
+            order.append(item.id)
+        else:
+            order.insert(order.index(prev) + 1, item.id)
+
+    def _upsert(self, data: Any, t: float, seq: int) -> Item | None:
+        """Merge an item object (from any announcing event) into the model."""
+        if not isinstance(data, dict):
+            return None
+        item_id = data.get("id")
+        if not isinstance(item_id, str):
+            return None
+        item = self._touch(item_id, seq, t)
+        item.data = data
+        kind = data.get("type")
+        if isinstance(kind, str):
+            item.type = kind
+        for key in ("role", "status", "name"):
+            value = data.get(key)
+            if isinstance(value, str):
+                setattr(item, key, value)
+        content = data.get("content")
+        if isinstance(content, list):
+            for i, c in enumerate(content):
+                if isinstance(c, dict):
+                    self._merge_part(item, i, c, seq)
+        args = data.get("arguments")
+        if isinstance(args, str) and (args or item._args is None):
+            current = item.arguments
+            if current and args != current:
+                self._flag(seq, "done_mismatch", f"item {item_id}: arguments differ from their deltas")
+            if args or current is None:
+                item.arguments = args
+        call_id = data.get("call_id")
+        if isinstance(call_id, str):
+            item.call_id = call_id
+            if item.type == "function_call_output":
+                out = data.get("output")
+                item.output = out if isinstance(out, str) else item.output
+                self._outputs[call_id] = item.output
+                call = self._calls.get(call_id)
+                if call is not None:
+                    call.output = item.output
+            elif item.type == "function_call":
+                self._calls[call_id] = item
+                if call_id in self._outputs:
+                    item.output = self._outputs[call_id]
+        elif item.type not in ("message", "function_call", "function_call_output"):
+            out = data.get("output")
+            if isinstance(out, str):
+                item.output = out
+        return item
+
+    def _merge_part(self, item: Item, index: int, c: dict[str, Any], seq: int) -> None:
+        kind = c.get("type")
+        part = item.part(index, kind if isinstance(kind, str) else "text")
+        if isinstance(kind, str):
+            part.type = kind
+        for attr in ("text", "transcript"):
+            value = c.get(attr)
+            if not isinstance(value, str) or not value:
+                continue
+            if attr == "transcript" and part.truncated_ms is not None:
+                continue  # a truncated part's transcript stays dropped
+            current = getattr(part, attr)
+            if current != value:
+                if current:
+                    self._flag(seq, "done_mismatch", f"item {item.id} part {index}: final {attr} differs")
+                setattr(part, attr, value)
+
+    def _on_item_added(self, t: float, ev: Event, seq: int) -> None:
+        item = self._upsert(ev.get("item"), t, seq)
+        if item is not None:
+            self._place(item, ev)
+
+    def _on_item_done(self, t: float, ev: Event, seq: int) -> None:
+        item = self._upsert(ev.get("item"), t, seq)
+        if item is not None and item.id not in self._placed:
+            self._place(item, ev)
+
+    def _on_item_deleted(self, t: float, ev: Event, seq: int) -> None:
+        item_id = ev.get("item_id")
+        item = self._items.pop(item_id, None) if isinstance(item_id, str) else None
+        if item is None:
+            return
+        self.deleted[item.id] = item
+        if item.id in self._placed:
+            self._placed.discard(item.id)
+            self._order.remove(item.id)
+
+    def _on_item_truncated(self, t: float, ev: Event, seq: int) -> None:
+        item_id = ev.get("item_id")
+        if not isinstance(item_id, str) or item_id in self.deleted:
+            return
+        item = self._touch(item_id, seq, t)
+        end = ev.get("audio_end_ms")
+        end_ms = float(end) if isinstance(end, int | float) and not isinstance(end, bool) else 0.0
+        part = item.part(_int(ev.get("content_index")), "audio")
+        part.truncated_ms = end_ms
+        part.transcript = ""
+        item.truncated_ms = end_ms
+
+    # --- user transcripts ---------------------------------------------------------------
+
+    def _on_input_transcript_delta(self, t: float, ev: Event, seq: int) -> None:
+        item_id, delta = ev.get("item_id"), ev.get("delta")
+        if isinstance(item_id, str) and isinstance(delta, str) and item_id not in self.deleted:
+            item = self._touch(item_id, seq, t)
+            item.part(_int(ev.get("content_index")), "input_audio")._transcript.append(delta)
+
+    def _on_input_transcript_done(self, t: float, ev: Event, seq: int) -> None:
+        item_id, final = ev.get("item_id"), ev.get("transcript")
+        if not isinstance(item_id, str) or not isinstance(final, str) or item_id in self.deleted:
+            return
+        part = self._touch(item_id, seq, t).part(_int(ev.get("content_index")), "input_audio")
+        current = part.transcript
+        if current and current != final:
+            self._flag(seq, "done_mismatch", f"item {item_id}: transcript differs from its deltas")
+        part.transcript = final
+        part.done = True
+
+    def _on_input_transcript_failed(self, t: float, ev: Event, seq: int) -> None:
+        err = ev.get("error")
+        message = err.get("message") if isinstance(err, dict) else None
+        self._flag(seq, "transcription_failed", f"item {ev.get('item_id')}: {message or 'transcription failed'}")
+
+    # --- user audio: the client's microphone stream ------------------------------------
+
+    def _on_append(self, t: float, ev: Event, seq: int) -> None:
+        data = ev.get("audio")
+        if type(data) is not str:
+            return
+        fmt = self.input_format
+        self._mic_ms += b64_size(data) / fmt.bytes_per_sample * 1000.0 / fmt.rate
+        self._mic_end.append(self._mic_ms)
+        self._mic_t.append(t)
+        self._mic_fmt.append(fmt)
+        self._mic_chunks.append(data if self.keep_audio else None)
+
+    def _on_commit(self, t: float, ev: Event, seq: int) -> None:
+        self._pending_commits.append((_str(ev.get("event_id")), self._buffer_start, self._mic_ms))
+        self._buffer_start = self._mic_ms
+        self._turn_trigger = ("input_audio_buffer.commit", seq, t)
+
+    def _on_clear(self, t: float, ev: Event, seq: int) -> None:
+        self._buffer_start = self._mic_ms
+
+    def _on_speech_started(self, t: float, ev: Event, seq: int) -> None:
+        item_id, start = ev.get("item_id"), ev.get("audio_start_ms")
+        if isinstance(item_id, str):
+            self._speech[item_id] = [float(start) if isinstance(start, int | float) else None, None]
+
+    def _on_speech_stopped(self, t: float, ev: Event, seq: int) -> None:
+        item_id, end = ev.get("item_id"), ev.get("audio_end_ms")
+        if isinstance(item_id, str):
+            bounds = self._speech.setdefault(item_id, [None, None])
+            bounds[1] = float(end) if isinstance(end, int | float) else None
+        self._turn_trigger = ("input_audio_buffer.speech_stopped", seq, t)
+
+    def _on_committed(self, t: float, ev: Event, seq: int) -> None:
+        item_id = ev.get("item_id")
+        if self._pending_commits:
+            _, start, end = self._pending_commits.popleft()
+        else:
+            bounds = self._speech.get(item_id) if isinstance(item_id, str) else None
+            start = bounds[0] if bounds and bounds[0] is not None else self._buffer_start
+            end = bounds[1] if bounds and bounds[1] is not None else self._mic_ms
+            self._buffer_start = max(self._buffer_start, end)
+        if isinstance(item_id, str) and item_id not in self.deleted:
+            item = self._touch(item_id, seq, t)
+            item.role = item.role or "user"
+            self._attach_mic(item, start, min(end, self._mic_ms), t)
+
+    def _attach_mic(self, item: Item, start: float, end: float, t: float) -> None:
+        """Give a user item the slice [start, end) ms of the microphone stream."""
+        part = next((p for p in item.parts if p.type == "input_audio"), None) or item.part(len(item.parts),
+                                                                                            "input_audio")  # fmt: skip
+        ends = self._mic_end
+        if not ends or end <= start:
+            part.audio_format = self.input_format
+            return
+        i = min(bisect_right(ends, start), len(ends) - 1)
+        j = min(bisect_left(ends, end), len(ends) - 1)
+        fmt = self._mic_fmt[i]
+        bps = fmt.bytes_per_sample
+        chunk_start = ends[i - 1] if i > 0 else 0.0
+        part.audio_format = fmt
+        part._head = max(0, round((start - chunk_start) * fmt.rate / 1000.0)) * bps
+        part._nbytes = round((end - start) * fmt.rate / 1000.0) * bps
+        if self.keep_audio:
+            part._chunks = [c for c in self._mic_chunks[i : j + 1] if c is not None]
+        if not item._audio_placed:
+            item._audio_placed = True
+            item.t_start = max(0.0, self._mic_t[i] - (ends[i] - start) / 1000.0)
+
+    # --- responses ----------------------------------------------------------------------
+
+    def _on_response_create(self, t: float, ev: Event, seq: int) -> None:
+        override = None
+        resp = ev.get("response")
+        if isinstance(resp, dict):
+            override = audio_format(resp.get("output_audio_format"))
+            a = resp.get("audio")
+            if override is None and isinstance(a, dict) and isinstance(a.get("output"), dict):
+                override = audio_format(a["output"].get("format"))
+        self._creates.append((_str(ev.get("event_id")), seq, t, override))
+
+    def _response(self, rid: Any, seq: int) -> Response | None:
+        return self._responses.get(rid) if isinstance(rid, str) else None
+
+    def _on_response_created(self, t: float, ev: Event, seq: int) -> None:
+        data = ev.get("response")
+        rid = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(rid, str) or not isinstance(data, dict):
+            return
+        r = self._responses.get(rid)
+        if r is None:
+            r = self._responses[rid] = Response(rid)
+            self._response_order.append(r)
+        r.t_created, r.created_seq = t, seq
+        r.status = _str(data.get("status")) or r.status
+        override: AudioFormat | None = None
+        if self._creates:
+            _, tseq, tt, override = self._creates.popleft()
+            r.trigger_type, r.trigger_seq, r.t_trigger = "response.create", tseq, tt
+            if self._turn_trigger is not None and self._turn_trigger[1] < tseq:
+                self._turn_trigger = None
+        elif self._turn_trigger is not None:
+            r.trigger_type, r.trigger_seq, r.t_trigger = self._turn_trigger
+            self._turn_trigger = None
+        fmt = audio_format(data.get("output_audio_format"))
+        r.audio_format = override or fmt or self.output_format
+
+    def _on_response_done(self, t: float, ev: Event, seq: int) -> None:
+        data = ev.get("response")
+        rid = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(rid, str) or not isinstance(data, dict):
+            return
+        r = self._responses.get(rid)
+        if r is None:  # created was not recorded
+            r = self._responses[rid] = Response(rid, audio_format=self.output_format)
+            self._response_order.append(r)
+        r.t_done, r.done_seq = t, seq
+        r.status = _str(data.get("status")) or r.status
+        details, usage = data.get("status_details"), data.get("usage")
+        r.status_details = details if isinstance(details, dict) else r.status_details
+        r.usage = usage if isinstance(usage, dict) else r.usage
+        output = data.get("output")
+        if isinstance(output, list):
+            for obj in output:
+                item = self._upsert(obj, t, seq)
+                if item is None:
+                    continue
+                item.response_id = item.response_id or rid
+                if item.id not in r.output_item_ids:
+                    r.output_item_ids.append(item.id)
+                if item.id not in self._placed and item.id not in self.deleted:
+                    self._place(item, {})
+
+    def _on_output_item_added(self, t: float, ev: Event, seq: int) -> None:
+        item = self._upsert(ev.get("item"), t, seq)
+        if item is None:
+            return
+        rid = ev.get("response_id")
+        if isinstance(rid, str):
+            item.response_id = rid
+            r = self._responses.get(rid)
+            if r is not None and item.id not in r.output_item_ids:
+                r.output_item_ids.append(item.id)
+        if item.role is None and item.type == "message":
+            item.role = "assistant"
+        if item.id not in self._placed:
+            self._place(item, {})
+
+    def _on_output_item_done(self, t: float, ev: Event, seq: int) -> None:
+        item = self._upsert(ev.get("item"), t, seq)
+        if item is not None and item.id not in self._placed:
+            self._place(item, {})
+
+    def _on_content_part(self, t: float, ev: Event, seq: int) -> None:
+        item = self._delta_item(ev, seq, t)
+        part_data = ev.get("part")
+        if item is not None and isinstance(part_data, dict):
+            self._merge_part(item, _int(ev.get("content_index")), part_data, seq)
+
+    def _delta_item(self, ev: Event, seq: int, t: float) -> Item | None:
+        """The item a response event is about; an unknown one is created, placed and flagged."""
+        item_id = ev.get("item_id")
+        item = self._items.get(item_id)  # type: ignore[arg-type]
+        if item is not None:
+            item.last_seq = seq
+            return item
+        if not isinstance(item_id, str) or item_id in self.deleted:
+            return None
+        self._flag(seq, "unknown_item", f"{ev.get('type')} for unknown item {item_id}")
+        item = self._touch(item_id, seq, t)
+        item.role = "assistant"
+        rid = ev.get("response_id")
+        item.response_id = rid if isinstance(rid, str) else None
+        self._place(item, {})
+        return item
+
+    def _delta_part(self, ev: Event, seq: int, t: float, kind: str) -> Part | None:
+        item = self._delta_item(ev, seq, t)
+        if item is None:
+            return None
+        r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
+        if r is not None and r.t_first_delta is None:
+            r.t_first_delta = t
+        ci = ev.get("content_index", 0)
+        parts = item.parts
+        if type(ci) is int and 0 <= ci < len(parts):
+            return parts[ci]
+        return item.part(_int(ci), kind)
+
+    def _on_text_delta(self, t: float, ev: Event, seq: int) -> None:
+        delta = ev.get("delta")
+        if type(delta) is str:
+            part = self._delta_part(ev, seq, t, "text")
+            if part is not None:
+                part._text.append(delta)
+
+    def _on_transcript_delta(self, t: float, ev: Event, seq: int) -> None:
+        delta = ev.get("delta")
+        if type(delta) is str:
+            part = self._delta_part(ev, seq, t, "audio")
+            if part is not None and part.truncated_ms is None:
+                part._transcript.append(delta)
+
+    def _on_text_done(self, t: float, ev: Event, seq: int) -> None:
+        self._reconcile(ev, seq, t, "text")
+
+    def _on_transcript_done(self, t: float, ev: Event, seq: int) -> None:
+        self._reconcile(ev, seq, t, "transcript")
+
+    def _reconcile(self, ev: Event, seq: int, t: float, attr: str) -> None:
+        """A .done event's final value wins over the concatenated deltas; a difference is flagged."""
+        item = self._delta_item(ev, seq, t)
+        final = ev.get(attr)
+        if item is None or not isinstance(final, str):
+            return
+        part = item.part(_int(ev.get("content_index")), "text" if attr == "text" else "audio")
+        part.done = True
+        if attr == "transcript" and part.truncated_ms is not None:
+            return
+        if getattr(part, attr) != final:
+            self._flag(seq, "done_mismatch", f"item {item.id} part {part.index}: {attr} differs from its deltas")
+            setattr(part, attr, final)
+
+    def _on_audio_delta(self, t: float, ev: Event, seq: int) -> None:
+        delta = ev.get("delta")
+        if type(delta) is not str:
+            return
+        item = self._delta_item(ev, seq, t)
+        if item is None:
+            return
+        n = b64_size(delta)
+        r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
+        if r is not None:
+            if r.t_first_audio is None:
+                r.t_first_audio = t
+                if r.t_first_delta is None:
+                    r.t_first_delta = t
+            r._audio_bytes += n
+            fmt = r.audio_format or self.output_format
+        else:
+            fmt = self.output_format
+        ci = ev.get("content_index", 0)
+        part = item.parts[ci] if type(ci) is int and 0 <= ci < len(item.parts) else item.part(_int(ci), "audio")
+        if part.audio_format is None:
+            part.audio_format = fmt
+        part._nbytes += n
+        if self.keep_audio:
+            part._chunks.append(delta)
+        if not item._audio_placed:
+            item._audio_placed = True
+            item.t_start = t
+
+    def _on_args_delta(self, t: float, ev: Event, seq: int) -> None:
+        delta = ev.get("delta")
+        if type(delta) is not str:
+            return
+        item = self._delta_item(ev, seq, t)
+        if item is None:
+            return
+        r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
+        if r is not None and r.t_first_delta is None:
+            r.t_first_delta = t
+        if item._args is None:
+            item._args = [delta]
+        else:
+            item._args.append(delta)
+
+    def _on_args_done(self, t: float, ev: Event, seq: int) -> None:
+        item = self._delta_item(ev, seq, t)
+        final = ev.get("arguments")
+        if item is None or not isinstance(final, str):
+            return
+        name = ev.get("name")
+        if isinstance(name, str):
+            item.name = name
+        if (item.arguments or "") != final:
+            self._flag(seq, "done_mismatch", f"item {item.id}: arguments differ from their deltas")
+        item.arguments = final
+
+    # --- errors --------------------------------------------------------------------------
+
+    def _on_error(self, t: float, ev: Event, seq: int) -> None:
+        err = ev.get("error")
+        err = err if isinstance(err, dict) else {}
+        eid = _str(err.get("event_id"))
+        info = ErrorInfo(seq, t, _str(err.get("type")), _str(err.get("code")), _str(err.get("message")),
+                         _str(err.get("param")), eid)  # fmt: skip
+        if eid is not None and eid in self._client_events:
+            info.client_seq, info.client_type = self._client_events[eid]
+            self._forget_refused(eid)
+        self.errors.append(info)
+
+    def _forget_refused(self, event_id: str) -> None:
+        """A refused response.create or commit must not be taken as a later trigger or buffer."""
+        for entry in list(self._creates):
+            if entry[0] == event_id:
+                self._creates.remove(entry)
+        for commit in list(self._pending_commits):
+            if commit[0] == event_id:
+                self._pending_commits.remove(commit)
+                if not self._pending_commits:
+                    self._buffer_start = min(self._buffer_start, commit[1])
+
+
+def assemble(
+    frames: Iterable[Frame], *, keep_audio: bool = True, session: dict[str, Any] | None = None
+) -> Conversation:
+    """A conversation from a whole recording (a loop over :meth:`Conversation.feed`)."""
+    conv = Conversation(keep_audio=keep_audio, session=session)
+    feed = conv.feed
+    for frame in frames:
+        feed(frame)
+    return conv

@@ -1,0 +1,296 @@
+"""The conversation model the reducer builds: parts, items, responses, errors, anomalies.
+
+Plain mutable dataclasses owned by :class:`rtproxy.assemble.Conversation`,
+which fills them in as events arrive. Streamed text is kept as a list of
+chunks and joined when read; audio is kept as the base64 chunks it arrived
+in and decoded only when :meth:`Part.pcm16` is asked for, so feeding an hour
+of audio costs no more than counting it.
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from . import audio
+from .protocol import AudioFormat
+
+__all__ = ["Part", "Item", "Response", "ErrorInfo", "Anomaly", "b64_size"]
+
+
+def b64_size(data: str) -> int:
+    """Bytes a base64 string decodes to, from its length alone."""
+    n = len(data) * 3 // 4
+    if data.endswith("="):
+        n -= 2 if data.endswith("==") else 1
+    return n
+
+
+def _decode_chunk(chunk: str | bytes) -> bytes:
+    if isinstance(chunk, bytes):
+        return chunk
+    try:
+        return binascii.a2b_base64(chunk)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _joined(chunks: list[str]) -> str:
+    if len(chunks) > 1:
+        chunks[:] = ["".join(chunks)]
+    return chunks[0] if chunks else ""
+
+
+@dataclass(eq=False)
+class Part:
+    """One content part of an item: text, transcript and/or audio."""
+
+    index: int
+    type: str
+    audio_format: AudioFormat | None = None
+    truncated_ms: float | None = None
+    done: bool = False
+    _text: list[str] = field(default_factory=list, repr=False)
+    _transcript: list[str] = field(default_factory=list, repr=False)
+    _chunks: list[str | bytes] = field(default_factory=list, repr=False)
+    _head: int = field(default=0, repr=False)  # encoded bytes to skip at the start of the joined chunks
+    _nbytes: int = field(default=0, repr=False)  # encoded bytes of audio this part holds
+
+    @property
+    def text(self) -> str:
+        return _joined(self._text)
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._text[:] = [value] if value else []
+
+    @property
+    def transcript(self) -> str:
+        return _joined(self._transcript)
+
+    @transcript.setter
+    def transcript(self, value: str) -> None:
+        self._transcript[:] = [value] if value else []
+
+    @property
+    def audio_rate(self) -> int:
+        return self.audio_format.rate if self.audio_format is not None else 24000
+
+    @property
+    def audio_bytes(self) -> int:
+        """Encoded bytes of audio kept, after truncation."""
+        if self.audio_format is None:
+            return 0
+        n = self._nbytes
+        if self.truncated_ms is not None:
+            bps = self.audio_format.bytes_per_sample
+            n = min(n, int(self.truncated_ms * self.audio_format.rate / 1000) * bps)
+        return max(0, n)
+
+    @property
+    def audio_ms(self) -> float:
+        fmt = self.audio_format
+        return fmt.duration_ms(self.audio_bytes) if fmt is not None else 0.0
+
+    def pcm16(self) -> bytes:
+        """The part's audio decoded to PCM16 at ``audio_rate``; b"" if none was kept."""
+        fmt = self.audio_format
+        if fmt is None or not self._chunks:
+            return b""
+        raw = b"".join(map(_decode_chunk, self._chunks))
+        raw = raw[self._head : self._head + self.audio_bytes]
+        return audio.decode(raw, fmt)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "type": self.type,
+            "text": self.text,
+            "transcript": self.transcript,
+            "audio_ms": round(self.audio_ms, 3),
+            "audio_format": None if self.audio_format is None else self.audio_format.encoding,
+            "audio_rate": self.audio_rate if self.audio_format is not None else None,
+            "truncated_ms": self.truncated_ms,
+        }
+
+
+@dataclass(eq=False)
+class Item:
+    """A conversation item: a message, a function call or its output, or anything newer."""
+
+    id: str
+    type: str = "message"
+    role: str | None = None
+    status: str | None = None
+    parts: list[Part] = field(default_factory=list)
+    name: str | None = None
+    call_id: str | None = None
+    output: str | None = None
+    response_id: str | None = None
+    first_seq: int = -1
+    last_seq: int = -1
+    t_start: float | None = None
+    truncated_ms: float | None = None
+    previous_item_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict, repr=False)  # the item as last announced, for newer types
+    _args: list[str] | None = field(default=None, repr=False)
+    _audio_placed: bool = field(default=False, repr=False)
+
+    @property
+    def arguments(self) -> str | None:
+        return None if self._args is None else _joined(self._args)
+
+    @arguments.setter
+    def arguments(self, value: str | None) -> None:
+        self._args = None if value is None else [value]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(t for t in (p.text for p in self.parts) if t)
+
+    @property
+    def transcript(self) -> str:
+        return "\n".join(t for t in (p.transcript for p in self.parts) if t)
+
+    @property
+    def audio_ms(self) -> float:
+        return sum(p.audio_ms for p in self.parts)
+
+    @property
+    def audio_rate(self) -> int:
+        for p in self.parts:
+            if p.audio_format is not None:
+                return p.audio_rate
+        return 24000
+
+    def pcm16(self) -> bytes:
+        """All the item's audio as PCM16 at ``audio_rate`` (parts at other rates resampled)."""
+        rate = self.audio_rate
+        out = []
+        for p in self.parts:
+            if p.audio_format is not None:
+                pcm = p.pcm16()
+                out.append(pcm if p.audio_rate == rate else audio.resample(pcm, p.audio_rate, rate))
+        return b"".join(out)
+
+    def part(self, index: int, kind: str) -> Part:
+        """The part at ``index``, created (with any missing before it) if absent."""
+        parts = self.parts
+        while len(parts) <= index:
+            parts.append(Part(len(parts), kind))
+        return parts[index]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "role": self.role,
+            "status": self.status,
+            "text": self.text,
+            "transcript": self.transcript,
+            "audio_ms": round(self.audio_ms, 3),
+            "response_id": self.response_id,
+            "t_start": None if self.t_start is None else round(self.t_start, 6),
+            "truncated_ms": self.truncated_ms,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "parts": [p.to_json() for p in self.parts],
+        }
+        if self.type in ("function_call", "function_call_output") or self.call_id is not None:
+            out.update(name=self.name, call_id=self.call_id, arguments=self.arguments, output=self.output)
+        elif self._args is not None:
+            out.update(name=self.name, arguments=self.arguments, output=self.output)
+        return out
+
+
+def _ms(start: float | None, end: float | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start) * 1000.0, 3)
+
+
+@dataclass(eq=False)
+class Response:
+    """A model response: status, usage, what it produced and how long it took."""
+
+    id: str
+    status: str | None = None
+    status_details: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    output_item_ids: list[str] = field(default_factory=list)
+    trigger_seq: int | None = None
+    trigger_type: str | None = None
+    t_trigger: float | None = None
+    t_created: float | None = None
+    t_first_delta: float | None = None
+    t_first_audio: float | None = None
+    t_done: float | None = None
+    created_seq: int = -1
+    done_seq: int | None = None
+    audio_format: AudioFormat | None = None
+    _audio_bytes: int = field(default=0, repr=False)
+
+    @property
+    def audio_ms(self) -> float:
+        """Duration of the audio the response produced."""
+        fmt = self.audio_format
+        return fmt.duration_ms(self._audio_bytes) if fmt is not None else 0.0
+
+    @property
+    def latency_ms(self) -> dict[str, float | None]:
+        """Milliseconds from the trigger to created, first delta, first audio and done (None if unknown)."""
+        t0 = self.t_trigger
+        return {
+            "created": _ms(t0, self.t_created),
+            "first_delta": _ms(t0, self.t_first_delta),
+            "first_audio": _ms(t0, self.t_first_audio),
+            "done": _ms(t0, self.t_done),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "status_details": self.status_details,
+            "usage": self.usage,
+            "output_item_ids": list(self.output_item_ids),
+            "trigger": {"type": self.trigger_type, "seq": self.trigger_seq} if self.trigger_type else None,
+            "latency_ms": self.latency_ms,
+            "audio_ms": round(self.audio_ms, 3),
+            "t_created": self.t_created,
+            "t_done": self.t_done,
+        }
+
+
+@dataclass(eq=False)
+class ErrorInfo:
+    """A server ``error`` event, linked to the client event it names when that was recorded."""
+
+    seq: int
+    t: float
+    type: str | None
+    code: str | None
+    message: str | None
+    param: str | None
+    event_id: str | None  # the client event the error names
+    client_seq: int | None = None
+    client_type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "t": self.t, "type": self.type, "code": self.code, "message": self.message,
+            "param": self.param, "event_id": self.event_id, "client_seq": self.client_seq,
+            "client_type": self.client_type,
+        }  # fmt: skip
+
+
+class Anomaly(NamedTuple):
+    """Something in the stream that does not add up (never fatal)."""
+
+    seq: int
+    kind: str  # done_mismatch | unknown_item | unknown_type | malformed | transcription_failed
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "message": self.message}
