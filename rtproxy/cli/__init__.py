@@ -20,7 +20,7 @@ from ..store import Store, default_db_path
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Modules that add commands to the group, each with a `register(group)`.
-COMMAND_MODULES = ("record", "inspect", "replay", "tui")
+COMMAND_MODULES = ("record", "inspect", "replay", "tui", "redact")
 
 
 class InputError(click.ClickException):
