@@ -52,8 +52,9 @@ def test_words_become_same_length_placeholders_and_ids_stay() -> None:
     """Instructions, input text, transcripts and text deltas are masked to the same length; ids and types stay."""
     frames = frames_of(
         (CLIENT, {"type": "session.update", "event_id": "evt_1", "session": {"instructions": "Talk like a pirate."}}),
-        (CLIENT, {"type": "conversation.item.create", "item": {"id": "item_u1", "type": "message", "role": "user",
-                                                               "content": [{"type": "input_text", "text": "Hi, Bob!"}]}}),
+        (CLIENT, {"type": "conversation.item.create",
+                  "item": {"id": "item_u1", "type": "message", "role": "user",
+                           "content": [{"type": "input_text", "text": "Hi, Bob!"}]}}),
         (SERVER, {"type": "response.output_audio_transcript.delta", "event_id": "ev_9", "response_id": "resp_1",
                   "item_id": "item_a1", "output_index": 0, "content_index": 0, "delta": "Ahoy 42"}),
         (SERVER, {"type": "response.output_audio_transcript.done", "item_id": "item_a1", "transcript": "Ahoy 42"}),
@@ -63,7 +64,8 @@ def test_words_become_same_length_placeholders_and_ids_stay() -> None:
     )  # fmt: skip
     out = list(redact_frames(frames))
     assert [f.seq for f in out] == [f.seq for f in frames] and [f.t for f in out] == [f.t for f in frames]
-    assert ev(out[0]) == {"type": "session.update", "event_id": "evt_1", "session": {"instructions": "xxxx xxxx x xxxxxx."}}
+    assert ev(out[0]) == {"type": "session.update", "event_id": "evt_1",
+                          "session": {"instructions": "xxxx xxxx x xxxxxx."}}
     assert ev(out[1])["item"]["content"][0] == {"type": "input_text", "text": "xx, xxx!"}
     assert ev(out[1])["item"]["id"] == "item_u1"
     delta = ev(out[2])
@@ -92,8 +94,9 @@ def test_audio_becomes_silence_of_the_same_length_in_the_session_format(session:
         (CLIENT, {"type": "input_audio_buffer.append", "audio": b64(up)}),
         (SERVER, {"type": "response.output_audio.delta", "item_id": "i1", "delta": b64(down)}),
         (SERVER, {"type": "response.audio.delta", "item_id": "i1", "delta": b64(down)}),
-        (CLIENT, {"type": "conversation.item.create", "item": {"type": "message", "role": "user",
-                                                               "content": [{"type": "input_audio", "audio": b64(part)}]}}),
+        (CLIENT, {"type": "conversation.item.create",
+                  "item": {"type": "message", "role": "user",
+                           "content": [{"type": "input_audio", "audio": b64(part)}]}}),
     )  # fmt: skip
     r = Redactor()
     out = [r.feed_frame(f) for f in frames]
