@@ -8,6 +8,7 @@ import re
 import selectors
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -297,3 +298,133 @@ async def test_cli_replays_a_session_from_the_database(tmp_path: Path, processes
     assert got[-1] == "response.done"
     code, out, _ = await asyncio.to_thread(p.wait)
     assert code == 0 and "#20260101-000000-abcdef" in out
+
+
+# --- end to end: record the real SDK through the proxy, replay, run the same client again -------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_flows() -> Any:
+    """recordings/make_recordings.py: the client flows the example recordings were made with."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_recordings", ROOT / "recordings" / "make_recordings.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_recordings"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+FLOWS = load_flows()
+
+
+async def replay_file(path: Path, **kwargs: Any) -> AsyncIterator[Running]:
+    from rtproxy.replay_server import load_script
+
+    server = ReplayServer(load_script(path), **kwargs)
+    runner, port = await start(server)
+    try:
+        yield Running(server, port)
+    finally:
+        await server.shutdown()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS.FLOWS))
+async def test_the_same_sdk_client_gets_the_same_events_from_the_replay(name: str, tmp_path: Path) -> None:
+    """Recorded through the proxy and exported, a session replays to the same client with identical events."""
+    flow = FLOWS.FLOWS[name]
+    path, recorded = await FLOWS.record(flow, tmp_path / f"{name}.jsonl", tmp_path / "rt.db")
+    async for r in replay_file(path):
+        replayed = await FLOWS.run_flow(flow, f"{r.url}/v1")
+        await r.server.wait_closed(1, timeout=5)
+        report = r.server.report
+    assert replayed == recorded
+    assert report.ok, report.format()
+    assert report.connections[0].turns_played == report.connections[0].turns_total > 0
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS.FLOWS))
+async def test_the_example_recordings_replay_to_their_client_under_strict(name: str) -> None:
+    """Each committed example recording replays to the client that made it with no mismatch, even under strict."""
+    async for r in replay_file(ROOT / "recordings" / f"{name}.jsonl", policy="strict"):
+        events = await FLOWS.run_flow(FLOWS.FLOWS[name], f"{r.url}/v1")
+        await r.server.wait_closed(1, timeout=5)
+        report = r.server.report
+    assert report.ok, report.format()
+    assert events and "error" not in [e["type"] for e in events]
+
+
+async def test_a_client_that_changed_gets_an_error_event_and_exit_1(processes: list[ReplayProcess],
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    """A client that no longer sends its conversation.item.create receives an `error` event; replay exits 1."""
+    from openai import AsyncOpenAI
+
+    p = spawn_replay([str(ROOT / "recordings" / "text-ga.jsonl"), "--once", "--report", str(tmp_path / "r.json")])
+    processes.append(p)
+    client = AsyncOpenAI(api_key=FLOWS.make_key(), websocket_base_url=p.base_url)
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(10), client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await conn.response.create()
+        await FLOWS.until(conn, "response.done", events)
+    errors = [e for e in events if e["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["error"]["type"] == "invalid_request_error"
+    assert "expected conversation.item.create, got response.create" in errors[0]["error"]["message"]
+    code, out, _ = await asyncio.to_thread(p.wait)
+    assert code == 1 and "1 mismatch" in out
+    (m,) = orjson.loads((tmp_path / "r.json").read_bytes())["connections"][0]["mismatches"]
+    assert m["kind"] == "missing" and m["expected"]["type"] == "conversation.item.create"
+
+
+async def agent_turn(url: str, api_key: str) -> list[str]:
+    """An openai-agents RealtimeRunner session: one typed message, until the agent's turn ends."""
+    from agents.realtime import RealtimeAgent, RealtimeRunner
+
+    agent = RealtimeAgent(name="Assistant", instructions="Answer briefly.")
+    runner = RealtimeRunner(agent, config={"model_settings": {"model_name": "gpt-realtime"}})
+    raw: list[str] = []
+    async with asyncio.timeout(15):
+        session = await runner.run(model_config={"url": url, "api_key": api_key})
+        async with session:
+            await session.send_message("Hello there")
+            async for event in session:
+                if event.type == "raw_model_event" and event.data.type == "raw_server_event":
+                    raw.append(event.data.data["type"])
+                if event.type == "error":
+                    raw.append("error")
+                if event.type == "agent_end":
+                    break
+    return raw
+
+
+async def test_openai_agents_runner_replays_under_loose(tmp_path: Path) -> None:
+    """An openai-agents RealtimeRunner session recorded through the proxy replays to the same agent under loose."""
+    from rtproxy.recording import write_recording
+    from rtproxy.store import Store
+
+    from .conftest import start_proxy
+    from .upstream import ScriptedUpstream
+
+    key = FLOWS.make_key()
+    async with ScriptedUpstream(exact=True) as up:
+        running, runner = await start_proxy(tmp_path / "rt.db", up.url)
+        try:
+            recorded = await agent_turn(f"{running.ws_base}/realtime?model=gpt-realtime", key)
+            (sid,) = await running.settle()
+        finally:
+            await running.proxy.shutdown()
+            await runner.cleanup()
+            running.recorder.close()
+    path = tmp_path / "agent.jsonl"
+    with Store(tmp_path / "rt.db") as store:
+        write_recording(path, store.session(sid), store.frames(sid))
+    async for r in replay_file(path, policy="loose"):
+        replayed = await agent_turn(f"{r.url}/v1/realtime?model=gpt-realtime", key)
+        await r.server.wait_closed(1, timeout=5)
+        report = r.server.report
+    assert report.ok, report.format()
+    assert "error" not in recorded and recorded[-1] == "response.done"
+    assert sorted(replayed) == sorted(recorded)  # the same server events (loose may reorder turns)

@@ -10,6 +10,15 @@ Tests steer failure behaviour through the query string, which the proxy
 relays unchanged: ``reject=401`` refuses the upgrade with that status and a
 JSON body; ``close_after=N&close_code=C`` closes after N client events;
 ``vanish_after=N`` drops the TCP connection without a close frame.
+
+``chunk_delay`` (seconds) paces audio deltas and answers ``response.create``
+from a task of its own, so a ``response.cancel`` arriving mid-response
+interrupts it (status ``cancelled``), as on the real server.
+``exact=True`` shapes events exactly as the openai package's models require
+(GA item content parts ``output_audio``/``output_text`` while
+``response.content_part.*`` parts stay ``audio``/``text``; ``usage`` on
+transcription events); openai-agents drops events that do not validate. The
+default keeps the original shapes.
 """
 
 from __future__ import annotations
@@ -62,9 +71,18 @@ class Connection:
 class ScriptedUpstream:
     """An aiohttp app on 127.0.0.1, port 0. ``async with ScriptedUpstream() as up``."""
 
-    def __init__(self, *, text: str = "Hello! How can I help you today?", audio_ms: int = 600) -> None:
+    def __init__(
+        self,
+        *,
+        text: str = "Hello! How can I help you today?",
+        audio_ms: int = 600,
+        chunk_delay: float = 0.0,
+        exact: bool = False,
+    ) -> None:
         self.reply_text = text
         self.audio_ms = audio_ms
+        self.chunk_delay = chunk_delay
+        self.exact = exact
         self.connections: list[Connection] = []
         self.http_requests: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
@@ -138,6 +156,9 @@ class ScriptedUpstream:
         try:
             await session.run()
         finally:
+            if session.responding is not None:
+                session.responding.cancel()
+                await asyncio.gather(session.responding, return_exceptions=True)
             conn.close_code = ws.close_code
             conn.closed.set()
         return ws
@@ -154,6 +175,7 @@ class Session:
         self.buffer = bytearray()
         self.audio_start_ms = 0
         self.cancelled = False
+        self.responding: asyncio.Task[None] | None = None
 
     def _initial_config(self) -> dict[str, Any]:
         if self.beta:
@@ -242,7 +264,10 @@ class Session:
         elif kind == "input_audio_buffer.commit":
             await self.commit()
         elif kind == "response.create":
-            await self.respond(event.get("response") or {})
+            if self.up.chunk_delay:
+                self.responding = asyncio.ensure_future(self.respond(event.get("response") or {}))
+            else:
+                await self.respond(event.get("response") or {})
         elif kind == "response.cancel":
             self.cancelled = True
         elif kind == "conversation.item.truncate":
@@ -290,8 +315,11 @@ class Session:
         for w in words:
             await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": item_id,
                              "content_index": 0, "delta": w})  # fmt: skip
-        await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                         "content_index": 0, "transcript": "".join(words)})  # fmt: skip
+        completed = {"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                     "content_index": 0, "transcript": "".join(words)}  # fmt: skip
+        if self.up.exact:
+            completed["usage"] = {"type": "duration", "seconds": round(ms / 1000, 3)}
+        await self.send(completed)
 
     def _modalities(self, override: dict[str, Any]) -> list[str]:
         mods = override.get("output_modalities") or override.get("modalities")
@@ -342,7 +370,8 @@ class Session:
                 "role": "assistant", "content": []}  # fmt: skip
         await self.send({"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
         await self.item_added(dict(item))
-        kind = "audio" if audio else ("text" if self.beta else "output_text")
+        exact = self.up.exact and not self.beta
+        kind = "audio" if audio else ("text" if self.beta or exact else "output_text")
         part: dict[str, Any] = {"type": kind, "transcript": ""} if audio else {"type": kind, "text": ""}
         await self.send({"type": "response.content_part.added", "response_id": rid, "item_id": item_id,
                          "output_index": 0, "content_index": 0, "part": dict(part)})  # fmt: skip
@@ -361,7 +390,7 @@ class Session:
                                      "delta": words[i]})  # fmt: skip
                 await self.send({"type": self.name("response.output_audio.delta"), **ids,
                                  "delta": b64(pcm[i * chunk : (i + 1) * chunk])})  # fmt: skip
-                await asyncio.sleep(0)  # let a response.cancel in
+                await asyncio.sleep(self.up.chunk_delay)  # let a response.cancel in
             for w in words[n_chunks:]:
                 await self.send({"type": self.name("response.output_audio_transcript.delta"), **ids, "delta": w})
             await self.send({"type": self.name("response.output_audio.done"), **ids})
@@ -376,6 +405,8 @@ class Session:
             await self.send({"type": self.name("response.output_text.done"), **ids, "text": text})
             part = {"type": kind, "text": text}
         await self.send({"type": "response.content_part.done", **ids, "part": part})
+        if exact:
+            part = {**part, "type": "output_audio" if audio else "output_text"}
         done = {**item, "status": "incomplete" if self.cancelled else "completed", "content": [part]}
         await self.send({"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done})
         self.last_type = "message"
