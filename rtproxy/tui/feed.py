@@ -1,0 +1,104 @@
+"""The worker side of a session screen: load the index, run the reducer, follow a live recording.
+
+:class:`SessionFeed` runs in one ``@work(thread=True)`` worker with its own
+SQLite connection and hands everything to the UI thread through ``post``
+(the screen's ``post_message``). It holds the reducer; other threads that
+need it (play, export) take :attr:`lock`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from textual.message import Message
+
+from ..assemble import Conversation
+from ..errors import RtproxyError
+from ..store import Store
+from . import data
+from .messages import ConversationChanged, EventsAppended, LiveChanged, SessionLoaded
+from .views import ViewBuilder
+
+#: Post a conversation snapshot at most this often while a big session loads (seconds).
+SNAPSHOT_EVERY = 0.5
+#: Re-read a live session's counts at most this often (seconds): it scans its events.
+SUMMARY_EVERY = 2.0
+#: Frames fed per hold of the lock.
+BATCH = 2_000
+
+
+class SessionFeed:
+    def __init__(self, db: str, session_id: str, poll_interval: float) -> None:
+        self.db = db
+        self.session_id = session_id
+        self.poll_interval = poll_interval
+        self.conversation = Conversation(keep_audio=True)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.builder = ViewBuilder()
+        self.index_seq = -1
+        self.conv_seq = -1
+        self._summary_at = 0.0
+
+    def run(self, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
+        """Load everything recorded so far, then poll while the session is open."""
+        with Store(self.db) as store:
+            summary = data.load_session(store, self.session_id)
+            post(SessionLoaded(summary))
+            live = summary.live
+            if live:
+                post(LiveChanged(True))
+            for rows in data.index_chunks(store, self.session_id):
+                if cancelled():
+                    return
+                self.index_seq = rows[-1][0]
+                post(EventsAppended(rows, complete=False))
+            post(EventsAppended([], complete=True))
+            self.feed_frames(store, post, cancelled)
+            while live and not cancelled() and not self.stop.wait(self.poll_interval):
+                live = self.poll(store, post, cancelled)
+            if not live and summary.live:
+                post(LiveChanged(False))
+
+    def feed_frames(self, store: Store, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> int:
+        """Feed every frame after the last one fed; post snapshots as it goes. The number fed."""
+        fed = 0
+        last_post = time.monotonic()
+        frames = store.frames(self.session_id, after_seq=self.conv_seq)
+        done = False
+        while not done and not cancelled():
+            with self.lock:
+                for _ in range(BATCH):
+                    frame = next(frames, None)
+                    if frame is None:
+                        done = True
+                        break
+                    self.conversation.feed(frame)
+                    self.conv_seq = frame.seq
+                    fed += 1
+                if not done and time.monotonic() - last_post >= SNAPSHOT_EVERY:
+                    post(ConversationChanged(self.builder.build(self.conversation), complete=False))
+                    last_post = time.monotonic()
+        if fed or self.conv_seq < 0:
+            with self.lock:
+                post(ConversationChanged(self.builder.build(self.conversation), complete=True))
+        return fed
+
+    def poll(self, store: Store, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> bool:
+        """One cheap look for new events; False once the session stopped recording."""
+        status = data.session_status(store, self.session_id)
+        rows = data.index_rows(store, self.session_id, after_seq=self.index_seq)
+        if rows:
+            self.index_seq = rows[-1][0]
+            post(EventsAppended(rows, complete=True))
+            self.feed_frames(store, post, cancelled)
+        now = time.monotonic()
+        if status != "open" or (rows and now - self._summary_at >= SUMMARY_EVERY):
+            self._summary_at = now
+            try:
+                post(SessionLoaded(data.load_session(store, self.session_id)))
+            except RtproxyError:  # deleted meanwhile
+                pass
+        return status == "open"

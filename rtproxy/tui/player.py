@@ -1,0 +1,73 @@
+"""Playing and exporting an item's audio: a system player in a subprocess, or a WAV file.
+
+The first of ``aplay``, ``paplay``, ``afplay``, ``ffplay`` found on PATH plays
+a temporary WAV without blocking; when none is, the TUI says so and offers
+export instead.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .. import audio
+from ..assemble import Conversation, Item
+
+PLAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("aplay", ("-q",)),
+    ("paplay", ()),
+    ("afplay", ()),
+    ("ffplay", ("-nodisp", "-autoexit", "-loglevel", "quiet")),
+)
+
+
+def find_player() -> list[str] | None:
+    """The command line (without the file) of the first available player, or None."""
+    for name, args in PLAYERS:
+        path = shutil.which(name)
+        if path:
+            return [path, *args]
+    return None
+
+
+def play(pcm16: bytes, rate: int, player: list[str]) -> subprocess.Popen[bytes]:
+    """Start playing in the background; the temporary file is removed by the OS's tmp cleaner."""
+    with tempfile.NamedTemporaryFile(prefix="rtproxy-", suffix=".wav", delete=False) as f:
+        audio.write_wav(f, pcm16, rate)
+    return subprocess.Popen(
+        [*player, f.name], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "audio"
+
+
+def export_item(directory: Path, session_id: str, item_id: str, pcm16: bytes, rate: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{safe_name(session_id)}-{safe_name(item_id)}.wav"
+    audio.write_wav(path, pcm16, rate)
+    return path
+
+
+def export_conversation(directory: Path, session_id: str, conv: Conversation) -> Path | None:
+    """The stereo WAV `rtproxy export --audio` writes (user left, assistant right); None without audio."""
+    user, assistant = conv.audio_tracks()
+    if not user and not assistant:
+        return None
+    rate = max(item.audio_rate for _, item in user + assistant)
+
+    def track(pairs: list[tuple[float, Item]]) -> list[tuple[float, bytes]]:
+        out = []
+        for t, item in pairs:
+            pcm = item.pcm16()
+            out.append((t, pcm if item.audio_rate == rate else audio.resample(pcm, item.audio_rate, rate)))
+        return out
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{safe_name(session_id)}-conversation.wav"
+    audio.write_wav(path, audio.stereo_mix(track(user), track(assistant), rate), rate, channels=2)
+    return path

@@ -1,0 +1,1 @@
+"""Screens of the TUI: sessions, one session, and the dialogs."""

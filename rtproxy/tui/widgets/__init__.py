@@ -1,0 +1,1 @@
+"""Widgets of the TUI: each renders data handed to it; none reads the store."""

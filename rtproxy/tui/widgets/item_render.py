@@ -1,0 +1,102 @@
+"""How one conversation item reads: a few lines of Rich text (pure, no widgets)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.text import Text
+
+from ..views import ConversationView, ItemView, ResponseView, pretty_json, waveform
+
+SPEAKER_STYLES = {
+    "user": "bold green",
+    "assistant": "bold cyan",
+    "system": "bold magenta",
+    "function call": "bold yellow",
+    "function output": "bold yellow",
+}
+MAX_JSON_LINES = 40
+
+
+def seconds(ms: float) -> str:
+    return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
+
+
+def response_line(r: ResponseView) -> Text:
+    """`resp_… completed · 412 tokens · created 210 ms · first audio 480 ms · done 2.1 s`."""
+    status_style = {"completed": "green", "cancelled": "yellow", "incomplete": "yellow"}.get(r.status or "", "red")
+    line = Text("  ↳ ", style="dim")
+    line.append(r.id, style="dim")
+    line.append(f" {r.status or 'in progress'}", style=status_style if r.status else "italic")
+    details = r.status_details or {}
+    reason = details.get("reason") or (details.get("error") or {}).get("message") if isinstance(details, dict) else None
+    if reason:
+        line.append(f" ({reason})", style=status_style)
+    if r.total_tokens is not None:
+        line.append(f" · {r.total_tokens} tokens", style="dim")
+    for key, label in (("created", "created"), ("first_audio", "first audio"), ("first_delta", "first delta"),
+                       ("done", "done")):
+        ms = r.latency_ms.get(key)
+        if ms is not None and not (key == "first_delta" and r.latency_ms.get("first_audio") is not None):
+            line.append(f" · {label} {seconds(ms)}", style="dim")
+    return line
+
+
+def _json_lines(text: str, console: Console, width: int) -> list[Text]:
+    code = pretty_json(text)
+    lines = code.splitlines() or [""]
+    cut = len(lines) - MAX_JSON_LINES
+    if cut > 0:
+        lines = lines[:MAX_JSON_LINES]
+    highlighted = Syntax("\n".join(lines), "json", theme="ansi_dark", background_color="default").highlight(
+        "\n".join(lines)
+    )
+    out = [Text("    ") + part for part in highlighted.split("\n")]
+    if cut > 0:
+        out.append(Text(f"    … {cut} more lines", style="dim"))
+    return out
+
+
+def item_lines(item: ItemView, conv: ConversationView, console: Console, width: int) -> list[Text]:
+    """The lines of one item at a width: header, body, audio, and its response's summary if it is the last output."""
+    head = Text("▌", style=SPEAKER_STYLES.get(item.speaker, "bold"))
+    head.append(f" {item.speaker}", style=SPEAKER_STYLES.get(item.speaker, "bold"))
+    if item.t_start is not None:
+        head.append(f"  {item.t_start:.1f} s", style="dim")
+    head.append(f"  {item.id}", style="dim")
+    if item.status and item.status != "completed":
+        head.append(f"  {item.status}", style="yellow")
+    if item.truncated_ms is not None:
+        head.append(f"  ✂ truncated at {seconds(item.truncated_ms)}", style="bold red")
+    lines = [head]
+    body: list[Text] = []
+    if item.type == "function_call":
+        body.append(Text(f"  {item.name or '?'}(", style="yellow") + Text(f"call_id={item.call_id}", style="dim")
+                    + Text(")", style="yellow"))
+        body.extend(_json_lines(item.arguments or "", console, width))
+        if item.output is not None:
+            body.append(Text("  → output", style="yellow"))
+            body.extend(_json_lines(item.output, console, width))
+        else:
+            body.append(Text("  → no output yet", style="dim italic"))
+    elif item.type == "function_call_output":
+        body.append(Text(f"  call_id={item.call_id}", style="dim"))
+        body.extend(_json_lines(item.output or "", console, width))
+    else:
+        words = item.text or item.transcript
+        if words:
+            style = "italic" if not item.text and item.transcript else ""
+            body.extend(Text("  ") + line for line in Text(words, style=style).wrap(console, max(width - 2, 10)))
+        elif item.audio_ms <= 0:
+            body.append(Text("  (no text)", style="dim italic"))
+    if item.audio_ms > 0:
+        audio = Text("  ♪ ", style="magenta")
+        audio.append(seconds(item.audio_ms), style="magenta")
+        audio.append("  ")
+        audio.append(waveform(item.peaks), style="magenta")
+        body.append(audio)
+    lines.extend(body)
+    response = conv.response(item.response_id)
+    if response is not None and response.output_item_ids and response.output_item_ids[-1] == item.id:
+        lines.append(response_line(response))
+    return lines

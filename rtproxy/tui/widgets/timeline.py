@@ -1,0 +1,105 @@
+"""The Timeline tab: per turn, trigger → created → first audio → done as bars; tokens per response."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from ..views import ConversationView, ResponseView
+from .item_render import seconds
+
+BAR_WIDTH = 40
+#: (segment, from key, to key, style): latencies are ms from the trigger.
+SEGMENTS = (
+    ("created", None, "created", "yellow"),
+    ("first audio", "created", "first_audio", "blue"),
+    ("done", "first_audio", "done", "green"),
+)
+LEGEND = Text.assemble(
+    ("trigger ", "dim"), ("━━", "yellow"), (" created ", "dim"), ("━━", "blue"), (" first audio/text ", "dim"),
+    ("━━", "green"), (" done", "dim"),
+)
+
+
+def _points(r: ResponseView) -> dict[str | None, float | None]:
+    lat = r.latency_ms
+    first = lat.get("first_audio") if lat.get("first_audio") is not None else lat.get("first_delta")
+    return {None: 0.0, "created": lat.get("created"), "first_audio": first, "done": lat.get("done")}
+
+
+def bar(r: ResponseView, scale_ms: float, width: int = BAR_WIDTH) -> Text:
+    """One response's latency as a bar of coloured segments, `scale_ms` being the full width."""
+    points = _points(r)
+    text = Text()
+    used = 0
+    for _name, _start_key, end_key, style in SEGMENTS:
+        end = points.get(end_key)
+        if end is None:
+            continue
+        cells = round(end / scale_ms * width) - used if scale_ms > 0 else 0
+        if cells > 0:
+            text.append("━" * cells, style=style)
+            used += cells
+    text.append(" " * max(width - used, 0))
+    return text
+
+
+def _trigger(event_type: str | None) -> str:
+    """`input_audio_buffer.speech_stopped` → `speech_stopped`; others as they are."""
+    name = (event_type or "?").removeprefix("input_audio_buffer.")
+    return name[:18]
+
+
+def timeline_text(conv: ConversationView) -> Text:
+    responses = [r for r in conv.responses]
+    if not responses:
+        return Text("no responses yet", style="dim italic")
+    done = [r.latency_ms.get("done") for r in responses]
+    scale = max([d for d in done if d is not None] or [1.0])
+    slow = sorted((d for d in done if d is not None), reverse=True)
+    threshold = slow[len(slow) // 10] if len(slow) >= 10 else float("inf")
+    out = Text()
+    out.append_text(LEGEND)
+    out.append(f"   full bar = {seconds(scale)}\n\n", style="dim")
+    out.append(f"{'#':>4} {'t (s)':>8}  {'trigger':<18} {'latency':<{BAR_WIDTH}} {'1st audio':>9} {'done':>8} "
+               f"{'tokens':>7}  status\n", style="bold")
+    for n, r in enumerate(responses, 1):
+        points = _points(r)
+        d = r.latency_ms.get("done")
+        is_slow = d is not None and d >= threshold
+        t = r.t_trigger if r.t_trigger is not None else r.t_created
+        out.append(f"{n:>4} {'' if t is None else f'{t:.1f}':>8}  ")
+        out.append(f"{_trigger(r.trigger_type):<18} ", style="dim")
+        out.append_text(bar(r, scale))
+        first = points.get("first_audio")
+        out.append(f" {'' if first is None else seconds(first):>9}")
+        out.append(f" {'' if d is None else seconds(d):>8}", style="bold red" if is_slow else "")
+        out.append(f" {'' if r.total_tokens is None else r.total_tokens:>7}")
+        status = r.status or "in progress"
+        out.append(f"  {status}", style="green" if status == "completed" else "yellow")
+        if is_slow:
+            out.append("  ◀ slow", style="bold red")
+        out.append("\n")
+    out.append("\n")
+    out.append(f"total: {len(responses)} responses, {conv.total_tokens} tokens", style="bold")
+    usage_in = sum(int((r.usage or {}).get("input_tokens") or 0) for r in responses)
+    usage_out = sum(int((r.usage or {}).get("output_tokens") or 0) for r in responses)
+    out.append(f" ({usage_in} in, {usage_out} out)", style="dim")
+    return out
+
+
+class Timeline(VerticalScroll):
+    """Latency bars and tokens, from the conversation snapshot."""
+
+    DEFAULT_CSS = """
+    Timeline { height: 1fr; }
+    Timeline > Static { width: auto; padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static("loading…", id="timeline-body")
+
+    def set_conversation(self, conv: ConversationView) -> None:
+        self.query_one("#timeline-body", Static).update(timeline_text(conv))
