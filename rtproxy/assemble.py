@@ -58,13 +58,22 @@ _IGNORED_SERVER = frozenset({
     "response.mcp_call.failed", "response.output_audio.done",
 })  # fmt: skip
 _IGNORED_CLIENT = frozenset({
-    "session.update", "transcription_session.update", "conversation.item.create", "conversation.item.retrieve",
+    "conversation.item.create", "conversation.item.retrieve",
     "conversation.item.truncate", "conversation.item.delete", "response.cancel", "output_audio_buffer.clear",
 })  # fmt: skip
 
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _response_format(response: dict[str, Any]) -> AudioFormat | None:
+    """The output audio format a response object names (beta string or GA object), if any."""
+    fmt = audio_format(response.get("output_audio_format"))
+    a = response.get("audio")
+    if fmt is None and isinstance(a, dict) and isinstance(a.get("output"), dict):
+        fmt = audio_format(a["output"].get("format"))
+    return fmt
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -116,6 +125,8 @@ class Conversation:
             "input_audio_buffer.commit": self._on_commit,
             "input_audio_buffer.clear": self._on_clear,
             "response.create": self._on_response_create,
+            "session.update": self._on_session_update,
+            "transcription_session.update": self._on_session_update,
         }
 
     def _server_handlers(self) -> dict[str, Handler]:
@@ -293,6 +304,14 @@ class Conversation:
         if out is not None:
             self.output_format = out
 
+    def _on_session_update(self, t: float, ev: Event, seq: int) -> None:
+        """The server reads the appends after a session.update in its input format: so do we."""
+        session = ev.get("session")
+        if isinstance(session, dict):
+            inp, _ = session_audio_formats(session)
+            if inp is not None:
+                self.input_format = inp
+
     # --- items -------------------------------------------------------------------------
 
     def _touch(self, item_id: str, seq: int, t: float) -> Item:
@@ -312,11 +331,11 @@ class Conversation:
         if has_prev:
             item.previous_item_id = prev
         placed = item.id in self._placed
-        if placed:
-            if not has_prev or (prev is not None and prev not in self._placed) or prev == item.id:
+        if placed:  # moved only behind a known item: a late null must not reorder what is placed
+            if prev is None or prev == item.id or prev not in self._placed:
                 return
             i = order.index(item.id)
-            if (i == 0 and prev in (None, "root")) or (i > 0 and order[i - 1] == prev):
+            if i > 0 and order[i - 1] == prev:
                 return
             order.pop(i)
         else:
@@ -495,6 +514,8 @@ class Conversation:
             item = self._touch(item_id, seq, t)
             item.role = item.role or "user"
             self._attach_mic(item, start, min(end, self._mic_ms), t)
+            if item_id not in self._placed:
+                self._place(item, ev)
 
     def _attach_mic(self, item: Item, start: float, end: float, t: float) -> None:
         """Give a user item the slice [start, end) ms of the microphone stream."""
@@ -521,13 +542,8 @@ class Conversation:
     # --- responses ----------------------------------------------------------------------
 
     def _on_response_create(self, t: float, ev: Event, seq: int) -> None:
-        override = None
         resp = ev.get("response")
-        if isinstance(resp, dict):
-            override = audio_format(resp.get("output_audio_format"))
-            a = resp.get("audio")
-            if override is None and isinstance(a, dict) and isinstance(a.get("output"), dict):
-                override = audio_format(a["output"].get("format"))
+        override = _response_format(resp) if isinstance(resp, dict) else None
         self._creates.append((_str(ev.get("event_id")), seq, t, override))
 
     def _response(self, rid: Any, seq: int) -> Response | None:
@@ -553,8 +569,7 @@ class Conversation:
         elif self._turn_trigger is not None:
             r.trigger_type, r.trigger_seq, r.t_trigger = self._turn_trigger
             self._turn_trigger = None
-        fmt = audio_format(data.get("output_audio_format"))
-        r.audio_format = override or fmt or self.output_format
+        r.audio_format = override or _response_format(data) or self.output_format
 
     def _on_response_done(self, t: float, ev: Event, seq: int) -> None:
         data = ev.get("response")

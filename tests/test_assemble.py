@@ -545,3 +545,80 @@ def test_any_interleaving_of_two_responses_reassembles_exactly(
     c = s.conv()
     assert [(i.id, i.text) for i in c.items] == [("a1", a), ("a2", b)]
     assert c.anomalies == [] and [r.status for r in c.responses] == ["completed", "completed"]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_appends_after_a_session_update_use_its_input_format(dialect: str) -> None:
+    """The client's session.update sets the format of the appends after it, before the server confirms it."""
+    pcm = tone(100, 8000)
+    s = Script(dialect)
+    s.session("pcm16")
+    fmt = {"audio": {"input": {"format": {"type": "audio/pcmu"}}}} if dialect == "ga" else {
+        "input_audio_format": "g711_ulaw"}  # fmt: skip
+    s.client("session.update", session=fmt)
+    s.at(0.1).client("input_audio_buffer.append", audio=b64(audio.ulaw_encode(pcm)))
+    s.session("g711_ulaw", kind="session.updated")
+    s.client("input_audio_buffer.commit")
+    s.server("input_audio_buffer.committed", previous_item_id=None, item_id="u1")
+    (u1,) = s.conv().items
+    assert u1.audio_rate == 8000 and u1.audio_ms == pytest.approx(100.0)
+    assert u1.pcm16() == audio.ulaw_decode(audio.ulaw_encode(pcm))
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_committed_item_is_placed_even_without_its_created_event(dialect: str) -> None:
+    """input_audio_buffer.committed places the user item after its previous_item_id if nothing else does."""
+    s = Script(dialect)
+    s.user_text("a", "one")
+    appends(s, tone(40))
+    s.client("input_audio_buffer.commit")
+    s.server("input_audio_buffer.committed", previous_item_id="a", item_id="u1")
+    c = s.conv()
+    assert [(i.id, i.role, round(i.audio_ms)) for i in c.items] == [("a", "user", 0), ("u1", "user", 40)]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_late_null_previous_item_id_does_not_reorder_placed_items(dialect: str) -> None:
+    """An item already placed (by output_item.added) stays put when its added event says previous_item_id null."""
+    s = Script(dialect)
+    s.user_text("u1", "hello")
+    s.server("response.created", response={"id": "r1", "status": "in_progress"})
+    item = {"id": "a1", "type": "message", "role": "assistant", "content": []}
+    s.server("response.output_item.added", response_id="r1", output_index=0, item=item)
+    s.item(item, None)
+    assert [i.id for i in s.conv().items] == ["u1", "a1"]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_output_item_done_and_response_done_fill_in_what_deltas_missed(dialect: str) -> None:
+    """Final items in output_item.done / response.done supply text, status and items that no delta carried."""
+    s = Script(dialect)
+    s.response_start("r1", "a1")
+    final = {"id": "a1", "type": "message", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": "complete"}]}  # fmt: skip
+    s.server("response.output_item.done", response_id="r1", output_index=0, item=final)
+    lost = {"id": "a2", "type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": "also"}]}  # fmt: skip
+    s.response_done("r1", output=[final, lost])
+    c = s.conv()
+    assert [(i.id, i.status, i.text) for i in c.items] == [("a1", "completed", "complete"), ("a2", "completed", "also")]
+    assert c.responses[0].output_item_ids == ["a1", "a2"] and c.anomalies == []
+
+
+def test_newer_item_types_are_kept_generically() -> None:
+    """An item of a type this version does not know keeps its type, raw data, arguments and output."""
+    s = Script()
+    s.server("response.created", response={"id": "r1", "status": "in_progress"})
+    mcp = {"id": "m1", "type": "mcp_call", "name": "search", "server_label": "docs", "arguments": ""}
+    s.server("response.output_item.added", response_id="r1", output_index=0, item=mcp)
+    s.server("response.mcp_call_arguments.delta", response_id="r1", item_id="m1", output_index=0, delta='{"q":')
+    s.server("response.mcp_call_arguments.delta", response_id="r1", item_id="m1", output_index=0, delta='"x"}')
+    s.server("response.output_item.done", response_id="r1", output_index=0,
+             item={**mcp, "arguments": '{"q":"x"}', "output": "found"})  # fmt: skip
+    c = s.conv()
+    (m,) = c.items
+    assert (m.type, m.name, m.arguments, m.output, m.data["server_label"]) == ("mcp_call", "search", '{"q":"x"}',
+                                                                                "found", "docs")  # fmt: skip
+    js = c.to_json()["items"][0]
+    assert (js["type"], js["arguments"], js["output"]) == ("mcp_call", '{"q":"x"}', "found")
+    assert c.anomalies == [] and not c.unknown_types
