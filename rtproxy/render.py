@@ -18,7 +18,8 @@ import click
 from .protocol import PCM16, AudioFormat, Direction, Frame, canonical_type, is_known, parse_event, session_audio_formats
 
 if TYPE_CHECKING:
-    from .assemble import Conversation, Item, Response
+    from .assemble import Conversation
+    from .assemble_model import ErrorInfo, Item, Response
 
 #: Text previews in the timeline are cut to this many characters.
 PREVIEW = 60
@@ -322,32 +323,32 @@ def tokens(usage: Mapping[str, Any] | None) -> str:
 
 
 def latency(response: Response) -> str:
-    """``created 12 ms · first audio 340 ms · done 900 ms after input_audio_buffer.commit``."""
+    """``latency after input_audio_buffer.commit: created 12 ms · first audio 340 ms · done 900 ms``."""
     ms = response.latency_ms or {}
     names = (("created", "created"), ("first_delta", "first delta"), ("first_audio", "first audio"), ("done", "done"))
     bits = [f"{label} {ms[key]:.0f} ms" for key, label in names if isinstance(ms.get(key), int | float)]
     if not bits:
-        return "latency unknown"
-    return " · ".join(bits) + (f" after {response.trigger_type}" if response.trigger_type else "")
+        return "latency unknown (no trigger recorded)"
+    return f"latency after {response.trigger_type or 'trigger'}: " + " · ".join(bits)
 
 
-def response_line(response: Response, style: Styler) -> str:
-    """The per-response summary: status, tokens, latency, audio produced."""
-    bits = [f"response {response.id}", _status(response.status or "in_progress", style)]
+def response_lines(response: Response, style: Styler) -> list[str]:
+    """The per-response summary: status and tokens, then latency and the audio produced."""
+    bits = [f"╰ {response.id}", _status(response.status or "in_progress", style)]
     details = response.status_details
     if isinstance(details, Mapping) and (details.get("reason") or details.get("error")):
         reason = details.get("reason") or details.get("error")
         if isinstance(reason, Mapping):
             reason = reason.get("message") or reason.get("code")
         bits.append(f"({reason})")
-    bits += ["·", tokens(response.usage), "·", latency(response)]
+    bits += ["·", tokens(response.usage)]
+    second = latency(response)
     if response.audio_ms:
-        bits += ["·", f"{seconds(response.audio_ms / 1000)} of audio"]
+        second += f" · audio {seconds(response.audio_ms / 1000)}"
         if response.t_first_audio is not None and response.t_done is not None:
-            wall = response.t_done - response.t_first_audio
-            if wall > 0:
-                bits.append(f"in {seconds(wall)}")
-    return INDENT[:-2] + style("╰ " + " ".join(bits), dim=True)
+            second += f" made in {seconds(max(0.0, response.t_done - response.t_first_audio))}"
+    pad = INDENT[:-2]
+    return [pad + style(" ".join(bits), dim=True), pad + "  " + style(second, dim=True)]
 
 
 def _speaker(item: Item) -> str:
@@ -416,15 +417,21 @@ def conversation(conv: Conversation, session: Mapping[str, Any] | None = None, *
     by_id = {r.id: r for r in conv.responses}
     for n, item in enumerate(items):
         while pending and item.t_start is not None and (pending[0].t_created or 0.0) <= item.t_start:
-            yield f"{clock(pending[0].t_created)}  {style('(no output)', dim=True)}"
-            yield response_line(pending.pop(0), style)
+            yield from _bare_response(pending.pop(0), style)
         yield from item_lines(item, calls, style)
         if item.response_id and last_of.get(item.response_id) == n and item.response_id in by_id:
-            yield response_line(by_id[item.response_id], style)
+            yield from response_lines(by_id[item.response_id], style)
     for response in pending:
-        yield f"{clock(response.t_created)}  {style('(no output)', dim=True)}"
-        yield response_line(response, style)
+        yield from _bare_response(response, style)
     yield from footer(conv, style)
+
+
+def _bare_response(response: Response, style: Styler) -> list[str]:
+    """A response that left no item in the conversation (cancelled early, failed, deleted)."""
+    return [
+        f"{clock(response.t_created)}  {style('(a response with no item)', dim=True)}",
+        *response_lines(response, style),
+    ]
 
 
 def footer(conv: Conversation, style: Styler) -> Iterator[str]:
@@ -452,6 +459,13 @@ def footer(conv: Conversation, style: Styler) -> Iterator[str]:
         yield style(f"unknown event types: {listed}", fg="magenta")
 
 
-def error_text(err: Any) -> str:
-    """An error event for a person: code, message, and the client event it names."""
-    return str(err)
+def error_text(err: ErrorInfo) -> str:
+    """An error event for a person: when, code, message, and the client event it names."""
+    text = f"{clock(err.t).strip()}  seq {err.seq}  {err.code or err.type or 'error'}: {err.message or ''}"
+    if err.param:
+        text += f" (param {err.param})"
+    if err.client_type is not None:
+        text += f"  ← {err.client_type} (seq {err.client_seq})"
+    elif err.event_id:
+        text += f"  ← client event {err.event_id}"
+    return text

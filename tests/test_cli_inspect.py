@@ -7,6 +7,7 @@ import base64
 import os
 import re
 import subprocess
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from rtproxy.recording import HEADER_FIELDS
 from rtproxy.store import Store
 
 from .conftest import RunningProxy, rtproxy_exe
-from .upstream import ScriptedUpstream, tone
+from .upstream import RATE, ScriptedUpstream, tone
 
 WEATHER_TOOL = {
     "type": "function",
@@ -254,3 +255,115 @@ def test_every_command_has_help_text() -> None:
         assert "Usage:" in result.output and (command.help or "").split("\n")[0].strip()[:30] in result.output
     done = cli("show", "--help")
     assert done.returncode == 0 and "--events" in done.stdout and "--json" in done.stdout
+
+
+# --- show -----------------------------------------------------------------------------------
+
+
+async def test_show_reads_as_a_conversation(
+    proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`show` prints each turn in order with its speaker, transcript or text, the call with its arguments and
+    output, audio durations (the cut one shortened), and per response its status, tokens and latency."""
+    sid = await record_ga_session(proxy, api_key)
+    done = cli("show", sid, db=proxy.db)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "\x1b[" not in text
+    tokens = "187 tokens (in 120: text 100, audio 20, cached 64 · out 67: text 17, audio 50)"
+    expected = [
+        f"Session {sid}", "gpt-realtime", "ga", "closed",
+        "USER", "audio 1.0 s", "What's the weather in Paris?",
+        "ASSISTANT", '→ get_weather({"location": "Paris", "unit": "celsius"})',
+        "completed", tokens, "created ",
+        "TOOL", '← get_weather: {"temp_c": 21}',
+        "ASSISTANT", f"audio {CUT_MS / 1000:.1f} s", f"cut at {CUT_MS / 1000:.1f} s", "transcript dropped",
+        "completed", tokens, "first audio ", f"audio {upstream.audio_ms / 1000:.1f} s made in",
+        "USER", "Thanks!",
+        "ASSISTANT", upstream.reply_text, "completed", tokens, "first delta ",
+        "6 items · 3 responses · 561 tokens",
+    ]  # fmt: skip
+    at = 0
+    for piece in expected:
+        found = text.find(piece, at)
+        assert found >= 0, f"{piece!r} not found after {text[at : at + 200]!r}"
+        at = found + len(piece)
+    assert re.findall(r"created (\d+) ms", text) and len(re.findall(r"done \d+ ms", text)) == 3
+    code, out, err = inproc(capsys, "show", sid, "--db", str(proxy.db))
+    assert code == 0 and out == text
+
+
+async def test_show_json_has_the_model_for_programs(
+    proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`show --json` prints the session row, items (text, transcript, audio_ms, call fields) and responses."""
+    sid = await record_ga_session(proxy, api_key)
+    code, out, err = inproc(capsys, "show", sid[:10], "--json", "--db", str(proxy.db))
+    assert code == 0, err
+    model = orjson.loads(out)
+    session = model["session"]
+    assert session["id"] == sid and session["model"] == "gpt-realtime"
+    assert session["dialect"] == "ga" and session["status"] == "closed"
+    items = model["items"]
+    keys = {"id", "type", "role", "status", "text", "transcript", "audio_ms"}
+    assert all(keys <= set(item) for item in items)
+    assert [i["type"] for i in items] == [
+        "message", "function_call", "function_call_output", "message", "message", "message",
+    ]  # fmt: skip
+    user, call, output, spoken, typed, answer = items
+    assert user["role"] == "user" and user["transcript"] == "What's the weather in Paris?"
+    assert user["audio_ms"] == pytest.approx(USER_AUDIO_MS)
+    assert call["name"] == "get_weather" and json_args(call["arguments"]) == {"location": "Paris", "unit": "celsius"}
+    assert call["call_id"] == output["call_id"] and call["output"] == output["output"] == '{"temp_c": 21}'
+    assert spoken["role"] == "assistant" and spoken["audio_ms"] == pytest.approx(CUT_MS) and spoken["transcript"] == ""
+    assert typed["text"] == "Thanks!" and answer["text"] == upstream.reply_text
+    responses = model["responses"]
+    assert len(responses) == 3 and all(r["status"] == "completed" for r in responses)
+    assert all(r["usage"]["total_tokens"] == 187 for r in responses)
+    for r in responses:
+        latency = r["latency_ms"]
+        assert latency["created"] is not None and 0 <= latency["created"] <= latency["done"]
+    assert responses[1]["latency_ms"]["first_audio"] is not None
+
+
+def json_args(arguments: str) -> Any:
+    return orjson.loads(arguments)
+
+
+# --- export --audio ------------------------------------------------------------------------
+
+
+def read_wav(path: Path) -> tuple[int, int, bytes]:
+    with wave.open(str(path), "rb") as w:
+        return w.getnchannels(), w.getframerate(), w.readframes(w.getnframes())
+
+
+def channel(stereo: bytes, which: int) -> bytes:
+    """One channel of interleaved 16-bit stereo."""
+    return b"".join(stereo[i : i + 2] for i in range(which * 2, len(stereo), 4))
+
+
+async def test_export_audio_writes_items_and_a_stereo_conversation(
+    proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str, tmp_path: Path
+) -> None:
+    """`export --audio` writes a WAV per item with audio, sorted in conversation order, holding exactly what was
+    heard (the cut answer cut), and conversation.wav with the user on the left and the assistant on the right."""
+    sid = await record_ga_session(proxy, api_key)
+    out = tmp_path / "audio"
+    done = cli("export", sid, "--audio", str(out), db=proxy.db)
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names[-1] == "conversation.wav"
+    user_wav, bot_wav = names[:-1]
+    assert re.fullmatch(r"001-user-item_\w+\.wav", user_wav) and re.fullmatch(r"004-assistant-item_\w+\.wav", bot_wav)
+    said = tone(USER_AUDIO_MS)
+    heard = tone(upstream.audio_ms, 330.0)[: RATE * 2 * CUT_MS // 1000]
+    assert read_wav(out / user_wav) == (1, RATE, said)
+    assert read_wav(out / bot_wav) == (1, RATE, heard)
+    channels, rate, mix = read_wav(out / "conversation.wav")
+    assert (channels, rate) == (2, RATE)
+    left, right = channel(mix, 0), channel(mix, 1)
+    assert said in left and heard in right
+    assert left.replace(said, b"").strip(b"\0") == b""  # nothing but the user on the left
+    assert right.replace(heard, b"").strip(b"\0") == b""  # nothing but the answer on the right
+    assert right.index(heard) > left.index(said)

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rtproxy import render
-from rtproxy.protocol import CLIENT, SERVER, Direction, Frame
+from rtproxy.assemble import Conversation
+from rtproxy.protocol import BETA_TO_GA, CLIENT, SERVER, Direction, Frame
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -158,3 +159,161 @@ def test_people_formats() -> None:
              "output_token_details": {"text_tokens": 17, "audio_tokens": 0}}  # fmt: skip
     assert render.tokens(usage) == "187 tokens (in 120: text 100, audio 20, cached 64 · out 67: text 17)"
     assert render.tokens(None) == "no usage"
+
+
+# --- the conversation ------------------------------------------------------------------------
+
+ULAW_SECOND = base64.b64encode(bytes([0xFF]) * 8000).decode()  # one second of μ-law silence
+USAGE = {"total_tokens": 30, "input_tokens": 10, "output_tokens": 20,
+         "input_token_details": {"text_tokens": 10}, "output_token_details": {"audio_tokens": 20}}  # fmt: skip
+SESSION = {"id": "sess_1", "model": "gpt-4o-realtime-preview", "dialect": "beta", "status": "closed",
+           "duration": 2.5, "client_events": 5, "server_events": 19, "label": "demo"}  # fmt: skip
+
+
+def beta_conversation() -> list[tuple[Direction, dict[str, Any]]]:
+    """A typed question answered in μ-law audio, a cancelled response, a refused delete, and two oddities."""
+    ids = {"response_id": "resp_1", "item_id": "item_a1", "output_index": 0, "content_index": 0}
+    user = {"id": "item_u1", "type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_text", "text": "Book a table for tonight"}]}  # fmt: skip
+    bot = {"id": "item_a1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    return [
+        (
+            SERVER,
+            {
+                "type": "session.created",
+                "session": {
+                    "modalities": ["text", "audio"],
+                    "input_audio_format": "g711_ulaw",
+                    "output_audio_format": "g711_ulaw",
+                },
+            },
+        ),  # fmt: skip
+        (CLIENT, {"type": "conversation.item.create", "event_id": "evt_c1", "item": user}),
+        (SERVER, {"type": "conversation.item.created", "previous_item_id": None, "item": user}),
+        (CLIENT, {"type": "response.create", "event_id": "evt_c2"}),
+        (SERVER, {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}),
+        (SERVER, {"type": "response.output_item.added", "response_id": "resp_1", "output_index": 0, "item": bot}),
+        (SERVER, {"type": "conversation.item.created", "previous_item_id": "item_u1", "item": bot}),
+        (SERVER, {"type": "response.content_part.added", **ids, "part": {"type": "audio", "transcript": ""}}),
+        (SERVER, {"type": "response.audio_transcript.delta", **ids, "delta": "Sure, for "}),
+        (SERVER, {"type": "response.audio.delta", **ids, "delta": ULAW_SECOND}),
+        (SERVER, {"type": "response.audio_transcript.delta", **ids, "delta": "how many?"}),
+        (SERVER, {"type": "response.audio.done", **ids}),
+        (SERVER, {"type": "response.audio_transcript.done", **ids, "transcript": "Sure, for how many?"}),
+        (
+            SERVER,
+            {
+                "type": "response.output_item.done",
+                "response_id": "resp_1",
+                "output_index": 0,
+                "item": {
+                    **bot,
+                    "status": "completed",
+                    "content": [{"type": "audio", "transcript": "Sure, for how many?"}],
+                },
+            },
+        ),  # fmt: skip
+        (SERVER, {"type": "response.done", "response": {"id": "resp_1", "status": "completed", "usage": USAGE}}),
+        (CLIENT, {"type": "response.create", "event_id": "evt_c3"}),
+        (CLIENT, {"type": "response.cancel", "event_id": "evt_c4"}),
+        (SERVER, {"type": "response.created", "response": {"id": "resp_2", "status": "in_progress"}}),
+        (
+            SERVER,
+            {
+                "type": "response.done",
+                "response": {
+                    "id": "resp_2",
+                    "status": "cancelled",
+                    "status_details": {"type": "cancelled", "reason": "client_cancelled"},
+                },
+            },
+        ),  # fmt: skip
+        (CLIENT, {"type": "conversation.item.delete", "event_id": "evt_c5", "item_id": "item_nope"}),
+        (
+            SERVER,
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "item_not_found",
+                    "message": "Item item_nope not found",
+                    "event_id": "evt_c5",
+                },
+            },
+        ),  # fmt: skip
+        (SERVER, {"type": "response.brand_new", "response_id": "resp_2"}),
+    ]
+
+
+def to_ga(events: list[tuple[Direction, dict[str, Any]]]) -> list[tuple[Direction, dict[str, Any]]]:
+    """The same conversation in the GA dialect: renamed events, nested audio formats."""
+    out = []
+    for direction, event in events:
+        event = {**event, "type": BETA_TO_GA.get(event["type"], event["type"])}
+        if event["type"] == "conversation.item.created":
+            event["type"] = "conversation.item.added"
+        if event["type"] == "session.created":
+            fmt = {"type": "audio/pcmu"}
+            event["session"] = {"type": "realtime", "audio": {"input": {"format": fmt}, "output": {"format": fmt}}}
+        out.append((direction, event))
+    return out
+
+
+def rendered(events: list[tuple[Direction, dict[str, Any]]], *, color: bool = False) -> list[str]:
+    conv = Conversation(keep_audio=False)
+    for seq, (direction, event) in enumerate(events):
+        conv.feed_event(direction, seq * 0.1, event, seq)
+    return list(render.conversation(conv, SESSION, color=color))
+
+
+def in_order(text: str, pieces: list[str]) -> None:
+    at = 0
+    for piece in pieces:
+        found = text.find(piece, at)
+        assert found >= 0, f"{piece!r} not found after {text[at : at + 300]!r}"
+        at = found + len(piece)
+
+
+def test_conversation_shows_turns_responses_and_trouble() -> None:
+    """Turns in order with speaker, text, transcript and audio time; each response's status, tokens and latency
+    under its item, a response without items on its own; then totals, the error with its client event, anomalies."""
+    lines = rendered(beta_conversation())
+    text = "\n".join(lines)
+    in_order(text, [
+        "Session sess_1  gpt-4o-realtime-preview  beta  closed", "lasted 2.5 s · 24 events (5 client, 19 server)",
+        "label 'demo'",
+        "0:00.2  USER", "Book a table for tonight",
+        "ASSISTANT  (audio 1.0 s)", "Sure, for how many?",
+        "╰ resp_1 completed · 30 tokens (in 10: text 10 · out 20: audio 20)",
+        "latency after response.create: created 100 ms · first delta 500 ms · first audio 600 ms · done 1100 ms",
+        "audio 1.0 s made in 0.5 s",
+        "0:01.7  (a response with no item)", "╰ resp_2 cancelled (client_cancelled) · no usage",
+        "latency after response.create: created 200 ms · done 300 ms",
+        "2 items · 2 responses · 30 tokens · user audio 0 ms · assistant audio 1.0 s",
+        "1 error(s):", "0:02.0  seq 20  item_not_found: Item item_nope not found  ← conversation.item.delete (seq 19)",
+        "1 anomaly:", "seq 21  unknown_type:", "unknown event types: response.brand_new ×1",
+    ])  # fmt: skip
+    assert not any(ANSI.search(line) for line in lines)
+
+
+def test_both_dialects_read_the_same() -> None:
+    """The GA rendition of a conversation prints exactly what its beta rendition prints."""
+    assert rendered(to_ga(beta_conversation())) == rendered(beta_conversation())
+
+
+def test_conversation_colour_only_when_asked() -> None:
+    """Colour adds ANSI styles and nothing else."""
+    plain, styled = rendered(beta_conversation()), rendered(beta_conversation(), color=True)
+    assert any(ANSI.search(line) for line in styled)
+    assert [ANSI.sub("", line) for line in styled] == plain
+
+
+def test_long_text_wraps_under_its_speaker() -> None:
+    """A long message wraps at the text width, indented under the speaker, losing no word."""
+    words = [f"word{i}" for i in range(120)]
+    item = {"id": "item_1", "type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_text", "text": " ".join(words)}]}  # fmt: skip
+    lines = rendered([(SERVER, {"type": "conversation.item.added", "previous_item_id": None, "item": item})])
+    body = [line for line in lines if line.startswith(render.INDENT + "word")]
+    assert len(body) > 3 and all(len(line) <= render.WIDTH for line in body)
+    assert " ".join(line.strip() for line in body).split() == words

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -22,6 +22,9 @@ from ..errors import RtproxyError
 from ..protocol import Frame
 from ..store import Store
 from . import InputError, db_option, open_store, resolve_session
+
+if TYPE_CHECKING:
+    from ..assemble import Conversation
 
 Advance = Callable[[int], None]
 
@@ -78,37 +81,34 @@ def export_jsonl(store: Store, sid: str, output: str) -> int:
 
 def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
     """One WAV per item with audio, in conversation order, and the stereo conversation.wav."""
-    from ..assemble import Conversation
+    from ..assemble import assemble
     from ..audio import stereo_mix, write_wav
 
-    conv = Conversation(keep_audio=True)
     with progress(f"assemble {sid}", store.count_events(sid)) as advance:
-        for frame in counted(store.frames(sid), advance):
-            conv.feed(frame)
+        conv = assemble(counted(store.frames(sid), advance), keep_audio=True)
     target = Path(directory)
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create {directory}: {e.strerror or e}") from e
-    items = [item for item in conv.items if item.audio_ms > 0]
-    width = max(3, len(str(len(conv.items))))
-    order = {item.id: n for n, item in enumerate(conv.items, start=1)}
+    items = conv.items
+    width = max(3, len(str(len(items))))
+    user, assistant = conv.audio_tracks()
+    rate = max((item.audio_rate for _, item in user + assistant), default=24000)
+    tracks: dict[str, bytes] = {}
     written: list[Path] = []
-    left: list[tuple[float, bytes]] = []
-    right: list[tuple[float, bytes]] = []
-    rate = max((item.audio_rate for item in items), default=24000)
     try:
-        for item in items:
-            pcm = item.pcm16()
-            if not pcm:
+        for n, item in enumerate(items, start=1):
+            if item.audio_ms <= 0:
                 continue
-            path = target / f"{order[item.id]:0{width}d}-{_safe(item.role or item.type)}-{_safe(item.id)}.wav"
-            write_wav(str(path), pcm, item.audio_rate)
+            pcm = tracks[item.id] = item.pcm16()
+            path = target / f"{n:0{width}d}-{_safe(item.role or item.type)}-{_safe(item.id)}.wav"
+            write_wav(path, pcm, item.audio_rate)
             written.append(path)
-            placed = (item.t_start or 0.0, _to_rate(pcm, item.audio_rate, rate))
-            (left if item.role == "user" else right).append(placed)
+        left = [(t, _to_rate(tracks[item.id], item.audio_rate, rate)) for t, item in user if item.id in tracks]
+        right = [(t, _to_rate(tracks[item.id], item.audio_rate, rate)) for t, item in assistant if item.id in tracks]
         path = target / "conversation.wav"
-        write_wav(str(path), stereo_mix(left, right, rate), rate, channels=2)
+        write_wav(path, stereo_mix(left, right, rate), rate, channels=2)
     except OSError as e:
         raise InputError(f"cannot write to {directory}: {e.strerror or e}") from e
     written.append(path)
@@ -131,18 +131,23 @@ def _safe(name: str) -> str:
 # --- show ---------------------------------------------------------------------------------
 
 
-def _show_json(store: Store, sid: str) -> dict[str, Any]:
-    from ..assemble import Conversation
+def _assembled(store: Store, sid: str) -> tuple[Conversation, dict[str, Any]]:
+    """The session row and its conversation, frames streamed through the reducer without audio."""
+    from ..assemble import assemble
+
+    row = store.session(sid)
+    conv = assemble(store.frames(sid), keep_audio=False, session=row)
+    row["dialect"] = row.get("dialect") or conv.dialect
+    return conv, row
+
+
+def _show_json(conv: Conversation, row: dict[str, Any]) -> dict[str, Any]:
+    """`show --json`: the reducer's model, its session object completed from the session row."""
     from ..recording import session_header
 
-    session = store.session(sid)
-    conv = Conversation(keep_audio=False)
-    for frame in store.frames(sid):
-        conv.feed(frame)
     model = conv.to_json()
-    head = session_header(session)
-    head["dialect"] = head.get("dialect") or conv.dialect
-    return {**model, "session": {**head, **(model.get("session") or {})}}
+    rest = {k: v for k, v in model.items() if k != "session"}
+    return {"session": {**session_header(row), **(model.get("session") or {})}, **rest}
 
 
 @click.command()
@@ -165,25 +170,20 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
     if events and as_json:
         raise InputError("--events and --json do not go together; pick one")
     color = sys.stdout.isatty()
+    from .. import render
+
     with open_store(db) as store:
         sid = resolve_session(store, session)
-        if as_json:
-            out = _show_json(store, sid)
-            click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
-            return
-        from .. import render
-
         if events:
             echo_lines(render.timeline(store.frames(sid), color=color), color=color)
             return
-        from ..assemble import Conversation
-
-        conv = Conversation(keep_audio=False)
-        for frame in store.frames(sid):
-            conv.feed(frame)
-        row = store.session(sid)
-        row["dialect"] = row.get("dialect") or conv.dialect
-        echo_lines(render.conversation(conv, row, color=color), color=color)
+        conv, row = _assembled(store, sid)
+    if as_json:
+        out = _show_json(conv, row)
+        with pipe_may_close():
+            click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+        return
+    echo_lines(render.conversation(conv, row, color=color), color=color)
 
 
 def echo_lines(lines: Iterable[str], *, color: bool, batch: int = 512) -> None:
