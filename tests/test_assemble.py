@@ -622,3 +622,64 @@ def test_newer_item_types_are_kept_generically() -> None:
     js = c.to_json()["items"][0]
     assert (js["type"], js["arguments"], js["output"]) == ("mcp_call", '{"q":"x"}', "found")
     assert c.anomalies == [] and not c.unknown_types
+
+
+# --- a real recording: the openai SDK through the proxy -------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_recording_made_by_the_openai_sdk_reassembles(dialect: str, proxy: Any, api_key: str) -> None:
+    """A voice turn with a function call, recorded through the proxy, reassembles to the audio and text sent."""
+    from openai import AsyncOpenAI
+
+    from rtproxy.store import Store
+
+    from .upstream import tone as upstream_tone
+
+    client = AsyncOpenAI(api_key=api_key, websocket_base_url=proxy.ws_base)
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    pcm = upstream_tone(300)
+    heard = bytearray()
+    delta_types = ("response.output_audio.delta", "response.audio.delta")
+    connect = client.realtime.connect(model="gpt-realtime") if dialect == "ga" else client.beta.realtime.connect(
+        model="gpt-4o-realtime-preview")  # fmt: skip
+    async with connect as conn:
+        if dialect == "ga":
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"], "tools": [tool]})
+        else:
+            await conn.session.update(session={"modalities": ["text", "audio"], "tools": [tool]})
+        for i in range(0, len(pcm), 4800):
+            await conn.input_audio_buffer.append(audio=b64(pcm[i : i + 4800]))
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        call_id = None
+        for _ in range(200):
+            event = await conn.recv()
+            if event.type == "response.function_call_arguments.done":
+                call_id = event.call_id
+            if event.type == "response.done":
+                break
+        assert call_id is not None
+        await conn.conversation.item.create(item={"type": "function_call_output", "call_id": call_id,
+                                                  "output": '{"temperature": 18}'})  # fmt: skip
+        await conn.response.create()
+        for _ in range(200):
+            event = await conn.recv()
+            if event.type in delta_types:
+                heard += base64.b64decode(event.delta)
+            if event.type == "response.done":
+                break
+    (sid,) = await proxy.settle()
+    with Store(proxy.db) as store:
+        conv = assemble(store.frames(sid), session=store.session(sid))
+    user, call, output, answer = conv.items
+    assert (user.role, user.pcm16(), user.transcript) == ("user", pcm, "What's the weather in Paris?")
+    assert (call.type, call.name, call.arguments, call.output) == ("function_call", "get_weather",
+                                                                   '{"location": "Paris", "unit": "celsius"}',
+                                                                   '{"temperature": 18}')  # fmt: skip
+    assert (output.type, output.call_id) == ("function_call_output", call_id)
+    assert answer.role == "assistant" and answer.pcm16() == bytes(heard) and len(heard) > 0
+    assert answer.transcript == "Hello! How can I help you today?"
+    assert [r.trigger_type for r in conv.responses] == ["response.create", "response.create"]
+    assert all(r.status == "completed" and r.latency_ms["done"] is not None for r in conv.responses)
+    assert conv.dialect == dialect and conv.anomalies == [] and not conv.unknown_types and conv.errors == []

@@ -8,6 +8,8 @@ import struct
 import wave
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtproxy import audio
 from rtproxy.protocol import ALAW, PCM16, ULAW, AudioFormat
@@ -121,3 +123,21 @@ def test_silence_decodes_to_zero_in_every_format() -> None:
         pcm = audio.decode(audio.silence(fmt, 10), fmt)
         assert len(pcm) == 2 * fmt.rate // 100
         assert max(abs(v) for v in audio.samples(pcm)) <= 8
+
+
+segments = st.lists(
+    st.tuples(st.floats(0, 0.05), st.binary(max_size=80).map(lambda b: b[: len(b) // 2 * 2])), max_size=4
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(left=segments, right=segments)
+def test_stereo_mix_channels_equal_the_mono_placements(
+    left: list[tuple[float, bytes]], right: list[tuple[float, bytes]]
+) -> None:
+    """Each channel of stereo_mix is exactly place() of that side's segments, padded with silence."""
+    mixed = audio.samples(audio.stereo_mix(left, right, 1000))
+    lt, rt = audio.place(left, 1000).tolist(), audio.place(right, 1000).tolist()
+    n = max(len(lt), len(rt))
+    assert mixed[0::2].tolist() == lt + [0] * (n - len(lt))
+    assert mixed[1::2].tolist() == rt + [0] * (n - len(rt))
