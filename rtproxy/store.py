@@ -1,10 +1,8 @@
-"""The SQLite store: schema, the Recorder (a writer thread), and queries.
+"""The SQLite store: schema, the columns extracted from frames, and queries.
 
-The proxy's forwarding path calls :meth:`Recorder.record_frame`, which only
-appends a tuple to a bounded deque; the writer thread drains it every few
-milliseconds, extracts what queries need (type, ids) and inserts in batches,
-committing at least every 100 ms. Sessions, frames and REST exchanges all go
-through the same queue, so their order on disk is the order they happened.
+Recording (the bounded ring the proxy writes into and the writer process
+that inserts in batches) lives in :mod:`rtproxy.recorder`; ``Recorder`` is
+importable from here too.
 """
 
 from __future__ import annotations
@@ -14,19 +12,15 @@ import difflib
 import os
 import secrets
 import sqlite3
-import sys
-import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlite_utils
 
 from .errors import SessionNotFound, StoreError
-from .protocol import Direction, Frame, dialect_from_event, has_secret, parse_event, redact_bytes, redact_text
+from .protocol import Direction, Frame, has_secret, redact_bytes, redact_text
 
 SCHEMA_VERSION = 1
 
@@ -229,223 +223,6 @@ INSERT_EVENT = (
 )
 
 
-# --- the Recorder -------------------------------------------------------------------
-
-
-@dataclass
-class RecorderStats:
-    queued: int = 0
-    written: int = 0
-    dropped: int = 0
-    queued_bytes: int = 0
-    written_bytes: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-class Recorder:
-    """Writes frames, sessions and REST exchanges on a thread of its own.
-
-    ``record_frame`` is safe to call from the event loop: it never blocks and
-    never touches SQLite. When the queue holds more than ``max_frames`` frames
-    or ``max_bytes`` bytes, frames are dropped, counted per session and
-    reported through ``on_overflow`` (once per session), and the session is
-    marked as incompletely recorded; control operations are never dropped.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        *,
-        flush_interval: float = 0.05,
-        max_frames: int = 200_000,
-        max_bytes: int = 256 * 1024 * 1024,
-        on_overflow: Callable[[str], None] | None = None,
-        on_error: Callable[[str], None] | None = None,
-    ) -> None:
-        self.path = path
-        self.flush_interval = flush_interval
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-        self.on_overflow = on_overflow
-        self.on_error = on_error
-        self.stats = RecorderStats()
-        self._queue: deque[tuple[Any, ...]] = deque()
-        self._dropped: dict[str, int] = {}
-        self._sniffing: dict[str, dict[str, Any]] = {}  # writer thread only: sessions whose dialect is unknown
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._conn = connect(path)
-        self.interrupted = mark_interrupted(self._conn)
-
-    # -- called from the event loop --
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="rtproxy-recorder", daemon=True)
-        self._thread.start()
-
-    def record_frame(self, session_id: str, seq: int, t: float, direction: str, data: str | bytes) -> bool:
-        """Queue one frame; False if the queue was full and it was dropped."""
-        stats = self.stats
-        if (
-            stats.queued - stats.written >= self.max_frames
-            or stats.queued_bytes - stats.written_bytes >= self.max_bytes
-        ):
-            stats.dropped += 1
-            first = session_id not in self._dropped
-            self._dropped[session_id] = self._dropped.get(session_id, 0) + 1
-            if first and self.on_overflow is not None:
-                self.on_overflow(session_id)
-            return False
-        stats.queued += 1
-        stats.queued_bytes += len(data)
-        self._queue.append((session_id, seq, t, direction, data))
-        return True
-
-    def open_session(self, **fields: Any) -> str:
-        """Queue a new session row; returns its id."""
-        sid = fields.setdefault("id", new_session_id())
-        fields.setdefault("started_at", utcnow())
-        fields.setdefault("status", "open")
-        fields.setdefault("owner_pid", os.getpid())
-        self._queue.append(("session", _clean(fields)))
-        return str(sid)
-
-    def update_session(self, session_id: str, **fields: Any) -> None:
-        if "unrecorded" not in fields and session_id in self._dropped:
-            fields["unrecorded"] = self._dropped[session_id]
-        self._queue.append(("update", session_id, _clean(fields)))
-
-    def record_http(self, **fields: Any) -> None:
-        self._queue.append(("http", fields))
-
-    def dropped_for(self, session_id: str) -> int:
-        return self._dropped.get(session_id, 0)
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything queued so far is written."""
-        done = threading.Event()
-        self._queue.append(("barrier", done))
-        self._wake.set()
-        return done.wait(timeout)
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        else:
-            self._drain()
-        self._conn.close()
-
-    # -- the writer thread --
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            self._drain()
-            if self._stopping:
-                self._drain()
-                return
-
-    def _drain(self) -> None:
-        queue, conn = self._queue, self._conn
-        rows: list[tuple[Any, ...]] = []
-        nbytes = 0
-        barriers: list[threading.Event] = []
-        try:
-            while queue:
-                item = queue.popleft()
-                if len(item) == 5:
-                    row = frame_row(*item)
-                    rows.append(row)
-                    nbytes += len(item[4])
-                    if row[0] in self._sniffing and row[4] is not None:
-                        self._sniff(row)
-                    continue
-                if rows:  # keep control operations in order with the frames around them
-                    conn.executemany(INSERT_EVENT, rows)
-                    self._count(rows, nbytes)
-                    rows, nbytes = [], 0
-                kind = item[0]
-                if kind == "session":
-                    self._insert_session(item[1])
-                elif kind == "update":
-                    self._update_session(item[1], item[2])
-                elif kind == "http":
-                    self._insert_http(item[1])
-                elif kind == "barrier":
-                    barriers.append(item[1])
-            if rows:
-                conn.executemany(INSERT_EVENT, rows)
-                self._count(rows, nbytes)
-            conn.commit()
-        except sqlite3.Error as e:
-            self._report(f"recording failed, frames not written: {e}")
-            try:
-                conn.rollback()
-            except sqlite3.Error:
-                pass
-            if rows:
-                self._count(rows, nbytes)
-                self.stats.dropped += len(rows)
-        for b in barriers:
-            b.set()
-
-    def _count(self, rows: list[tuple[Any, ...]], nbytes: int) -> None:
-        self.stats.written += len(rows)
-        self.stats.written_bytes += nbytes
-
-    def _report(self, message: str) -> None:
-        if not self.stats.errors or self.stats.errors[-1] != message:
-            self.stats.errors.append(message)
-            if self.on_error is not None:
-                self.on_error(message)
-            else:
-                print(f"rtproxy: {message}", file=sys.stderr)
-
-    def _sniff(self, row: tuple[Any, ...]) -> None:
-        """Learn a session's dialect (and model) from the events it carries."""
-        sid, typ = row[0], row[4]
-        state = self._sniffing[sid]
-        event = parse_event(row[9]) if typ in ("session.created", "session.updated") else None
-        if event is not None and not state.get("model"):
-            session = event.get("session")
-            if isinstance(session, dict) and isinstance(session.get("model"), str):
-                state["model"] = session["model"]
-                self._update_session(sid, {"model": session["model"]})
-        dialect = dialect_from_event(typ, event)
-        if dialect is not None:
-            self._update_session(sid, {"dialect": dialect.value})
-            del self._sniffing[sid]
-
-    def _insert_session(self, fields: dict[str, Any]) -> None:
-        if fields.get("status") == "open" and not fields.get("dialect"):
-            self._sniffing[fields["id"]] = {"model": fields.get("model")}
-        cols = ", ".join(fields)
-        marks = ", ".join("?" for _ in fields)
-        self._conn.execute(f"INSERT OR REPLACE INTO sessions ({cols}) VALUES ({marks})", tuple(fields.values()))
-
-    def _update_session(self, session_id: str, fields: dict[str, Any]) -> None:
-        if fields.get("status") not in (None, "open"):
-            self._sniffing.pop(session_id, None)
-        if not fields:
-            return
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        self._conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*fields.values(), session_id))
-
-    def _insert_http(self, fields: dict[str, Any]) -> None:
-        for key in ("request_body", "response_body"):
-            body = fields.get(key)
-            if isinstance(body, bytes):
-                fields[key] = _body_text(body)
-        clean = _clean(fields)
-        cols = ", ".join(clean)
-        marks = ", ".join("?" for _ in clean)
-        self._conn.execute(f"INSERT INTO http ({cols}) VALUES ({marks})", tuple(clean.values()))
-
-
 def _body_text(body: bytes) -> str:
     head = body[:HTTP_BODY_CAP]
     try:
@@ -467,6 +244,23 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
             v = redact_text(v)
         out[k] = v
     return out
+
+
+# --- the Recorder lives in rtproxy.recorder (which builds on this module) ------------
+
+
+def __getattr__(name: str) -> Any:
+    """``from rtproxy.store import Recorder`` keeps working; the class lives in :mod:`rtproxy.recorder`."""
+    if name in ("Recorder", "RecorderStats"):
+        from . import recorder
+
+        return getattr(recorder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .recorder import Recorder as Recorder
+    from .recorder import RecorderStats as RecorderStats
 
 
 # --- reading ------------------------------------------------------------------------

@@ -1,0 +1,453 @@
+"""What does recording cost? rtproxy vs a bare WebSocket hop vs no hop at all.
+
+    python benchmarks/proxy_overhead.py            # full run (5 repetitions, ~3 min)
+    python benchmarks/proxy_overhead.py --quick    # short run (3 repetitions, ~1 min)
+
+Three ways from a client to an echo upstream, all on 127.0.0.1:
+
+* ``direct``  — the client talks to the echo upstream;
+* ``relay``   — through a minimal aiohttp relay written below (the bare cost of
+  a Python WebSocket hop: receive, send, nothing else);
+* ``rtproxy`` — through the real ``rtproxy proxy`` command, recording to a
+  SQLite database in a temporary directory.
+
+Upstream, relay/proxy and clients are separate processes, so the CPU time and
+peak memory printed for the relay and rtproxy are theirs alone. Workloads,
+each on fresh connections:
+
+* ping-pong round trips of a 1 KiB JSON event and of a 13 KB
+  ``input_audio_buffer.append`` (200 ms of 24 kHz PCM16 as base64): p50, p99;
+* flood: one connection sends N messages as fast as it can while reading the
+  echoes; messages/s echoed;
+* 50 concurrent connections each streaming audio-sized events at 10/s:
+  round-trip p50, p99.
+
+Every metric is the median over the repetitions; ratios are printed against
+direct and against the minimal relay. After each repetition the proxy is
+stopped and the database is checked to hold every frame the clients sent and
+received (row count), or, if frames had to be dropped, that the sessions
+say how many.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import math
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import WSMsgType, web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Child, cpu_seconds, median, memory_kib, percentile, python_argv, ratio, spawn  # noqa: E402
+
+HOST = "127.0.0.1"
+PATH = "/v1/realtime?model=gpt-realtime"
+RECEIVE_TIMEOUT = 30.0  # no single echo may take longer than this
+
+
+# --- payloads ------------------------------------------------------------------------
+
+
+def audio_event(seed: int = 7) -> str:
+    """A 13 KB `input_audio_buffer.append`: 200 ms of 24 kHz PCM16 speech-like noise."""
+    rng = random.Random(seed)
+    pcm = bytearray()
+    for i in range(4800):
+        sample = int(8000 * math.sin(2 * math.pi * 220 * i / 24000) + rng.gauss(0, 1500))
+        pcm += max(-32768, min(32767, sample)).to_bytes(2, "little", signed=True)
+    event = {"type": "input_audio_buffer.append", "event_id": "evt_bench_0001",
+             "audio": base64.b64encode(bytes(pcm)).decode()}  # fmt: skip
+    return orjson.dumps(event).decode()
+
+
+def small_event(size: int = 1024) -> str:
+    """A JSON event of exactly `size` bytes (a text item)."""
+    head = {"type": "conversation.item.create", "event_id": "evt_bench_0002",
+            "item": {"id": "item_bench_01", "type": "message", "role": "user",
+                     "content": [{"type": "input_text", "text": ""}]}}  # fmt: skip
+    skeleton = orjson.dumps(head).decode()
+    pad = size - len(skeleton)
+    head["item"]["content"][0]["text"] = ("lorem ipsum dolor sit amet " * (pad // 27 + 1))[:pad]  # type: ignore[index]
+    out = orjson.dumps(head).decode()
+    assert len(out) == size
+    return out
+
+
+# --- the servers (run as child processes of this script) -----------------------------
+
+
+async def serve_echo() -> None:
+    """An upstream that echoes every frame back, as sent."""
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+    await _serve(handle, "echo")
+
+
+async def serve_relay(upstream: str) -> None:
+    """The minimal relay: connect upstream, then copy frames both ways. No recording, no checks."""
+    http = aiohttp.ClientSession()
+
+    async def pump(src: Any, dst: Any) -> None:
+        async for msg in src:
+            if msg.type is WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+        await dst.close()
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        async with http.ws_connect(upstream + request.path_qs, max_msg_size=0) as up:
+            client = web.WebSocketResponse(max_msg_size=0)
+            await client.prepare(request)
+            await asyncio.gather(pump(client, up), pump(up, client))
+        return client
+
+    await _serve(handle, "relay")
+
+
+async def _serve(handler: Callable[[web.Request], Any], name: str) -> None:
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"{name}: listening on ws://{HOST}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+# --- client workloads (run in this process) ------------------------------------------
+
+
+@dataclass
+class Tally:
+    """Frames the clients sent and received in one repetition, and connections made."""
+
+    frames: int = 0
+    connections: int = 0
+
+
+async def _connect(http: aiohttp.ClientSession, url: str, tally: Tally) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(url, max_msg_size=0, autoping=True)
+    tally.connections += 1
+    return ws
+
+
+async def _echo(ws: aiohttp.ClientWebSocketResponse) -> None:
+    msg = await ws.receive(timeout=RECEIVE_TIMEOUT)
+    if msg.type is not WSMsgType.TEXT:
+        raise RuntimeError(f"expected an echo, got {msg.type.name} {msg.data!r}")
+
+
+async def ping_pong(http: aiohttp.ClientSession, url: str, payload: str, n: int, tally: Tally) -> list[float]:
+    """Round-trip times (seconds) of n messages, one at a time, after a short warm-up."""
+    warmup = min(50, n)
+    ws = await _connect(http, url, tally)
+    rtts: list[float] = []
+    try:
+        for i in range(warmup + n):
+            t = time.perf_counter()
+            await ws.send_str(payload)
+            await _echo(ws)
+            if i >= warmup:
+                rtts.append(time.perf_counter() - t)
+    finally:
+        await ws.close()
+    tally.frames += 2 * (warmup + n)
+    return rtts
+
+
+async def flood(http: aiohttp.ClientSession, url: str, payload: str, n: int, tally: Tally) -> float:
+    """Messages per second echoed when one connection sends n of them back to back."""
+    ws = await _connect(http, url, tally)
+    try:
+        t0 = time.perf_counter()
+
+        async def send() -> None:
+            for _ in range(n):
+                await ws.send_str(payload)
+
+        sender = asyncio.ensure_future(send())
+        for _ in range(n):
+            await _echo(ws)
+        elapsed = time.perf_counter() - t0
+        await sender
+    finally:
+        await ws.close()
+    tally.frames += 2 * n
+    return n / elapsed
+
+
+async def streams(
+    http: aiohttp.ClientSession, url: str, payload: str, conns: int, rate: float, seconds: float, tally: Tally
+) -> list[float]:
+    """Round-trip times of `conns` connections each sending `rate` messages a second for `seconds`."""
+    per_conn = max(1, int(rate * seconds))
+    sockets = [await _connect(http, url, tally) for _ in range(conns)]
+    rtts: list[float] = []
+    start = time.perf_counter() + 0.05
+
+    async def one(i: int, ws: aiohttp.ClientWebSocketResponse) -> None:
+        sent: deque[float] = deque()
+
+        async def send() -> None:
+            for k in range(per_conn):
+                due = start + (i / conns + k) / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # pacing the load, not synchronisation
+                sent.append(time.perf_counter())
+                await ws.send_str(payload)
+
+        sender = asyncio.ensure_future(send())
+        for _ in range(per_conn):
+            await _echo(ws)
+            rtts.append(time.perf_counter() - sent.popleft())
+        await sender
+
+    try:
+        await asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets)))
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    tally.frames += 2 * per_conn * conns
+    return rtts
+
+
+# --- one repetition against one target -----------------------------------------------
+
+
+@dataclass
+class Plan:
+    pingpong_small: int
+    pingpong_audio: int
+    flood_small: int
+    flood_audio: int
+    stream_seconds: float
+    conns: int = 50
+    rate: float = 10.0
+
+
+async def run_workloads(url: str, plan: Plan, pid: int | None) -> tuple[dict[str, float], Tally]:
+    small, audio = small_event(), audio_event()
+    tally = Tally()
+    out: dict[str, float] = {}
+    cpu: Callable[[], float] = (lambda: cpu_seconds(pid)) if pid else (lambda: math.nan)
+    timeout = aiohttp.ClientTimeout(total=None, connect=10.0)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        await ping_pong(http, url, small, 100, tally)  # warm the target up
+        c0 = cpu()
+        rtts = await ping_pong(http, url, small, plan.pingpong_small, tally)
+        out["rtt_small_p50"], out["rtt_small_p99"] = percentile(rtts, 50) * 1e6, percentile(rtts, 99) * 1e6
+        rtts = await ping_pong(http, url, audio, plan.pingpong_audio, tally)
+        out["rtt_audio_p50"], out["rtt_audio_p99"] = percentile(rtts, 50) * 1e6, percentile(rtts, 99) * 1e6
+        c1 = cpu()
+        out["flood_small"] = await flood(http, url, small, plan.flood_small, tally)
+        out["flood_audio"] = await flood(http, url, audio, plan.flood_audio, tally)
+        c2 = cpu()
+        rtts = await streams(http, url, audio, plan.conns, plan.rate, plan.stream_seconds, tally)
+        out["stream_p50"], out["stream_p99"] = percentile(rtts, 50) * 1e3, percentile(rtts, 99) * 1e3
+        c3 = cpu()
+    out["cpu_pingpong"], out["cpu_flood"], out["cpu_streams"] = c1 - c0, c2 - c1, c3 - c2
+    out["cpu_total"] = cpu()
+    out["peak_rss"] = memory_kib(pid) / 1024 if pid else math.nan
+    return out, tally
+
+
+def check_db(db: Path, tally: Tally) -> tuple[bool, str]:
+    """Does the database hold every frame the clients sent and received?"""
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        sessions, unrecorded, still_open = conn.execute(
+            "SELECT count(*), coalesce(sum(unrecorded), 0), coalesce(sum(status = 'open'), 0) FROM sessions"
+        ).fetchone()
+        ok_int = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+    detail = (f"{rows} rows for {tally.frames} frames, {sessions}/{tally.connections} sessions, "
+              f"{unrecorded} marked unrecorded, integrity {ok_int}")  # fmt: skip
+    complete = rows == tally.frames and sessions == tally.connections and not still_open and ok_int == "ok"
+    accounted = rows + unrecorded == tally.frames and sessions == tally.connections
+    return complete, ("complete: " if complete else "accounted: " if accounted else "MISSING FRAMES: ") + detail
+
+
+def rtproxy_argv() -> list[str]:
+    exe = shutil.which("rtproxy", path=os.path.dirname(sys.executable)) or shutil.which("rtproxy")
+    if exe is None:
+        raise SystemExit("proxy_overhead: the rtproxy command is not installed (pip install -e .)")
+    return [exe]
+
+
+# --- orchestration -------------------------------------------------------------------
+
+METRICS: list[tuple[str, str, bool]] = [  # key, label, higher is better
+    ("rtt_small_p50", "round trip 1 KiB   p50 (µs)", False),
+    ("rtt_small_p99", "round trip 1 KiB   p99 (µs)", False),
+    ("rtt_audio_p50", "round trip 13 KB   p50 (µs)", False),
+    ("rtt_audio_p99", "round trip 13 KB   p99 (µs)", False),
+    ("flood_small", "flood 1 KiB      (msg/s)", True),
+    ("flood_audio", "flood 13 KB      (msg/s)", True),
+    ("stream_p50", "50 streams 10/s   p50 (ms)", False),
+    ("stream_p99", "50 streams 10/s   p99 (ms)", False),
+]
+BAR = {"rtt_small_p50": 1.25, "rtt_small_p99": 1.25, "rtt_audio_p50": 1.25, "rtt_audio_p99": 1.25,
+       "flood_small": 0.8, "flood_audio": 0.8}  # fmt: skip
+
+
+@dataclass
+class Results:
+    runs: dict[str, list[dict[str, float]]] = field(default_factory=lambda: {"direct": [], "relay": [], "rtproxy": []})
+    checks: list[str] = field(default_factory=list)
+    complete: bool = True
+
+    def med(self, target: str, key: str) -> float:
+        return median([r[key] for r in self.runs[target]])
+
+
+async def repetition(rep: int, echo: Child, plan: Plan, results: Results, workdir: Path, targets: list[str]) -> None:
+    upstream = f"http://{HOST}:{echo.port}"
+    for target in targets:
+        child: Child | None = None
+        db = workdir / f"rep{rep}.db"
+        if target == "relay":
+            child = spawn("relay", python_argv(__file__, "--role", "relay", "--upstream", f"ws://{HOST}:{echo.port}"))
+        elif target == "rtproxy":
+            child = spawn("rtproxy", [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db), "--upstream", upstream])
+        port = child.port if child else echo.port
+        try:
+            figures, tally = await run_workloads(f"ws://{HOST}:{port}{PATH}", plan, child.pid if child else None)
+        finally:
+            output = child.stop() if child else ""
+        results.runs[target].append(figures)
+        if target == "rtproxy":
+            complete, line = check_db(db, tally)
+            results.complete &= complete
+            results.checks.append(f"rep {rep + 1}: {line}")
+            if not complete:
+                results.checks.append("  proxy said: " + " | ".join(x.strip() for x in output.splitlines()[-4:]))
+        print(f"  rep {rep + 1} {target:8s} " + "  ".join(f"{k}={v:.0f}" for k, v in figures.items()
+                                                        if k in dict((m[0], 1) for m in METRICS)), flush=True)  # fmt: skip
+
+
+def report(results: Results, plan: Plan, reps: int, command: str) -> None:
+    def fmt(v: float) -> str:
+        return "-" if math.isnan(v) else f"{v:,.0f}" if v >= 100 else f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+    def rfmt(v: float) -> str:
+        return "-" if math.isnan(v) else f"{v:.2f}×"
+
+    print()
+    print(f"rtproxy proxy overhead — medians of {reps} repetitions ({command})")
+    print(f"ping-pong {plan.pingpong_small} × 1 KiB, {plan.pingpong_audio} × 13 KB; flood {plan.flood_small} × 1 KiB, "
+          f"{plan.flood_audio} × 13 KB; {plan.conns} streams × {plan.rate:g}/s × {plan.stream_seconds:g} s")  # fmt: skip
+    head = f"{'metric':30s} {'direct':>9s} {'relay':>9s} {'rtproxy':>9s} {'relay/dir':>10s} {'rtp/dir':>8s} " \
+           f"{'rtp/relay':>10s}  bar"  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    verdict = True
+    for key, label, higher in METRICS:
+        d, r, p = (results.med(t, key) for t in ("direct", "relay", "rtproxy"))
+        vs_relay = ratio(p, r)
+        bar = ""
+        if key in BAR:
+            ok = vs_relay >= BAR[key] if higher else vs_relay <= BAR[key]
+            verdict &= ok
+            bar = f"{'≥' if higher else '≤'} {BAR[key]:g}× {'ok' if ok else 'MISSED'}"
+        print(f"{label:30s} {fmt(d):>9s} {fmt(r):>9s} {fmt(p):>9s} {rfmt(ratio(r, d)):>10s} {rfmt(ratio(p, d)):>8s} "
+              f"{rfmt(vs_relay):>10s}  {bar}")  # fmt: skip
+    print()
+    print(f"{'process (medians)':30s} {'relay':>9s} {'rtproxy':>9s}")
+    for key, label in (("cpu_pingpong", "CPU s, ping-pong"), ("cpu_flood", "CPU s, floods"),
+                       ("cpu_streams", "CPU s, 50 streams"), ("cpu_total", "CPU s, whole repetition"),
+                       ("peak_rss", "peak RSS MiB (VmHWM)")):  # fmt: skip
+        print(f"{label:30s} {fmt(results.med('relay', key)):>9s} {fmt(results.med('rtproxy', key)):>9s}")
+    if results.checks:
+        print()
+        print("database check after each repetition:")
+        for line in results.checks:
+            print("  " + line)
+    print()
+    print("bar (latency ≤ 1.25× relay, flood ≥ 0.8× relay, every frame recorded): "
+          + ("met" if verdict and results.complete else "NOT met"))  # fmt: skip
+
+
+async def main(args: argparse.Namespace) -> int:
+    if args.quick:
+        plan = Plan(pingpong_small=1000, pingpong_audio=500, flood_small=5000, flood_audio=1500, stream_seconds=2.0)
+    else:
+        plan = Plan(pingpong_small=3000, pingpong_audio=1500, flood_small=20000, flood_audio=5000, stream_seconds=5.0)
+    reps = args.reps or (3 if args.quick else 5)
+    targets = [t for t in ("direct", "relay", "rtproxy") if t in args.targets.split(",")]
+    results = Results()
+    echo = spawn("echo", python_argv(__file__, "--role", "echo"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="rtproxy-bench-") as tmp:
+            for rep in range(reps):
+                await repetition(rep, echo, plan, results, Path(tmp), targets)
+    finally:
+        echo.stop()
+    command = "python benchmarks/proxy_overhead.py" + (" --quick" if args.quick else "") + \
+        (f" --reps {args.reps}" if args.reps else "")  # fmt: skip
+    for t in ("direct", "relay", "rtproxy"):
+        if not results.runs[t]:
+            results.runs[t].append(dict.fromkeys([m[0] for m in METRICS] + ["cpu_pingpong", "cpu_flood",
+                                   "cpu_streams", "cpu_total", "peak_rss"], math.nan))  # fmt: skip
+    report(results, plan, reps, command)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps({"plan": plan.__dict__, "runs": results.runs,
+                                                  "checks": results.checks}, option=orjson.OPT_INDENT_2))  # fmt: skip
+    return 0 if results.complete else 1
+
+
+def cli() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run: fewer messages, 3 repetitions")
+    parser.add_argument("--reps", type=int, help="repetitions (default 5, or 3 with --quick)")
+    parser.add_argument("--targets", default="direct,relay,rtproxy", help="comma-separated subset to run")
+    parser.add_argument("--json", help="also write every repetition's figures to this file")
+    parser.add_argument("--role", choices=("echo", "relay"), help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "echo":
+        asyncio.run(serve_echo())
+        return 0
+    if args.role == "relay":
+        asyncio.run(serve_relay(args.upstream))
+        return 0
+    return asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
