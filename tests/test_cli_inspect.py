@@ -25,7 +25,8 @@ from rtproxy.store import Store
 from .conftest import RunningProxy, rtproxy_exe
 from .upstream import RATE, ScriptedUpstream, tone
 
-WEATHER_TOOL = {
+MODELS = {"ga": "gpt-realtime", "beta": "gpt-4o-realtime-preview"}
+TOOL = {
     "type": "function",
     "name": "get_weather",
     "description": "Weather for a city",
@@ -46,12 +47,17 @@ async def until_done(conn: Any, timeout: float = 10.0) -> list[Any]:
     return events
 
 
-async def record_ga_session(proxy: RunningProxy, api_key: str) -> str:
-    """A GA voice session: spoken question, a function call and its output, a spoken answer
-    cut off by the user, then a typed follow-up answered in text. Returns the session id."""
+async def record_session(proxy: RunningProxy, api_key: str, dialect: str = "ga") -> str:
+    """A voice session through the proxy with the real SDK, in either dialect: a spoken question, a function
+    call and its output, a spoken answer cut off by the user, then a typed follow-up answered in text."""
     client = AsyncOpenAI(api_key=api_key, websocket_base_url=proxy.ws_base)
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"], "tools": [WEATHER_TOOL]})
+    ga = dialect == "ga"
+    connect = client.realtime.connect(model=MODELS["ga"]) if ga else client.beta.realtime.connect(model=MODELS["beta"])
+    async with connect as conn:  # type: ignore[attr-defined]
+        if ga:
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"], "tools": [TOOL]})
+        else:
+            await conn.session.update(session={"modalities": ["text", "audio"], "tools": [TOOL]})
         pcm = tone(USER_AUDIO_MS)
         for i in range(0, len(pcm), 9600):
             await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + 9600]).decode())
@@ -64,14 +70,18 @@ async def record_ga_session(proxy: RunningProxy, api_key: str) -> str:
         await conn.response.create()
         answer = next(e.item for e in await until_done(conn) if e.type == "response.output_item.done")
         await conn.conversation.item.truncate(item_id=answer.id, content_index=0, audio_end_ms=CUT_MS)
-        await conn.session.update(session={"type": "realtime", "tools": []})
+        await conn.session.update(session={"type": "realtime", "tools": []} if ga else {"tools": []})
         await conn.conversation.item.create(
             item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Thanks!"}]}
         )
-        await conn.response.create(response={"output_modalities": ["text"]})
+        await conn.response.create(response={"output_modalities": ["text"]} if ga else {"modalities": ["text"]})
         await until_done(conn)
     (sid,) = await proxy.settle()
     return sid
+
+
+async def record_ga_session(proxy: RunningProxy, api_key: str) -> str:
+    return await record_session(proxy, api_key, "ga")
 
 
 def cli(*args: str, db: Path | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -201,7 +211,8 @@ async def test_import_refuses_a_broken_file_and_imports_nothing(
 async def test_wrong_session_reference_is_one_line_with_close_matches(
     proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An unknown SESSION exits 2 with one line naming close matches; export needs exactly one target."""
+    """An unknown SESSION exits 2 with one line naming close matches; so do conflicting options and an
+    unwritable output."""
     sid = await record_ga_session(proxy, api_key)
     wrong = sid[:-1] + ("0" if sid[-1] != "0" else "1")
     for args in (["show", wrong], ["export", wrong, "-o", "-"], ["show", wrong, "--events"]):
@@ -210,6 +221,11 @@ async def test_wrong_session_reference_is_one_line_with_close_matches(
         assert err.count("\n") == 1 and f"no session {wrong!r}" in err and sid in err
     code, _, err = inproc(capsys, "export", sid, "--db", str(proxy.db))
     assert code == 2 and "exactly one of" in err
+    code, _, err = inproc(capsys, "show", sid, "--events", "--json", "--db", str(proxy.db))
+    assert code == 2 and err.count("\n") == 1
+    nowhere = proxy.db.parent / "no-such-dir" / "x.jsonl"
+    code, _, err = inproc(capsys, "export", sid, "-o", str(nowhere), "--db", str(proxy.db))
+    assert code == 2 and err.count("\n") == 1 and f"cannot write {nowhere}" in err
     done = cli("show", "nope", db=proxy.db.parent / "missing.db")
     assert done.returncode == 2 and "no database" in done.stderr and done.stderr.count("\n") == 1
 
@@ -260,19 +276,20 @@ def test_every_command_has_help_text() -> None:
 # --- show -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
 async def test_show_reads_as_a_conversation(
-    proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str, capsys: pytest.CaptureFixture[str]
+    proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str, capsys: pytest.CaptureFixture[str], dialect: str
 ) -> None:
     """`show` prints each turn in order with its speaker, transcript or text, the call with its arguments and
     output, audio durations (the cut one shortened), and per response its status, tokens and latency."""
-    sid = await record_ga_session(proxy, api_key)
+    sid = await record_session(proxy, api_key, dialect)
     done = cli("show", sid, db=proxy.db)
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert "\x1b[" not in text
     tokens = "187 tokens (in 120: text 100, audio 20, cached 64 · out 67: text 17, audio 50)"
     expected = [
-        f"Session {sid}", "gpt-realtime", "ga", "closed",
+        f"Session {sid}", MODELS[dialect], dialect, "closed",
         "USER", "audio 1.0 s", "What's the weather in Paris?",
         "ASSISTANT", '→ get_weather({"location": "Paris", "unit": "celsius"})',
         "completed", tokens, "created ",
@@ -293,17 +310,18 @@ async def test_show_reads_as_a_conversation(
     assert code == 0 and out == text
 
 
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
 async def test_show_json_has_the_model_for_programs(
-    proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str, capsys: pytest.CaptureFixture[str]
+    proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str, capsys: pytest.CaptureFixture[str], dialect: str
 ) -> None:
     """`show --json` prints the session row, items (text, transcript, audio_ms, call fields) and responses."""
-    sid = await record_ga_session(proxy, api_key)
+    sid = await record_session(proxy, api_key, dialect)
     code, out, err = inproc(capsys, "show", sid[:10], "--json", "--db", str(proxy.db))
     assert code == 0, err
     model = orjson.loads(out)
     session = model["session"]
-    assert session["id"] == sid and session["model"] == "gpt-realtime"
-    assert session["dialect"] == "ga" and session["status"] == "closed"
+    assert session["id"] == sid and session["model"] == MODELS[dialect]
+    assert session["dialect"] == dialect and session["status"] == "closed"
     items = model["items"]
     keys = {"id", "type", "role", "status", "text", "transcript", "audio_ms"}
     assert all(keys <= set(item) for item in items)
