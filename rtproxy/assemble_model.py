@@ -36,6 +36,19 @@ def _decode_chunk(chunk: str | bytes) -> bytes:
         return b""
 
 
+def _decode_chunks(chunks: list[str | bytes]) -> bytes:
+    """Base64 chunks decoded and joined: in one call when only the last one is padded (the usual case)."""
+    if all(type(c) is str for c in chunks):
+        text = "".join(chunks)  # type: ignore[arg-type]
+        pad = text.find("=")
+        if pad == -1 or pad >= len(text) - 2:
+            try:
+                return binascii.a2b_base64(text)
+            except (binascii.Error, ValueError):
+                pass
+    return b"".join(map(_decode_chunk, chunks))
+
+
 def _joined(chunks: list[str]) -> str:
     if len(chunks) > 1:
         chunks[:] = ["".join(chunks)]
@@ -98,8 +111,7 @@ class Part:
         fmt = self.audio_format
         if fmt is None or not self._chunks:
             return b""
-        raw = b"".join(map(_decode_chunk, self._chunks))
-        raw = raw[self._head : self._head + self.audio_bytes]
+        raw = _decode_chunks(self._chunks)[self._head : self._head + self.audio_bytes]
         return audio.decode(raw, fmt)
 
     def to_json(self) -> dict[str, Any]:

@@ -683,3 +683,17 @@ async def test_a_recording_made_by_the_openai_sdk_reassembles(dialect: str, prox
     assert [r.trigger_type for r in conv.responses] == ["response.create", "response.create"]
     assert all(r.status == "completed" and r.latency_ms["done"] is not None for r in conv.responses)
     assert conv.dialect == dialect and conv.anomalies == [] and not conv.unknown_types and conv.errors == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(0, 2400), max_size=12), keep=st.booleans())
+def test_audio_cut_into_any_deltas_decodes_exactly(cuts: list[int], keep: bool) -> None:
+    """Audio deltas of any sizes (padded base64 in the middle included) join to the original PCM16."""
+    pcm = tone(50)
+    points = sorted({2 * c for c in cuts} | {0, len(pcm)})
+    chunks = [pcm[a:b] for a, b in zip(points, points[1:], strict=False)]
+    s = Script()
+    s.audio_reply("r1", "a1", chunks, [])
+    item = s.conv(keep_audio=keep).item("a1")
+    assert item is not None and item.audio_ms == pytest.approx(50.0)
+    assert item.pcm16() == (pcm if keep else b"")
