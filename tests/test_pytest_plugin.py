@@ -1,0 +1,166 @@
+"""The pytest plugin (`rtproxy_replay`), exercised through pytester with the real openai SDK inside."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from .upstream import ScriptedUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CLIENT = """
+import asyncio
+import secrets
+
+from openai import AsyncOpenAI
+
+ITEM = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello there"}]}
+
+
+async def _turn(url, skip_item):
+    client = AsyncOpenAI(api_key="sk-test-" + secrets.token_urlsafe(24), websocket_base_url=url)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        if not skip_item:
+            await conn.conversation.item.create(item=ITEM)
+        await conn.response.create()
+        types = []
+        async for event in conn:
+            types.append(event.type)
+            if event.type == "response.done" or len(types) > 200:
+                return types
+    return types
+
+
+def turn(url, skip_item=False):
+    return asyncio.run(asyncio.wait_for(_turn(url, skip_item), 15))
+"""
+
+
+#: Inner runs without plugins they do not use (textual-snapshot's session hook breaks in-process; hypothesis'
+#: costs seconds per run).
+QUIET = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:textual-snapshot", "-p", "no:hypothesispytest")
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    shutil.copy(ROOT / "recordings" / "text-ga.jsonl", pytester.path / "text-ga.jsonl")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(client=CLIENT)
+    return pytester
+
+
+def test_a_replayed_client_passes_and_sees_what_it_sent(project: pytest.Pytester) -> None:
+    """The fixture serves the recording at `url`; `received` holds the client's events; the test passes."""
+    project.makepyfile(test_it="""
+        from client import turn
+
+        def test_turn(rtproxy_replay):
+            replay = rtproxy_replay("text-ga.jsonl")
+            assert replay.url.startswith("ws://127.0.0.1:") and replay.url.endswith("/v1")
+            types = turn(replay.url)
+            assert types[-1] == "response.done" and "response.output_text.delta" in types
+            assert [e["type"] for e in replay.received] == ["session.update", "conversation.item.create",
+                                                            "response.create"]
+    """)  # fmt: skip
+    result = project.runpytest(*QUIET)
+    result.assert_outcomes(passed=1)
+
+
+def test_a_client_that_changed_fails_the_test_with_the_report(project: pytest.Pytester) -> None:
+    """A mismatch fails the test (not an error at teardown) and the output carries the replay report."""
+    project.makepyfile(
+        test_it="""
+        from client import turn
+
+        def test_turn(rtproxy_replay):
+            replay = rtproxy_replay("text-ga.jsonl")
+            types = turn(replay.url, skip_item=True)
+            assert "error" in types
+    """
+    )
+    result = project.runpytest(*QUIET)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*expected conversation.item.create, got response.create*"])
+    assert "1 mismatch" in result.stdout.str()
+
+
+def test_check_false_leaves_the_report_to_the_test(project: pytest.Pytester) -> None:
+    """With check=False a mismatch does not fail the test, which reads replay.report itself."""
+    project.makepyfile(
+        test_it="""
+        from client import turn
+
+        def test_turn(rtproxy_replay):
+            replay = rtproxy_replay("text-ga.jsonl", match="strict", check=False)
+            turn(replay.url, skip_item=True)
+            assert replay.report.mismatches[0].kind == "missing"
+    """
+    )
+    result = project.runpytest(*QUIET)
+    result.assert_outcomes(passed=1)
+
+
+def test_the_plugin_documents_its_options(pytester: pytest.Pytester) -> None:
+    """`pytest --help` lists --rtproxy-record and --rtproxy-upstream (the plugin loads from its entry point)."""
+    result = pytester.runpytest(*QUIET, "--help")
+    result.stdout.fnmatch_lines(["*--rtproxy-record*", "*--rtproxy-upstream=URL*"])
+
+
+KEY_SHAPED = re.compile(rb"sk-[A-Za-z0-9_-]{20,}|ek_[A-Za-z0-9]{16,}")
+
+
+@contextlib.contextmanager
+def threaded_upstream() -> Iterator[ScriptedUpstream]:
+    """A ScriptedUpstream on a loop of its own, so in-process pytester runs can block this thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    up = ScriptedUpstream(exact=True)
+    asyncio.run_coroutine_threadsafe(up.__aenter__(), loop).result(10)
+    try:
+        yield up
+    finally:
+        asyncio.run_coroutine_threadsafe(up.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_record_mode_writes_the_recording_and_replay_never_touches_the_network(pytester: pytest.Pytester) -> None:
+    """A missing recording is recorded via the proxy; the next run replays it offline; --rtproxy-record redoes it."""
+    pytester.makepyfile(client=CLIENT)
+    pytester.makepyfile(
+        test_it="""
+        from client import turn
+
+        def test_turn(rtproxy_replay):
+            replay = rtproxy_replay("cassettes/turn.jsonl")
+            assert turn(replay.url)[-1] == "response.done"
+            assert [e["type"] for e in replay.received][-1] == "response.create"
+    """
+    )
+    target = pytester.path / "cassettes" / "turn.jsonl"
+    with threaded_upstream() as up:
+        args = (*QUIET, f"--rtproxy-upstream={up.url}")
+        pytester.runpytest(*args).assert_outcomes(passed=1)
+        assert len(up.connections) == 1 and target.exists()
+        header = orjson.loads(target.read_bytes().splitlines()[0])
+        assert header["session"]["model"] == "gpt-realtime" and header["session"]["status"] == "closed"
+        assert not KEY_SHAPED.search(target.read_bytes())
+        recorded = target.read_bytes()
+
+        pytester.runpytest(*args).assert_outcomes(passed=1)
+        assert len(up.connections) == 1 and target.read_bytes() == recorded
+
+        pytester.runpytest(*args, "--rtproxy-record").assert_outcomes(passed=1)
+        assert len(up.connections) == 2 and target.read_bytes() != recorded
