@@ -254,7 +254,10 @@ def stereo_mix(left: list[tuple[float, bytes]], right: list[tuple[float, bytes]]
     where two segments of one channel overlap are samples summed one by one.
     """
     channels = [
-        sorted((max(0, round(t * rate)), bytes(pcm[: len(pcm) // 2 * 2])) for t, pcm in side if len(pcm) >= 2)
+        sorted(
+            ((max(0, round(t * rate)), bytes(pcm[: len(pcm) // 2 * 2])) for t, pcm in side if len(pcm) >= 2),
+            key=lambda seg: seg[0],  # stable: segments starting together mix in the order given
+        )
         for side in (left, right)
     ]
     n = max((start + len(pcm) // 2 for side in channels for start, pcm in side), default=0)
