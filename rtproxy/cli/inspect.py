@@ -136,7 +136,9 @@ def _assembled(store: Store, sid: str) -> tuple[Conversation, dict[str, Any]]:
     from ..assemble import assemble
 
     row = store.session(sid)
-    conv = assemble(store.frames(sid), keep_audio=False, session=row)
+    total = (row.get("client_events") or 0) + (row.get("server_events") or 0)
+    with progress(f"assemble {sid}", total or None) as advance:
+        conv = assemble(counted(store.frames(sid), advance), keep_audio=False, session=row)
     row["dialect"] = row.get("dialect") or conv.dialect
     return conv, row
 
