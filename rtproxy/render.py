@@ -258,8 +258,10 @@ def timeline(frames: Iterable[Frame], *, color: bool = False) -> Iterator[str]:
 # --- the conversation ---------------------------------------------------------------------
 
 #: Conversation text is wrapped to this width (after the indent).
-WIDTH = 96
+WIDTH = 107
 INDENT = " " * 11
+#: Anomalies listed at the end of a conversation (the rest are counted).
+MAX_LISTED = 20
 
 
 def session_title(session: Mapping[str, Any], style: Styler) -> list[str]:
@@ -295,11 +297,13 @@ def _status(status: str, style: Styler) -> str:
     return style(status, fg="red")
 
 
-def _wrap(text: str, indent: str = INDENT) -> list[str]:
+def _wrap(text: str, style: Styler | None = None, **how: Any) -> list[str]:
+    """Text wrapped to WIDTH under the indent, each line styled after wrapping (so colour never moves a break)."""
     lines: list[str] = []
     for para in text.splitlines() or [""]:
-        lines += textwrap.wrap(para, WIDTH, initial_indent=indent, subsequent_indent=indent) or [indent.rstrip()]
-    return lines
+        wrapped = textwrap.wrap(para, WIDTH - len(INDENT)) or [""]
+        lines += [INDENT + (style(line, **how) if style is not None else line) for line in wrapped]
+    return [line.rstrip() for line in lines]
 
 
 def tokens(usage: Mapping[str, Any] | None) -> str:
@@ -390,7 +394,7 @@ def item_lines(item: Item, calls: Mapping[str, Item], style: Styler) -> list[str
     if text:
         lines += _wrap(text)
     if transcript and transcript != text:
-        lines += _wrap(style(transcript, italic=True) if text else transcript)
+        lines += _wrap(transcript, style, italic=True) if text else _wrap(transcript)
     if not text and not transcript:
         if item.truncated_ms is not None:
             lines.append(INDENT + style("(transcript dropped: the user cut this off)", dim=True))
@@ -451,9 +455,12 @@ def footer(conv: Conversation, style: Styler) -> Iterator[str]:
         for err in conv.errors:
             yield "  " + style(error_text(err), fg="red")
     if conv.anomalies:
-        yield style(f"{len(conv.anomalies)} anomal{'y' if len(conv.anomalies) == 1 else 'ies'}:", fg="magenta")
-        for a in conv.anomalies:
+        n = len(conv.anomalies)
+        yield style(f"{n} anomal{'y' if n == 1 else 'ies'}:", fg="magenta")
+        for a in conv.anomalies[:MAX_LISTED]:
             yield f"  seq {a.seq}  {a.kind}: {a.message}"
+        if n > MAX_LISTED:
+            yield f"  … and {n - MAX_LISTED} more (all of them in `show --json`)"
     if conv.unknown_types:
         listed = ", ".join(f"{k} ×{v}" for k, v in conv.unknown_types.most_common())
         yield style(f"unknown event types: {listed}", fg="magenta")

@@ -317,3 +317,12 @@ def test_long_text_wraps_under_its_speaker() -> None:
     body = [line for line in lines if line.startswith(render.INDENT + "word")]
     assert len(body) > 3 and all(len(line) <= render.WIDTH for line in body)
     assert " ".join(line.strip() for line in body).split() == words
+
+
+def test_a_flood_of_anomalies_is_listed_then_counted() -> None:
+    """Past MAX_LISTED anomalies the conversation says how many more there are instead of listing them all."""
+    n = render.MAX_LISTED + 7
+    lines = rendered([(SERVER, {"type": f"response.future_{i}"}) for i in range(n)])
+    assert f"{n} anomalies:" in lines
+    assert sum(line.startswith("  seq ") for line in lines) == render.MAX_LISTED
+    assert "  … and 7 more (all of them in `show --json`)" in lines
