@@ -21,13 +21,14 @@ rules (which event fills what, how user audio is cut from the client's own
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
+from .assemble_items import ItemBook
+from .assemble_mic import Microphone
 from .assemble_model import Anomaly, ErrorInfo, Item, Part, Response, b64_size
 from .protocol import (
     CLIENT,
@@ -76,6 +77,10 @@ def _response_format(response: dict[str, Any]) -> AudioFormat | None:
     return fmt
 
 
+def _ms(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _int(value: Any, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
@@ -97,27 +102,17 @@ class Conversation:
         self.binary_frames = 0
         self.input_format: AudioFormat = PCM16
         self.output_format: AudioFormat = PCM16
-        self.deleted: dict[str, Item] = {}
-        self._items: dict[str, Item] = {}
-        self._order: list[str] = []
-        self._placed: set[str] = set()
+        self._book = ItemBook(self._flag)
+        self._items = self._book.items  # the same dicts, for the hot paths
+        self._placed = self._book.placed
+        self.deleted: dict[str, Item] = self._book.deleted
+        self._mic = Microphone(keep_audio=keep_audio)
         self._responses: dict[str, Response] = {}
         self._response_order: list[Response] = []
-        self._calls: dict[str, Item] = {}  # call_id -> function_call item
-        self._outputs: dict[str, str | None] = {}  # call_id -> output of its function_call_output
         self._client_events: dict[str, tuple[int, str]] = {}  # event_id -> (seq, type)
         # triggers: queued response.create events, and the latest speech_stopped / commit
         self._creates: deque[tuple[str | None, int, float, AudioFormat | None]] = deque()
         self._turn_trigger: tuple[str, int, float] | None = None
-        # the client's microphone stream: chunks, their cumulative end (ms) and arrival time
-        self._mic_chunks: list[str | None] = []
-        self._mic_end: list[float] = []
-        self._mic_t: list[float] = []
-        self._mic_fmt: list[AudioFormat] = []
-        self._mic_ms = 0.0
-        self._buffer_start = 0.0
-        self._pending_commits: deque[tuple[str | None, float, float]] = deque()
-        self._speech: dict[str, list[float | None]] = {}
         self._handlers: tuple[dict[str, Handler], dict[str, Handler]] = ({}, {})  # client, server, by raw type
         self._server_table: dict[str, Handler] = self._server_handlers()
         self._client_table: dict[str, Handler] = {
@@ -170,8 +165,7 @@ class Conversation:
     @property
     def items(self) -> list[Item]:
         """Items in conversation order (previous_item_id), deleted ones removed."""
-        items = self._items
-        return [items[i] for i in self._order]
+        return self._book.in_order()
 
     def item(self, item_id: str) -> Item | None:
         return self._items.get(item_id)
@@ -314,129 +308,26 @@ class Conversation:
 
     # --- items -------------------------------------------------------------------------
 
-    def _touch(self, item_id: str, seq: int, t: float) -> Item:
-        """The item with this id, created (unplaced) if never seen."""
-        item = self._items.get(item_id)
-        if item is None:
-            item = self._items[item_id] = Item(item_id, first_seq=seq, last_seq=seq, t_start=t)
-        elif seq > item.last_seq:
-            item.last_seq = seq
-        return item
-
-    def _place(self, item: Item, ev: Event) -> None:
-        """Put an item in conversation order after its previous_item_id (root/null: first)."""
-        order = self._order
-        has_prev = "previous_item_id" in ev
-        prev = ev.get("previous_item_id") if has_prev else None
-        if has_prev:
-            item.previous_item_id = prev
-        placed = item.id in self._placed
-        if placed:  # moved only behind a known item: a late null must not reorder what is placed
-            if prev is None or prev == item.id or prev not in self._placed:
-                return
-            i = order.index(item.id)
-            if i > 0 and order[i - 1] == prev:
-                return
-            order.pop(i)
-        else:
-            self._placed.add(item.id)
-        if has_prev and prev in (None, "root"):
-            order.insert(0, item.id)
-        elif not has_prev or prev not in self._placed or (order and order[-1] == prev):
-            order.append(item.id)
-        else:
-            order.insert(order.index(prev) + 1, item.id)
-
-    def _upsert(self, data: Any, t: float, seq: int) -> Item | None:
-        """Merge an item object (from any announcing event) into the model."""
-        if not isinstance(data, dict):
-            return None
-        item_id = data.get("id")
-        if not isinstance(item_id, str):
-            return None
-        item = self._touch(item_id, seq, t)
-        item.data = data
-        kind = data.get("type")
-        if isinstance(kind, str):
-            item.type = kind
-        for key in ("role", "status", "name"):
-            value = data.get(key)
-            if isinstance(value, str):
-                setattr(item, key, value)
-        content = data.get("content")
-        if isinstance(content, list):
-            for i, c in enumerate(content):
-                if isinstance(c, dict):
-                    self._merge_part(item, i, c, seq)
-        args = data.get("arguments")
-        if isinstance(args, str) and (args or item._args is None):
-            current = item.arguments
-            if current and args != current:
-                self._flag(seq, "done_mismatch", f"item {item_id}: arguments differ from their deltas")
-            if args or current is None:
-                item.arguments = args
-        call_id = data.get("call_id")
-        if isinstance(call_id, str):
-            item.call_id = call_id
-            if item.type == "function_call_output":
-                out = data.get("output")
-                item.output = out if isinstance(out, str) else item.output
-                self._outputs[call_id] = item.output
-                call = self._calls.get(call_id)
-                if call is not None:
-                    call.output = item.output
-            elif item.type == "function_call":
-                self._calls[call_id] = item
-                if call_id in self._outputs:
-                    item.output = self._outputs[call_id]
-        elif item.type not in ("message", "function_call", "function_call_output"):
-            out = data.get("output")
-            if isinstance(out, str):
-                item.output = out
-        return item
-
-    def _merge_part(self, item: Item, index: int, c: dict[str, Any], seq: int) -> None:
-        kind = c.get("type")
-        part = item.part(index, kind if isinstance(kind, str) else "text")
-        if isinstance(kind, str):
-            part.type = kind
-        for attr in ("text", "transcript"):
-            value = c.get(attr)
-            if not isinstance(value, str) or not value:
-                continue
-            if attr == "transcript" and part.truncated_ms is not None:
-                continue  # a truncated part's transcript stays dropped
-            current = getattr(part, attr)
-            if current != value:
-                if current:
-                    self._flag(seq, "done_mismatch", f"item {item.id} part {index}: final {attr} differs")
-                setattr(part, attr, value)
-
     def _on_item_added(self, t: float, ev: Event, seq: int) -> None:
-        item = self._upsert(ev.get("item"), t, seq)
+        item = self._book.upsert(ev.get("item"), t, seq)
         if item is not None:
-            self._place(item, ev)
+            self._book.place(item, ev)
 
     def _on_item_done(self, t: float, ev: Event, seq: int) -> None:
-        item = self._upsert(ev.get("item"), t, seq)
-        if item is not None and item.id not in self._placed:
-            self._place(item, ev)
+        item = self._book.upsert(ev.get("item"), t, seq)
+        if item is not None:
+            self._book.place_if_new(item, ev)
 
     def _on_item_deleted(self, t: float, ev: Event, seq: int) -> None:
         item_id = ev.get("item_id")
-        item = self._items.pop(item_id, None) if isinstance(item_id, str) else None
-        if item is None:
-            return
-        self.deleted[item.id] = item
-        if item.id in self._placed:
-            self._placed.discard(item.id)
-            self._order.remove(item.id)
+        if isinstance(item_id, str):
+            self._book.delete(item_id)
 
     def _on_item_truncated(self, t: float, ev: Event, seq: int) -> None:
         item_id = ev.get("item_id")
         if not isinstance(item_id, str) or item_id in self.deleted:
             return
-        item = self._touch(item_id, seq, t)
+        item = self._book.touch(item_id, seq, t)
         end = ev.get("audio_end_ms")
         end_ms = float(end) if isinstance(end, int | float) and not isinstance(end, bool) else 0.0
         part = item.part(_int(ev.get("content_index")), "audio")
@@ -449,14 +340,14 @@ class Conversation:
     def _on_input_transcript_delta(self, t: float, ev: Event, seq: int) -> None:
         item_id, delta = ev.get("item_id"), ev.get("delta")
         if isinstance(item_id, str) and isinstance(delta, str) and item_id not in self.deleted:
-            item = self._touch(item_id, seq, t)
+            item = self._book.touch(item_id, seq, t)
             item.part(_int(ev.get("content_index")), "input_audio")._transcript.append(delta)
 
     def _on_input_transcript_done(self, t: float, ev: Event, seq: int) -> None:
         item_id, final = ev.get("item_id"), ev.get("transcript")
         if not isinstance(item_id, str) or not isinstance(final, str) or item_id in self.deleted:
             return
-        part = self._touch(item_id, seq, t).part(_int(ev.get("content_index")), "input_audio")
+        part = self._book.touch(item_id, seq, t).part(_int(ev.get("content_index")), "input_audio")
         current = part.transcript
         if current and current != final:
             self._flag(seq, "done_mismatch", f"item {item_id}: transcript differs from its deltas")
@@ -472,72 +363,35 @@ class Conversation:
 
     def _on_append(self, t: float, ev: Event, seq: int) -> None:
         data = ev.get("audio")
-        if type(data) is not str:
-            return
-        fmt = self.input_format
-        self._mic_ms += b64_size(data) / fmt.bytes_per_sample * 1000.0 / fmt.rate
-        self._mic_end.append(self._mic_ms)
-        self._mic_t.append(t)
-        self._mic_fmt.append(fmt)
-        self._mic_chunks.append(data if self.keep_audio else None)
+        if type(data) is str:
+            self._mic.append(t, data, self.input_format)
 
     def _on_commit(self, t: float, ev: Event, seq: int) -> None:
-        self._pending_commits.append((_str(ev.get("event_id")), self._buffer_start, self._mic_ms))
-        self._buffer_start = self._mic_ms
+        self._mic.commit(_str(ev.get("event_id")))
         self._turn_trigger = ("input_audio_buffer.commit", seq, t)
 
     def _on_clear(self, t: float, ev: Event, seq: int) -> None:
-        self._buffer_start = self._mic_ms
+        self._mic.clear()
 
     def _on_speech_started(self, t: float, ev: Event, seq: int) -> None:
-        item_id, start = ev.get("item_id"), ev.get("audio_start_ms")
+        item_id = ev.get("item_id")
         if isinstance(item_id, str):
-            self._speech[item_id] = [float(start) if isinstance(start, int | float) else None, None]
+            self._mic.speech_started(item_id, _ms(ev.get("audio_start_ms")))
 
     def _on_speech_stopped(self, t: float, ev: Event, seq: int) -> None:
-        item_id, end = ev.get("item_id"), ev.get("audio_end_ms")
+        item_id = ev.get("item_id")
         if isinstance(item_id, str):
-            bounds = self._speech.setdefault(item_id, [None, None])
-            bounds[1] = float(end) if isinstance(end, int | float) else None
+            self._mic.speech_stopped(item_id, _ms(ev.get("audio_end_ms")))
         self._turn_trigger = ("input_audio_buffer.speech_stopped", seq, t)
 
     def _on_committed(self, t: float, ev: Event, seq: int) -> None:
-        item_id = ev.get("item_id")
-        if self._pending_commits:
-            _, start, end = self._pending_commits.popleft()
-        else:
-            bounds = self._speech.get(item_id) if isinstance(item_id, str) else None
-            start = bounds[0] if bounds and bounds[0] is not None else self._buffer_start
-            end = bounds[1] if bounds and bounds[1] is not None else self._mic_ms
-            self._buffer_start = max(self._buffer_start, end)
-        if isinstance(item_id, str) and item_id not in self.deleted:
-            item = self._touch(item_id, seq, t)
+        item_id = _str(ev.get("item_id"))
+        start, end = self._mic.committed(item_id)
+        if item_id is not None and item_id not in self.deleted:
+            item = self._book.touch(item_id, seq, t)
             item.role = item.role or "user"
-            self._attach_mic(item, start, min(end, self._mic_ms), t)
-            if item_id not in self._placed:
-                self._place(item, ev)
-
-    def _attach_mic(self, item: Item, start: float, end: float, t: float) -> None:
-        """Give a user item the slice [start, end) ms of the microphone stream."""
-        part = next((p for p in item.parts if p.type == "input_audio"), None) or item.part(len(item.parts),
-                                                                                            "input_audio")  # fmt: skip
-        ends = self._mic_end
-        if not ends or end <= start:
-            part.audio_format = self.input_format
-            return
-        i = min(bisect_right(ends, start), len(ends) - 1)
-        j = min(bisect_left(ends, end), len(ends) - 1)
-        fmt = self._mic_fmt[i]
-        bps = fmt.bytes_per_sample
-        chunk_start = ends[i - 1] if i > 0 else 0.0
-        part.audio_format = fmt
-        part._head = max(0, round((start - chunk_start) * fmt.rate / 1000.0)) * bps
-        part._nbytes = round((end - start) * fmt.rate / 1000.0) * bps
-        if self.keep_audio:
-            part._chunks = [c for c in self._mic_chunks[i : j + 1] if c is not None]
-        if not item._audio_placed:
-            item._audio_placed = True
-            item.t_start = max(0.0, self._mic_t[i] - (ends[i] - start) / 1000.0)
+            self._mic.attach(item, start, end, self.input_format)
+            self._book.place_if_new(item, ev)
 
     # --- responses ----------------------------------------------------------------------
 
@@ -545,9 +399,6 @@ class Conversation:
         resp = ev.get("response")
         override = _response_format(resp) if isinstance(resp, dict) else None
         self._creates.append((_str(ev.get("event_id")), seq, t, override))
-
-    def _response(self, rid: Any, seq: int) -> Response | None:
-        return self._responses.get(rid) if isinstance(rid, str) else None
 
     def _on_response_created(self, t: float, ev: Event, seq: int) -> None:
         data = ev.get("response")
@@ -588,17 +439,16 @@ class Conversation:
         output = data.get("output")
         if isinstance(output, list):
             for obj in output:
-                item = self._upsert(obj, t, seq)
+                item = self._book.upsert(obj, t, seq)
                 if item is None:
                     continue
                 item.response_id = item.response_id or rid
                 if item.id not in r.output_item_ids:
                     r.output_item_ids.append(item.id)
-                if item.id not in self._placed and item.id not in self.deleted:
-                    self._place(item, {})
+                self._book.place_if_new(item, {})
 
     def _on_output_item_added(self, t: float, ev: Event, seq: int) -> None:
-        item = self._upsert(ev.get("item"), t, seq)
+        item = self._book.upsert(ev.get("item"), t, seq)
         if item is None:
             return
         rid = ev.get("response_id")
@@ -609,19 +459,18 @@ class Conversation:
                 r.output_item_ids.append(item.id)
         if item.role is None and item.type == "message":
             item.role = "assistant"
-        if item.id not in self._placed:
-            self._place(item, {})
+        self._book.place_if_new(item, {})
 
     def _on_output_item_done(self, t: float, ev: Event, seq: int) -> None:
-        item = self._upsert(ev.get("item"), t, seq)
-        if item is not None and item.id not in self._placed:
-            self._place(item, {})
+        item = self._book.upsert(ev.get("item"), t, seq)
+        if item is not None:
+            self._book.place_if_new(item, {})
 
     def _on_content_part(self, t: float, ev: Event, seq: int) -> None:
         item = self._delta_item(ev, seq, t)
         part_data = ev.get("part")
         if item is not None and isinstance(part_data, dict):
-            self._merge_part(item, _int(ev.get("content_index")), part_data, seq)
+            self._book.merge_part(item, _int(ev.get("content_index")), part_data, seq)
 
     def _delta_item(self, ev: Event, seq: int, t: float) -> Item | None:
         """The item a response event is about; an unknown one is created, placed and flagged."""
@@ -633,11 +482,11 @@ class Conversation:
         if not isinstance(item_id, str) or item_id in self.deleted:
             return None
         self._flag(seq, "unknown_item", f"{ev.get('type')} for unknown item {item_id}")
-        item = self._touch(item_id, seq, t)
+        item = self._book.touch(item_id, seq, t)
         item.role = "assistant"
         rid = ev.get("response_id")
         item.response_id = rid if isinstance(rid, str) else None
-        self._place(item, {})
+        self._book.place(item, {})
         return item
 
     def _delta_part(self, ev: Event, seq: int, t: float, kind: str) -> Part | None:
@@ -761,11 +610,7 @@ class Conversation:
         for entry in list(self._creates):
             if entry[0] == event_id:
                 self._creates.remove(entry)
-        for commit in list(self._pending_commits):
-            if commit[0] == event_id:
-                self._pending_commits.remove(commit)
-                if not self._pending_commits:
-                    self._buffer_start = min(self._buffer_start, commit[1])
+        self._mic.refused(event_id)
 
 
 def assemble(
