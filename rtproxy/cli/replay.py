@@ -12,8 +12,9 @@ import click
 import orjson
 
 from ..errors import RtproxyError
+from ..protocol import Frame
 from ..replay import POLICIES
-from . import InputError, db_option
+from . import InputError, db_option, open_store, resolve_session
 
 if TYPE_CHECKING:
     from ..replay import Report, Script
@@ -136,6 +137,46 @@ def replay(recording: Path | None, db: str, session_ref: str | None, host: str, 
     return 0 if report.ok else 1
 
 
+def _load_side(ref: str) -> tuple[str, dict[str, Any], list[Frame]]:
+    """(name, session, frames) of a JSONL file or DB#SESSION."""
+    from ..recording import read_recording
+
+    if "#" in ref and not Path(ref).exists():
+        db, _, session_ref = ref.rpartition("#")
+        with open_store(db) as store:
+            sid = resolve_session(store, session_ref)
+            return f"{db}#{sid}", store.session(sid), list(store.frames(sid))
+    try:
+        rec = read_recording(ref)
+    except RtproxyError as e:
+        raise InputError(str(e)) from e
+    return ref, rec.session, rec.frames
+
+
+@click.command()
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def diff(a: str, b: str, as_json: bool) -> int:
+    """Compare two sessions by meaning; exit 1 if they differ.
+
+    A and B are JSONL recordings or DB#SESSION (e.g. rtproxy.db#latest).
+    Compared: the client events in order (volatile fields such as event ids
+    ignored, audio by duration, not chunking), the conversation items (text,
+    transcripts, function names, arguments and outputs), and the responses
+    (status and usage).
+    """
+    from ..diff import diff_frames
+
+    result = diff_frames(_load_side(a), _load_side(b))
+    if as_json:
+        click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(result.format())
+    return 0 if result.same else 1
+
+
 def register(group: click.Group) -> None:
     """Add this module's commands to the `rtproxy` group."""
     group.add_command(replay)
+    group.add_command(diff)
