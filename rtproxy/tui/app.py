@@ -7,6 +7,7 @@ the same way. Styles live in ``rtproxy.tcss`` beside this file.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from textual import on
@@ -21,6 +22,8 @@ from .screens.sessions import SessionsScreen
 
 #: How often a live session (and the sessions table) is polled for changes, in seconds.
 POLL_INTERVAL = 0.5
+#: The GIL switch interval while the app runs (Python's default is 0.005 s).
+SWITCH_INTERVAL = 0.001
 
 
 class RtproxyApp(App[None]):
@@ -47,12 +50,20 @@ class RtproxyApp(App[None]):
         self.initial_session = session
         self.poll_interval = poll_interval
         self.export_dir = Path(export_dir) if export_dir is not None else Path(os.getcwd())
+        self._switch_interval = sys.getswitchinterval()
 
     def on_mount(self) -> None:
+        # Workers run the reducer in threads; a short switch interval hands the GIL
+        # back to the UI thread within a millisecond when a key arrives.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         if self.initial_session is not None:
             self.push_screen(SessionScreen(self.initial_session))
         else:
             self.push_screen(SessionsScreen())
+
+    def on_unmount(self) -> None:
+        sys.setswitchinterval(self._switch_interval)
 
     @on(SessionSelected)
     def _session_selected(self, message: SessionSelected) -> None:

@@ -22,11 +22,11 @@ from .messages import ConversationChanged, EventsAppended, LiveChanged, SessionL
 from .views import ViewBuilder
 
 #: Post a conversation snapshot at most this often while a big session loads (seconds).
-SNAPSHOT_EVERY = 0.5
+SNAPSHOT_EVERY = 1.0
 #: Re-read a live session's counts at most this often (seconds): it scans its events.
 SUMMARY_EVERY = 2.0
 #: Frames fed per hold of the lock.
-BATCH = 2_000
+BATCH = 1_000
 
 
 class SessionFeed:
@@ -37,6 +37,7 @@ class SessionFeed:
         self.conversation = Conversation(keep_audio=True)
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.index_shown = threading.Event()  # set by the screen once the index is on screen
         self.builder = ViewBuilder()
         self.index_seq = -1
         self.conv_seq = -1
@@ -56,6 +57,9 @@ class SessionFeed:
                 self.index_seq = rows[-1][0]
                 post(EventsAppended(rows, complete=False))
             post(EventsAppended([], complete=True))
+            while not self.index_shown.wait(0.05):  # the list first, then the reducer
+                if cancelled():
+                    return
             self.feed_frames(store, post, cancelled)
             while live and not cancelled() and not self.stop.wait(self.poll_interval):
                 live = self.poll(store, post, cancelled)

@@ -93,7 +93,7 @@ class EventIndex:
     def __init__(self, rows: Iterable[Row] = ()) -> None:
         self.rows: list[Row] = []
         self._seqs = array("q")
-        self.append(rows)
+        self.append(list(rows))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -102,10 +102,14 @@ class EventIndex:
     def last_seq(self) -> int:
         return self.rows[-1][SEQ] if self.rows else -1
 
-    def append(self, rows: Iterable[Row]) -> int:
-        """Add rows newer than the last one (older or repeated seqs are ignored); the number added."""
-        added = 0
+    def append(self, rows: Sequence[Row]) -> int:
+        """Add rows in seq order; a chunk that starts at or before the last seq has its old rows skipped."""
         last = self.last_seq
+        if rows and rows[0][SEQ] > last:
+            self.rows.extend(rows)  # the usual case: a chunk from the store, in seq order, after what we have
+            self._seqs.extend(r[SEQ] for r in rows)
+            return len(rows)
+        added = 0
         for row in rows:
             if row[SEQ] > last:
                 self.rows.append(row)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual.message import Message
 
 from .data import SessionSummary
@@ -76,8 +77,7 @@ class EventLoaded(Message):
 
     seq: int
     title: str
-    text: str
-    lexer: str
+    lines: list[Text]
 
 
 @dataclass

@@ -8,7 +8,9 @@ while it is live. Filters over big indexes are computed in workers too.
 
 from __future__ import annotations
 
+import gc
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +45,7 @@ from ..messages import (
 from ..payload import render_payload
 from ..views import ConversationView
 from ..widgets.conversation import ConversationList
-from ..widgets.event_detail import EventDetail
+from ..widgets.event_detail import EventDetail, highlight
 from ..widgets.event_list import HEADER, EventList, human_size
 from ..widgets.timeline import Timeline
 
@@ -114,6 +116,7 @@ class SessionScreen(Screen[None]):
         self._detail_seq: int | None = None
         self._filter_timer: Timer | None = None
         self._players: list[subprocess.Popen[bytes]] = []
+        self.first_paint_at: float | None = None  # perf_counter() of the first frame drawn (for the benchmark)
 
     @property
     def rt_app(self) -> RtproxyApp:
@@ -148,9 +151,13 @@ class SessionScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.call_after_refresh(self._painted)
         self.query_one(ConversationList).focus()
         self.feed = SessionFeed(self.rt_app.db_path, self.session_id, self.rt_app.poll_interval)
         self.run_feed()
+
+    def _painted(self) -> None:
+        self.first_paint_at = time.perf_counter()
 
     def on_unmount(self) -> None:
         if self.feed is not None:
@@ -177,12 +184,12 @@ class SessionScreen(Screen[None]):
     def load_detail(self, seq: int) -> None:
         frame = data.load_frame(self.rt_app.db_path, self.session_id, seq)
         if frame is None:
-            self.post_message(EventLoaded(seq, f"event {seq} is gone", "", "text"))
+            self.post_message(EventLoaded(seq, f"event {seq} is gone", []))
             return
         text, lexer = render_payload(frame.data, frame.direction, self.conversation.formats)
         arrow = "→ client" if frame.direction == "client" else "← server"
         title = f"#{seq}  {frame.t:.3f} s  {arrow}  {human_size(len(frame.data))}"
-        self.post_message(EventLoaded(seq, title, text, lexer))
+        self.post_message(EventLoaded(seq, title, highlight(text, lexer)))
 
     @work(thread=True, exclusive=True, group="search")
     def search(self, needle: str) -> None:
@@ -254,11 +261,16 @@ class SessionScreen(Screen[None]):
             self.query_one(EventList).rows_appended(offset, follow=self.index_complete)
         if message.complete and not self.index_complete:
             self.index_complete = True
+            gc.freeze()  # 400k index tuples: keep the cyclic GC from rescanning them on every collection
+            if self.feed is not None:
+                self.call_after_refresh(self.feed.index_shown.set)
         self._update_events_status()
 
     @on(ConversationChanged)
     def _conversation_changed(self, message: ConversationChanged) -> None:
         self.conversation = message.view
+        if message.complete and not self.conversation_complete:
+            gc.freeze()
         self.conversation_complete = message.complete
         conv_list = self.query_one(ConversationList)
         if message.complete and not message.view.items:
@@ -366,7 +378,7 @@ class SessionScreen(Screen[None]):
     @on(EventLoaded)
     def _event_loaded(self, message: EventLoaded) -> None:
         if message.seq == self._detail_seq:
-            self.query_one(EventDetail).show_event(message.title, message.text, message.lexer)
+            self.query_one(EventDetail).show_event(message.title, message.lines)
 
     # -- jumping between the conversation and the events --
 

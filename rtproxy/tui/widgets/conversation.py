@@ -92,9 +92,9 @@ class ConversationList(ScrollView, can_focus=True):
         console = self.app.console
         strips: list[Strip] = []
         for text in item_lines(item, self.conversation, console, width):
-            for line in text.wrap(console, width, no_wrap=False):
-                segments = list(line.render(console))
-                strips.append(Strip(segments).crop_extend(0, width, None))
+            lines = [text] if text.cell_len <= width else list(text.wrap(console, width))
+            for line in lines:
+                strips.append(Strip(list(line.render(console))).crop_extend(0, width, None))
         strips.append(Strip.blank(width))
         self._strips[item.id] = (item, width, strips)
         return strips

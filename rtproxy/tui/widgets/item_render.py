@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.text import Text
@@ -40,6 +42,16 @@ def response_line(r: ResponseView) -> Text:
         if ms is not None and not (key == "first_delta" and r.latency_ms.get("first_audio") is not None):
             line.append(f" · {label} {seconds(ms)}", style="dim")
     return line
+
+
+def wrap(text: str, width: int, console: Console) -> list[str]:
+    """Lines of at most ``width`` cells: textwrap for plain ASCII (fast on long transcripts), else Rich."""
+    if text.isascii():
+        out: list[str] = []
+        for paragraph in text.splitlines() or [""]:
+            out.extend(textwrap.wrap(paragraph, width, break_on_hyphens=False) or [""])
+        return out
+    return [line.plain for line in Text(text).wrap(console, width)]
 
 
 def _json_lines(text: str, console: Console, width: int) -> list[Text]:
@@ -86,7 +98,7 @@ def item_lines(item: ItemView, conv: ConversationView, console: Console, width: 
         words = item.text or item.transcript
         if words:
             style = "italic" if not item.text and item.transcript else ""
-            body.extend(Text("  ") + line for line in Text(words, style=style).wrap(console, max(width - 2, 10)))
+            body.extend(Text("  " + line, style=style) for line in wrap(words, max(width - 2, 10), console))
         elif item.audio_ms <= 0:
             body.append(Text("  (no text)", style="dim italic"))
     if item.audio_ms > 0:
