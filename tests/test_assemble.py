@@ -697,3 +697,37 @@ def test_audio_cut_into_any_deltas_decodes_exactly(cuts: list[int], keep: bool) 
     item = s.conv(keep_audio=keep).item("a1")
     assert item is not None and item.audio_ms == pytest.approx(50.0)
     assert item.pcm16() == (pcm if keep else b"")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_refused_commit_leaves_its_audio_for_the_next_commit(dialect: str) -> None:
+    """When the server refuses a commit (an error naming it), the next commit takes that audio as well."""
+    first, second = tone(60, freq=250), tone(40, freq=650)
+    s = Script(dialect)
+    appends(s, first)
+    refused = s.client("input_audio_buffer.commit")
+    s.server("error", error={"type": "invalid_request_error", "code": "input_audio_buffer_commit_empty",
+                             "message": "too short", "event_id": refused["event_id"]})  # fmt: skip
+    appends(s, second)
+    s.client("input_audio_buffer.commit")
+    s.server("input_audio_buffer.committed", previous_item_id=None, item_id="u1")
+    c = s.conv()
+    (u1,) = c.items
+    assert u1.pcm16() == first + second and c.errors[0].client_type == "input_audio_buffer.commit"
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_failed_transcription_is_an_anomaly_and_late_events_do_not_revive_deleted_items(dialect: str) -> None:
+    """transcription.failed is reported; events for a deleted item do not bring it back."""
+    s = Script(dialect)
+    s.user_text("u1", "hi")
+    s.server("conversation.item.deleted", item_id="u1")
+    s.server("conversation.item.input_audio_transcription.failed", item_id="u1", content_index=0,
+             error={"type": "transcription_error", "message": "audio unreadable"})  # fmt: skip
+    s.server("conversation.item.input_audio_transcription.completed", item_id="u1", content_index=0,
+             transcript="late")  # fmt: skip
+    s.server("conversation.item.added", previous_item_id=None,
+             item={"id": "u1", "type": "message", "role": "user", "content": []})  # fmt: skip
+    c = s.conv()
+    assert c.items == [] and c.item("u1") is None
+    assert [a.kind for a in c.anomalies] == ["transcription_failed"] and "audio unreadable" in c.anomalies[0].message
