@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import shutil
 import struct
 import time
 from collections.abc import Callable
@@ -14,8 +15,10 @@ import orjson
 import pytest
 
 from rtproxy.protocol import CLIENT, SERVER, Direction, Frame
-from rtproxy.store import Store
+from rtproxy.store import Recorder, Store
 from rtproxy.tui.app import RtproxyApp, make_app
+from rtproxy.tui.index import EventFilter, EventIndex
+from rtproxy.tui.payload import render_payload
 
 RATE = 24000
 SIZE = (120, 40)
@@ -227,3 +230,436 @@ async def test_sessions_newest_first_and_enter_opens(db: Path) -> None:
         screen = await opened(pilot)
         assert screen.session_id == SESSION_META["id"]
         assert [i.id for i in screen.conversation.items][:2] == ["item_user1", "item_asst1"]
+
+
+def lines_of(widget: Any) -> list[str]:
+    """What a Line API widget shows, top to bottom, as plain text (every line, not just the visible ones)."""
+    height = widget.virtual_size.height
+    saved = widget.scroll_offset.y
+    out = []
+    for y in range(height):
+        widget.scroll_to(y=y, animate=False, immediate=True)
+        out.append(widget.render_line(y - widget.scroll_offset.y).text.rstrip())
+    widget.scroll_to(y=saved, animate=False, immediate=True)
+    return out
+
+
+async def test_sessions_filter_narrows_the_table(db: Path) -> None:
+    """Typing in the filter box keeps only the sessions whose id, model, status or label match."""
+    from textual.widgets import DataTable
+
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#sessions-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2, what="two sessions")
+        await pilot.press("slash", *"weather")
+        await wait_until(pilot, lambda: table.row_count == 1, what="filtered")
+        assert [str(k.value) for k in table.rows] == [SESSION_META["id"]]
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: table.row_count == 2, what="filter cleared")
+
+
+async def test_delete_asks_first(db: Path) -> None:
+    """`d` asks for confirmation; `n` keeps the session, `y` deletes it from the database."""
+    from textual.widgets import DataTable
+
+    from rtproxy.tui.screens.confirm import ConfirmScreen
+
+    app = make_app(db)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#sessions-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2, what="two sessions")
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm dialog")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="dialog closed")
+        assert table.row_count == 2
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm dialog")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: table.row_count == 1, what="row deleted")
+    with Store(db) as store:
+        assert [s["id"] for s in store.sessions()] == ["20251231-000000-old000"]
+        assert store.count_events(SESSION_META["id"]) == 0
+
+
+async def test_sessions_table_follows_the_recorder(tmp_path: Path) -> None:
+    """A session that a Recorder starts while the app runs appears, marked live, then closed."""
+    from textual.widgets import DataTable
+
+    db = tmp_path / "live.db"
+    build_db(db, extra_sessions=0)
+    recorder = Recorder(str(db))
+    recorder.start()
+    try:
+        app = make_app(db, poll_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one("#sessions-table", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 1, what="one session")
+            sid = recorder.open_session(model="gpt-realtime", path="/v1/realtime", started_at="2030-01-01T00:00:00Z")
+            recorder.record_frame(sid, 0, 0.0, "server", '{"type":"session.created","event_id":"e1","session":{}}')
+            recorder.flush()
+            await wait_until(pilot, lambda: table.row_count == 2, what="new session row")
+            assert str(table.coordinate_to_cell_key((0, 0)).row_key.value) == sid
+            assert "live" in str(table.get_cell(sid, "status"))
+            recorder.update_session(sid, status="closed")
+            recorder.flush()
+            await wait_until(pilot, lambda: "closed" in str(table.get_cell(sid, "status")), what="closed")
+    finally:
+        recorder.close()
+
+
+# --- the session screen -------------------------------------------------------------
+
+
+async def test_conversation_reads_as_chat(db: Path) -> None:
+    """The Conversation tab shows transcripts, text, pretty-printed function arguments and
+    output, audio with duration and waveform, and per response its status, tokens and latency."""
+    from rtproxy.tui.widgets.conversation import ConversationList
+
+    app = make_app(db, SESSION_META["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        text = "\n".join(lines_of(screen.query_one(ConversationList)))
+    assert "What is the weather in Paris?" in text
+    assert "It is mild and sunny in Paris." in text
+    assert "Book a table for two at 8pm." in text
+    assert "book_table(call_id=call_1)" in text
+    assert '"people": 2,' in text and '"time": "20:00"' in text  # indented JSON, one key a line
+    assert '"booked": true,' in text
+    assert "♪ 900 ms" in text and "♪ 600 ms" in text
+    assert "█" in text  # a waveform
+    assert "resp_1 completed · 150 tokens" in text
+    assert "first audio" in text and "resp_2 completed · 80 tokens" in text
+    order = [text.index(s) for s in ("weather in Paris", "mild and sunny", "Book a table", "book_table(")]
+    assert order == sorted(order)
+
+
+async def test_events_filters(db: Path) -> None:
+    """Type globs (with exclusions), the direction selector, ids and payload search narrow the event list."""
+    from rtproxy.tui.index import TYPE
+    from rtproxy.tui.widgets.event_list import EventList
+
+    app = make_app(db, SESSION_META["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        events = screen.query_one(EventList)
+
+        def shown() -> list[tuple[Any, ...]]:
+            return [screen.index.rows[i] for i in events.view.starts]
+
+        await pilot.press("t", *"response.*")
+        await wait_until(pilot, lambda: events.view.filter.types == "response.*", what="type filter")
+        assert shown() and all(r[TYPE].startswith("response.") for r in shown())
+        await pilot.press(*" -*.delta")
+        await wait_until(pilot, lambda: events.view.filter.types.endswith("-*.delta"), what="exclusion")
+        assert shown() and not any(r[TYPE].endswith(".delta") for r in shown())
+        await pilot.press("escape")  # leaves the input, not the screen
+        assert screen.focused is events
+        await pilot.press("x", "D")
+        await wait_until(pilot, lambda: events.view.filter.direction == "client", what="client only")
+        assert shown() and {r[2] for r in shown()} == {"client"}
+        await pilot.press("x", "i", *"resp_2", "enter")
+        await wait_until(pilot, lambda: events.view.filter.ids == "resp_2", what="id filter")
+        assert shown() and all("resp_2" in (r[4], r[5]) for r in shown())
+        await pilot.press("x", "s", *"sunny", "enter")
+        await wait_until(pilot, lambda: events.view.filter.seqs is not None, what="search")
+        with Store(db) as store:
+            expected = {f.seq for f in store.frames(SESSION_META["id"]) if "sunny" in str(f.data)}
+        assert {r[0] for r in screen.index.rows if r[0] in events.view.filter.seqs} == expected
+        assert len(expected) >= 2
+
+
+async def test_delta_runs_collapse_and_open(db: Path) -> None:
+    """Runs of appends and deltas are one line each; Enter opens a run, `c` turns collapsing off."""
+    from rtproxy.tui.widgets.event_list import EventList
+
+    app = make_app(db, SESSION_META["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        await pilot.press("2")
+        events = screen.query_one(EventList)
+        total = len(screen.index)
+        collapsed = len(events.view)
+        assert collapsed < total
+        listing = lines_of(events)
+        run_line = next(n for n, line in enumerate(listing) if "input_audio_buffer.append ×" in line)
+        count = events.view.counts[run_line]
+        assert count > 1 and f"input_audio_buffer.append ×{count}" in listing[run_line]
+        events.cursor = run_line
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(events.view) == collapsed + count - 1, what="run opened")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(events.view) == collapsed, what="run closed")
+        await pilot.press("c")
+        await wait_until(pilot, lambda: len(events.view) == total, what="no collapsing")
+
+
+async def test_detail_pane_shows_json_without_audio(db: Path) -> None:
+    """The selected event's JSON is shown indented, its base64 audio replaced by size and duration."""
+    from rtproxy.tui.widgets.event_detail import EventDetail
+    from rtproxy.tui.widgets.event_list import EventList
+
+    app = make_app(db, SESSION_META["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        await pilot.press("2")
+        events = screen.query_one(EventList)
+        detail = screen.query_one(EventDetail)
+        line = next(n for n, start in enumerate(events.view.starts) if screen.index.rows[start][3] ==
+                    "input_audio_buffer.append")
+        events.cursor = line
+        await wait_until(pilot, lambda: "input_audio_buffer.append" in detail.text, what="detail loaded")
+        assert '"audio": "<base64 audio, 960 bytes, 20 ms>"' in detail.text
+        assert '\n  "event_id": "cl_a000",' in detail.text
+        events.cursor = 0
+        await wait_until(pilot, lambda: "session.created" in detail.text, what="first event")
+        assert '"model": "gpt-realtime"' in detail.text
+
+
+async def test_jump_between_conversation_and_events(db: Path) -> None:
+    """Enter on an item shows its events (filtered, cursor on its first); `b` goes back to it; `o` jumps from
+    an event to its item."""
+    from textual.widgets import TabbedContent
+
+    from rtproxy.tui.index import ITEM_ID, SEQ
+    from rtproxy.tui.widgets.conversation import ConversationList
+    from rtproxy.tui.widgets.event_list import EventList
+
+    app = make_app(db, SESSION_META["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        tabs = screen.query_one(TabbedContent)
+        conv = screen.query_one(ConversationList)
+        events = screen.query_one(EventList)
+        assert conv.move_to_item("item_call1")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: tabs.active == "events" and events.view.filter.ids == "item_call1",
+                         what="events of the item")
+        call = screen.conversation.by_id["item_call1"]
+        assert events.cursor_seq == call.first_seq
+        assert all(screen.index.rows[i][ITEM_ID] == "item_call1" for i in events.view.starts)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: tabs.active == "conversation", what="back")
+        assert conv.cursor_item is not None and conv.cursor_item.id == "item_call1"
+        await pilot.press("x")  # clear the filter, pick an event of the first assistant item
+        await wait_until(pilot, lambda: events.view.filter.is_empty, what="cleared")
+        await pilot.press("2")
+        target = next(r for r in screen.index.rows if r[ITEM_ID] == "item_asst1")
+        events.move_to_seq(target[SEQ])
+        await pilot.press("o")
+        await wait_until(pilot, lambda: tabs.active == "conversation", what="to the item")
+        assert conv.cursor_item is not None and conv.cursor_item.id == "item_asst1"
+
+
+async def test_timeline_shows_latency_and_tokens(db: Path) -> None:
+    """The Timeline tab has a bar per response with its trigger, first audio, done, tokens, and the total."""
+    from textual.widgets import Static
+
+    app = make_app(db, SESSION_META["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("3")
+        body = str(app.screen.query_one("#timeline-body", Static).render())
+    assert "speech_stopped" in body and "response.create" in body
+    assert "━" in body
+    assert "total: 2 responses, 230 tokens (170 in, 60 out)" in body
+    assert "113 ms" in body  # first audio of resp_1: 1.003 + 0.001 - 0.891 s
+
+
+async def test_export_wavs_and_play(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`w` writes the item's audio as WAV, `W` the conversation as stereo WAV, `p` starts a system player
+    with a WAV of the item (here a script standing in for aplay), or says none is there."""
+    import wave
+
+    out = tmp_path / "out"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    played = tmp_path / "played.wav"
+    fake = bin_dir / "aplay"
+    fake.write_text(f"#!/bin/sh\nfor last; do :; done\n{shutil.which('cp')} \"$last\" {played}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    app = make_app(db, SESSION_META["id"], export_dir=out)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        from rtproxy.tui.widgets.conversation import ConversationList
+
+        assert screen.query_one(ConversationList).move_to_item("item_asst1")
+        await pilot.press("w")
+        item_wav = out / f"{SESSION_META['id']}-item_asst1.wav"
+        await wait_until(pilot, lambda: "wrote" in screen.last_notice, what="item exported")
+        asst_start = screen.conversation.by_id["item_asst1"].t_start
+        await pilot.press("W")
+        conv_wav = out / f"{SESSION_META['id']}-conversation.wav"
+        await wait_until(pilot, lambda: "conversation.wav" in screen.last_notice, what="conversation exported")
+        await pilot.press("p")
+        await wait_until(pilot, lambda: screen.last_notice.startswith("playing"), what="playing")
+        for proc in screen._players:
+            proc.wait(timeout=10)
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        await pilot.press("p")
+        await wait_until(pilot, lambda: "no audio player" in screen.last_notice, what="no player")
+    samples = sum(len(base64.b64decode(e["delta"])) // 2 for _d, _t, e in session_events()
+                  if e["type"] == "response.output_audio.delta")
+    with wave.open(str(item_wav)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (1, RATE, samples)
+    with wave.open(str(conv_wav)) as w:
+        assert w.getnchannels() == 2  # user left, assistant right, placed at the time they were heard
+        assert abs(w.getnframes() - (round(asst_start * RATE) + samples)) <= 1
+    with wave.open(str(played)) as w:
+        assert w.getnframes() == samples
+
+
+async def test_live_session_grows_on_screen(tmp_path: Path) -> None:
+    """While a Recorder writes a session, the open screen shows LIVE, takes in new events and items
+    without moving the user's cursor, and drops LIVE when the session closes."""
+    from textual.widgets import Static
+
+    from rtproxy.tui.widgets.conversation import ConversationList
+    from rtproxy.tui.widgets.event_list import EventList
+
+    db = tmp_path / "rec.db"
+    frames = session_frames()
+    cut = next(n for n, f in enumerate(frames) if "item_user2" in str(f.data))  # before the text turn
+    recorder = Recorder(str(db))
+    recorder.start()
+    try:
+        sid = recorder.open_session(model="gpt-realtime", path="/v1/realtime")
+        for f in frames[:cut]:
+            recorder.record_frame(sid, f.seq, f.t, f.direction.value, f.data)
+        recorder.flush()
+        app = make_app(db, sid, poll_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await opened(pilot)
+            indicator = screen.query_one("#live-indicator", Static)
+            await wait_until(pilot, lambda: "LIVE" in str(indicator.render()), what="LIVE shown")
+            assert [i.id for i in screen.conversation.items] == ["item_user1", "item_asst1"]
+            await pilot.press("2")
+            events = screen.query_one(EventList)
+            events.cursor = 3
+            await pilot.pause()
+            place = events.cursor_seq
+            for f in frames[cut:]:
+                recorder.record_frame(sid, f.seq, f.t, f.direction.value, f.data)
+            recorder.flush()
+            await wait_until(pilot, lambda: len(screen.index) == len(frames), what="new events listed")
+            await wait_until(pilot, lambda: "item_out1" in screen.conversation.by_id, what="new items")
+            assert events.cursor_seq == place and events.cursor == 3
+            conv = screen.query_one(ConversationList)
+            assert [i.id for i in conv.items][-1] == "item_out1"
+            recorder.update_session(sid, status="closed")
+            recorder.flush()
+            await wait_until(pilot, lambda: "LIVE" not in str(indicator.render()), what="LIVE gone")
+            assert not screen.live
+    finally:
+        recorder.close()
+
+
+async def test_help_and_command_palette(db: Path) -> None:
+    """`?` opens the help; the command palette lists the screen's actions and runs them."""
+    from textual.command import CommandPalette
+    from textual.widgets import TabbedContent
+
+    from rtproxy.tui.screens.help import HelpScreen
+
+    app = make_app(db, SESSION_META["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen, what="help closed")
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: CommandPalette.is_open(app), what="palette")
+        await pilot.press(*"show timeline")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.query_one(TabbedContent).active == "timeline", what="timeline")
+
+
+async def test_escape_goes_to_the_sessions(db: Path) -> None:
+    """Opened on a session, Escape shows the sessions table with that session in it."""
+    from textual.widgets import DataTable
+
+    from rtproxy.tui.screens.sessions import SessionsScreen
+
+    app = make_app(db, SESSION_META["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, SessionsScreen), what="sessions")
+        table = app.screen.query_one("#sessions-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2, what="rows")
+
+
+# --- pure parts -----------------------------------------------------------------------
+
+
+def test_index_views() -> None:
+    """Filters combine (globs, exclusions, direction, id prefix, search hits) and runs fold and open."""
+    frames = session_frames()
+    from rtproxy.store import describe
+
+    rows = []
+    for f in frames:
+        typ, _eid, iid, rid = describe(f.data)
+        rows.append((f.seq, f.t, f.direction.value, typ, iid, rid, len(f.data)))
+    index = EventIndex(rows)
+    assert index.append(rows[-3:]) == 0  # repeated rows are ignored
+    everything = index.view(EventFilter(collapse=False))
+    assert len(everything) == len(rows)
+    collapsed = index.view(EventFilter())
+    assert sum(collapsed.counts) == len(rows) and len(collapsed) < len(rows)
+    head = next(index.rows[s][0] for s, c in zip(collapsed.starts, collapsed.counts, strict=True) if c > 1)
+    opened_view = index.view(EventFilter(), frozenset({head}))
+    assert len(opened_view) > len(collapsed)
+    server_items = index.view(EventFilter(types="conversation.item.*", direction="server", collapse=False))
+    assert {index.rows[s][3] for s in server_items.starts} == {"conversation.item.added",
+                                                               "conversation.item.input_audio_transcription.completed"}
+    no_deltas = index.view(EventFilter(types="-*.delta -input_audio_buffer.*", collapse=False))
+    assert not any(index.rows[s][3].endswith(".delta") or index.rows[s][3].startswith("input_audio_buffer.")
+                   for s in no_deltas.starts)
+    by_id = index.view(EventFilter(ids="item_u", collapse=False))
+    assert {index.rows[s][4] for s in by_id.starts} == {"item_user1", "item_user2"}
+    hits = index.view(EventFilter(seqs=frozenset({0, 5, 70}), collapse=False))
+    assert [index.rows[s][0] for s in hits.starts] == [0, 5, 70]
+    assert collapsed.line_of_row(index.position(head + 1)) == collapsed.line_of_row(index.position(head))
+
+
+def test_payload_rendering() -> None:
+    """Audio fields become `<base64 audio, N bytes, X ms>` at the session's format; binary and text frames show."""
+    from rtproxy.protocol import ULAW
+
+    append = orjson.dumps({"type": "input_audio_buffer.append", "audio": b64(bytes(4800))}).decode()
+    text, lexer = render_payload(append, CLIENT)
+    assert lexer == "json" and '"audio": "<base64 audio, 4800 bytes, 100 ms>"' in text
+    text, _ = render_payload(append, CLIENT, (ULAW, None))
+    assert "<base64 audio, 4800 bytes, 600 ms>" in text
+    delta = orjson.dumps({"type": "response.audio.delta", "delta": b64(bytes(480))}).decode()
+    assert "<base64 audio, 480 bytes, 10 ms>" in render_payload(delta, SERVER)[0]
+    text_delta = orjson.dumps({"type": "response.text.delta", "delta": "x" * 100}).decode()
+    assert "x" * 100 in render_payload(text_delta, SERVER)[0]
+    assert render_payload("not json", SERVER) == ("not json", "text")
+    assert render_payload(b"\x00\x01", SERVER)[0].startswith("<binary frame, 2 bytes>")
+
+
+def test_cli_tui_errors_and_lazy_import(tmp_path: Path) -> None:
+    """`rtproxy tui` names a missing database or session in one line (exit 2), and `import rtproxy.cli`
+    does not import Textual."""
+    import subprocess
+    import sys
+
+    exe = [sys.executable, "-c", "from rtproxy.cli import entry; entry()"]
+    missing = subprocess.run([*exe, "tui", "--db", str(tmp_path / "none.db")], capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode == 2 and "none.db" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    db = tmp_path / "x.db"
+    build_db(db)
+    unknown = subprocess.run([*exe, "tui", "nosuchsession", "--db", str(db)], capture_output=True, text=True,
+                             timeout=60)
+    assert unknown.returncode == 2 and "nosuchsession" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    probe = subprocess.run([sys.executable, "-c", "import sys, rtproxy.cli; print('textual' in sys.modules)"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "False"

@@ -116,6 +116,7 @@ class SessionScreen(Screen[None]):
         self._detail_seq: int | None = None
         self._filter_timer: Timer | None = None
         self._players: list[subprocess.Popen[bytes]] = []
+        self.last_notice = ""  # the latest play/export outcome, as notified
         self.first_paint_at: float | None = None  # perf_counter() of the first frame drawn (for the benchmark)
 
     @property
@@ -425,6 +426,9 @@ class SessionScreen(Screen[None]):
     # -- actions --
 
     def action_back(self) -> None:
+        if isinstance(self.focused, Input):  # leave the filter box, not the screen
+            self.query_one(EventList).focus()
+            return
         self.rt_app.show_sessions()
 
     def action_show_tab(self, tab: str) -> None:
@@ -487,4 +491,5 @@ class SessionScreen(Screen[None]):
 
     @on(AudioFinished)
     def _audio_finished(self, message: AudioFinished) -> None:
+        self.last_notice = message.text
         self.notify(message.text, severity="error" if message.error else "information")
