@@ -63,11 +63,13 @@ class _Sender:
             self.queue.put_nowait((self.last_due, s.data))
 
     async def _ship(self, data: str | bytes) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
+        try:
             if isinstance(data, str):
                 await self.ws.send_str(data)
             else:
                 await self.ws.send_bytes(data)
+        except (ConnectionError, RuntimeError):  # the client left; its close ends the session
+            pass
 
     async def _drain(self) -> None:
         assert self.queue is not None
