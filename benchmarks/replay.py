@@ -213,9 +213,11 @@ def main(argv: list[str] | None = None) -> int:
             for kind in runs:
                 r = one(kind, path, client_frames, expected, args.timeout)
                 runs[kind].append(r)
-                print(f"  run {i + 1} {kind:8}: load {r.load_s:6.2f} s  session {r.session_s:6.2f} s  "
-                      f"first event {r.first_event_ms:7.2f} ms  server CPU {r.server_cpu_s:5.2f} s  "
-                      f"received {r.received}  {'ok' if r.ok else 'FAILED'}")
+                print(
+                    f"  run {i + 1} {kind:8}: load {r.load_s:6.2f} s  session {r.session_s:6.2f} s  "
+                    f"first event {r.first_event_ms:7.2f} ms  server CPU {r.server_cpu_s:5.2f} s  "
+                    f"received {r.received}  {'ok' if r.ok else 'FAILED'}"
+                )
     metrics = ("load_s", "session_s", "first_event_ms", "server_cpu_s")
     med = {k: {m: median([getattr(r, m) for r in v]) for m in metrics} for k, v in runs.items()}
     print()
@@ -223,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, m in med.items():
         print(f"{k:10} {m['load_s']:8.2f} {m['session_s']:10.2f} {m['first_event_ms']:15.2f} {m['server_cpu_s']:13.2f}")
     rt, base = med["rtproxy"], med["baseline"]
-    print(f"{'ratio':10} " + " ".join(f"{ratio(rt[m], base[m]):{w}.2f}" for m, w in zip(metrics, (8, 10, 15, 13), strict=True))
-          + "   (rtproxy / baseline)")  # fmt: skip
+    widths = (8, 10, 15, 13)
+    cells = " ".join(f"{ratio(rt[m], base[m]):{w}.2f}" for m, w in zip(metrics, widths, strict=True))
+    print(f"{'ratio':10} {cells}   (rtproxy / baseline)")
     ok = all(r.ok for v in runs.values() for r in v)
     bars = rt["session_s"] < 5.0 and rt["first_event_ms"] < 20.0
     print(f"bars: session < 5 s: {'met' if rt['session_s'] < 5.0 else 'MISSED'} ({rt['session_s']:.2f} s); "
