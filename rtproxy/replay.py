@@ -106,6 +106,16 @@ class Script:
     def server_events(self) -> int:
         return len(self.greeting) + sum(len(s.replies) for s in self.steps)
 
+    @property
+    def server_close(self) -> tuple[int, str] | None:
+        """(code, reason) if the recorded server closed the connection itself after the last turn."""
+        code = self.session.get("server_close_code")
+        if self.session.get("closed_by") != "upstream" or not isinstance(code, int):
+            return None
+        if not (1000 <= code < 5000) or code in (1004, 1005, 1006, 1015):
+            return None
+        return code, str(self.session.get("server_close_reason") or "")
+
     def turn_end(self, index: int) -> int:
         """Index of the step that ends the turn `index` is in (the last step if none)."""
         for j in range(index, len(self.steps)):
@@ -334,8 +344,10 @@ class Player:
 
     @property
     def finished(self) -> bool:
-        """Every step played or missed."""
-        return PENDING not in self.state and self.run is None
+        """Every step played or missed, and every reply sent."""
+        if PENDING in self.state:
+            return False
+        return self.run is None or self.run_sent == len(self.run.replies)
 
     def start(self) -> list[Send]:
         return self._replies(self.script.greeting)

@@ -45,7 +45,7 @@ class _Sender:
 
     def __init__(self, ws: web.WebSocketResponse, t0: float, pace: str, speed: float) -> None:
         self.ws, self.t0, self.speed = ws, t0, speed
-        self.queue: asyncio.Queue[tuple[float, str | bytes]] | None = None
+        self.queue: asyncio.Queue[tuple[float, str | bytes | tuple[int, str]]] | None = None
         self.task: asyncio.Task[None] | None = None
         self.last_due = 0.0
         if pace == "recorded":
@@ -61,6 +61,19 @@ class _Sender:
         for s in sends:
             self.last_due = max(self.last_due, at + s.delay / self.speed)
             self.queue.put_nowait((self.last_due, s.data))
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close as the recorded server did, once everything before is sent."""
+        if self.queue is None:
+            await self._close(code, reason)
+        else:
+            self.queue.put_nowait((self.last_due, (code, reason)))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.ws.close(code=code, message=reason.encode()[:123])
+        except (ConnectionError, RuntimeError):
+            pass
 
     async def _ship(self, data: str | bytes) -> None:
         try:
@@ -78,6 +91,9 @@ class _Sender:
             wait = self.t0 + due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            if isinstance(data, tuple):
+                await self._close(*data)
+                return
             await self._ship(data)
 
     async def stop(self) -> None:
@@ -147,14 +163,20 @@ class ReplayServer:
         self.report.connections.append(player.report)
         self.open.add(ws)
         sender = _Sender(ws, t0, self.pace, self.speed)
+        closing = self.script.server_close
         try:
             await sender.send(player.start(), 0.0)
+            if closing and player.finished:
+                await sender.close(*closing)
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                     t = time.monotonic() - t0
                     out = player.receive(msg.data, t)
                     if out:
                         await sender.send(out, t)
+                    if closing and player.finished:
+                        await sender.close(*closing)
+                        closing = None
                 else:
                     break
         finally:

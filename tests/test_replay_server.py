@@ -143,6 +143,28 @@ async def test_recorded_pace_keeps_offsets_scaled_by_speed() -> None:
     assert instant < paced
 
 
+@pytest.mark.parametrize("pace", ["instant", "recorded"])
+async def test_a_recording_the_server_closed_is_closed_the_same_way(pace: str) -> None:
+    """When the recorded server closed the session, the replay closes with its code after the last turn."""
+    closed = {"closed_by": "upstream", "server_close_code": 4000, "server_close_reason": "bye"}
+    server = ReplayServer(build_script(script_frames(), session=closed), pace=pace, speed=50)
+    runner, port = await start(server)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(f"ws://127.0.0.1:{port}/v1/realtime") as ws:
+                await receive_types(ws, "session.created")
+                await ws.send_str('{"type":"session.update","session":{}}')
+                await receive_types(ws, "session.updated")
+                await ws.send_str('{"type":"response.create"}')
+                await receive_types(ws, "response.done")
+                msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 4000 and msg.extra == "bye"
+        await server.wait_closed(1, timeout=5)
+        assert server.report.ok
+    finally:
+        await runner.cleanup()
+
+
 # --- the command, as a subprocess ------------------------------------------------------------
 
 REPLAYING = re.compile(r"replaying .* on (wss?)://127\.0\.0\.1:(\d+) \(websocket_base_url=(wss?://[^)]+)\)")
