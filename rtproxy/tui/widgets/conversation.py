@@ -36,8 +36,8 @@ class ConversationList(ScrollView, can_focus=True):
     COMPONENT_CLASSES = {"conversation-list--cursor", "conversation-list--separator"}
     DEFAULT_CSS = """
     ConversationList { height: 1fr; }
-    ConversationList > .conversation-list--cursor { background: $accent 25%; }
-    ConversationList:focus > .conversation-list--cursor { background: $accent 45%; }
+    ConversationList > .conversation-list--cursor { background: $primary 20%; }
+    ConversationList:focus > .conversation-list--cursor { background: $primary 35%; }
     ConversationList > .conversation-list--separator { color: $panel-lighten-2; }
     """
 

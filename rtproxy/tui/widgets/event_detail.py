@@ -26,7 +26,7 @@ def highlight(text: str, lexer: str) -> list[Text]:
         text = text[:MAX_CHARS] + f"\n… ({len(text) - MAX_CHARS} more characters)"
     if lexer == "text":
         return [Text(line) for line in text.splitlines()] or [Text("")]
-    return list(Syntax(text, lexer, theme=THEME, background_color="default").highlight(text).split("\n"))
+    return list(Syntax(text, lexer, theme=THEME).highlight(text).split("\n"))
 
 
 class EventDetail(ScrollView, can_focus=True):

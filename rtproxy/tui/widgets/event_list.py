@@ -61,10 +61,10 @@ class EventList(ScrollView, can_focus=True):
     }
     DEFAULT_CSS = """
     EventList { height: 1fr; }
-    EventList > .event-list--cursor { background: $accent 40%; text-style: bold; }
-    EventList:focus > .event-list--cursor { background: $accent; }
+    EventList > .event-list--cursor { background: $primary 50%; text-style: bold; }
+    EventList:focus > .event-list--cursor { background: $primary; }
     EventList > .event-list--client { color: $success; }
-    EventList > .event-list--server { color: $secondary; }
+    EventList > .event-list--server { color: $foreground; }
     EventList > .event-list--run { color: $warning; }
     EventList > .event-list--dim { color: $text-muted; }
     """

@@ -60,9 +60,8 @@ def _json_lines(text: str, console: Console, width: int) -> list[Text]:
     cut = len(lines) - MAX_JSON_LINES
     if cut > 0:
         lines = lines[:MAX_JSON_LINES]
-    highlighted = Syntax("\n".join(lines), "json", theme="ansi_dark", background_color="default").highlight(
-        "\n".join(lines)
-    )
+    code = "\n".join(lines)
+    highlighted = Syntax(code, "json", theme="ansi_dark").highlight(code)
     out = [Text("    ") + part for part in highlighted.split("\n")]
     if cut > 0:
         out.append(Text(f"    … {cut} more lines", style="dim"))
