@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -20,6 +21,9 @@ from .confirm import ConfirmScreen
 
 if TYPE_CHECKING:
     from ..app import RtproxyApp
+
+#: A live session's growing counts refresh at most this often (seconds).
+LIVE_RELOAD = 2.0
 
 COLUMNS = (
     ("id", "id"),
@@ -67,7 +71,7 @@ class SessionsScreen(Screen[None]):
     """A table of sessions; Enter opens one, `d` deletes one after asking."""
 
     BINDINGS = [
-        Binding("enter", "open_session", "Open", priority=False),
+        Binding("enter", "open_session", "Open", priority=True),  # also from the filter box: opens the top match
         Binding("d", "delete_session", "Delete"),
         Binding("slash", "focus_filter", "Filter"),
         Binding("r", "reload", "Reload"),
@@ -87,6 +91,7 @@ class SessionsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._fingerprint: tuple[Any, ...] | None = None
+        self._loaded_at = 0.0
 
     @property
     def rt_app(self) -> RtproxyApp:
@@ -120,11 +125,21 @@ class SessionsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="sessions-poll")
     def poll(self) -> None:
-        """Reload when something changed: a new session, one ending, a live one growing."""
+        """Reload when something changed: a new session, one ending, a live one growing.
+
+        Counting a live session's events scans them, so growth alone reloads at
+        most every LIVE_RELOAD seconds; new and ended sessions show at once.
+        """
         fingerprint = data.sessions_fingerprint(self.rt_app.db_path)
-        if fingerprint != self._fingerprint:
-            self._fingerprint = fingerprint
-            self.post_message(SessionsLoaded(data.load_sessions(self.rt_app.db_path)))
+        if fingerprint == self._fingerprint:
+            return
+        old = self._fingerprint
+        only_grew = old is not None and fingerprint[:3] == old[:3] and len(fingerprint) == len(old)
+        if only_grew and time.monotonic() - self._loaded_at < LIVE_RELOAD:
+            return
+        self._fingerprint = fingerprint
+        self._loaded_at = time.monotonic()
+        self.post_message(SessionsLoaded(data.load_sessions(self.rt_app.db_path)))
 
     @work(thread=True, group="sessions-delete")
     def delete(self, session_id: str) -> None:
