@@ -255,9 +255,13 @@ def decode_b64(value: Any) -> bytes:
 
 # --- secrets --------------------------------------------------------------------
 
-SECRET_HEADERS = frozenset({"authorization", "api-key", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
-SECRET_QUERY_PARAMS = frozenset({"api-key", "api_key", "key", "token", "access_token"})
+SECRET_HEADERS = frozenset(
+    {"authorization", "api-key", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-rtproxy-token"}
+)
+SECRET_QUERY_PARAMS = frozenset({"api-key", "api_key", "key", "token", "access_token", "rtproxy_token"})
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."
+#: Subprotocols that carry a secret after their prefix (the browser's key; rtproxy's own access token).
+SECRET_PROTOCOL_PREFIXES = (INSECURE_KEY_PROTOCOL, "rtproxy-token.")
 _SECRET_RE = re.compile(r"(?<![A-Za-z0-9_])(?:sk-|ek_)[A-Za-z0-9_\-]{12,}")
 _SECRET_BYTES_RE = re.compile(rb"(?<![A-Za-z0-9_])(?:sk-|ek_)[A-Za-z0-9_\-]{12,}")
 _SECRET_MARKERS = ("sk-", "ek_")
@@ -302,10 +306,12 @@ def redact_query(query: str) -> str:
 
 
 def redact_subprotocols(protocols: Iterable[str]) -> list[str]:
-    return [
-        INSECURE_KEY_PROTOCOL + mask(p[len(INSECURE_KEY_PROTOCOL) :]) if p.startswith(INSECURE_KEY_PROTOCOL) else p
-        for p in protocols
-    ]
+    """Subprotocols with the secret part of key-carrying ones masked."""
+    out = []
+    for p in protocols:
+        prefix = next((x for x in SECRET_PROTOCOL_PREFIXES if p.startswith(x)), None)
+        out.append(prefix + mask(p[len(prefix) :]) if prefix else p)
+    return out
 
 
 def has_secret(text: str) -> bool:

@@ -132,15 +132,6 @@ async def test_auth_token_is_required_and_accepted_in_each_place(
     assert code == 0 and token not in out + err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the proxy records its own access token: redact_headers() (rtproxy/protocol.py) masks only "
-    "SECRET_HEADERS, which lacks x-rtproxy-token, and masks only openai-insecure-api-key.* subprotocols, not "
-    "rtproxy-token.*, so sessions.request_headers and http.request_headers keep the token; and "
-    "Proxy.forward_http records redact_query(request.query_string) without _strip_token, so http.query keeps "
-    "rtproxy_token= (fix: add x-rtproxy-token to SECRET_HEADERS and rtproxy_token to SECRET_QUERY_PARAMS, and "
-    "mask rtproxy-token.* in redact_subprotocols)",
-)
 async def test_auth_token_never_reaches_the_database(
     upstream: ScriptedUpstream, tmp_path: Path, proxy_process: list[ProxyProcess]
 ) -> None:
