@@ -262,14 +262,6 @@ async def test_a_host_header_cannot_choose_the_upstream(proxy: RunningProxy, ups
     assert upstream.http_requests[0]["headers"]["Host"] == f"127.0.0.1:{upstream.port}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiohttp.web_protocol logs every malformed request ('Error handling request', with a traceback) to the "
-    "'aiohttp.server' logger, and `rtproxy proxy` configures no logging, so Python's last-resort handler prints "
-    "the tracebacks on the proxy's stderr: any client can fill the log (fix in rtproxy/cli/record.py: give "
-    "'aiohttp.server' a one-line handler, e.g. logging.getLogger('aiohttp.server').setLevel(logging.CRITICAL) "
-    "plus a one-line warning of our own, or an access logger that prints 'rejected malformed request from ADDR')",
-)
 async def test_malicious_handshakes_leave_no_traceback_in_the_proxy_log(
     upstream: ScriptedUpstream, tmp_path: Path, proxy_process: list[ProxyProcess]
 ) -> None:

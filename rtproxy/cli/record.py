@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 import signal
 import sys
@@ -29,6 +30,26 @@ def _is_loopback(host: str) -> bool:
 def _say(text: str = "") -> None:
     click.echo(text)
     sys.stdout.flush()
+
+
+class _OneLine(logging.Handler):
+    """Log records as one plain line on stderr: a client's malformed request is no traceback in our log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage().removeprefix("rtproxy: ")
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            message += f": {type(exc).__name__}: {exc}" if str(exc) else f": {type(exc).__name__}"
+        click.echo(f"rtproxy: {message}", err=True)
+
+
+def _setup_logging() -> None:
+    handler = _OneLine(logging.WARNING)
+    for name in ("rtproxy", "aiohttp"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.WARNING)
 
 
 def _banner(host: str, port: int, tls: bool, upstream: str, db: str, cert: Any, token: bool) -> None:
@@ -72,6 +93,7 @@ async def _serve(
     def failed(message: str) -> None:
         click.echo(f"rtproxy: WARNING: {message}", err=True)
 
+    _setup_logging()
     recorder = Recorder(db, on_overflow=overflow, on_error=failed)
     if recorder.interrupted:
         _say(f"rtproxy: marked {recorder.interrupted} session(s) left open by a stopped proxy as interrupted")
