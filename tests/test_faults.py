@@ -556,3 +556,30 @@ async def test_two_proxies_share_one_database(
         assert n == (cev + sev, cev + sev - 1), model
     assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
     assert os.stat(db).st_mode & 0o777 == 0o600
+
+
+# --- load, in miniature (the full run is benchmarks/load.py) -----------------------------------
+
+
+@pytest.mark.slow
+def test_load_smoke_run_loses_no_frame(tmp_path: Path) -> None:
+    """A few voice sessions at real-time rate, idle connections and a stalled client through the real proxy: every
+    frame sent in each direction is recorded, and the stalled client's flood is held back by backpressure."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "load.json"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "load.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--sessions", "5", "--duration", "1", "--idle", "20", "--slow-seconds", "1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = orjson.loads(out.read_bytes())
+    load = result["load"]
+    assert load["up"]["sent"] == load["up"]["upstream_received"] == load["up"]["recorded"] > 5 * 10
+    assert load["down"]["sent"] == load["down"]["recorded"] > 5 * 10
+    assert load["lost"] == 0 and load["unrecorded"] == 0 and load["failures"] == []
+    assert result["idle"]["connections"] == 20
+    assert 0 < result["slow"]["flood_sent"]["at_end"] < 200_000

@@ -64,8 +64,11 @@ def test_words_become_same_length_placeholders_and_ids_stay() -> None:
     )  # fmt: skip
     out = list(redact_frames(frames))
     assert [f.seq for f in out] == [f.seq for f in frames] and [f.t for f in out] == [f.t for f in frames]
-    assert ev(out[0]) == {"type": "session.update", "event_id": "evt_1",
-                          "session": {"instructions": "xxxx xxxx x xxxxxx."}}
+    assert ev(out[0]) == {
+        "type": "session.update",
+        "event_id": "evt_1",
+        "session": {"instructions": "xxxx xxxx x xxxxxx."},
+    }
     assert ev(out[1])["item"]["content"][0] == {"type": "input_text", "text": "xx, xxx!"}
     assert ev(out[1])["item"]["id"] == "item_u1"
     delta = ev(out[2])

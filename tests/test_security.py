@@ -56,9 +56,7 @@ def everything_on_disk(*paths: Path) -> bytes:
 # --- where it listens --------------------------------------------------------------------------
 
 
-async def test_the_proxy_listens_on_loopback_only_by_default(
-    tmp_path: Path, proxy_process: list[ProxyProcess]
-) -> None:
+async def test_the_proxy_listens_on_loopback_only_by_default(tmp_path: Path, proxy_process: list[ProxyProcess]) -> None:
     """Without --host the proxy binds 127.0.0.1 alone and prints no exposure warning."""
     p = spawn_proxy(["--db", str(tmp_path / "rt.db"), "--upstream", "http://127.0.0.1:9"])
     proxy_process.append(p)
