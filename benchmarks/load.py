@@ -162,11 +162,13 @@ class Voice:
     failures: list[str] = field(default_factory=list)
 
 
-async def voice_session(http: aiohttp.ClientSession, url: str, i: int, duration: float, out: Voice, seed: int) -> None:
+async def voice_session(
+    http: aiohttp.ClientSession, url: str, i: int, duration: float, out: Voice, seed: int, model: str
+) -> None:
     rng = random.Random(seed * 1000 + i)
     interval_ms = rng.randrange(20, 101, 10)
     chunk = audio_b64(interval_ms, seed + i)
-    ws = await asyncio.wait_for(http.ws_connect(f"{url}/v1/realtime?model=load&mode=voice", max_msg_size=0), TIMEOUT)
+    ws = await asyncio.wait_for(http.ws_connect(f"{url}/v1/realtime?model={model}&mode=voice", max_msg_size=0), TIMEOUT)
     out.sessions += 1
     ended = asyncio.Event()
 
@@ -204,12 +206,18 @@ async def voice_session(http: aiohttp.ClientSession, url: str, i: int, duration:
         reader.cancel()
 
 
-async def voice_phase(url: str, sessions: int, duration: float, seed: int) -> Voice:
+async def voice_phase(url: str, sessions: int, duration: float, seed: int, model: str = "load") -> Voice:
     out = Voice()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        await asyncio.gather(*(voice_session(http, url, i, duration, out, seed) for i in range(sessions)))
+        await asyncio.gather(*(voice_session(http, url, i, duration, out, seed, model) for i in range(sessions)))
     return out
+
+
+async def warm_up(url: str, up: Child) -> None:
+    """Two short sessions first, so start-up costs (imports, the recorder's first batch) are not measured."""
+    await voice_phase(url, 2, 0.5, seed=9, model="warmup")
+    await upstream_stats(up)
 
 
 async def upstream_stats(up: Child, reset: bool = True) -> dict[str, Any]:
@@ -282,12 +290,18 @@ class PeakPss:
                 pass
 
 
-def db_counts(db: Path) -> dict[str, int]:
+def db_counts(db: Path, model: str = "load") -> dict[str, int]:
     conn = sqlite3.connect(db)
     try:
-        rows = dict(conn.execute("SELECT direction, count(*) FROM events GROUP BY direction").fetchall())
+        rows = dict(
+            conn.execute(
+                "SELECT direction, count(*) FROM events WHERE session_id IN "
+                "(SELECT id FROM sessions WHERE model = ?) GROUP BY direction",
+                (model,),
+            ).fetchall()
+        )
         unrecorded = conn.execute("SELECT coalesce(sum(unrecorded), 0) FROM sessions").fetchone()[0]
-        sessions = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        sessions = conn.execute("SELECT count(*) FROM sessions WHERE model = ?", (model,)).fetchone()[0]
     finally:
         conn.close()
     return {"client": rows.get("client", 0), "server": rows.get("server", 0), "unrecorded": unrecorded,
@@ -302,11 +316,12 @@ def lat_ms(values: list[float]) -> dict[str, float]:
 
 
 async def phase_load(up: Child, workdir: Path, sessions: int, duration: float) -> dict[str, Any]:
-    await upstream_stats(up)
+    await warm_up(f"http://{HOST}:{up.port}", up)
     direct = await voice_phase(f"http://{HOST}:{up.port}", sessions, duration, seed=1)
     direct_up = await upstream_stats(up)
     db = workdir / "load.db"
     proxy = start_proxy(up, db)
+    await warm_up(f"http://{HOST}:{proxy.port}", up)
     cpu0, own0 = cpu_seconds(proxy.pid), own(proxy.pid, "cpu")
     t0 = time.monotonic()
     async with PeakPss(proxy.pid) as pss:
@@ -382,7 +397,7 @@ async def stalled_client(port: int) -> socket.socket:
 async def phase_slow(up: Child, workdir: Path, sessions: int, seconds: float) -> dict[str, Any]:
     proxy = start_proxy(up, workdir / "slow.db")
     url = f"http://{HOST}:{proxy.port}"
-    await upstream_stats(up)
+    await warm_up(url, up)
     alone = await voice_phase(url, sessions, seconds, seed=2)
     await upstream_stats(up)
     sock = await stalled_client(proxy.port)
