@@ -558,6 +558,35 @@ async def test_two_proxies_share_one_database(
     assert os.stat(db).st_mode & 0o777 == 0o600
 
 
+# --- many sessions at once ---------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Proxy.client (rtproxy/proxy.py) builds aiohttp.ClientSession with the default TCPConnector, whose "
+    "limit=100 caps concurrent upstream connections: a WebSocket holds its slot for its whole life, so the "
+    "101st concurrent session waits for a slot and gets 504 after --connect-timeout, and REST calls queue "
+    "behind open sessions too (fix: connector=aiohttp.TCPConnector(limit=0) in Proxy.client)",
+)
+async def test_more_than_a_hundred_sessions_at_once(upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    """A hundred and ten sessions open at the same time are all relayed (none waits for another to end)."""
+    async with running(tmp_path / "rt.db", upstream.url, connect_timeout=1.0) as proxy:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+            async def one(i: int) -> aiohttp.ClientWebSocketResponse:
+                sock = await http.ws_connect(f"{proxy.ws_base}/realtime?model=m{i}")
+                msg = await asyncio.wait_for(sock.receive(), 10)
+                assert "session.created" in msg.data
+                return sock
+
+            socks = await asyncio.gather(*(one(i) for i in range(110)), return_exceptions=True)
+            failed = [s for s in socks if isinstance(s, BaseException)]
+            held = [s for s in socks if not isinstance(s, BaseException)]
+            assert len(upstream.connections) == len(held)  # every one held open at once, at the upstream too
+            await asyncio.gather(*(s.close() for s in held))
+        assert failed == [], f"{len(failed)} of 110 refused, e.g. {failed[:1]}"
+
+
 # --- load, in miniature (the full run is benchmarks/load.py) -----------------------------------
 
 

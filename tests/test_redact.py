@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -257,6 +258,29 @@ async def test_redact_file_in_place_keeps_shape_imports_and_replays(
     player.close(after.frames[-1].t, 1000)
     assert player.report.ok, player.report.mismatches
     assert sent == sum(f.direction is SERVER for f in after.frames)
+
+    # and the real `rtproxy replay` serves it to the original client's frames without a mismatch
+    from .test_replay_server import spawn_replay
+
+    replay = spawn_replay([str(path), "--once"])
+    try:
+        received = 0
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"{replay.base_url}/realtime?model=gpt-realtime", max_msg_size=0)
+            for f in before.frames:
+                if f.direction is CLIENT:
+                    await ws.send_str(f.data)  # type: ignore[arg-type]
+            while received < sent:
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                assert msg.type is aiohttp.WSMsgType.TEXT, msg
+                received += 1
+            await ws.close()
+        code, out, err = await asyncio.to_thread(replay.wait)
+    finally:
+        if replay.proc.poll() is None:
+            replay.proc.kill()
+            replay.proc.communicate()
+    assert code == 0 and "no mismatch" in out, out + err
 
 
 async def test_redact_file_to_output_leaves_the_original(
