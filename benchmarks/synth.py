@@ -312,8 +312,9 @@ def voice_session(
         uid = b.id("item")
         b.add(start + 0.2, SERVER, {"type": "input_audio_buffer.speech_started",
                                     "audio_start_ms": int((start - 0.3) * 1000), "item_id": uid})  # fmt: skip
-        t_stop = stop + 0.5
-        b.add(t_stop, SERVER, {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": int(t_stop * 1000),
+        end_ms = int((stop + 0.5) * 1000)  # 500 ms of silence ends the turn...
+        t_stop = stop + 0.5 + append_ms / 1000 + 0.005  # ...noticed once the append holding it has arrived
+        b.add(t_stop, SERVER, {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end_ms,
                                "item_id": uid})  # fmt: skip
         b.add(t_stop + 0.01, SERVER, {"type": "input_audio_buffer.committed", "previous_item_id": b.last_item,
                                       "item_id": uid})  # fmt: skip

@@ -731,3 +731,48 @@ def test_a_failed_transcription_is_an_anomaly_and_late_events_do_not_revive_dele
     c = s.conv()
     assert c.items == [] and c.item("u1") is None
     assert [a.kind for a in c.anomalies] == ["transcription_failed"] and "audio unreadable" in c.anomalies[0].message
+
+
+# --- the synthetic sessions the benchmarks use ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("fmt", ["pcm16", "g711_ulaw"])
+def test_synthetic_voice_sessions_reassemble_cleanly(dialect: str, fmt: str) -> None:
+    """benchmarks/synth voice sessions reassemble without anomalies: VAD-cut user audio, calls, barge-ins."""
+    from benchmarks.synth import voice_session
+
+    session, frames = voice_session(4, dialect, audio_format=fmt, seed=3)
+    c = assemble(frames, session=session)
+    assert c.anomalies == [] and not c.unknown_types and c.errors == [] and c.dialects == {dialect}
+    users = [i for i in c.items if i.role == "user"]
+    speech = {}
+    for f in frames:
+        ev = orjson.loads(f.data)
+        if ev["type"] == "input_audio_buffer.speech_started":
+            speech[ev["item_id"]] = ev["audio_start_ms"]
+        elif ev["type"] == "input_audio_buffer.speech_stopped":
+            speech[ev["item_id"]] = ev["audio_end_ms"] - speech[ev["item_id"]]
+    assert len(users) == len(speech) > 5
+    assert all(u.audio_ms == pytest.approx(speech[u.id], abs=1.0) and u.transcript for u in users)
+    assert all(len(u.pcm16()) == round(u.audio_ms * u.audio_rate / 1000) * 2 for u in users)
+    calls = [i for i in c.items if i.type == "function_call"]
+    assert calls and all(i.output and orjson.loads(i.arguments or "") for i in calls)
+    assert any(i.truncated_ms for i in c.items)
+    assert all(r.status == "completed" and r.trigger_type and r.latency_ms["first_delta"] for r in c.responses)
+
+
+def test_synthetic_text_session_round_trips_through_jsonl_and_the_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """text_session frames written with write_jsonl / write_db read back to the same conversation."""
+    from benchmarks.synth import text_session, write_db, write_jsonl
+    from rtproxy.recording import read_recording
+    from rtproxy.store import Store
+
+    session, frames = text_session(3000, "beta")
+    expected = assemble(frames).to_json()
+    write_jsonl(tmp_path / "t.jsonl", session, frames)
+    assert assemble(read_recording(tmp_path / "t.jsonl").frames).to_json() == expected
+    sid = write_db(tmp_path / "t.db", session, frames)
+    with Store(tmp_path / "t.db") as store:
+        assert assemble(store.frames(sid)).to_json() == expected
+    assert len(expected["items"]) > 20 and expected["anomalies"] == []
