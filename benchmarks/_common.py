@@ -72,10 +72,10 @@ def process_tree(pid: int) -> list[int]:
     return seen
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants (all threads)."""
+def cpu_seconds(pid: int, *, tree: bool = True) -> float:
+    """User + system CPU seconds of a process (all threads) and, with tree, its live descendants."""
     total = 0
-    for p in process_tree(pid):
+    for p in process_tree(pid) if tree else [pid]:
         try:
             stat = Path(f"/proc/{p}/stat").read_text()
         except OSError:
@@ -85,10 +85,10 @@ def cpu_seconds(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
-def memory_kib(pid: int, key: str = "VmHWM") -> int:
+def memory_kib(pid: int, key: str = "VmHWM", *, tree: bool = True) -> int:
     """A /proc/PID/status memory figure (VmHWM = peak RSS) in KiB, summed over the process tree."""
     total = 0
-    for p in process_tree(pid):
+    for p in process_tree(pid) if tree else [pid]:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith(key + ":"):
@@ -126,10 +126,22 @@ class Child:
         return "".join(self.output) + (out or "") + (err or "")
 
 
+#: glibc returns freed heap to the kernel eagerly; a small Python server that allocates and frees a
+#: 13 KB buffer per message then pays a brk() and page faults per message (10-20% of a relay's
+#: latency here). Every process in a benchmark runs with the same, steadier setting.
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(16 << 20), "MALLOC_TOP_PAD_": str(4 << 20)}
+
+
+def same_malloc_everywhere() -> None:
+    """Re-run this process with MALLOC_ENV unless it has it already (glibc reads it at start)."""
+    if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
+
+
 def spawn(name: str, argv: list[str], timeout: float = 30.0) -> Child:
     """Start argv and wait (bounded) for its 'listening on …:PORT' line."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+                            env={**os.environ, **MALLOC_ENV, "PYTHONUNBUFFERED": "1"})  # fmt: skip
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + timeout

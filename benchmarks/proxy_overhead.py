@@ -53,7 +53,17 @@ import orjson
 from aiohttp import WSMsgType, web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Child, cpu_seconds, median, memory_kib, percentile, python_argv, ratio, spawn  # noqa: E402
+from _common import (  # noqa: E402
+    Child,
+    cpu_seconds,
+    median,
+    memory_kib,
+    percentile,
+    python_argv,
+    ratio,
+    same_malloc_everywhere,
+    spawn,
+)
 
 HOST = "127.0.0.1"
 PATH = "/v1/realtime?model=gpt-realtime"
@@ -132,7 +142,7 @@ async def serve_relay(upstream: str) -> None:
 async def _serve(handler: Callable[[web.Request], Any], name: str) -> None:
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, HOST, 0)
     await site.start()
@@ -263,7 +273,13 @@ async def run_workloads(url: str, plan: Plan, pid: int | None) -> tuple[dict[str
     small, audio = small_event(), audio_event()
     tally = Tally()
     out: dict[str, float] = {}
-    cpu: Callable[[], float] = (lambda: cpu_seconds(pid)) if pid else (lambda: math.nan)
+
+    def cpu() -> tuple[float, float]:  # (the proxy process itself, its children: rtproxy's writer)
+        if pid is None:
+            return math.nan, math.nan
+        own = cpu_seconds(pid, tree=False)
+        return own, cpu_seconds(pid) - own
+
     timeout = aiohttp.ClientTimeout(total=None, connect=10.0)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         await ping_pong(http, url, small, 100, tally)  # warm the target up
@@ -279,9 +295,12 @@ async def run_workloads(url: str, plan: Plan, pid: int | None) -> tuple[dict[str
         rtts = await streams(http, url, audio, plan.conns, plan.rate, plan.stream_seconds, tally)
         out["stream_p50"], out["stream_p99"] = percentile(rtts, 50) * 1e3, percentile(rtts, 99) * 1e3
         c3 = cpu()
-    out["cpu_pingpong"], out["cpu_flood"], out["cpu_streams"] = c1 - c0, c2 - c1, c3 - c2
-    out["cpu_total"] = cpu()
-    out["peak_rss"] = memory_kib(pid) / 1024 if pid else math.nan
+    for i, who in enumerate(("proxy", "writer")):
+        out[f"cpu_{who}_pingpong"] = c1[i] - c0[i]
+        out[f"cpu_{who}_flood"] = c2[i] - c1[i]
+        out[f"cpu_{who}_streams"] = c3[i] - c2[i]
+    own_peak = memory_kib(pid, tree=False) / 1024 if pid else math.nan
+    out["rss_proxy"], out["rss_writer"] = own_peak, (memory_kib(pid) / 1024 - own_peak) if pid else math.nan
     return out, tally
 
 
@@ -357,8 +376,8 @@ async def repetition(rep: int, echo: Child, plan: Plan, results: Results, workdi
             results.checks.append(f"rep {rep + 1}: {line}")
             if not complete:
                 results.checks.append("  proxy said: " + " | ".join(x.strip() for x in output.splitlines()[-4:]))
-        print(f"  rep {rep + 1} {target:8s} " + "  ".join(f"{k}={v:.0f}" for k, v in figures.items()
-                                                        if k in dict((m[0], 1) for m in METRICS)), flush=True)  # fmt: skip
+        shown = "  ".join(f"{key}={figures[key]:.0f}" for key, _, _ in METRICS)
+        print(f"  rep {rep + 1} {target:8s} {shown}", flush=True)
 
 
 def report(results: Results, plan: Plan, reps: int, command: str) -> None:
@@ -370,8 +389,9 @@ def report(results: Results, plan: Plan, reps: int, command: str) -> None:
 
     print()
     print(f"rtproxy proxy overhead — medians of {reps} repetitions ({command})")
-    print(f"ping-pong {plan.pingpong_small} × 1 KiB, {plan.pingpong_audio} × 13 KB; flood {plan.flood_small} × 1 KiB, "
-          f"{plan.flood_audio} × 13 KB; {plan.conns} streams × {plan.rate:g}/s × {plan.stream_seconds:g} s")  # fmt: skip
+    print(f"ping-pong {plan.pingpong_small} × 1 KiB, {plan.pingpong_audio} × 13 KB; "
+          f"flood {plan.flood_small} × 1 KiB, {plan.flood_audio} × 13 KB; "
+          f"{plan.conns} streams × {plan.rate:g}/s × {plan.stream_seconds:g} s")  # fmt: skip
     head = f"{'metric':30s} {'direct':>9s} {'relay':>9s} {'rtproxy':>9s} {'relay/dir':>10s} {'rtp/dir':>8s} " \
            f"{'rtp/relay':>10s}  bar"  # fmt: skip
     print(head)
@@ -388,11 +408,15 @@ def report(results: Results, plan: Plan, reps: int, command: str) -> None:
         print(f"{label:30s} {fmt(d):>9s} {fmt(r):>9s} {fmt(p):>9s} {rfmt(ratio(r, d)):>10s} {rfmt(ratio(p, d)):>8s} "
               f"{rfmt(vs_relay):>10s}  {bar}")  # fmt: skip
     print()
-    print(f"{'process (medians)':30s} {'relay':>9s} {'rtproxy':>9s}")
-    for key, label in (("cpu_pingpong", "CPU s, ping-pong"), ("cpu_flood", "CPU s, floods"),
-                       ("cpu_streams", "CPU s, 50 streams"), ("cpu_total", "CPU s, whole repetition"),
-                       ("peak_rss", "peak RSS MiB (VmHWM)")):  # fmt: skip
-        print(f"{label:30s} {fmt(results.med('relay', key)):>9s} {fmt(results.med('rtproxy', key)):>9s}")
+    print(f"{'process (medians)':34s} {'relay':>9s} {'rtproxy':>9s} {'its writer':>11s}")
+    for key, label in (("pingpong", "CPU s, ping-pong"), ("flood", "CPU s, floods"), ("streams", "CPU s, 50 streams")):
+        cells = (results.med("relay", f"cpu_proxy_{key}"), results.med("rtproxy", f"cpu_proxy_{key}"),
+                 results.med("rtproxy", f"cpu_writer_{key}"))  # fmt: skip
+        print(f"{label:34s} {fmt(cells[0]):>9s} {fmt(cells[1]):>9s} {fmt(cells[2]):>11s}")
+    where = (("relay", "rss_proxy"), ("rtproxy", "rss_proxy"), ("rtproxy", "rss_writer"))
+    cells = tuple(results.med(target, key) for target, key in where)
+    print(f"{'peak RSS MiB (VmHWM)':34s} {fmt(cells[0]):>9s} {fmt(cells[1]):>9s} {fmt(cells[2]):>11s}")
+    print("  (rtproxy's ring is one shared mapping, counted in the RSS of both of its processes)")
     if results.checks:
         print()
         print("database check after each repetition:")
@@ -420,10 +444,10 @@ async def main(args: argparse.Namespace) -> int:
         echo.stop()
     command = "python benchmarks/proxy_overhead.py" + (" --quick" if args.quick else "") + \
         (f" --reps {args.reps}" if args.reps else "")  # fmt: skip
+    keys = {k for runs in results.runs.values() for run in runs for k in run}
     for t in ("direct", "relay", "rtproxy"):
         if not results.runs[t]:
-            results.runs[t].append(dict.fromkeys([m[0] for m in METRICS] + ["cpu_pingpong", "cpu_flood",
-                                   "cpu_streams", "cpu_total", "peak_rss"], math.nan))  # fmt: skip
+            results.runs[t].append(dict.fromkeys(keys, math.nan))
     report(results, plan, reps, command)
     if args.json:
         Path(args.json).write_bytes(orjson.dumps({"plan": plan.__dict__, "runs": results.runs,
@@ -440,6 +464,8 @@ def cli() -> int:
     parser.add_argument("--role", choices=("echo", "relay"), help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role is None:
+        same_malloc_everywhere()
     if args.role == "echo":
         asyncio.run(serve_echo())
         return 0

@@ -147,7 +147,8 @@ class Relay:
             )
             self.upstream_ws = await asyncio.wait_for(connecting, self.proxy.connect_timeout)
         except aiohttp.WSServerHandshakeError as e:
-            return self._refused(fields, e.status, e.headers, holder[0] if holder else b"", f"upstream answered {e.status}")
+            body = holder[0] if holder else b""
+            return self._refused(fields, e.status, e.headers, body, f"upstream answered {e.status}")
         except (TimeoutError, asyncio.TimeoutError):
             return self._unreachable(fields, 504, f"upstream did not answer the handshake within "
                                                   f"{self.proxy.connect_timeout:g} s")  # fmt: skip
@@ -202,30 +203,36 @@ class Relay:
         self._finish()
 
     async def _pump(self, src: Any, dst: Any, direction: Direction) -> aiohttp.WSMessage:
-        """Copy frames from src to dst until src ends; returns the message that ended it."""
-        record = self.recorder.record_frame
+        """Copy frames from src to dst until src ends; returns the message that ended it.
+
+        Per frame: receive, forward, hand to the recorder (a copy into its ring).
+        Counts live in locals on the way and land on the relay when the pump ends.
+        """
+        record, receive, clock = self.recorder.record_frame, src.receive, time.monotonic
         sid, t0, value = self.session_id, self.t0, direction.value
-        while True:
-            msg = await src.receive()
-            t = time.monotonic() - t0
-            if msg.type is WSMsgType.TEXT:
+        text, binary = WSMsgType.TEXT, WSMsgType.BINARY
+        count = nbytes = 0
+        try:
+            while True:
+                msg: aiohttp.WSMessage = await receive()
+                t = clock() - t0
+                kind, data = msg.type, msg.data
+                if kind is text:
+                    send = dst.send_str
+                elif kind is binary:
+                    send = dst.send_bytes
+                else:
+                    return msg
                 self.seq = seq = self.seq + 1
                 try:
-                    await dst.send_str(msg.data)
+                    await send(data)
                 finally:
-                    record(sid, seq, t, value, msg.data)
-                    self.counts[direction] += 1
-                    self.nbytes[direction] += len(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                self.seq = seq = self.seq + 1
-                try:
-                    await dst.send_bytes(msg.data)
-                finally:
-                    record(sid, seq, t, value, msg.data)
-                    self.counts[direction] += 1
-                    self.nbytes[direction] += len(msg.data)
-            else:
-                return msg
+                    record(sid, seq, t, value, data)
+                    count += 1
+                    nbytes += len(data)
+        finally:
+            self.counts[direction] += count
+            self.nbytes[direction] += nbytes
 
     async def _close_other(self, side: Direction, msg: aiohttp.WSMessage, client: Any, upstream: Any) -> None:
         """Close the side still open the way the first side ended, and note both codes."""
@@ -304,7 +311,8 @@ class Relay:
         self.recorder.open_session(**fields, status="rejected", reason=reason, ended_at=utcnow())
         log.warning("rtproxy: %s", reason)
         kind = "upstream_timeout" if status == 504 else "upstream_unreachable"
-        return web.json_response({"error": {"type": kind, "code": kind, "message": f"rtproxy: {reason}"}}, status=status)
+        error = {"type": kind, "code": kind, "message": f"rtproxy: {reason}"}
+        return web.json_response({"error": error}, status=status)
 
 
 def _offers_deflate(headers: Mapping[str, str]) -> bool:

@@ -86,6 +86,12 @@ class Ring:
         file.truncate(_HEADER + capacity)
         return cls(mmap.mmap(file.fileno(), _HEADER + capacity), capacity), file
 
+    @staticmethod
+    def populated(fd: int, capacity: int) -> mmap.mmap:
+        """A mapping of the ring with every page in place, so that writing a frame takes no page fault."""
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        return mmap.mmap(fd, _HEADER + capacity, flags=flags)
+
     def counters(self) -> tuple[int, ...]:
         return _COUNTERS.unpack_from(self.buf, 0)
 
@@ -99,25 +105,26 @@ class Ring:
 
     def put(self, kind: int, flags: int, sid: bytes, seq: int, t: float, payload: bytes) -> bool:
         """Append one record; False (and nothing written) if it does not fit."""
+        n = len(payload)
         start = _RECORD.size + len(sid)
-        size = (start + len(payload) + 15) & ~7  # + the 8-byte trailer, rounded up to 8
+        size = (start + n + 15) & ~7  # + the 8-byte trailer, rounded up to 8
         pos, cap, buf = self.wpos, self.capacity, self.buf
         off = pos % cap
-        tail = cap - off
-        need = size if size <= tail else tail + size
-        if size > cap or pos + need - _POS.unpack_from(buf, 8)[0] > cap:
-            return False
-        if size > tail:
+        if size > cap - off:  # continue at the start of the ring
+            if size > cap or pos + cap - off + size - _POS.unpack_from(buf, 8)[0] > cap:
+                return False
             _POS.pack_into(buf, _HEADER + off, _SKIP)
-            pos += tail
+            pos += cap - off
             off = 0
+        elif pos + size - _POS.unpack_from(buf, 8)[0] > cap:
+            return False
         base = _HEADER + off
-        _RECORD.pack_into(buf, base, size, len(payload), kind, flags, len(sid), seq, t)
+        _RECORD.pack_into(buf, base, size, n, kind, flags, len(sid), seq, t)
         buf[base + _RECORD.size : base + start] = sid
-        buf[base + start : base + start + len(payload)] = payload
-        _POS.pack_into(buf, base + size - 8, pos)
-        self.wpos = pos + size
-        _POS.pack_into(buf, 0, self.wpos)
+        buf[base + start : base + start + n] = payload
+        _POS.pack_into(buf, base + size - 8, pos)  # the trailer, then publish the new write position
+        self.wpos = end = pos + size
+        _POS.pack_into(buf, 0, end)
         return True
 
     # -- consumer --
@@ -392,7 +399,7 @@ def writer_main(argv: list[str] | None = None) -> None:
             os.nice(int(nice))
         except OSError:
             pass
-    ring = Ring(mmap.mmap(int(ring_fd), _HEADER + int(capacity)), int(capacity))
+    ring = Ring(Ring.populated(int(ring_fd), int(capacity)), int(capacity))
     os.close(int(ring_fd))
     acks = os.fdopen(int(ack_fd), "wb", buffering=0)
 
@@ -442,8 +449,8 @@ class Recorder:
         *,
         flush_interval: float = 0.05,
         max_frames: int = 200_000,
-        max_bytes: int = 128 * 1024 * 1024,
-        writer_nice: int = 10,
+        max_bytes: int = 64 * 1024 * 1024,
+        writer_nice: int = 19,
         on_overflow: Callable[[str], None] | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
@@ -493,6 +500,20 @@ class Recorder:
         self._acks = threading.Thread(target=self._read_acks, args=(read_fd,), name="rtproxy-recorder-acks",
                                       daemon=True)  # fmt: skip
         self._acks.start()
+        threading.Thread(target=self._populate, name="rtproxy-recorder-populate", daemon=True).start()
+
+    def _populate(self) -> None:
+        """Swap in a mapping whose pages are all in place (mmap releases the GIL while it works)."""
+        try:
+            mapping = Ring.populated(self._file.fileno(), self._ring.capacity)
+        except (OSError, ValueError):  # closed meanwhile; the first mapping works, only slower at first
+            return
+        with self._lock:
+            if self._closed:
+                mapping.close()
+                return
+            old, self._ring.buf = self._ring.buf, mapping
+        old.close()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything recorded so far is committed; False on timeout."""
@@ -541,23 +562,26 @@ class Recorder:
     def record_frame(self, session_id: str, seq: int, t: float, direction: str, data: str | bytes) -> bool:
         """Queue one frame; False if the ring was full and it was dropped (counted, reported)."""
         if isinstance(data, str):
-            payload, flags = data.encode(), int(direction == "server")
+            payload, flags = data.encode(), _SERVER if direction == "server" else 0
         else:
-            payload, flags = data, int(direction == "server") | _BINARY
+            payload, flags = data, (_SERVER if direction == "server" else 0) | _BINARY
         stats = self._stats
         with self._lock:
             if self._closed:
                 return False
+            ring = self._ring
             if (
-                self._pending
-                or stats.queued - self._ring.counter(_TAKEN) >= self.max_frames
-                or not self._ring.put(FRAME, flags, session_id.encode(), seq, t, payload)
+                not self._pending
+                and stats.queued - _POS.unpack_from(ring.buf, 8 * _TAKEN)[0] < self.max_frames
+                and ring.put(FRAME, flags, session_id.encode(), seq, t, payload)
             ):
-                self._drop(session_id)
-                return False
-        stats.queued += 1
-        stats.queued_bytes += len(payload)
-        return True
+                stats.queued += 1
+                stats.queued_bytes += len(payload)
+                return True
+            first = self._drop(session_id)
+        if first and self.on_overflow is not None:
+            self.on_overflow(session_id)
+        return False
 
     def open_session(self, **fields: Any) -> str:
         """Queue a new session row; returns its id."""
@@ -594,14 +618,14 @@ class Recorder:
 
     # -- internals (callers hold self._lock unless noted) --
 
-    def _drop(self, session_id: str) -> None:
+    def _drop(self, session_id: str) -> bool:
+        """Count a dropped frame; True if it is the session's first."""
         self._stats.dropped += 1
         count = self._dropped.get(session_id, 0) + 1
         self._dropped[session_id] = count
         if count == 1:  # mark the session now, so a live view (or a crash) shows the gap
             self._control(("update", session_id, {"unrecorded": 1}))
-            if self.on_overflow is not None:
-                self.on_overflow(session_id)
+        return count == 1
 
     def _control(self, op: tuple[Any, ...]) -> None:
         self._pending.append(pickle.dumps(op, protocol=pickle.HIGHEST_PROTOCOL))
@@ -628,9 +652,10 @@ class Recorder:
                 writer.conn.close()
 
     def _refresh_stats(self) -> None:
-        if self._ring.buf.closed:
-            return
-        _, _, _, written, written_bytes, lost = self._ring.counters()
+        with self._lock:
+            if self._ring.buf.closed:
+                return
+            _, _, _, written, written_bytes, lost = self._ring.counters()
         self._stats.written, self._stats.written_bytes = written, written_bytes
         self._stats.dropped = sum(self._dropped.values()) + lost
 
