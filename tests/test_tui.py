@@ -521,7 +521,7 @@ async def test_live_session_grows_on_screen(tmp_path: Path) -> None:
 
     db = tmp_path / "rec.db"
     frames = session_frames()
-    cut = next(n for n, f in enumerate(frames) if "item_user2" in str(f.data))  # before the text turn
+    cut = next(n for n, f in enumerate(frames) if '"response.done"' in str(f.data))  # resp_1 not done yet
     recorder = Recorder(str(db))
     recorder.start()
     try:
@@ -535,6 +535,8 @@ async def test_live_session_grows_on_screen(tmp_path: Path) -> None:
             indicator = screen.query_one("#live-indicator", Static)
             await wait_until(pilot, lambda: "LIVE" in str(indicator.render()), what="LIVE shown")
             assert [i.id for i in screen.conversation.items] == ["item_user1", "item_asst1"]
+            conv = screen.query_one(ConversationList)
+            assert "resp_1 in_progress" in "\n".join(lines_of(conv))
             await pilot.press("2")
             events = screen.query_one(EventList)
             events.cursor = 3
@@ -546,8 +548,9 @@ async def test_live_session_grows_on_screen(tmp_path: Path) -> None:
             await wait_until(pilot, lambda: len(screen.index) == len(frames), what="new events listed")
             await wait_until(pilot, lambda: "item_out1" in screen.conversation.by_id, what="new items")
             assert events.cursor_seq == place and events.cursor == 3
-            conv = screen.query_one(ConversationList)
             assert [i.id for i in conv.items][-1] == "item_out1"
+            await pilot.press("1")
+            assert "resp_1 completed · 150 tokens" in "\n".join(lines_of(conv))  # the finished item's response
             recorder.update_session(sid, status="closed")
             recorder.flush()
             await wait_until(pilot, lambda: "LIVE" not in str(indicator.render()), what="LIVE gone")

@@ -17,7 +17,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..messages import ItemChosen, ItemHighlighted
-from ..views import ConversationView, ItemView
+from ..views import ConversationView, ItemView, ResponseView
 from .item_render import item_lines
 
 
@@ -46,7 +46,7 @@ class ConversationList(ScrollView, can_focus=True):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.conversation = ConversationView()
-        self._strips: dict[str, tuple[ItemView, int, list[Strip]]] = {}
+        self._strips: dict[str, tuple[ItemView, ResponseView | None, int, list[Strip]]] = {}
         self._lines: list[tuple[int, int]] = []  # (item index, line in item)
         self._first_line: list[int] = []
         self._width = 0
@@ -86,9 +86,10 @@ class ConversationList(ScrollView, can_focus=True):
         return False
 
     def _strips_for(self, item: ItemView, width: int) -> list[Strip]:
+        response = self.conversation.response(item.response_id)  # its summary line may change after the item
         hit = self._strips.get(item.id)
-        if hit is not None and hit[0] is item and hit[1] == width:
-            return hit[2]
+        if hit is not None and hit[0] is item and hit[1] is response and hit[2] == width:
+            return hit[3]
         console = self.app.console
         strips: list[Strip] = []
         for text in item_lines(item, self.conversation, console, width):
@@ -96,7 +97,7 @@ class ConversationList(ScrollView, can_focus=True):
             for line in lines:
                 strips.append(Strip(list(line.render(console))).crop_extend(0, width, None))
         strips.append(Strip.blank(width))
-        self._strips[item.id] = (item, width, strips)
+        self._strips[item.id] = (item, response, width, strips)
         return strips
 
     def _relayout(self) -> None:
