@@ -36,14 +36,14 @@ import orjson
 
 from .assemble_items import ItemBook
 from .assemble_mic import Microphone
-from .assemble_model import Anomaly, ErrorInfo, Item, Part, Response, b64_size
+from .assemble_model import Anomaly, ErrorInfo, Item, Part, Response, index_of, ms_or_none, str_or_none
+from .assemble_responses import ResponseRules
 from .protocol import (
     CLIENT,
     PCM16,
     AudioFormat,
     Direction,
     Frame,
-    audio_format,
     canonical_type,
     dialect_from_event,
     session_audio_formats,
@@ -71,28 +71,7 @@ _IGNORED_CLIENT = frozenset({
 })  # fmt: skip
 
 
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _response_format(response: dict[str, Any]) -> AudioFormat | None:
-    """The output audio format a response object names (beta string or GA object), if any."""
-    fmt = audio_format(response.get("output_audio_format"))
-    a = response.get("audio")
-    if fmt is None and isinstance(a, dict) and isinstance(a.get("output"), dict):
-        fmt = audio_format(a["output"].get("format"))
-    return fmt
-
-
-def _ms(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _int(value: Any, default: int = 0) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
-
-
-class Conversation:
+class Conversation(ResponseRules):
     """Incremental reducer: feed frames in seq order, read state at any time."""
 
     def __init__(self, *, keep_audio: bool = True, session: dict[str, Any] | None = None) -> None:
@@ -337,7 +316,7 @@ class Conversation:
         item = self._book.touch(item_id, seq, t)
         end = ev.get("audio_end_ms")
         end_ms = float(end) if isinstance(end, int | float) and not isinstance(end, bool) else 0.0
-        part = item.part(_int(ev.get("content_index")), "audio")
+        part = item.part(index_of(ev.get("content_index")), "audio")
         part.truncated_ms = end_ms
         part.transcript = ""
         item.truncated_ms = end_ms
@@ -348,13 +327,13 @@ class Conversation:
         item_id, delta = ev.get("item_id"), ev.get("delta")
         if isinstance(item_id, str) and isinstance(delta, str) and item_id not in self.deleted:
             item = self._book.touch(item_id, seq, t)
-            item.part(_int(ev.get("content_index")), "input_audio")._transcript.append(delta)
+            item.part(index_of(ev.get("content_index")), "input_audio")._transcript.append(delta)
 
     def _on_input_transcript_done(self, t: float, ev: Event, seq: int) -> None:
         item_id, final = ev.get("item_id"), ev.get("transcript")
         if not isinstance(item_id, str) or not isinstance(final, str) or item_id in self.deleted:
             return
-        part = self._book.touch(item_id, seq, t).part(_int(ev.get("content_index")), "input_audio")
+        part = self._book.touch(item_id, seq, t).part(index_of(ev.get("content_index")), "input_audio")
         current = part.transcript
         if current and current != final:
             self._flag(seq, "done_mismatch", f"item {item_id}: transcript differs from its deltas")
@@ -374,7 +353,7 @@ class Conversation:
             self._mic.append(t, data, self.input_format)
 
     def _on_commit(self, t: float, ev: Event, seq: int) -> None:
-        self._mic.commit(_str(ev.get("event_id")))
+        self._mic.commit(str_or_none(ev.get("event_id")))
         self._turn_trigger = ("input_audio_buffer.commit", seq, t)
 
     def _on_clear(self, t: float, ev: Event, seq: int) -> None:
@@ -383,16 +362,16 @@ class Conversation:
     def _on_speech_started(self, t: float, ev: Event, seq: int) -> None:
         item_id = ev.get("item_id")
         if isinstance(item_id, str):
-            self._mic.speech_started(item_id, _ms(ev.get("audio_start_ms")))
+            self._mic.speech_started(item_id, ms_or_none(ev.get("audio_start_ms")))
 
     def _on_speech_stopped(self, t: float, ev: Event, seq: int) -> None:
         item_id = ev.get("item_id")
         if isinstance(item_id, str):
-            self._mic.speech_stopped(item_id, _ms(ev.get("audio_end_ms")))
+            self._mic.speech_stopped(item_id, ms_or_none(ev.get("audio_end_ms")))
         self._turn_trigger = ("input_audio_buffer.speech_stopped", seq, t)
 
     def _on_committed(self, t: float, ev: Event, seq: int) -> None:
-        item_id = _str(ev.get("item_id"))
+        item_id = str_or_none(ev.get("item_id"))
         start, end = self._mic.committed(item_id)
         if item_id is not None and item_id not in self.deleted:
             item = self._book.touch(item_id, seq, t)
@@ -400,213 +379,14 @@ class Conversation:
             self._mic.attach(item, start, end, self.input_format)
             self._book.place_if_new(item, ev)
 
-    # --- responses ----------------------------------------------------------------------
-
-    def _on_response_create(self, t: float, ev: Event, seq: int) -> None:
-        resp = ev.get("response")
-        override = _response_format(resp) if isinstance(resp, dict) else None
-        self._creates.append((_str(ev.get("event_id")), seq, t, override))
-
-    def _on_response_created(self, t: float, ev: Event, seq: int) -> None:
-        data = ev.get("response")
-        rid = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(rid, str) or not isinstance(data, dict):
-            return
-        r = self._responses.get(rid)
-        if r is None:
-            r = self._responses[rid] = Response(rid)
-            self._response_order.append(r)
-        r.t_created, r.created_seq = t, seq
-        r.status = _str(data.get("status")) or r.status
-        override: AudioFormat | None = None
-        if self._creates:
-            _, tseq, tt, override = self._creates.popleft()
-            r.trigger_type, r.trigger_seq, r.t_trigger = "response.create", tseq, tt
-            if self._turn_trigger is not None and self._turn_trigger[1] < tseq:
-                self._turn_trigger = None
-        elif self._turn_trigger is not None:
-            r.trigger_type, r.trigger_seq, r.t_trigger = self._turn_trigger
-            self._turn_trigger = None
-        r.audio_format = override or _response_format(data) or self.output_format
-
-    def _on_response_done(self, t: float, ev: Event, seq: int) -> None:
-        data = ev.get("response")
-        rid = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(rid, str) or not isinstance(data, dict):
-            return
-        r = self._responses.get(rid)
-        if r is None:  # created was not recorded
-            r = self._responses[rid] = Response(rid, audio_format=self.output_format)
-            self._response_order.append(r)
-        r.t_done, r.done_seq = t, seq
-        r.status = _str(data.get("status")) or r.status
-        details, usage = data.get("status_details"), data.get("usage")
-        r.status_details = details if isinstance(details, dict) else r.status_details
-        r.usage = usage if isinstance(usage, dict) else r.usage
-        output = data.get("output")
-        if isinstance(output, list):
-            for obj in output:
-                item = self._book.upsert(obj, t, seq)
-                if item is None:
-                    continue
-                item.response_id = item.response_id or rid
-                if item.id not in r.output_item_ids:
-                    r.output_item_ids.append(item.id)
-                self._book.place_if_new(item, {})
-
-    def _on_output_item_added(self, t: float, ev: Event, seq: int) -> None:
-        item = self._book.upsert(ev.get("item"), t, seq)
-        if item is None:
-            return
-        rid = ev.get("response_id")
-        if isinstance(rid, str):
-            item.response_id = rid
-            r = self._responses.get(rid)
-            if r is not None and item.id not in r.output_item_ids:
-                r.output_item_ids.append(item.id)
-        if item.role is None and item.type == "message":
-            item.role = "assistant"
-        self._book.place_if_new(item, {})
-
-    def _on_output_item_done(self, t: float, ev: Event, seq: int) -> None:
-        item = self._book.upsert(ev.get("item"), t, seq)
-        if item is not None:
-            self._book.place_if_new(item, {})
-
-    def _on_content_part(self, t: float, ev: Event, seq: int) -> None:
-        item = self._delta_item(ev, seq, t)
-        part_data = ev.get("part")
-        if item is not None and isinstance(part_data, dict):
-            self._book.merge_part(item, _int(ev.get("content_index")), part_data, seq)
-
-    def _delta_item(self, ev: Event, seq: int, t: float) -> Item | None:
-        """The item a response event is about; an unknown one is created, placed and flagged."""
-        item_id = ev.get("item_id")
-        item = self._items.get(item_id)  # type: ignore[arg-type]
-        if item is not None:
-            item.last_seq = seq
-            return item
-        if not isinstance(item_id, str) or item_id in self.deleted:
-            return None
-        self._flag(seq, "unknown_item", f"{ev.get('type')} for unknown item {item_id}")
-        item = self._book.touch(item_id, seq, t)
-        item.role = "assistant"
-        rid = ev.get("response_id")
-        item.response_id = rid if isinstance(rid, str) else None
-        self._book.place(item, {})
-        return item
-
-    def _delta_part(self, ev: Event, seq: int, t: float, kind: str) -> Part | None:
-        item = self._delta_item(ev, seq, t)
-        if item is None:
-            return None
-        r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
-        if r is not None and r.t_first_delta is None:
-            r.t_first_delta = t
-        ci = ev.get("content_index", 0)
-        parts = item.parts
-        if type(ci) is int and 0 <= ci < len(parts):
-            return parts[ci]
-        return item.part(_int(ci), kind)
-
-    def _on_text_delta(self, t: float, ev: Event, seq: int) -> None:
-        delta = ev.get("delta")
-        if type(delta) is str:
-            part = self._delta_part(ev, seq, t, "text")
-            if part is not None:
-                part._text.append(delta)
-
-    def _on_transcript_delta(self, t: float, ev: Event, seq: int) -> None:
-        delta = ev.get("delta")
-        if type(delta) is str:
-            part = self._delta_part(ev, seq, t, "audio")
-            if part is not None and part.truncated_ms is None:
-                part._transcript.append(delta)
-
-    def _on_text_done(self, t: float, ev: Event, seq: int) -> None:
-        self._reconcile(ev, seq, t, "text")
-
-    def _on_transcript_done(self, t: float, ev: Event, seq: int) -> None:
-        self._reconcile(ev, seq, t, "transcript")
-
-    def _reconcile(self, ev: Event, seq: int, t: float, attr: str) -> None:
-        """A .done event's final value wins over the concatenated deltas; a difference is flagged."""
-        item = self._delta_item(ev, seq, t)
-        final = ev.get(attr)
-        if item is None or not isinstance(final, str):
-            return
-        part = item.part(_int(ev.get("content_index")), "text" if attr == "text" else "audio")
-        part.done = True
-        if attr == "transcript" and part.truncated_ms is not None:
-            return
-        if getattr(part, attr) != final:
-            self._flag(seq, "done_mismatch", f"item {item.id} part {part.index}: {attr} differs from its deltas")
-            setattr(part, attr, final)
-
-    def _on_audio_delta(self, t: float, ev: Event, seq: int) -> None:
-        delta = ev.get("delta")
-        if type(delta) is not str:
-            return
-        item = self._delta_item(ev, seq, t)
-        if item is None:
-            return
-        n = b64_size(delta)
-        r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
-        if r is not None:
-            if r.t_first_audio is None:
-                r.t_first_audio = t
-                if r.t_first_delta is None:
-                    r.t_first_delta = t
-            r._audio_bytes += n
-            fmt = r.audio_format or self.output_format
-        else:
-            fmt = self.output_format
-        ci = ev.get("content_index", 0)
-        part = item.parts[ci] if type(ci) is int and 0 <= ci < len(item.parts) else item.part(_int(ci), "audio")
-        if part.audio_format is None:
-            part.audio_format = fmt
-        part._nbytes += n
-        if self.keep_audio:
-            part._chunks.append(delta)
-        if not item._audio_placed:
-            item._audio_placed = True
-            item.t_start = t
-
-    def _on_args_delta(self, t: float, ev: Event, seq: int) -> None:
-        delta = ev.get("delta")
-        if type(delta) is not str:
-            return
-        item = self._delta_item(ev, seq, t)
-        if item is None:
-            return
-        r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
-        if r is not None and r.t_first_delta is None:
-            r.t_first_delta = t
-        if item._args is None:
-            item._args = [delta]
-        else:
-            item._args.append(delta)
-
-    def _on_args_done(self, t: float, ev: Event, seq: int) -> None:
-        item = self._delta_item(ev, seq, t)
-        final = ev.get("arguments")
-        if item is None or not isinstance(final, str):
-            return
-        name = ev.get("name")
-        if isinstance(name, str):
-            item.name = name
-        if (item.arguments or "") != final:
-            self._flag(seq, "done_mismatch", f"item {item.id}: arguments differ from their deltas")
-        item.arguments = final
-
     # --- errors --------------------------------------------------------------------------
 
     def _on_error(self, t: float, ev: Event, seq: int) -> None:
         err = ev.get("error")
         err = err if isinstance(err, dict) else {}
-        eid = _str(err.get("event_id"))
-        info = ErrorInfo(seq, t, _str(err.get("type")), _str(err.get("code")), _str(err.get("message")),
-                         _str(err.get("param")), eid)  # fmt: skip
+        eid = str_or_none(err.get("event_id"))
+        field = [str_or_none(err.get(k)) for k in ("type", "code", "message", "param")]
+        info = ErrorInfo(seq, t, field[0], field[1], field[2], field[3], eid)
         if eid is not None and eid in self._client_events:
             info.client_seq, info.client_type = self._client_events[eid]
             self._forget_refused(eid)

@@ -27,6 +27,20 @@ def b64_size(data: str) -> int:
     return n
 
 
+def str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def ms_or_none(value: Any) -> float | None:
+    """A number of milliseconds from an event field (None if it is not a number)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def index_of(value: Any) -> int:
+    """A content index from an event field (0 if missing or not a non-negative int)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _decode_chunk(chunk: str | bytes) -> bytes:
     if isinstance(chunk, bytes):
         return chunk
