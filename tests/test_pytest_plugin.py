@@ -52,11 +52,17 @@ QUIET = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:textual-snapsh
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    shutil.copy(ROOT / "recordings" / "text-ga.jsonl", pytester.path / "text-ga.jsonl")
+def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A project with the client module and an ini of its own."""
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(client=CLIENT)
     return pytester
+
+
+@pytest.fixture
+def project(inner: pytest.Pytester) -> pytest.Pytester:
+    shutil.copy(ROOT / "recordings" / "text-ga.jsonl", inner.path / "text-ga.jsonl")
+    return inner
 
 
 def test_a_replayed_client_passes_and_sees_what_it_sent(project: pytest.Pytester) -> None:
@@ -110,9 +116,9 @@ def test_check_false_leaves_the_report_to_the_test(project: pytest.Pytester) -> 
     result.assert_outcomes(passed=1)
 
 
-def test_the_plugin_documents_its_options(pytester: pytest.Pytester) -> None:
+def test_the_plugin_documents_its_options(inner: pytest.Pytester) -> None:
     """`pytest --help` lists --rtproxy-record and --rtproxy-upstream (the plugin loads from its entry point)."""
-    result = pytester.runpytest(*QUIET, "--help")
+    result = inner.runpytest(*QUIET, "--help")
     result.stdout.fnmatch_lines(["*--rtproxy-record*", "*--rtproxy-upstream=URL*"])
 
 
@@ -136,9 +142,9 @@ def threaded_upstream() -> Iterator[ScriptedUpstream]:
         loop.close()
 
 
-def test_record_mode_writes_the_recording_and_replay_never_touches_the_network(pytester: pytest.Pytester) -> None:
+def test_record_mode_writes_the_recording_and_replay_never_touches_the_network(inner: pytest.Pytester) -> None:
     """A missing recording is recorded via the proxy; the next run replays it offline; --rtproxy-record redoes it."""
-    pytester.makepyfile(client=CLIENT)
+    pytester = inner
     pytester.makepyfile(
         test_it="""
         from client import turn
