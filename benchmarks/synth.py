@@ -58,6 +58,8 @@ WORDS = (
     "I can also look up restaurants nearby book a table or check the train times for tomorrow"
 ).split()
 
+_TEXT = " ".join(WORDS) + ". "
+
 _GA_NAMES = {
     "text.delta": "response.output_text.delta",
     "text.done": "response.output_text.done",
@@ -114,6 +116,7 @@ class _Builder:
         self.n = 0
         self.last_item: str | None = None
         self.previous: dict[str, str | None] = {}
+        self.cursor = self.rng.randrange(len(_TEXT))
 
     def id(self, prefix: str) -> str:
         self.n += 1
@@ -125,8 +128,16 @@ class _Builder:
         self.events.append((t, self.n, direction, event))
 
     def words(self, n: int) -> list[str]:
-        pick = self.rng.choice
-        return [pick(WORDS) + " " for _ in range(n)]
+        """``n`` deltas of running text: pieces of one to four characters, as token streams look."""
+        out, text, size = [], _TEXT, len(_TEXT)
+        randint = self.rng.randint
+        for _ in range(n):
+            k = randint(1, 4)
+            start = self.cursor % size
+            piece = text[start : start + k]
+            self.cursor += len(piece)
+            out.append(piece)
+        return out
 
     def item_added(self, t: float, item: Event) -> None:
         """The server's announcement of an item, in the dialect's words."""
@@ -387,7 +398,7 @@ def text_session(n_events: int = 100_000, dialect: str = "ga", *, seed: int = 0)
         turn += 1
         uid = b.id("item")
         user = {"id": uid, "type": "message", "role": "user",
-                "content": [{"type": "input_text", "text": " ".join(b.words(rng.randint(4, 20)))}]}  # fmt: skip
+                "content": [{"type": "input_text", "text": "".join(b.words(rng.randint(10, 40)))}]}  # fmt: skip
         b.add(t, CLIENT, {"type": "conversation.item.create", "item": user})
         b.item_added(t + 0.02, {**user, "object": "realtime.item", "status": "completed"})
         b.add(t + 0.03, CLIENT, {"type": "response.create"})
