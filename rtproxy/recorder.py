@@ -149,14 +149,13 @@ class Ring:
                 size, n, kind, flags, nsid, seq, t = _RECORD.unpack_from(buf, base)
                 start = base + _RECORD.size + nsid
                 sid = str(view[base + _RECORD.size : start], "utf-8")
-                body = view[start : start + n]
-                if kind == CONTROL:
-                    data: Any = pickle.loads(body)
-                elif flags & _BINARY:
-                    data = bytes(body)
-                else:
-                    data = str(body, "utf-8")
-                body.release()
+                with view[start : start + n] as body:
+                    if kind == CONTROL:
+                        data: Any = pickle.loads(body)
+                    elif flags & _BINARY:
+                        data = bytes(body)
+                    else:
+                        data = str(body, "utf-8", "surrogatepass")
                 out.append((kind, flags, sid, seq, t, data))
                 taken += size
                 pos += size
@@ -200,14 +199,22 @@ class Writer:
     exchanges in it are kept and written again once the database takes them.
     """
 
-    def __init__(self, path: str, ring: Ring, report: Callable[[str, str], None], commit_interval: float) -> None:
+    def __init__(
+        self,
+        path: str,
+        ring: Ring,
+        report: Callable[[str, str], None],
+        commit_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ring = ring
+        self.clock = clock
         self.report = report
         self.commit_interval = commit_interval
         self.conn = connect(path)
         self.sniffing: dict[str, dict[str, Any]] = {}  # sessions whose dialect is not known yet
         self.stopping = False
-        self.last_commit = time.monotonic()
+        self.last_commit = self.clock()
         self.taken, self.written, self.written_bytes, self.lost = ring.counters()[_TAKEN : _LOST + 1]
         self.txn_frames: dict[str, int] = {}  # frames per session in the open transaction
         self.txn_bytes = 0
@@ -236,10 +243,10 @@ class Writer:
     def step(self) -> bool:
         """Write one batch (and commit when due); True if there was anything new."""
         records = self.ring.take()
-        if records or (self.retry and time.monotonic() >= self.retry_at):
+        if records or (self.retry and self.clock() >= self.retry_at):
             self.write(records)
         open_txn = bool(self.txn_controls or self.txn_frames)
-        due = not records or time.monotonic() - self.last_commit >= self.commit_interval
+        due = not records or self.clock() - self.last_commit >= self.commit_interval
         if self.barriers or (open_txn and due):
             self.commit()
         return bool(records)
@@ -297,7 +304,7 @@ class Writer:
         self.txn_frames.clear()
         self.txn_bytes = 0
         self.txn_controls.clear()
-        self.last_commit = time.monotonic()
+        self.last_commit = self.clock()
         for barrier in self.barriers:  # done: everything before it is on disk or counted as lost
             self.report("B", str(barrier))
         self.barriers.clear()
@@ -327,7 +334,7 @@ class Writer:
         self.lost += sum(lost.values())
         self.ring.set_counter(_LOST, self.lost)
         self.retry = retry + self.retry
-        self.retry_at = time.monotonic() + self.commit_interval
+        self.retry_at = self.clock() + self.commit_interval
         self.txn_frames.clear()
         self.txn_bytes = 0
         self.txn_controls.clear()
@@ -562,7 +569,7 @@ class Recorder:
     def record_frame(self, session_id: str, seq: int, t: float, direction: str, data: str | bytes) -> bool:
         """Queue one frame; False if the ring was full and it was dropped (counted, reported)."""
         if isinstance(data, str):
-            payload, flags = data.encode(), _SERVER if direction == "server" else 0
+            payload, flags = data.encode("utf-8", "surrogatepass"), _SERVER if direction == "server" else 0
         else:
             payload, flags = data, (_SERVER if direction == "server" else 0) | _BINARY
         stats = self._stats

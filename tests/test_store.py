@@ -1,0 +1,243 @@
+"""The Recorder: its ring, its writer's batching and commit window, overflow, crash marking, file mode.
+
+Real SQLite files in tmp_path throughout; the writer runs in-process (``flush``
+and ``close`` without ``start``) except where a test is about the writer
+process itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtproxy.protocol import Direction
+from rtproxy.recorder import _BINARY, CONTROL, FRAME, Ring, Writer, event_row
+from rtproxy.store import Recorder, Store, connect, frame_row, mark_interrupted
+
+
+def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def event(typ: str, **fields: Any) -> str:
+    return orjson.dumps({"type": typ, "event_id": f"evt_{typ}", **fields}).decode()
+
+
+def test_frames_sessions_and_http_exchanges_are_written_in_order_and_exactly(tmp_path: Path) -> None:
+    """Text (JSON, non-JSON, non-ASCII) and binary frames come back byte for byte, in seq order, with ids and sizes."""
+    db = tmp_path / "rt.db"
+    rec = Recorder(str(db))
+    sid = rec.open_session(path="/v1/realtime", model="gpt-realtime")
+    frames: list[str | bytes] = [
+        event("session.created", session={"model": "gpt-realtime", "audio": {}}),
+        event("response.output_text.delta", response_id="resp_1", item_id="item_1", delta="héllo ✓"),
+        event("conversation.item.created", item={"id": "item_2", "type": "message"}),
+        "not json at all",
+        b"\x00\x01binary\xff",
+    ]
+    for seq, data in enumerate(frames):
+        assert rec.record_frame(sid, seq, seq / 10, "client" if seq % 2 else "server", data)
+    rec.record_http(method="POST", path="/v1/realtime/client_secrets", status=200, response_body=b'{"value":"x"}')
+    rec.update_session(sid, status="closed", client_events=2, server_events=3)
+    rec.close()
+    with Store(db) as store:
+        got = list(store.frames(sid))
+        index = store.event_rows(sid)
+        session = store.session(sid)
+        (http,) = store.http_exchanges()
+    assert [f.data for f in got] == frames and [f.seq for f in got] == list(range(len(frames)))
+    assert [f.direction for f in got] == [Direction.SERVER, Direction.CLIENT] * 2 + [Direction.SERVER]
+    assert [r["type"] for r in index] == [
+        "session.created", "response.output_text.delta", "conversation.item.created", None, None,
+    ]  # fmt: skip
+    assert index[1]["response_id"] == "resp_1" and index[1]["item_id"] == "item_1" and index[2]["item_id"] == "item_2"
+    assert [r["size"] for r in index] == [len(f.encode()) if isinstance(f, str) else len(f) for f in frames]
+    assert session["status"] == "closed" and session["dialect"] == "ga" and session["model"] == "gpt-realtime"
+    assert http["status"] == 200 and http["response_body"] == '{"value":"x"}'
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+ids = st.one_of(
+    st.none(), st.integers(0, 99), st.text(max_size=12), st.sampled_from(["item_1", "resp_1", "sk-" + "a" * 20])
+)
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> str | bytes:
+    kind = draw(st.sampled_from(["event", "text", "binary"]))
+    if kind == "binary":
+        return draw(st.binary(max_size=64)) + draw(st.sampled_from([b"", b"sk-" + b"k" * 24]))
+    if kind == "text":
+        return draw(st.text(max_size=60)) + draw(st.sampled_from(["", " ek_" + "e" * 20, " sk-" + "s" * 30]))
+    ev: dict[str, Any] = {"type": draw(st.one_of(st.text(max_size=30), st.integers(0, 9)))}
+    for key in ("event_id", "item_id", "response_id", "previous_item_id"):
+        if draw(st.booleans()):
+            ev[key] = draw(ids)
+    for key in ("item", "response"):
+        if draw(st.booleans()):
+            ev[key] = draw(st.one_of(json_values, st.fixed_dictionaries({"id": ids})))
+    if draw(st.booleans()):
+        ev["extra"] = draw(json_values)
+    return orjson.dumps(ev).decode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames())
+def test_the_writers_rows_are_the_stores_rows(data: str | bytes) -> None:
+    """The writer's fast row (key check by memchr) equals store.frame_row for any frame, keys masked alike."""
+    size = len(data.encode()) if isinstance(data, str) else len(data)
+    assert event_row("s", 3, 0.5, "client", data, size) == frame_row("s", 3, 0.5, "client", data)
+
+
+def test_the_ring_wraps_keeps_order_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    """Records of every size go round a small ring many times, in order and intact; a full ring refuses, whole."""
+    ring, file = Ring.create(4096)
+    try:
+        sent: list[bytes] = []
+        taken: list[bytes] = []
+        for i in range(2000):
+            payload = bytes([i % 251]) * (i * 7 % 900)
+            if not ring.put(FRAME, _BINARY, b"sess", i, i / 2, payload):
+                taken += [r[5] for r in ring.take()]
+                assert ring.put(FRAME, _BINARY, b"sess", i, i / 2, payload)
+            sent.append(payload)
+        taken += [r[5] for r in ring.take(max_records=10_000)]
+        assert taken == sent
+        assert not ring.put(FRAME, 0, b"s", 0, 0.0, b"x" * 5000)  # larger than the ring
+        while ring.put(CONTROL, 0, b"", 0, 0.0, b"y" * 100):
+            pass
+        before = ring.wpos
+        assert not ring.put(FRAME, 0, b"s", 0, 0.0, b"z" * 100) and ring.wpos == before
+    finally:
+        ring.buf.close()
+        file.close()
+
+
+def test_a_full_queue_drops_frames_counts_them_and_marks_the_session(tmp_path: Path) -> None:
+    """When the ring is full frames are dropped (never controls): counted per session, reported once, and the
+    session row says how many were not recorded."""
+    db = tmp_path / "rt.db"
+    overflowed: list[str] = []
+    rec = Recorder(str(db), max_bytes=64 * 1024, on_overflow=overflowed.append)
+    a, b = rec.open_session(), rec.open_session()
+    frame = event("input_audio_buffer.append", audio="A" * 2000)
+    accepted = [rec.record_frame(a, seq, 0.0, "client", frame) for seq in range(100)]
+    assert not all(accepted) and accepted.index(False) > 10
+    dropped = accepted.count(False)
+    assert rec.record_frame(b, 0, 0.0, "client", frame) is False  # the ring is still full
+    rec.update_session(a, status="closed", client_events=100)  # waits for room, never dropped
+    assert overflowed == [a, b]
+    assert rec.dropped_for(a) == dropped and rec.dropped_for(b) == 1 and rec.stats.dropped == dropped + 1
+    rec.close()
+    recorded = rows(db, "SELECT seq FROM events WHERE session_id = ? ORDER BY seq", a)
+    assert [r[0] for r in recorded] == [i for i, ok in enumerate(accepted) if ok]
+    assert rows(db, "SELECT id, status, unrecorded FROM sessions ORDER BY id") == sorted(
+        [(a, "closed", dropped), (b, "open", 1)]
+    )
+
+
+def test_max_frames_bounds_the_queue_by_count_too(tmp_path: Path) -> None:
+    """With room for bytes but not for more frames, the frame is dropped and counted."""
+    rec = Recorder(str(tmp_path / "rt.db"), max_frames=5)
+    sid = rec.open_session()
+    assert [rec.record_frame(sid, i, 0.0, "server", "{}") for i in range(7)] == [True] * 5 + [False] * 2
+    assert rec.dropped_for(sid) == 2
+    rec.close()
+
+
+def test_the_writer_commits_at_least_every_interval_while_busy_and_at_once_when_idle(tmp_path: Path) -> None:
+    """Batches are inserted without a commit until the commit interval passes (or the queue runs empty)."""
+    db = tmp_path / "rt.db"
+    connect(str(db)).close()
+    ring, file = Ring.create(1 << 20)
+    now = [0.0]
+    writer = Writer(str(db), ring, lambda kind, text: None, commit_interval=0.05, clock=lambda: now[0])
+    try:
+        for seq in range(600):
+            assert ring.put(FRAME, 0, b"s", seq, 0.0, event("x").encode())
+
+        def visible() -> int:
+            return int(rows(db, "SELECT count(*) FROM events")[0][0])
+
+        assert writer.step() and visible() == 0  # 256 inserted, not committed: the interval has not passed
+        now[0] = 0.06
+        assert writer.step() and visible() == 512  # busy, but the interval passed: committed
+        assert writer.step() and visible() == 512  # the last 88, within the new interval
+        assert not writer.step() and visible() == 600  # the queue ran empty: committed at once
+    finally:
+        writer.conn.close()
+        ring.buf.close()
+        file.close()
+
+
+def test_the_writer_process_records_without_a_flush_and_stops_in_order(tmp_path: Path) -> None:
+    """With the writer process running, frames reach the file on their own; close() leaves nothing behind."""
+    db = tmp_path / "rt.db"
+    rec = Recorder(str(db))
+    rec.start()
+    sid = rec.open_session()
+    for seq in range(50):
+        rec.record_frame(sid, seq, 0.0, "client", event("input_audio_buffer.append", audio="QUJD" * 100))
+    assert rec.flush(10.0)
+    assert rows(db, "SELECT count(*) FROM events")[0][0] == 50 and rec.stats.written == 50
+    for seq in range(50, 80):
+        rec.record_frame(sid, seq, 0.0, "server", event("response.done"))
+    rec.update_session(sid, status="closed")
+    rec.close()
+    assert rec.stats.written == 80 and rec.stats.dropped == 0
+    assert rows(db, "SELECT count(*), max(seq) FROM events")[0] == (80, 79)
+    assert rows(db, "SELECT status FROM sessions") == [("closed",)]
+
+
+def test_sessions_left_open_by_a_dead_recorder_are_marked_interrupted(tmp_path: Path) -> None:
+    """Opening the database for recording marks sessions of a dead owner `interrupted`, with their counts; sessions
+    of a live recorder stay open."""
+    db = tmp_path / "rt.db"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    rec = Recorder(str(db))
+    gone, alive = rec.open_session(owner_pid=dead_pid), rec.open_session()
+    for seq in range(3):
+        rec.record_frame(gone, seq, seq * 1.5, "client" if seq else "server", "x" * 10)
+    rec.close()
+    again = Recorder(str(db))
+    again.close()
+    assert again.interrupted == 1
+    got = dict((r[0], r[1:]) for r in rows(db, "SELECT id, status, duration, client_events, server_events, "
+                                               "client_bytes FROM sessions"))  # fmt: skip
+    assert got[gone] == ("interrupted", 3.0, 2, 1, 20) and got[alive][0] == "open"
+    conn = connect(str(db))
+    try:
+        assert mark_interrupted(conn) == 0
+    finally:
+        conn.close()
+
+
+def test_the_database_files_are_private(tmp_path: Path) -> None:
+    """The database and its WAL files are created 0600, whatever the umask."""
+    db = tmp_path / "rt.db"
+    old = os.umask(0o022)
+    try:
+        rec = Recorder(str(db))
+        rec.record_frame(rec.open_session(), 0, 0.0, "client", "{}")
+        rec.close()
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("rt.db")]
+    assert db in files and all(p.stat().st_mode & 0o777 == 0o600 for p in files)
