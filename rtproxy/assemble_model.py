@@ -274,6 +274,13 @@ class Response:
             "done": _ms(t0, self.t_done),
         }
 
+    @property
+    def playback_ratio(self) -> float | None:
+        """Seconds of audio produced per second from first audio to done (> 1: generation kept ahead)."""
+        if self.t_first_audio is None or self.t_done is None or self.t_done <= self.t_first_audio:
+            return None
+        return round(self.audio_ms / 1000.0 / (self.t_done - self.t_first_audio), 3)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -284,6 +291,7 @@ class Response:
             "trigger": {"type": self.trigger_type, "seq": self.trigger_seq} if self.trigger_type else None,
             "latency_ms": self.latency_ms,
             "audio_ms": round(self.audio_ms, 3),
+            "playback_ratio": self.playback_ratio,
             "t_created": self.t_created,
             "t_done": self.t_done,
         }

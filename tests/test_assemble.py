@@ -385,6 +385,7 @@ def test_latency_runs_from_speech_stopped(dialect: str) -> None:
     s.at(1.75).server("response.output_audio.delta", **ids, delta=b64(bytes(480)))
     s.at(2.0).response_done("r1")
     (r,) = s.conv().responses
+    assert r.audio_ms == pytest.approx(10.0) and r.playback_ratio == pytest.approx(10 / 250)
     assert r.trigger_type == "input_audio_buffer.speech_stopped"
     assert r.latency_ms == pytest.approx({"created": 200.0, "first_delta": 500.0, "first_audio": 750.0, "done": 1000.0})
 
