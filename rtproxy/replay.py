@@ -336,6 +336,8 @@ class Player:
         self.received: list[Any] = []
         self.state = [PENDING] * len(script.steps)
         self.frontier = 0  # one past the last step played or missed
+        self.behind: list[int] = []  # loose: pending steps before the frontier (jumped over)
+        self.pending = len(script.steps)
         self.run: Step | None = None  # the audio run being received
         self.run_bytes = 0
         self.run_sent = 0
@@ -345,7 +347,7 @@ class Player:
     @property
     def finished(self) -> bool:
         """Every step played or missed, and every reply sent."""
-        if PENDING in self.state:
+        if self.pending:
             return False
         return self.run is None or self.run_sent == len(self.run.replies)
 
@@ -399,7 +401,7 @@ class Player:
                 end = self.script.turn_end(end + 1)
             behind = list(range(self.frontier, end + 1))
         if self.policy == "loose":
-            behind = [i for i in range(self.frontier) if self.state[i] == PENDING] + behind
+            behind = self.behind + behind
         return [i for i in behind if self.state[i] == PENDING]
 
     def _find(self, kind: str) -> int | None:
@@ -413,6 +415,7 @@ class Player:
         skipped = [i for i in range(self.frontier, j) if self.state[i] == PENDING]
         for i in skipped:
             self.state[i] = MISSED
+        self.pending -= len(skipped)
         names = ", ".join(self.script.steps[i].type for i in skipped)
         first = self.script.steps[skipped[0]]
         return self._mismatch(Mismatch("missing", f"expected {first.type}, got {kind}: the client skipped "
@@ -421,7 +424,12 @@ class Player:
 
     def _play(self, j: int) -> None:
         self.state[j] = PLAYED
-        self.frontier = max(self.frontier, j + 1)
+        self.pending -= 1
+        if j < self.frontier:
+            self.behind.remove(j)
+        else:
+            self.behind += [i for i in range(self.frontier, j) if self.state[i] == PENDING]
+            self.frontier = j + 1
         self.report.turns_played += 1
 
     def _unexpected(self, kind: str, event: dict[str, Any] | None, t: float) -> list[Send]:
