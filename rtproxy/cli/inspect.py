@@ -234,8 +234,10 @@ def export(session: str, db: str, output: str | None, audio_dir: str | None) -> 
     rtproxy export latest --audio out/
 
     The JSONL file replays (`rtproxy replay`) and imports (`rtproxy import`)
-    without loss. WAV files are named NNN-ROLE-ITEM.wav so they sort in
-    conversation order.
+    without loss; keys are never in it. WAV files are named NNN-ROLE-ITEM.wav
+    so they sort in conversation order; conversation.wav is stereo, the user
+    on the left and the assistant on the right, each where it was heard, an
+    answer the user interrupted cut where it was cut.
     """
     if (output is None) == (audio_dir is None):
         raise InputError("export needs exactly one of -o FILE.jsonl or --audio DIR")
