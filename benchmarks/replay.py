@@ -20,7 +20,9 @@ fast as the server takes them while reading everything the server sends:
 Printed per server (median of the repetitions): time to load the recording
 (process start to listening), session time (client connect to the last
 server event), time to the first event after connecting, and the ratios
-rtproxy / baseline. Bars (issue 4): session < 5 s, first event < 20 ms. The
+rtproxy / baseline, with the CPU seconds server and client each spent during
+the session: on two cores, a client whose CPU time is close to the session
+time is the bottleneck, not the server. Bars (issue 4): session < 5 s, first event < 20 ms. The
 replay's own report must show no mismatch, and the client must have
 received every recorded server event.
 """
@@ -104,6 +106,7 @@ class Run:
     session_s: float
     first_event_ms: float
     server_cpu_s: float
+    client_cpu_s: float
     received: int
     ok: bool
 
@@ -169,8 +172,9 @@ def one(kind: str, path: Path, client_frames: list[str | bytes], expected: int, 
         argv = [sys.executable, __file__, "--serve-baseline", str(path)]
     proc, port, load_s = start(argv)
     try:
-        cpu0 = cpu_seconds(proc.pid)
+        cpu0, mine0 = cpu_seconds(proc.pid), time.process_time()
         session_s, first_ms, got, cpu1 = asyncio.run(drive(port, client_frames, expected, timeout, proc.pid))
+        client_cpu = time.process_time() - mine0
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -183,7 +187,7 @@ def one(kind: str, path: Path, client_frames: list[str | bytes], expected: int, 
         ok = ok and data["ok"] and proc.returncode == 0
         if not data["ok"]:
             print(out[-2000:], file=sys.stderr)
-    return Run(load_s, session_s, first_ms, cpu1 - cpu0, got, ok)
+    return Run(load_s, session_s, first_ms, cpu1 - cpu0, client_cpu, got, ok)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,17 +219,18 @@ def main(argv: list[str] | None = None) -> int:
                 runs[kind].append(r)
                 print(
                     f"  run {i + 1} {kind:8}: load {r.load_s:6.2f} s  session {r.session_s:6.2f} s  "
-                    f"first event {r.first_event_ms:7.2f} ms  server CPU {r.server_cpu_s:5.2f} s  "
-                    f"received {r.received}  {'ok' if r.ok else 'FAILED'}"
+                    f"first event {r.first_event_ms:7.2f} ms  CPU server {r.server_cpu_s:5.2f} s "
+                    f"client {r.client_cpu_s:5.2f} s  received {r.received}  {'ok' if r.ok else 'FAILED'}"
                 )
-    metrics = ("load_s", "session_s", "first_event_ms", "server_cpu_s")
+    metrics = ("load_s", "session_s", "first_event_ms", "server_cpu_s", "client_cpu_s")
     med = {k: {m: median([getattr(r, m) for r in v]) for m in metrics} for k, v in runs.items()}
     print()
-    print(f"{'median':10} {'load s':>8} {'session s':>10} {'first event ms':>15} {'server CPU s':>13}")
+    widths = (8, 10, 15, 13, 13)
+    heads = ("load s", "session s", "first event ms", "server CPU s", "client CPU s")
+    print(f"{'median':10} " + " ".join(f"{h:>{w}}" for h, w in zip(heads, widths, strict=True)))
     for k, m in med.items():
-        print(f"{k:10} {m['load_s']:8.2f} {m['session_s']:10.2f} {m['first_event_ms']:15.2f} {m['server_cpu_s']:13.2f}")
+        print(f"{k:10} " + " ".join(f"{m[x]:{w}.2f}" for x, w in zip(metrics, widths, strict=True)))
     rt, base = med["rtproxy"], med["baseline"]
-    widths = (8, 10, 15, 13)
     cells = " ".join(f"{ratio(rt[m], base[m]):{w}.2f}" for m, w in zip(metrics, widths, strict=True))
     print(f"{'ratio':10} {cells}   (rtproxy / baseline)")
     ok = all(r.ok for v in runs.values() for r in v)
