@@ -74,10 +74,13 @@ def stamp(text: str) -> float:
 
 
 async def serve_upstream() -> None:
-    stats: dict[str, Any] = {"received": 0, "sent": 0, "lat": [], "flood_sent": 0}
+    groups: dict[str, dict[str, Any]] = {}  # per `model` query value: which client group
     delta = audio_b64(DELTA_MS, 1)
 
-    async def voice(ws: web.WebSocketResponse, stop: asyncio.Event) -> None:
+    def group(model: str) -> dict[str, Any]:
+        return groups.setdefault(model, {"received": 0, "sent": 0, "lat": [], "flood_sent": 0})
+
+    async def voice(ws: web.WebSocketResponse, stop: asyncio.Event, stats: dict[str, Any]) -> None:
         start, k = time.monotonic(), 0
         while not stop.is_set() and not ws.closed:
             k += 1
@@ -89,7 +92,7 @@ async def serve_upstream() -> None:
                               f'"delta":"{delta}"}}')  # fmt: skip
             stats["sent"] += 1
 
-    async def flood(ws: web.WebSocketResponse, stop: asyncio.Event) -> None:
+    async def flood(ws: web.WebSocketResponse, stop: asyncio.Event, stats: dict[str, Any]) -> None:
         for k in range(FLOOD_LIMIT):
             if stop.is_set() or ws.closed:
                 return
@@ -100,17 +103,19 @@ async def serve_upstream() -> None:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/stats":
-            out = web.json_response(dict(stats))
+            out = web.json_response(groups)
             if request.query.get("reset"):
-                stats.update(received=0, sent=0, lat=[], flood_sent=0)
+                groups.clear()
             return out
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
+        stats = group(request.query.get("model", ""))
         await ws.send_str('{"type":"session.created","event_id":"s_0","session":{"type":"realtime"}}')
         stats["sent"] += 1
         mode = request.query.get("mode", "voice")
         stop = asyncio.Event()
-        sender = asyncio.ensure_future({"voice": voice, "flood": flood}[mode](ws, stop)) if mode != "idle" else None
+        senders = {"voice": voice, "flood": flood}
+        sender = asyncio.ensure_future(senders[mode](ws, stop, stats)) if mode in senders else None
         lat = stats["lat"]
         try:
             async for msg in ws:
@@ -220,7 +225,8 @@ async def warm_up(url: str, up: Child) -> None:
     await upstream_stats(up)
 
 
-async def upstream_stats(up: Child, reset: bool = True) -> dict[str, Any]:
+async def upstream_stats(up: Child, reset: bool = True) -> dict[str, dict[str, Any]]:
+    """What the upstream received and sent, per client group (the `model` of their URL)."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://{HOST}:{up.port}/stats" + ("?reset=1" if reset else "")) as resp:
             return dict(await resp.json())
@@ -315,41 +321,66 @@ def lat_ms(values: list[float]) -> dict[str, float]:
 # --- phases ---------------------------------------------------------------------------------
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 async def phase_load(up: Child, workdir: Path, sessions: int, duration: float) -> dict[str, Any]:
-    await warm_up(f"http://{HOST}:{up.port}", up)
-    direct = await voice_phase(f"http://{HOST}:{up.port}", sessions, duration, seed=1)
-    direct_up = await upstream_stats(up)
+    """Sessions direct (alone), then through the proxy beside a tenth as many direct probes (the baseline
+    measured in the same seconds: other work on a shared machine hits both alike)."""
+    direct_url = f"http://{HOST}:{up.port}"
+    await warm_up(direct_url, up)
+    direct = await voice_phase(direct_url, sessions, duration, seed=1)
+    direct_up = (await upstream_stats(up)).get("load", {})
     db = workdir / "load.db"
     proxy = start_proxy(up, db)
     await warm_up(f"http://{HOST}:{proxy.port}", up)
-    cpu0, own0 = cpu_seconds(proxy.pid), own(proxy.pid, "cpu")
+    probes = max(1, sessions // 10)
+    cpu0, own0, up0, me0, machine0 = (cpu_seconds(proxy.pid), own(proxy.pid, "cpu"), cpu_seconds(up.pid),
+                                      time.process_time(), cpu_jiffies())  # fmt: skip
     t0 = time.monotonic()
     async with PeakPss(proxy.pid) as pss:
-        proxied = await voice_phase(f"http://{HOST}:{proxy.port}", sessions, duration, seed=1)
+        proxied, probed = await asyncio.gather(
+            voice_phase(f"http://{HOST}:{proxy.port}", sessions, duration, seed=1),
+            voice_phase(direct_url, probes, duration, seed=3, model="probe"),
+        )
     wall = time.monotonic() - t0
     cpu, own_cpu = cpu_seconds(proxy.pid) - cpu0, own(proxy.pid, "cpu") - own0
+    ours = cpu + cpu_seconds(up.pid) - up0 + time.process_time() - me0
+    machine1 = cpu_jiffies()
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = (machine1[0] - machine0[0]) / ticks
+    capacity = (machine1[1] - machine0[1]) / ticks
     peak_tree, peak_own = memory_kib(proxy.pid, "VmHWM"), own(proxy.pid, "VmHWM")
-    proxied_up = await upstream_stats(up)
+    stats = await upstream_stats(up)
+    proxied_up, probe_up = stats.get("load", {}), stats.get("probe", {})
     log = proxy.stop()
     counts = db_counts(db)
     db_bytes = sum(p.stat().st_size for p in workdir.glob("load.db*"))
     up_dir = {"sent": proxied.sent, "upstream_received": proxied_up["received"], "recorded": counts["client"]}
     down_dir = {"sent": proxied_up["sent"], "client_received": proxied.received, "recorded": counts["server"]}
-    added = {}
-    for name, d, p in (("up", direct_up["lat"], proxied_up["lat"]), ("down", direct.down_lat, proxied.down_lat)):
-        dl, pl = lat_ms(d), lat_ms(p)
-        added[name] = {"direct": dl, "proxied": pl,
-                       "added_p50": pl["p50"] - dl["p50"], "added_p99": pl["p99"] - dl["p99"]}  # fmt: skip
+    latency = {}
+    for name, alone, beside, through in (
+        ("up", direct_up["lat"], probe_up["lat"], proxied_up["lat"]),
+        ("down", direct.down_lat, probed.down_lat, proxied.down_lat),
+    ):
+        a, b, p = lat_ms(alone), lat_ms(beside), lat_ms(through)
+        latency[name] = {"direct_alone": a, "direct_beside": b, "proxied": p,
+                         "added_p50": p["p50"] - b["p50"], "added_p99": p["p99"] - b["p99"]}  # fmt: skip
     return {
-        "sessions": sessions, "duration_s": duration, "wall_s": wall,
+        "sessions": sessions, "probes": probes, "duration_s": duration, "wall_s": wall,
         "up": up_dir, "down": down_dir, "unrecorded": counts["unrecorded"], "db_sessions": counts["sessions"],
         "lost": (up_dir["sent"] - up_dir["recorded"]) + (down_dir["sent"] - down_dir["recorded"]),
-        "latency_ms": added,
+        "latency_ms": latency,
         "proxy_cpu_s": cpu, "proxy_own_cpu_s": own_cpu, "proxy_cpu_pct": 100 * cpu / wall,
+        "machine_busy_pct": 100 * busy / capacity, "others_cpu_s": max(0.0, busy - ours), "capacity_cpu_s": capacity,
         "proxy_peak_rss_mb": peak_tree / 1024, "proxy_own_peak_rss_mb": peak_own / 1024, "proxy_peak_pss_mb": pss.peak,
         "db_mb": db_bytes / 2**20, "audio_min": proxied.audio_ms / 60000,
         "db_mb_per_audio_min": db_bytes / 2**20 / max(proxied.audio_ms / 60000, 1e-9),
-        "failures": direct.failures + proxied.failures,
+        "failures": direct.failures + proxied.failures + probed.failures,
         "warnings": [line.strip() for line in log.splitlines() if "WARNING" in line],
     }  # fmt: skip
 
@@ -416,7 +447,7 @@ async def phase_slow(up: Child, workdir: Path, sessions: int, seconds: float) ->
     async def sample() -> None:
         t0 = time.monotonic()
         while not done.is_set():
-            flood = (await upstream_stats(up, reset=False))["flood_sent"]
+            flood = (await upstream_stats(up, reset=False)).get("slow", {}).get("flood_sent", 0)
             samples.append((time.monotonic() - t0, pss_mb(proxy.pid), flood))
             try:
                 await asyncio.wait_for(done.wait(), 0.25)
@@ -454,11 +485,16 @@ def report(r: dict[str, Any]) -> None:
     for d in ("up", "down"):
         print(f"  {d:<4} frames  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in load[d].items()))
     print(f"  frames lost or unrecorded: {load['lost']} (sessions marked unrecorded: {load['unrecorded']})")
+    print(f"  one-way latency, ms (p50/p99): direct alone before; direct beside (the baseline: {load['probes']} "
+          "direct sessions in the same seconds); through the proxy; added = proxy - beside")  # fmt: skip
     for d in ("up", "down"):
         lat = load["latency_ms"][d]
-        print(f"  {d:<4} one-way latency ms  direct p50 {lat['direct']['p50']:.2f} p99 {lat['direct']['p99']:.2f}"
-              f" | proxied p50 {lat['proxied']['p50']:.2f} p99 {lat['proxied']['p99']:.2f}"
-              f" | added p50 {lat['added_p50']:+.2f} p99 {lat['added_p99']:+.2f}")  # fmt: skip
+        print(f"  {d:<4} alone {lat['direct_alone']['p50']:.2f}/{lat['direct_alone']['p99']:.2f}"
+              f" | beside {lat['direct_beside']['p50']:.2f}/{lat['direct_beside']['p99']:.2f}"
+              f" | proxied {lat['proxied']['p50']:.2f}/{lat['proxied']['p99']:.2f}"
+              f" | added {lat['added_p50']:+.2f}/{lat['added_p99']:+.2f}")  # fmt: skip
+    print(f"  machine during the run: {load['machine_busy_pct']:.0f}% of {r['cores']} cores busy; other processes "
+          f"(not this benchmark) used {load['others_cpu_s']:.0f} of {load['capacity_cpu_s']:.0f} CPU s")  # fmt: skip
     print(f"  proxy CPU {load['proxy_cpu_s']:.1f} s ({load['proxy_cpu_pct']:.0f}% of one core; event loop process "
           f"{load['proxy_own_cpu_s']:.1f} s, recorder the rest)")  # fmt: skip
     print(f"  proxy memory: peak PSS {load['proxy_peak_pss_mb']:.0f} MB (proxy + recorder, their shared ring counted "
