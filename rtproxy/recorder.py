@@ -400,7 +400,8 @@ class Writer:
 def writer_main(argv: list[str] | None = None) -> None:
     """Entry point of the writer process: ``DB RING_FD ACK_FD CAPACITY PARENT_PID NICE COMMIT_INTERVAL``."""
     path, ring_fd, ack_fd, capacity, parent, nice, interval = (argv or sys.argv[1:])[:7]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the proxy, which then stops us in order
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # meant for the proxy, which then stops us in
+        signal.signal(sig, signal.SIG_IGN)  # order; if it dies instead, we drain the ring and exit
     if int(nice):
         try:
             os.nice(int(nice))
@@ -499,8 +500,7 @@ class Recorder:
                 [sys.executable, "-c", "from rtproxy.recorder import writer_main; writer_main()", *map(str, argv)],
                 pass_fds=(ring_fd, write_fd),
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a terminal's Ctrl-C goes to the proxy, which stops us in order
-                env=env,
+                env=env,  # same session: with autogroup scheduling, only then does its nice value count
             )
         finally:
             os.close(write_fd)
