@@ -5,8 +5,9 @@ fields; a run of audio appends counts as one entry, by duration), the
 conversation items rebuilt by :mod:`rtproxy.assemble` (type, role, status,
 text, transcripts, function names, arguments and outputs, audio by duration),
 the responses (status, details, usage, audio duration), and the session's
-model and dialect. Ids, event ids, timings and chunking are ignored, so two
-runs of the same client against the same server compare equal.
+model and dialect. Ids (event ids, and the item, call and response ids a
+client echoes back), timings and chunking are ignored, so two runs of the
+same client against the same server compare equal.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .replay import AUDIO_APPEND, b64_len, classify, normalise
 AUDIO_TOLERANCE_MS = 20.0
 #: Shown but never compared (how audio was chunked).
 UNCOMPARED = frozenset({"appends"})
+#: Ids a client event carries that the server made up (another run gets others).
+ID_KEYS = frozenset({"id", "item_id", "call_id", "previous_item_id", "response_id"})
 
 
 @dataclass
@@ -109,11 +112,19 @@ def client_sequence(frames: Iterable[Frame]) -> list[dict[str, Any]]:
             run["appends"] += 1
             continue
         run = None
-        out.append(normalise(event) if event is not None else {"type": kind})
+        out.append(_without_ids(normalise(event)) if event is not None else {"type": kind})
     for entry in out:
         if entry["type"] == AUDIO_APPEND:
             entry["audio_ms"] = round(entry["audio_ms"], 1)
     return out
+
+
+def _without_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k not in ID_KEYS}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
 
 
 def _arguments(value: str | None) -> Any:
