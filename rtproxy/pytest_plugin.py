@@ -28,12 +28,14 @@ import threading
 import warnings
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from .replay import Report
-from .replay_server import ReplayServer, load_script, start
+
+if TYPE_CHECKING:  # the server (aiohttp, the store) loads when a test first asks for a replay
+    from .replay_server import ReplayServer
 
 T = TypeVar("T")
 HANDLES = pytest.StashKey[list["RtproxyReplay"]]()
@@ -103,6 +105,8 @@ class RtproxyReplay:
     # -- lifecycle --
 
     def start_replay(self, match: str, pace: str, speed: float) -> None:
+        from .replay_server import ReplayServer, load_script, start
+
         script = load_script(self.path)
         self._server = ReplayServer(script, policy=match, pace=pace, speed=speed, keep_received=True)
         self._runner, self.port = self._loop.run(start(self._server))
