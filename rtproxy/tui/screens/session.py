@@ -161,6 +161,7 @@ class SessionScreen(Screen[None]):
         self.first_paint_at = time.perf_counter()
 
     def on_unmount(self) -> None:
+        gc.unfreeze()  # what was frozen for this session may be collected again
         if self.feed is not None:
             self.feed.stop.set()
         for proc in self._players:
