@@ -521,8 +521,11 @@ def report(r: dict[str, Any]) -> None:
     print(f"  other sessions' down p99: {p['alone']:.2f} ms alone, {p['beside_slow']:.2f} ms beside the slow client")
     bars = r["bars"]
     print("\nbars: " + "; ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in bars.items()))
-    for f in load["failures"] + slow["failures"] + load["warnings"]:
+    notes = load["failures"] + slow["failures"] + load["warnings"]
+    for f in notes[:5]:
         print(f"  ! {f}")
+    if len(notes) > 5:
+        print(f"  ! … and {len(notes) - 5} more (all in --json)")
 
 
 async def main(args: argparse.Namespace) -> int:
