@@ -219,9 +219,9 @@ async def voice_phase(url: str, sessions: int, duration: float, seed: int, model
     return out
 
 
-async def warm_up(url: str, up: Child) -> None:
+async def warm_up(url: str, up: Child, seconds: float = 0.5) -> None:
     """Two short sessions first, so start-up costs (imports, the recorder's first batch) are not measured."""
-    await voice_phase(url, 2, 0.5, seed=9, model="warmup")
+    await voice_phase(url, 2, seconds, seed=9, model="warmup")
     await upstream_stats(up)
 
 
@@ -332,12 +332,12 @@ async def phase_load(up: Child, workdir: Path, sessions: int, duration: float) -
     """Sessions direct (alone), then through the proxy beside a tenth as many direct probes (the baseline
     measured in the same seconds: other work on a shared machine hits both alike)."""
     direct_url = f"http://{HOST}:{up.port}"
-    await warm_up(direct_url, up)
+    await warm_up(direct_url, up, min(0.5, duration / 4))
     direct = await voice_phase(direct_url, sessions, duration, seed=1)
     direct_up = (await upstream_stats(up)).get("load", {})
     db = workdir / "load.db"
     proxy = start_proxy(up, db)
-    await warm_up(f"http://{HOST}:{proxy.port}", up)
+    await warm_up(f"http://{HOST}:{proxy.port}", up, min(0.5, duration / 4))
     probes = max(1, sessions // 10)
     cpu0, own0, up0, me0, machine0 = (cpu_seconds(proxy.pid), own(proxy.pid, "cpu"), cpu_seconds(up.pid),
                                       time.process_time(), cpu_jiffies())  # fmt: skip
@@ -437,7 +437,7 @@ async def stalled_client(port: int) -> socket.socket:
 async def phase_slow(up: Child, workdir: Path, sessions: int, seconds: float) -> dict[str, Any]:
     proxy = start_proxy(up, workdir / "slow.db")
     url = f"http://{HOST}:{proxy.port}"
-    await warm_up(url, up)
+    await warm_up(url, up, min(0.5, seconds / 4))
     alone = await voice_phase(url, sessions, seconds, seed=2)
     await upstream_stats(up)
     sock = await stalled_client(proxy.port)
