@@ -18,6 +18,7 @@ import re
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Final
 
 #: One event, as the index keeps it.
@@ -92,7 +93,6 @@ class EventIndex:
 
     def __init__(self, rows: Iterable[Row] = ()) -> None:
         self.rows: list[Row] = []
-        self._seqs = array("q")
         self.append(list(rows))
 
     def __len__(self) -> int:
@@ -107,20 +107,18 @@ class EventIndex:
         last = self.last_seq
         if rows and rows[0][SEQ] > last:
             self.rows.extend(rows)  # the usual case: a chunk from the store, in seq order, after what we have
-            self._seqs.extend(r[SEQ] for r in rows)
             return len(rows)
         added = 0
         for row in rows:
             if row[SEQ] > last:
                 self.rows.append(row)
-                self._seqs.append(row[SEQ])
                 last = row[SEQ]
                 added += 1
         return added
 
     def position(self, seq: int) -> int:
         """The row index of the first event with this seq or a later one."""
-        return bisect.bisect_left(self._seqs, seq)
+        return bisect.bisect_left(self.rows, seq, key=itemgetter(SEQ))
 
     def types(self) -> list[str]:
         return sorted({r[TYPE] for r in self.rows if r[TYPE]})
@@ -146,13 +144,18 @@ class EventView:
         self.heads = array("q")
         self._matcher = _TypeMatcher.parse(flt.types)
         self._run_key = False  # inside a run of deltas
+        self._runs: dict[str | None, bool] = {}  # type -> folds into runs
         self._run_head = -1
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def extend(self, rows: Sequence[Row], offset: int, end: int | None = None) -> int:
-        """Take in rows[offset:end] (new rows of the index); the number of lines added."""
+        """Take in rows[offset:end] (new rows of the index); the number of lines added.
+
+        The hot loop of a 400k-event session: per-type answers are cached in
+        dicts, and the checks of an empty filter are skipped.
+        """
         before = len(self.starts)
         flt = self.filter
         match = self._matcher
@@ -160,20 +163,26 @@ class EventView:
         ids = flt.ids.strip()
         seqs = flt.seqs
         collapse = flt.collapse
+        filtering = direction is not None or bool(match.include or match.exclude) or bool(ids) or seqs is not None
+        runs = self._runs
         starts, counts, heads, expanded = self.starts, self.counts, self.heads, self.expanded
         run_key, run_head = self._run_key, self._run_head
         for i in range(offset, len(rows) if end is None else end):
             row = rows[i]
-            if direction is not None and row[DIRECTION] != direction:
-                continue
-            if not match(row[TYPE]):
-                continue
-            if ids and not _id_matches(row, ids):
-                continue
-            if seqs is not None and row[SEQ] not in seqs:
-                continue
             typ = row[TYPE]
-            if collapse and is_run_type(typ):
+            if filtering:
+                if direction is not None and row[DIRECTION] != direction:
+                    continue
+                if not match(typ):
+                    continue
+                if ids and not _id_matches(row, ids):
+                    continue
+                if seqs is not None and row[SEQ] not in seqs:
+                    continue
+            is_run = runs.get(typ)
+            if is_run is None:
+                is_run = runs[typ] = collapse and is_run_type(typ)
+            if is_run:
                 if not run_key:
                     run_key, run_head = True, row[SEQ]
                 elif run_head not in expanded:
