@@ -239,7 +239,15 @@ def rtproxy_argv() -> list[str]:
     return [exe]
 
 
+STARTED: list[Child] = []  # every proxy this run started: stopped at the end even if a phase fails
+
+
 def start_proxy(up: Child, db: Path) -> Child:
+    STARTED.append(child := _spawn_proxy(up, db))
+    return child
+
+
+def _spawn_proxy(up: Child, db: Path) -> Child:
     return spawn("rtproxy", [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db), "--upstream",
                              f"http://{HOST}:{up.port}"])  # fmt: skip
 
@@ -544,6 +552,9 @@ async def main(args: argparse.Namespace) -> int:
             result["idle"] = await phase_idle(up, work, args.idle)
             result["slow"] = await phase_slow(up, work, max(1, min(args.sessions, 10)), args.slow_seconds)
     finally:
+        for child in STARTED:
+            if child.proc.poll() is None:
+                child.stop()
         up.stop()
     load, idle, slow = result["load"], result["idle"], result["slow"]
     result["bars"] = {
