@@ -331,6 +331,27 @@ async def test_redact_session_to_a_file_leaves_the_database(
         assert any("pirate" in str(f.data) for f in store.frames(sid))
 
 
+async def test_redact_refuses_a_session_still_being_recorded(
+    proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str
+) -> None:
+    """A session the proxy is still recording is not rewritten under it: one line, exit 2, frames untouched."""
+    client = AsyncOpenAI(api_key=api_key, websocket_base_url=proxy.ws_base)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "instructions": "Talk like a pirate."})
+        async for event in conn:
+            if event.type == "session.updated":
+                break
+        await asyncio.to_thread(proxy.recorder.flush)
+        with Store(proxy.db) as store:
+            sid = store.resolve("latest")
+            before = [f.data for f in store.frames(sid)]
+        r = await asyncio.to_thread(run, "redact", sid, "--db", str(proxy.db))
+    assert r.returncode == 2 and "still being recorded" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    await proxy.settle()
+    with Store(proxy.db) as store:
+        assert [f.data for f in store.frames(sid)][: len(before)] == before
+
+
 def test_redact_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
     """A tampered file is refused naming its line and left untouched; an unknown session or file is one line, exit 2."""
     path = tmp_path / "bad.jsonl"
