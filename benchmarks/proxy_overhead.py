@@ -455,6 +455,31 @@ def report(results: Results, plan: Plan, reps: int, command: str) -> None:
           + ("met" if verdict and results.complete else "NOT met"))  # fmt: skip
 
 
+RING_MIB = 64  # rtproxy's default recorder ring (Recorder max_bytes)
+
+
+async def overload(echo: Child, workdir: Path, factor: float) -> str:
+    """Flood rtproxy with `factor` times its ring in 13 KB events: memory must stay bounded, every frame must be
+    either recorded or counted as unrecorded on its session."""
+    audio = audio_event()
+    n = int(factor * RING_MIB * 2**20 / (2 * len(audio)))
+    db = workdir / "overload.db"
+    child = spawn("rtproxy", [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db),
+                              "--upstream", f"http://{HOST}:{echo.port}"])  # fmt: skip
+    tally = Tally()
+    try:
+        async with aiohttp.ClientSession() as http:
+            rate = await flood(http, f"ws://{HOST}:{child.port}{PATH}", audio, n, tally)
+        own, tree = memory_kib(child.pid, tree=False) / 1024, memory_kib(child.pid) / 1024
+    finally:
+        output = child.stop()
+    _, line = check_db(db, tally)
+    warned = "cannot keep up" in output
+    return (f"overload: {n} × 13 KB flooded ({factor:g}× the {RING_MIB} MiB ring) at {rate:,.0f} msg/s; "
+            f"peak RSS proxy {own:.0f} MiB, writer {tree - own:.0f} MiB; {line}; "
+            f"overflow warning printed: {'yes' if warned else 'no'}")
+
+
 async def main(args: argparse.Namespace) -> int:
     if args.quick:
         plan = Plan(pingpong_small=1000, pingpong_audio=500, flood_small=5000, flood_audio=1500, stream_seconds=2.0)
@@ -468,6 +493,7 @@ async def main(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="rtproxy-bench-") as tmp:
             for rep in range(reps):
                 await repetition(rep, echo, plan, results, Path(tmp), targets)
+            overloaded = await overload(echo, Path(tmp), 3.0) if "rtproxy" in targets and args.overload else ""
     finally:
         echo.stop()
     command = "python benchmarks/proxy_overhead.py" + (" --quick" if args.quick else "") + \
@@ -477,6 +503,8 @@ async def main(args: argparse.Namespace) -> int:
         if not results.runs[t]:
             results.runs[t].append(dict.fromkeys(keys, math.nan))
     report(results, plan, reps, command)
+    if overloaded:
+        print(overloaded)
     if args.json:
         Path(args.json).write_bytes(orjson.dumps({"plan": plan.__dict__, "runs": results.runs,
                                                   "checks": results.checks}, option=orjson.OPT_INDENT_2))  # fmt: skip
@@ -489,6 +517,8 @@ def cli() -> int:
     parser.add_argument("--reps", type=int, help="repetitions (default 5, or 3 with --quick)")
     parser.add_argument("--targets", default="direct,relay,rtproxy", help="comma-separated subset to run")
     parser.add_argument("--json", help="also write every repetition's figures to this file")
+    parser.add_argument("--no-overload", dest="overload", action="store_false",
+                        help="skip the last check: a flood of 3× rtproxy's ring (bounded memory, drops counted)")
     parser.add_argument("--role", choices=("echo", "relay"), help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
