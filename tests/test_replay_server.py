@@ -134,12 +134,12 @@ async def turn_time(url: str) -> float:
 
 
 async def test_recorded_pace_keeps_offsets_scaled_by_speed() -> None:
-    """With pace recorded a reply 0.4 s after its trigger arrives no sooner than 0.4/speed s; instant is faster."""
-    async for r in serve(script_frames(delay=0.4), pace="recorded", speed=2.0):
+    """With pace recorded a reply 0.8 s after its trigger arrives no sooner than 0.8/speed s; instant is faster."""
+    async for r in serve(script_frames(delay=0.8), pace="recorded", speed=2.0):
         paced = await turn_time(r.url)
-    async for r in serve(script_frames(delay=0.4)):
+    async for r in serve(script_frames(delay=0.8)):
         instant = await turn_time(r.url)
-    assert paced >= 0.2 * 0.95
+    assert paced >= 0.4 * 0.95
     assert instant < paced
 
 
