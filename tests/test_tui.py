@@ -561,7 +561,7 @@ async def test_live_session_grows_on_screen(tmp_path: Path) -> None:
 
 async def test_help_and_command_palette(db: Path) -> None:
     """`?` opens the help; the command palette lists the screen's actions and runs them."""
-    from textual.command import CommandPalette
+    from textual.command import CommandList, CommandPalette
     from textual.widgets import TabbedContent
 
     from rtproxy.tui.screens.help import HelpScreen
@@ -576,7 +576,10 @@ async def test_help_and_command_palette(db: Path) -> None:
         await pilot.press("ctrl+p")
         await wait_until(pilot, lambda: CommandPalette.is_open(app), what="palette")
         await pilot.press(*"show timeline")
-        await pilot.pause(0.3)
+        commands = app.screen.query_one(CommandList)
+        await wait_until(pilot, lambda: commands.option_count > 0 and commands.highlighted is not None,
+                         what="matching command")
+        assert "Show timeline" in str(commands.get_option_at_index(commands.highlighted).prompt)
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.query_one(TabbedContent).active == "timeline", what="timeline")
 
@@ -666,3 +669,27 @@ def test_cli_tui_errors_and_lazy_import(tmp_path: Path) -> None:
     probe = subprocess.run([sys.executable, "-c", "import sys, rtproxy.cli; print('textual' in sys.modules)"],
                            capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "False"
+
+
+async def test_mouse_selects_events_items_and_tabs(db: Path) -> None:
+    """Clicking a tab shows it, clicking an event row selects it, clicking an item highlights it."""
+    from textual.widgets import TabbedContent
+
+    from rtproxy.tui.widgets.conversation import ConversationList
+    from rtproxy.tui.widgets.event_list import EventList
+
+    app = make_app(db, SESSION_META["id"])
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        tabs = screen.query_one(TabbedContent)
+        await pilot.click("#tabs Tab#--content-tab-events")
+        await wait_until(pilot, lambda: tabs.active == "events", what="events tab")
+        events = screen.query_one(EventList)
+        await pilot.click(EventList, offset=(20, 4))
+        await wait_until(pilot, lambda: events.cursor == events.scroll_offset.y + 4, what="row clicked")
+        await pilot.click("#tabs Tab#--content-tab-conversation")
+        await wait_until(pilot, lambda: tabs.active == "conversation", what="conversation tab")
+        conv = screen.query_one(ConversationList)
+        line = conv._first_line[2]  # the first line of the third item
+        await pilot.click(ConversationList, offset=(10, line - conv.scroll_offset.y))
+        await wait_until(pilot, lambda: conv.cursor == 2, what="item clicked")
