@@ -693,3 +693,18 @@ async def test_mouse_selects_events_items_and_tabs(db: Path) -> None:
         line = conv._first_line[2]  # the first line of the third item
         await pilot.click(ConversationList, offset=(10, line - conv.scroll_offset.y))
         await wait_until(pilot, lambda: conv.cursor == 2, what="item clicked")
+
+
+async def test_a_missing_session_is_said_not_crashed_on(db: Path) -> None:
+    """A session that is not (or no longer) in the database is reported on screen; the app keeps running."""
+    from rtproxy.tui.widgets.conversation import ConversationList
+
+    app = make_app(db, "20990101-000000-gone00")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "SessionScreen", what="session screen")
+        conv = app.screen.query_one(ConversationList)
+        await wait_until(pilot, lambda: "cannot read session 20990101-000000-gone00" in conv.placeholder,
+                         what="the failure shown")
+        assert app.is_running
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "SessionsScreen", what="sessions")

@@ -8,6 +8,7 @@ need it (play, export) take :attr:`lock`.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from ..assemble import Conversation
 from ..errors import RtproxyError
 from ..store import Store
 from . import data
-from .messages import ConversationChanged, EventsAppended, LiveChanged, SessionLoaded
+from .messages import ConversationChanged, EventsAppended, LiveChanged, LoadFailed, SessionLoaded
 from .views import ViewBuilder
 
 #: Post a conversation snapshot at most this often while a big session loads (seconds).
@@ -44,7 +45,13 @@ class SessionFeed:
         self._summary_at = 0.0
 
     def run(self, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
-        """Load everything recorded so far, then poll while the session is open."""
+        """Load everything recorded so far, then poll while the session is open; failures become a message."""
+        try:
+            self._run(post, cancelled)
+        except (RtproxyError, sqlite3.Error) as e:
+            post(LoadFailed(f"cannot read session {self.session_id}: {e}"))
+
+    def _run(self, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
         with Store(self.db) as store:
             summary = data.load_session(store, self.session_id)
             post(SessionLoaded(summary))

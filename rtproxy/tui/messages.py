@@ -28,6 +28,14 @@ class SessionsLoaded(Message):
 
 
 @dataclass
+class SessionsChanged(Message):
+    """The poll saw the sessions table change: a new session, one ending, a live one growing."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SessionsChanged)
+
+
+@dataclass
 class SessionDeleted(Message):
     session_id: str
 
@@ -135,3 +143,10 @@ class AudioFinished(Message):
 
     text: str
     error: bool = False
+
+
+@dataclass
+class LoadFailed(Message):
+    """A worker could not read the store (session deleted, database gone or locked)."""
+
+    text: str

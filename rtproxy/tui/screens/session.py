@@ -37,6 +37,7 @@ from ..messages import (
     EventsAppended,
     ItemChosen,
     LiveChanged,
+    LoadFailed,
     RunToggled,
     SearchFinished,
     SessionLoaded,
@@ -245,6 +246,14 @@ class SessionScreen(Screen[None]):
         if s.label:
             parts.append(s.label)
         self.query_one("#session-title", Static).update(" · ".join(parts))
+
+    @on(LoadFailed)
+    def _load_failed(self, message: LoadFailed) -> None:
+        self.live = False
+        self.query_one("#session-title", Static).update(message.text)
+        self.query_one(ConversationList).placeholder = message.text
+        self.query_one(ConversationList).refresh()
+        self.notify(message.text, severity="error")
 
     @on(LiveChanged)
     def _live_changed(self, message: LiveChanged) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +15,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.widgets.data_table import CellDoesNotExist
 
+from ...errors import RtproxyError
 from .. import data
 from ..data import SessionSummary
-from ..messages import SessionDeleted, SessionSelected, SessionsLoaded
+from ..messages import LoadFailed, SessionDeleted, SessionsChanged, SessionSelected, SessionsLoaded
 from .confirm import ConfirmScreen
 
 if TYPE_CHECKING:
@@ -120,7 +122,11 @@ class SessionsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="sessions-load")
     def load(self) -> None:
-        sessions = data.load_sessions(self.rt_app.db_path)
+        try:
+            sessions = data.load_sessions(self.rt_app.db_path)
+        except (RtproxyError, sqlite3.Error) as e:
+            self.post_message(LoadFailed(f"cannot read {self.rt_app.db_path}: {e}"))
+            return
         self.post_message(SessionsLoaded(sessions))
 
     @work(thread=True, exclusive=True, group="sessions-poll")
@@ -130,7 +136,10 @@ class SessionsScreen(Screen[None]):
         Counting a live session's events scans them, so growth alone reloads at
         most every LIVE_RELOAD seconds; new and ended sessions show at once.
         """
-        fingerprint = data.sessions_fingerprint(self.rt_app.db_path)
+        try:
+            fingerprint = data.sessions_fingerprint(self.rt_app.db_path)
+        except (RtproxyError, sqlite3.Error):
+            return  # a busy or vanished database: the next tick tries again
         if fingerprint == self._fingerprint:
             return
         old = self._fingerprint
@@ -139,18 +148,31 @@ class SessionsScreen(Screen[None]):
             return
         self._fingerprint = fingerprint
         self._loaded_at = time.monotonic()
-        self.post_message(SessionsLoaded(data.load_sessions(self.rt_app.db_path)))
+        self.post_message(SessionsChanged())
 
     @work(thread=True, group="sessions-delete")
     def delete(self, session_id: str) -> None:
-        data.delete_session(self.rt_app.db_path, session_id)
+        try:
+            data.delete_session(self.rt_app.db_path, session_id)
+        except (RtproxyError, sqlite3.Error) as e:
+            self.post_message(LoadFailed(f"cannot delete {session_id}: {e}"))
+            return
         self.post_message(SessionDeleted(session_id))
+
+    @on(LoadFailed)
+    def _load_failed(self, message: LoadFailed) -> None:
+        self.query_one("#sessions-status", Static).update(message.text)
+        self.notify(message.text, severity="error")
 
     # -- messages --
 
     @on(SessionsLoaded)
     def _loaded(self, message: SessionsLoaded) -> None:
         self.sessions = message.sessions
+
+    @on(SessionsChanged)
+    def _changed(self) -> None:
+        self.load()
 
     @on(SessionDeleted)
     def _deleted(self, message: SessionDeleted) -> None:
