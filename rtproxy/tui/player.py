@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import audio
@@ -71,3 +73,42 @@ def export_conversation(directory: Path, session_id: str, conv: Conversation) ->
     path = directory / f"{safe_name(session_id)}-conversation.wav"
     audio.write_wav(path, audio.stereo_mix(track(user), track(assistant), rate), rate, channels=2)
     return path
+
+
+@dataclass
+class Outcome:
+    """What a play or export request came to, in words for a notification."""
+
+    text: str
+    error: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class AudioJob:
+    """Play or export audio of a reducer that another thread may be feeding (hence the lock)."""
+
+    conversation: Conversation
+    lock: threading.Lock
+    session_id: str
+    directory: Path
+
+    def run(self, what: str, item_id: str | None) -> Outcome:
+        """``what``: ``play`` or ``export`` (the item), or ``conversation`` (the stereo WAV)."""
+        try:
+            with self.lock:
+                if what == "conversation":
+                    path = export_conversation(self.directory, self.session_id, self.conversation)
+                    return Outcome(f"wrote {path}") if path else Outcome("this conversation has no audio", True)
+                item = self.conversation.item(item_id or "")
+                if item is None or item.audio_ms <= 0:
+                    return Outcome("this item has no audio", True)
+                pcm, rate, ms = item.pcm16(), item.audio_rate, item.audio_ms
+            if what == "export":
+                return Outcome(f"wrote {export_item(self.directory, self.session_id, item.id, pcm, rate)}")
+            command = find_player()
+            if command is None:
+                return Outcome("no audio player found (aplay, paplay, afplay, ffplay): press w to export a WAV", True)
+            return Outcome(f"playing {item.id} ({ms / 1000:.1f} s) with {command[0]}", process=play(pcm, rate, command))
+        except OSError as e:
+            return Outcome(f"audio failed: {e.strerror or e}", True)

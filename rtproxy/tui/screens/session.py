@@ -26,9 +26,10 @@ from textual.widgets import Footer, Input, Select, Static, TabbedContent, TabPan
 from textual.worker import get_current_worker
 
 from .. import data, player
+from ..commands import SESSION_ACTIONS
 from ..data import SessionSummary
 from ..feed import SessionFeed
-from ..index import ITEM_ID, RESPONSE_ID, EventFilter, EventIndex
+from ..index import ITEM_ID, RESPONSE_ID, EventFilter, EventIndex, EventView
 from ..messages import (
     AudioFinished,
     ConversationChanged,
@@ -80,23 +81,7 @@ class SessionScreen(Screen[None]):
         Binding("o", "event_item", "Item of event", show=False),
         Binding("b", "back_to_item", "Back to item", show=False),
     ]
-    COMMAND_ACTIONS = (
-        ("Show conversation", "The reassembled conversation", "show_tab('conversation')"),
-        ("Show events", "Every event, filterable", "show_tab('events')"),
-        ("Show timeline", "Turn latency and tokens", "show_tab('timeline')"),
-        ("Play item audio", "Play the highlighted item through a system player", "play"),
-        ("Export item WAV", "Write the highlighted item's audio to a WAV file", "export_item"),
-        ("Export conversation WAV", "Write the whole conversation as a stereo WAV", "export_conversation"),
-        ("Filter events by type", "Globs like response.* or -*.delta", "focus_filter('types')"),
-        ("Filter events by id", "An item or response id (or prefix)", "focus_filter('ids')"),
-        ("Search event payloads", "Free text in the JSON of events", "focus_filter('text')"),
-        ("Cycle direction filter", "Both, client → server, server → client", "cycle_direction"),
-        ("Toggle delta runs", "Collapse runs of deltas into one line, or not", "toggle_collapse"),
-        ("Clear event filters", "Show every event", "clear_filters"),
-        ("Jump to the event's item", "From the Events tab to the item in the conversation", "event_item"),
-        ("Back to the item", "From its events back to the conversation", "back_to_item"),
-        ("Back to sessions", "The sessions table", "back"),
-    )
+    COMMAND_ACTIONS = SESSION_ACTIONS
 
     live: reactive[bool] = reactive(False)
     event_filter: reactive[EventFilter] = reactive(EventFilter, always_update=True)
@@ -200,40 +185,13 @@ class SessionScreen(Screen[None]):
 
     @work(thread=True, group="audio")
     def audio_job(self, what: str, item_id: str | None) -> None:
-        feed = self.feed
-        if feed is None:
+        if self.feed is None:
             return
-        directory = Path(self.rt_app.export_dir)
-        try:
-            with feed.lock:
-                conv = feed.conversation
-                if what == "conversation":
-                    path = player.export_conversation(directory, self.session_id, conv)
-                    if path is None:
-                        self.post_message(AudioFinished("this conversation has no audio", error=True))
-                    else:
-                        self.post_message(AudioFinished(f"wrote {path}"))
-                    return
-                item = conv.item(item_id or "")
-                if item is None or item.audio_ms <= 0:
-                    self.post_message(AudioFinished("this item has no audio", error=True))
-                    return
-                pcm, rate = item.pcm16(), item.audio_rate
-            if what == "export":
-                path = player.export_item(directory, self.session_id, item.id, pcm, rate)
-                self.post_message(AudioFinished(f"wrote {path}"))
-                return
-            command = player.find_player()
-            if command is None:
-                self.post_message(
-                    AudioFinished("no audio player found (aplay, paplay, afplay, ffplay): press w to export a WAV",
-                                  error=True)
-                )
-                return
-            self._players.append(player.play(pcm, rate, command))
-            self.post_message(AudioFinished(f"playing {item.id} ({item.audio_ms / 1000:.1f} s) with {command[0]}"))
-        except OSError as e:
-            self.post_message(AudioFinished(f"audio failed: {e.strerror or e}", error=True))
+        job = player.AudioJob(self.feed.conversation, self.feed.lock, self.session_id, Path(self.rt_app.export_dir))
+        outcome = job.run(what, item_id)
+        if outcome.process is not None:
+            self._players.append(outcome.process)
+        self.post_message(AudioFinished(outcome.text, outcome.error))
 
     # -- what the feed sends --
 
@@ -325,10 +283,7 @@ class SessionScreen(Screen[None]):
         message.view.extend(self.index.rows, message.rows_seen)
         self._show_view(message.view)
 
-    def _show_view(self, view: object) -> None:
-        from ..index import EventView
-
-        assert isinstance(view, EventView)
+    def _show_view(self, view: EventView) -> None:
         self.query_one(EventList).set_view(view, keep_seq=self._pending_seq)
         self._pending_seq = None
         self._update_events_status()
