@@ -337,6 +337,8 @@ async def test_conversation_reads_as_chat(db: Path) -> None:
 
 async def test_events_filters(db: Path) -> None:
     """Type globs (with exclusions), the direction selector, ids and payload search narrow the event list."""
+    from textual.widgets import Input
+
     from rtproxy.tui.index import TYPE
     from rtproxy.tui.widgets.event_list import EventList
 
@@ -351,18 +353,23 @@ async def test_events_filters(db: Path) -> None:
         await pilot.press("t", *"response.*")
         await wait_until(pilot, lambda: events.view.filter.types == "response.*", what="type filter")
         assert shown() and all(r[TYPE].startswith("response.") for r in shown())
-        await pilot.press(*" -*.delta")
+        screen.query_one("#filter-types", Input).value = "response.* -*.delta"  # as if typed on
         await wait_until(pilot, lambda: events.view.filter.types.endswith("-*.delta"), what="exclusion")
         assert shown() and not any(r[TYPE].endswith(".delta") for r in shown())
+        screen.query_one("#filter-types", Input).focus()
         await pilot.press("escape")  # leaves the input, not the screen
         assert screen.focused is events
         await pilot.press("x", "D")
         await wait_until(pilot, lambda: events.view.filter.direction == "client", what="client only")
         assert shown() and {r[2] for r in shown()} == {"client"}
-        await pilot.press("x", "i", *"resp_2", "enter")
+        await pilot.press("x", "i")
+        screen.query_one("#filter-ids", Input).value = "resp_2"
+        await pilot.press("enter")
         await wait_until(pilot, lambda: events.view.filter.ids == "resp_2", what="id filter")
         assert shown() and all("resp_2" in (r[4], r[5]) for r in shown())
-        await pilot.press("x", "s", *"sunny", "enter")
+        await pilot.press("x", "s")
+        screen.query_one("#filter-text", Input).value = "sunny"
+        await pilot.press("enter")
         await wait_until(pilot, lambda: events.view.filter.seqs is not None, what="search")
         with Store(db) as store:
             expected = {f.seq for f in store.frames(SESSION_META["id"]) if "sunny" in str(f.data)}
@@ -575,7 +582,7 @@ async def test_help_and_command_palette(db: Path) -> None:
         await wait_until(pilot, lambda: app.screen is screen, what="help closed")
         await pilot.press("ctrl+p")
         await wait_until(pilot, lambda: CommandPalette.is_open(app), what="palette")
-        await pilot.press(*"show timeline")
+        await pilot.press(*"timeline")
         commands = app.screen.query_one(CommandList)
         await wait_until(pilot, lambda: commands.option_count > 0 and commands.highlighted is not None,
                          what="matching command")
