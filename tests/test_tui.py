@@ -715,3 +715,45 @@ async def test_a_missing_session_is_said_not_crashed_on(db: Path) -> None:
         assert app.is_running
         await pilot.press("escape")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "SessionsScreen", what="sessions")
+
+
+def test_real_command_in_a_terminal(db: Path) -> None:
+    """`rtproxy tui latest` in a pseudo-terminal draws the session and quits on `q` with exit code 0."""
+    import os
+    import select
+
+    pty = pytest.importorskip("pty")
+    from .conftest import rtproxy_exe
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real console script, never back into pytest
+        try:
+            os.environ.update(TERM="xterm-256color", COLUMNS="120", LINES="40")
+            exe = rtproxy_exe()
+            os.execv(exe[0], [*exe, "tui", "latest", "--db", str(db)])
+        finally:
+            os._exit(127)
+    out = b""
+    sent = False
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if not sent and b"weather demo" in out and b"mild and sunny" in out:
+                os.write(fd, b"q")
+                sent = True
+    finally:
+        if not sent:
+            os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert sent, out[-2000:]
+    assert os.waitstatus_to_exitcode(status) == 0
