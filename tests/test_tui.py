@@ -327,7 +327,7 @@ async def test_conversation_reads_as_chat(db: Path) -> None:
     assert "book_table(call_id=call_1)" in text
     assert '"people": 2,' in text and '"time": "20:00"' in text  # indented JSON, one key a line
     assert '"booked": true,' in text
-    assert "♪ 900 ms" in text and "♪ 600 ms" in text
+    assert "♪ 0.9 s" in text and "♪ 0.6 s" in text
     assert "█" in text  # a waveform
     assert "resp_1 completed · 150 tokens" in text
     assert "first audio" in text and "resp_2 completed · 80 tokens" in text

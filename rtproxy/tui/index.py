@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Final
 
+from ..render import collapsible
+
 #: One event, as the index keeps it.
 Row = tuple[int, float, str, str | None, str | None, str | None, int]
 
@@ -32,12 +34,9 @@ ITEM_ID: Final = 4
 RESPONSE_ID: Final = 5
 SIZE: Final = 6
 
-#: Besides ``*.delta``, event types that stream and fold into runs.
-RUN_TYPES = frozenset({"input_audio_buffer.append"})
-
-
 def is_run_type(event_type: str | None) -> bool:
-    return event_type is not None and (event_type.endswith(".delta") or event_type in RUN_TYPES)
+    """Streamed events (``*.delta``, audio appends) that fold into runs, as in `rtproxy show --events`."""
+    return event_type is not None and collapsible(event_type)
 
 
 @dataclass(frozen=True)

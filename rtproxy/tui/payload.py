@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from ..protocol import PCM16, AudioFormat, Direction
+from ..render import b64_len
 
 #: Server events whose ``delta`` is base64 audio.
 AUDIO_DELTA_TYPES = frozenset({"response.audio.delta", "response.output_audio.delta"})
@@ -20,15 +21,8 @@ AUDIO_KEYS = frozenset({"audio"})
 MIN_AUDIO_CHARS = 64
 
 
-def b64_length(text: str) -> int:
-    """Decoded length of a base64 string, without decoding it."""
-    n = len(text)
-    pad = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
-    return max(n * 3 // 4 - pad, 0)
-
-
 def audio_placeholder(b64: str, fmt: AudioFormat | None) -> str:
-    n = b64_length(b64)
+    n = b64_len(b64)
     ms = (fmt or PCM16).duration_ms(n)
     return f"<base64 audio, {n} bytes, {ms:.0f} ms>"
 

@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from textual.widgets.data_table import CellDoesNotExist
 
 from ...errors import RtproxyError
+from ...render import seconds
 from .. import data
 from ..data import SessionSummary
 from ..messages import LoadFailed, SessionDeleted, SessionsChanged, SessionSelected, SessionsLoaded
@@ -40,14 +41,6 @@ COLUMNS = (
 )
 
 
-def duration_text(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def status_text(status: str) -> Text:
     if status == "open":
         return Text("● live", style="bold red")
@@ -59,7 +52,7 @@ def row_cells(s: SessionSummary) -> tuple[Any, ...]:
     return (
         s.id,
         s.started_at.replace("T", " ").rstrip("Z")[:16],
-        Text(duration_text(s.duration), justify="right"),
+        Text("" if s.duration is None else seconds(s.duration), justify="right"),
         s.model,
         s.dialect,
         status_text(s.status),

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.text import Text
 
+from ...render import seconds, tokens
 from ..views import ConversationView, ItemView, ResponseView, pretty_json, waveform
 
 SPEAKER_STYLES = {
@@ -20,7 +21,8 @@ SPEAKER_STYLES = {
 MAX_JSON_LINES = 40
 
 
-def seconds(ms: float) -> str:
+def ms_text(ms: float) -> str:
+    """A latency: whole milliseconds below a second (they matter there), else seconds."""
     return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
 
 
@@ -34,13 +36,13 @@ def response_line(r: ResponseView) -> Text:
     reason = details.get("reason") or (details.get("error") or {}).get("message") if isinstance(details, dict) else None
     if reason:
         line.append(f" ({reason})", style=status_style)
-    if r.total_tokens is not None:
-        line.append(f" · {r.total_tokens} tokens", style="dim")
+    if r.usage:
+        line.append(f" · {tokens(r.usage)}", style="dim")
     for key, label in (("created", "created"), ("first_audio", "first audio"), ("first_delta", "first delta"),
                        ("done", "done")):
         ms = r.latency_ms.get(key)
         if ms is not None and not (key == "first_delta" and r.latency_ms.get("first_audio") is not None):
-            line.append(f" · {label} {seconds(ms)}", style="dim")
+            line.append(f" · {label} {ms_text(ms)}", style="dim")
     return line
 
 
@@ -78,7 +80,7 @@ def item_lines(item: ItemView, conv: ConversationView, console: Console, width: 
     if item.status and item.status != "completed":
         head.append(f"  {item.status}", style="yellow")
     if item.truncated_ms is not None:
-        head.append(f"  ✂ truncated at {seconds(item.truncated_ms)}", style="bold red")
+        head.append(f"  ✂ truncated at {seconds(item.truncated_ms / 1000)}", style="bold red")
     lines = [head]
     body: list[Text] = []
     if item.type == "function_call":
@@ -102,7 +104,7 @@ def item_lines(item: ItemView, conv: ConversationView, console: Console, width: 
             body.append(Text("  (no text)", style="dim italic"))
     if item.audio_ms > 0:
         audio = Text("  ♪ ", style="magenta")
-        audio.append(seconds(item.audio_ms), style="magenta")
+        audio.append(seconds(item.audio_ms / 1000), style="magenta")
         audio.append("  ")
         audio.append(waveform(item.peaks), style="magenta")
         body.append(audio)

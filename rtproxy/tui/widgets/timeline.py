@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ..views import ConversationView, ResponseView
-from .item_render import seconds
+from .item_render import ms_text
 
 BAR_WIDTH = 40
 #: (segment, from key, to key, style): latencies are ms from the trigger.
@@ -62,7 +62,7 @@ def timeline_text(conv: ConversationView) -> Text:
     threshold = slow[len(slow) // 10] if len(slow) >= 10 else float("inf")
     out = Text()
     out.append_text(LEGEND)
-    out.append(f"   full bar = {seconds(scale)}\n\n", style="dim")
+    out.append(f"   full bar = {ms_text(scale)}\n\n", style="dim")
     out.append(f"{'#':>4} {'t (s)':>8}  {'trigger':<18} {'latency':<{BAR_WIDTH}} {'1st audio':>9} {'done':>8} "
                f"{'tokens':>7}  status\n", style="bold")
     for n, r in enumerate(responses, 1):
@@ -74,8 +74,8 @@ def timeline_text(conv: ConversationView) -> Text:
         out.append(f"{_trigger(r.trigger_type):<18} ", style="dim")
         out.append_text(bar(r, scale))
         first = points.get("first_audio")
-        out.append(f" {'' if first is None else seconds(first):>9}")
-        out.append(f" {'' if d is None else seconds(d):>8}", style="bold red" if is_slow else "")
+        out.append(f" {'' if first is None else ms_text(first):>9}")
+        out.append(f" {'' if d is None else ms_text(d):>8}", style="bold red" if is_slow else "")
         out.append(f" {'' if r.total_tokens is None else r.total_tokens:>7}")
         status = r.status or "in progress"
         out.append(f"  {status}", style="green" if status == "completed" else "yellow")
