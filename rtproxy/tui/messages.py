@@ -124,13 +124,6 @@ class RunToggled(Message):
 
 
 @dataclass
-class ItemHighlighted(Message):
-    """The conversation's cursor moved to an item."""
-
-    item_id: str
-
-
-@dataclass
 class ItemChosen(Message):
     """The user asked to see an item's events."""
 

@@ -188,10 +188,6 @@ class ViewBuilder:
         return view
 
 
-def conversation_view(conv: Conversation) -> ConversationView:
-    return ViewBuilder().build(conv)
-
-
 def fast_peaks(pcm16: bytes, buckets: int, max_samples: int = 24_000) -> list[tuple[int, int]]:
     """Approximate (min, max) per bucket from at most ``max_samples`` evenly spaced samples.
 

@@ -16,7 +16,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..messages import ItemChosen, ItemHighlighted
+from ..messages import ItemChosen
 from ..views import ConversationView, ItemView, ResponseView
 from .item_render import item_lines
 
@@ -123,9 +123,6 @@ class ConversationList(ScrollView, can_focus=True):
     def watch_cursor(self, old: int, new: int) -> None:
         self.refresh()
         self.scroll_to_cursor()
-        item = self.cursor_item
-        if item is not None:
-            self.post_message(ItemHighlighted(item.id))
 
     def scroll_to_cursor(self, center: bool = False) -> None:
         if not self._first_line or self.cursor >= len(self._first_line):

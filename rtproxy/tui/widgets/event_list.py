@@ -57,7 +57,6 @@ class EventList(ScrollView, can_focus=True):
         "event-list--client",
         "event-list--server",
         "event-list--run",
-        "event-list--dim",
     }
     DEFAULT_CSS = """
     EventList { height: 1fr; }
@@ -66,7 +65,6 @@ class EventList(ScrollView, can_focus=True):
     EventList > .event-list--client { color: $success; }
     EventList > .event-list--server { color: $foreground; }
     EventList > .event-list--run { color: $warning; }
-    EventList > .event-list--dim { color: $text-muted; }
     """
 
     cursor: reactive[int] = reactive(0, always_update=True)
