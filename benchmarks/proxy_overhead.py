@@ -289,42 +289,71 @@ async def caught_up(db: Path | None, frames: int, timeout: float = 120.0) -> flo
     return time.perf_counter() - t0
 
 
-async def run_workloads(url: str, plan: Plan, pid: int | None, db: Path | None) -> tuple[dict[str, float], Tally]:
-    small, audio = small_event(), audio_event()
-    tally = Tally()
-    out: dict[str, float] = {}
+@dataclass
+class Target:
+    """One way to reach the echo upstream, measured workload by workload, interleaved with the others."""
 
-    def cpu() -> tuple[float, float]:  # (the proxy process itself, its children: rtproxy's writer)
-        if pid is None:
+    name: str
+    url: str
+    child: Child | None = None
+    db: Path | None = None  # rtproxy's database: after a flood, wait until it holds every frame
+    tally: Tally = field(default_factory=Tally)
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far of the relay/proxy process itself, and of its children (rtproxy's writer)."""
+        if self.child is None:
             return math.nan, math.nan
-        own = cpu_seconds(pid, tree=False)
-        return own, cpu_seconds(pid) - own
+        own = cpu_seconds(self.child.pid, tree=False)
+        return own, cpu_seconds(self.child.pid) - own
 
+
+async def run_workloads(targets: list[Target], plan: Plan, rep: int) -> None:
+    """Each workload on every target in turn (the order rotating with rep), so that a noisy moment on a shared
+    machine hits all of them alike, and ratios can be taken pair by pair."""
+    small, audio = small_event(), audio_event()
+    order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
     timeout = aiohttp.ClientTimeout(total=None, connect=10.0)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        await ping_pong(http, url, small, 100, tally)  # warm the target up
-        c0 = cpu()
-        rtts = await ping_pong(http, url, small, plan.pingpong_small, tally)
-        out["rtt_small_p50"], out["rtt_small_p99"] = percentile(rtts, 50) * 1e6, percentile(rtts, 99) * 1e6
-        rtts = await ping_pong(http, url, audio, plan.pingpong_audio, tally)
-        out["rtt_audio_p50"], out["rtt_audio_p99"] = percentile(rtts, 50) * 1e6, percentile(rtts, 99) * 1e6
-        c1 = cpu()
-        await caught_up(db, tally.frames)
-        out["flood_small"] = await flood(http, url, small, plan.flood_small, tally)
-        out["drain_small"] = await caught_up(db, tally.frames)
-        out["flood_audio"] = await flood(http, url, audio, plan.flood_audio, tally)
-        out["drain_audio"] = await caught_up(db, tally.frames)
-        c2 = cpu()
-        rtts = await streams(http, url, audio, plan.conns, plan.rate, plan.stream_seconds, tally)
-        out["stream_p50"], out["stream_p99"] = percentile(rtts, 50) * 1e3, percentile(rtts, 99) * 1e3
-        c3 = cpu()
-    for i, who in enumerate(("proxy", "writer")):
-        out[f"cpu_{who}_pingpong"] = c1[i] - c0[i]
-        out[f"cpu_{who}_flood"] = c2[i] - c1[i]
-        out[f"cpu_{who}_streams"] = c3[i] - c2[i]
-    own_peak = memory_kib(pid, tree=False) / 1024 if pid else math.nan
-    out["rss_proxy"], out["rss_writer"] = own_peak, (memory_kib(pid) / 1024 - own_peak) if pid else math.nan
-    return out, tally
+
+        async def each(phase: str, work: Callable[[Target], Any]) -> None:
+            for target in order:
+                c0 = target.cpu()
+                await work(target)
+                c1 = target.cpu()
+                for i, who in enumerate(("proxy", "writer")):
+                    key = f"cpu_{who}_{phase}"
+                    target.figures[key] = target.figures.get(key, 0.0) + c1[i] - c0[i]
+
+        async def warm(t: Target) -> None:
+            await ping_pong(http, t.url, small, 100, t.tally)
+
+        async def pings(t: Target) -> None:
+            for label, payload, n in (("small", small, plan.pingpong_small), ("audio", audio, plan.pingpong_audio)):
+                rtts = await ping_pong(http, t.url, payload, n, t.tally)
+                t.figures[f"rtt_{label}_p50"] = percentile(rtts, 50) * 1e6
+                t.figures[f"rtt_{label}_p99"] = percentile(rtts, 99) * 1e6
+
+        def flooding(label: str, payload: str, n: int) -> Callable[[Target], Any]:
+            async def run(t: Target) -> None:
+                t.figures[f"flood_{label}"] = await flood(http, t.url, payload, n, t.tally)
+                t.figures[f"drain_{label}"] = await caught_up(t.db, t.tally.frames)  # CPU of the drain counts too
+
+            return run
+
+        async def stream(t: Target) -> None:
+            rtts = await streams(http, t.url, audio, plan.conns, plan.rate, plan.stream_seconds, t.tally)
+            t.figures["stream_p50"], t.figures["stream_p99"] = percentile(rtts, 50) * 1e3, percentile(rtts, 99) * 1e3
+
+        await each("warmup", warm)
+        await each("pingpong", pings)
+        await each("flood", flooding("small", small, plan.flood_small))
+        await each("flood", flooding("audio", audio, plan.flood_audio))
+        await each("streams", stream)
+    for t in targets:
+        if t.child is not None:
+            own = memory_kib(t.child.pid, tree=False) / 1024
+            t.figures["rss_proxy"], t.figures["rss_writer"] = own, memory_kib(t.child.pid) / 1024 - own
 
 
 def check_db(db: Path, tally: Tally) -> tuple[bool, str]:
@@ -375,34 +404,43 @@ class Results:
     complete: bool = True
 
     def med(self, target: str, key: str) -> float:
-        return median([r[key] for r in self.runs[target]])
+        return median([r.get(key, math.nan) for r in self.runs[target]])
+
+    def paired(self, a: str, b: str, key: str) -> float:
+        """The median over repetitions of a/b, each pair measured back to back."""
+        pairs = zip(self.runs[a], self.runs[b], strict=False)
+        return median([ratio(x.get(key, math.nan), y.get(key, math.nan)) for x, y in pairs])
 
 
-async def repetition(rep: int, echo: Child, plan: Plan, results: Results, workdir: Path, targets: list[str]) -> None:
-    upstream = f"http://{HOST}:{echo.port}"
-    for target in targets:
-        child: Child | None = None
-        db = workdir / f"rep{rep}.db"
-        if target == "relay":
-            child = spawn("relay", python_argv(__file__, "--role", "relay", "--upstream", f"ws://{HOST}:{echo.port}"))
-        elif target == "rtproxy":
-            child = spawn("rtproxy", [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db), "--upstream", upstream])
-        port = child.port if child else echo.port
-        try:
-            url = f"ws://{HOST}:{port}{PATH}"
-            figures, tally = await run_workloads(url, plan, child.pid if child else None,
-                                                 db if target == "rtproxy" else None)  # fmt: skip
-        finally:
-            output = child.stop() if child else ""
-        results.runs[target].append(figures)
-        if target == "rtproxy":
-            complete, line = check_db(db, tally)
+async def repetition(rep: int, echo: Child, plan: Plan, results: Results, workdir: Path, names: list[str]) -> None:
+    targets: list[Target] = []
+    try:
+        for name in names:
+            if name == "direct":
+                targets.append(Target(name, f"ws://{HOST}:{echo.port}{PATH}"))
+            elif name == "relay":
+                argv = python_argv(__file__, "--role", "relay", "--upstream", f"ws://{HOST}:{echo.port}")
+                child = spawn("relay", argv)
+                targets.append(Target(name, f"ws://{HOST}:{child.port}{PATH}", child))
+            else:
+                db = workdir / f"rep{rep}.db"
+                argv = [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db), "--upstream", f"http://{HOST}:{echo.port}"]
+                child = spawn("rtproxy", argv)
+                targets.append(Target(name, f"ws://{HOST}:{child.port}{PATH}", child, db))
+        await run_workloads(targets, plan, rep)
+    finally:
+        outputs = {t.name: t.child.stop() for t in targets if t.child is not None}
+    for t in targets:
+        results.runs[t.name].append(t.figures)
+        if t.db is not None:
+            complete, line = check_db(t.db, t.tally)
             results.complete &= complete
             results.checks.append(f"rep {rep + 1}: {line}")
             if not complete:
-                results.checks.append("  proxy said: " + " | ".join(x.strip() for x in output.splitlines()[-4:]))
-        shown = "  ".join(f"{key}={figures[key]:.0f}" for key, _, _ in METRICS)
-        print(f"  rep {rep + 1} {target:8s} {shown}", flush=True)
+                said = outputs.get(t.name, "").splitlines()[-4:]
+                results.checks.append("  proxy said: " + " | ".join(x.strip() for x in said))
+        shown = "  ".join(f"{key}={t.figures[key]:.0f}" for key, _, _ in METRICS)
+        print(f"  rep {rep + 1} {t.name:8s} {shown}", flush=True)
 
 
 def report(results: Results, plan: Plan, reps: int, command: str) -> None:
@@ -414,6 +452,7 @@ def report(results: Results, plan: Plan, reps: int, command: str) -> None:
 
     print()
     print(f"rtproxy proxy overhead — medians of {reps} repetitions ({command})")
+    print("values: median over repetitions; ratios: median of the per-repetition ratios (each pair back to back)")
     print(f"ping-pong {plan.pingpong_small} × 1 KiB, {plan.pingpong_audio} × 13 KB; "
           f"flood {plan.flood_small} × 1 KiB, {plan.flood_audio} × 13 KB; "
           f"{plan.conns} streams × {plan.rate:g}/s × {plan.stream_seconds:g} s")  # fmt: skip
@@ -424,13 +463,14 @@ def report(results: Results, plan: Plan, reps: int, command: str) -> None:
     verdict = True
     for key, label, higher in METRICS:
         d, r, p = (results.med(t, key) for t in ("direct", "relay", "rtproxy"))
-        vs_relay = ratio(p, r)
+        vs_relay = results.paired("rtproxy", "relay", key)
         bar = ""
         if key in BAR:
             ok = vs_relay >= BAR[key] if higher else vs_relay <= BAR[key]
             verdict &= ok
             bar = f"{'≥' if higher else '≤'} {BAR[key]:g}× {'ok' if ok else 'MISSED'}"
-        print(f"{label:30s} {fmt(d):>9s} {fmt(r):>9s} {fmt(p):>9s} {rfmt(ratio(r, d)):>10s} {rfmt(ratio(p, d)):>8s} "
+        r_d, p_d = results.paired("relay", "direct", key), results.paired("rtproxy", "direct", key)
+        print(f"{label:30s} {fmt(d):>9s} {fmt(r):>9s} {fmt(p):>9s} {rfmt(r_d):>10s} {rfmt(p_d):>8s} "
               f"{rfmt(vs_relay):>10s}  {bar}")  # fmt: skip
     drains = results.med("rtproxy", "drain_small"), results.med("rtproxy", "drain_audio")
     print(f"rtproxy's recorder had written every flooded frame {drains[0]:.2f} s (1 KiB) and {drains[1]:.2f} s (13 KB) "
