@@ -346,13 +346,14 @@ class Store:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         cur = self.conn.execute(sql, (session_id, after_seq))
-        cur.row_factory = None  # type: ignore[assignment]
+        cur.row_factory = None
+        directions = {d.value: d for d in Direction}
         while True:
             chunk = cur.fetchmany(4096)
             if not chunk:
                 return
             for seq, t, direction, text, data in chunk:
-                yield Frame(seq, t, Direction(direction), text if text is not None else bytes(data or b""))
+                yield Frame(seq, t, directions[direction], text if text is not None else bytes(data or b""))
 
     def event_rows(
         self, session_id: str, *, after_seq: int = -1, limit: int | None = None
