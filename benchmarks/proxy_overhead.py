@@ -24,11 +24,16 @@ each on fresh connections:
 * 50 concurrent connections each streaming audio-sized events at 10/s:
   round-trip p50, p99.
 
-Every metric is the median over the repetitions; ratios are printed against
-direct and against the minimal relay. After each repetition the proxy is
-stopped and the database is checked to hold every frame the clients sent and
-received (row count), or, if frames had to be dropped, that the sessions
-say how many.
+In each repetition the three targets run every workload in turn (the order
+rotating), so that a busy moment on a shared machine hits them alike. Values
+are medians over the repetitions; ratios are medians of the per-repetition
+ratios. Every process runs with the same glibc malloc settings (see
+_common.MALLOC_ENV), or a small relay pays for heap trimming on every message.
+After each repetition the proxy is stopped and the database is checked to
+hold every frame the clients sent and received (row count), or, if frames
+had to be dropped, that their sessions say how many. A last check floods
+rtproxy with three times its recorder's ring: memory stays bounded, and what
+could not be recorded is counted, marked on the session, and warned about.
 """
 
 from __future__ import annotations
