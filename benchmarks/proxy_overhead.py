@@ -379,7 +379,12 @@ def check_db(db: Path, tally: Tally) -> tuple[bool, str]:
     return complete, ("complete: " if complete else "accounted: " if accounted else "MISSING FRAMES: ") + detail
 
 
+RTPROXY_COMMAND: list[str] = []  # --rtproxy: another rtproxy command to measure (an older checkout, say)
+
+
 def rtproxy_argv() -> list[str]:
+    if RTPROXY_COMMAND:
+        return RTPROXY_COMMAND
     exe = shutil.which("rtproxy", path=os.path.dirname(sys.executable)) or shutil.which("rtproxy")
     if exe is None:
         raise SystemExit("proxy_overhead: the rtproxy command is not installed (pip install -e .)")
@@ -541,8 +546,7 @@ async def main(args: argparse.Namespace) -> int:
             overloaded = await overload(echo, Path(tmp), 3.0) if "rtproxy" in targets and args.overload else ""
     finally:
         echo.stop()
-    command = "python benchmarks/proxy_overhead.py" + (" --quick" if args.quick else "") + \
-        (f" --reps {args.reps}" if args.reps else "")  # fmt: skip
+    command = " ".join(["python benchmarks/proxy_overhead.py", *sys.argv[1:]])
     keys = {k for runs in results.runs.values() for run in runs for k in run}
     for t in ("direct", "relay", "rtproxy"):
         if not results.runs[t]:
@@ -564,11 +568,15 @@ def cli() -> int:
     parser.add_argument("--json", help="also write every repetition's figures to this file")
     parser.add_argument("--no-overload", dest="overload", action="store_false",
                         help="skip the last check: a flood of 3× rtproxy's ring (bounded memory, drops counted)")
+    parser.add_argument("--rtproxy", metavar="COMMAND",
+                        help="the rtproxy command to measure, split on spaces (default: the installed `rtproxy`)")
     parser.add_argument("--role", choices=("echo", "relay"), help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role is None:
         same_malloc_everywhere()
+    if args.rtproxy:
+        RTPROXY_COMMAND[:] = args.rtproxy.split()
     if args.role == "echo":
         asyncio.run(serve_echo())
         return 0
