@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+from yarl import URL
 
 from .protocol import (
     CLIENT,
@@ -39,6 +41,10 @@ from .store import Recorder, utcnow
 log = logging.getLogger("rtproxy")
 
 MAX_MESSAGE = 16 * 1024 * 1024
+#: aiohttp refuses a message whose size is >= max_msg_size; a message of exactly MAX_MESSAGE must pass.
+_MAX_MSG_SIZE = MAX_MESSAGE + 1
+#: aiohttp refuses a message whose size is >= max_msg_size; a message of exactly MAX_MESSAGE passes.
+_MAX_MSG_SIZE = MAX_MESSAGE + 1
 #: Headers that belong to one hop, or to the WebSocket handshake, never relayed.
 HOP_HEADERS = frozenset(
     h.lower()
@@ -75,17 +81,18 @@ def relay_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return out
 
 
-def ws_url(upstream: str, path_qs: str) -> str:
-    """The upstream WebSocket URL for a request's path and query."""
+def ws_url(upstream: str, path_qs: str) -> URL:
+    """The upstream WebSocket URL for a request's raw path and query, kept verbatim (no dot-segment folding)."""
     parts = urlsplit(upstream)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{path_qs}"
+    return URL(f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{path_qs}", encoded=True)
 
 
-def http_url(upstream: str, path_qs: str) -> str:
+def http_url(upstream: str, path_qs: str) -> URL:
+    """The upstream REST URL for a request's raw path and query, kept verbatim."""
     parts = urlsplit(upstream)
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{path_qs}"
+    return URL(f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{path_qs}", encoded=True)
 
 
 def _close_code(code: int | None) -> int:
@@ -132,14 +139,14 @@ class Relay:
         fields["subprotocol"] = ", ".join(redact_subprotocols(offered)) or None
         holder: list[bytes] = []
         token = _refusal_body.set(holder)
-        url = ws_url(self.proxy.upstream, _strip_token(req))
+        url = URL(ws_url(self.proxy.upstream, _strip_token(req)), encoded=True)  # verbatim: dot segments too
         try:
             connecting = self.proxy.client.ws_connect(
                 url,
                 headers=relay_headers(req.headers),
                 protocols=offered,
                 compress=15 if _offers_deflate(req.headers) else 0,
-                max_msg_size=MAX_MESSAGE,
+                max_msg_size=_MAX_MSG_SIZE,
                 autoclose=False,
                 autoping=True,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
@@ -162,7 +169,7 @@ class Relay:
         client = web.WebSocketResponse(
             protocols=(protocol,) if protocol else (),
             compress=True,
-            max_msg_size=MAX_MESSAGE,
+            max_msg_size=_MAX_MSG_SIZE,
             autoclose=False,
             autoping=True,
         )
@@ -321,11 +328,12 @@ def _offers_deflate(headers: Mapping[str, str]) -> bool:
 
 
 def _strip_token(request: web.Request) -> str:
-    """The request's path and query, minus rtproxy's own access token."""
+    """The request's raw path and query, minus rtproxy's own access token."""
     if TOKEN_QUERY not in request.query:
         return request.raw_path
-    query = "&".join(p for p in request.query_string.split("&") if not p.startswith(f"{TOKEN_QUERY}="))
-    return request.path + (f"?{query}" if query else "")
+    path, _, query = request.raw_path.partition("?")
+    kept = "&".join(p for p in query.split("&") if not p.startswith(f"{TOKEN_QUERY}="))
+    return path + (f"?{kept}" if kept else "")
 
 
 class Proxy:
@@ -357,6 +365,7 @@ class Proxy:
     def client(self) -> aiohttp.ClientSession:
         if self._client is None:
             self._client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),  # a WebSocket holds its connection for its whole life
                 response_class=_KeepRefusal,
                 auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
@@ -401,7 +410,7 @@ class Proxy:
         """Relay a REST call, stream the answer back, record the exchange."""
         started, t0 = utcnow(), time.monotonic()
         body = await request.read()
-        url = http_url(self.upstream, _strip_token(request))
+        url = URL(http_url(self.upstream, _strip_token(request)), encoded=True)
         record: dict[str, Any] = {
             "started_at": started,
             "method": request.method,
