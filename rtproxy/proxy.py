@@ -23,7 +23,6 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
-from yarl import URL
 
 from .protocol import (
     CLIENT,
@@ -41,8 +40,6 @@ from .store import Recorder, utcnow
 log = logging.getLogger("rtproxy")
 
 MAX_MESSAGE = 16 * 1024 * 1024
-#: aiohttp refuses a message whose size is >= max_msg_size; a message of exactly MAX_MESSAGE must pass.
-_MAX_MSG_SIZE = MAX_MESSAGE + 1
 #: aiohttp refuses a message whose size is >= max_msg_size; a message of exactly MAX_MESSAGE passes.
 _MAX_MSG_SIZE = MAX_MESSAGE + 1
 #: Headers that belong to one hop, or to the WebSocket handshake, never relayed.
@@ -139,7 +136,7 @@ class Relay:
         fields["subprotocol"] = ", ".join(redact_subprotocols(offered)) or None
         holder: list[bytes] = []
         token = _refusal_body.set(holder)
-        url = URL(ws_url(self.proxy.upstream, _strip_token(req)), encoded=True)  # verbatim: dot segments too
+        url = ws_url(self.proxy.upstream, _strip_token(req))  # verbatim: dot segments too
         try:
             connecting = self.proxy.client.ws_connect(
                 url,
@@ -410,7 +407,7 @@ class Proxy:
         """Relay a REST call, stream the answer back, record the exchange."""
         started, t0 = utcnow(), time.monotonic()
         body = await request.read()
-        url = URL(http_url(self.upstream, _strip_token(request)), encoded=True)
+        url = http_url(self.upstream, _strip_token(request))
         record: dict[str, Any] = {
             "started_at": started,
             "method": request.method,

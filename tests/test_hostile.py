@@ -116,12 +116,6 @@ async def test_upstream_frame_under_16_mib_passes_and_one_over_closes_with_1009(
         assert frame.data == big and frame.direction == "server"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiohttp 3.14's WebSocket reader refuses a message when its size is >= max_msg_size (not >), and "
-    "rtproxy/proxy.py passes max_msg_size=MAX_MESSAGE (16 MiB) to both ws_connect and WebSocketResponse, so a "
-    "message of exactly 16 MiB is closed with 1009 in either direction (fix: max_msg_size=MAX_MESSAGE + 1 on both)",
-)
 @pytest.mark.parametrize("direction", ["client", "server"])
 async def test_a_message_of_exactly_16_mib_passes(direction: str, tmp_path: Path) -> None:
     """A message of exactly 16 MiB, the documented limit, is relayed whole in each direction."""
@@ -301,13 +295,6 @@ async def test_traversal_paths_only_ever_reach_the_upstream(proxy: RunningProxy,
         assert sorted(r["path"] for r in store.sessions()) == sorted(unquote(p) for p in TRAVERSALS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy.ws_url/http_url build a str URL that aiohttp parses with yarl.URL(), which removes dot segments: "
-    "/v1/../../etc/passwd reaches the upstream as /etc/passwd, so the upstream does not see the path the client "
-    "sent (and the recorded path differs from the relayed one) (fix in rtproxy/proxy.py: pass "
-    "yarl.URL(url, encoded=True) to ws_connect and request, which keeps raw_path verbatim)",
-)
 async def test_traversal_paths_are_relayed_verbatim(proxy: RunningProxy, upstream: ScriptedUpstream) -> None:
     """The upstream sees exactly the path the client sent, dot segments and all."""
     path = "/v1/../../etc/passwd"
