@@ -576,13 +576,6 @@ async def test_two_proxies_share_one_database(
 # --- many sessions at once ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Proxy.client (rtproxy/proxy.py) builds aiohttp.ClientSession with the default TCPConnector, whose "
-    "limit=100 caps concurrent upstream connections: a WebSocket holds its slot for its whole life, so the "
-    "101st concurrent session waits for a slot and gets 504 after --connect-timeout, and REST calls queue "
-    "behind open sessions too (fix: connector=aiohttp.TCPConnector(limit=0) in Proxy.client)",
-)
 async def test_more_than_a_hundred_sessions_at_once(upstream: ScriptedUpstream, tmp_path: Path) -> None:
     """A hundred and ten sessions open at the same time are all relayed (none waits for another to end)."""
     async with running(tmp_path / "rt.db", upstream.url, connect_timeout=1.0) as proxy:
