@@ -211,8 +211,10 @@ async def voice_session(
         reader.cancel()
 
 
-async def voice_phase(url: str, sessions: int, duration: float, seed: int, model: str = "load") -> Voice:
-    out = Voice()
+async def voice_phase(
+    url: str, sessions: int, duration: float, seed: int, model: str = "load", out: Voice | None = None
+) -> Voice:
+    out = out if out is not None else Voice()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         await asyncio.gather(*(voice_session(http, url, i, duration, out, seed, model) for i in range(sessions)))
@@ -304,6 +306,45 @@ class PeakPss:
                 pass
 
 
+class Backlog:
+    """Samples, every second, how many frames the clients have exchanged through the proxy that are not in the
+    database yet (the recorder's backlog); `.peak` frames at `.peak_at` seconds."""
+
+    def __init__(self, db: Path, live: Voice, every: float = 1.0) -> None:
+        self.db, self.live, self.every = db, live, every
+        self.peak, self.peak_at = 0, 0.0
+        self._done = asyncio.Event()
+        self._task: asyncio.Future[None] | None = None
+
+    def _rows(self) -> int:
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0])
+        finally:
+            conn.close()
+
+    async def __aenter__(self) -> Backlog:
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        base, t0 = await asyncio.to_thread(self._rows), time.monotonic()
+        while not self._done.is_set():
+            try:
+                await asyncio.wait_for(self._done.wait(), self.every)
+            except TimeoutError:
+                pass
+            exchanged = self.live.sent + self.live.received
+            behind = exchanged - (await asyncio.to_thread(self._rows) - base)
+            if behind > self.peak:
+                self.peak, self.peak_at = behind, time.monotonic() - t0
+
+
 def db_counts(db: Path, model: str = "load") -> dict[str, int]:
     conn = sqlite3.connect(db)
     try:
@@ -350,9 +391,10 @@ async def phase_load(up: Child, workdir: Path, sessions: int, duration: float) -
     cpu0, own0, up0, me0, machine0 = (cpu_seconds(proxy.pid), own(proxy.pid, "cpu"), cpu_seconds(up.pid),
                                       time.process_time(), cpu_jiffies())  # fmt: skip
     t0 = time.monotonic()
-    async with PeakPss(proxy.pid) as pss:
+    live = Voice()
+    async with PeakPss(proxy.pid) as pss, Backlog(db, live) as backlog:
         proxied, probed = await asyncio.gather(
-            voice_phase(f"http://{HOST}:{proxy.port}", sessions, duration, seed=1),
+            voice_phase(f"http://{HOST}:{proxy.port}", sessions, duration, seed=1, out=live),
             voice_phase(direct_url, probes, duration, seed=3, model="probe"),
         )
     wall = time.monotonic() - t0
@@ -384,6 +426,8 @@ async def phase_load(up: Child, workdir: Path, sessions: int, duration: float) -
         "lost": (up_dir["sent"] - up_dir["recorded"]) + (down_dir["sent"] - down_dir["recorded"]),
         "latency_ms": latency,
         "proxy_cpu_s": cpu, "proxy_own_cpu_s": own_cpu, "proxy_cpu_pct": 100 * cpu / wall,
+        "recorder_backlog_peak_frames": backlog.peak, "recorder_backlog_peak_at_s": backlog.peak_at,
+        "recorder_backlog_peak_s": backlog.peak / max((proxied.sent + proxied.received) / wall, 1e-9),
         "machine_busy_pct": 100 * busy / capacity, "others_cpu_s": max(0.0, busy - ours), "capacity_cpu_s": capacity,
         "proxy_peak_rss_mb": peak_tree / 1024, "proxy_own_peak_rss_mb": peak_own / 1024, "proxy_peak_pss_mb": pss.peak,
         "db_mb": db_bytes / 2**20, "audio_min": proxied.audio_ms / 60000,
@@ -505,6 +549,9 @@ def report(r: dict[str, Any]) -> None:
           f"(not this benchmark) used {load['others_cpu_s']:.0f} of {load['capacity_cpu_s']:.0f} CPU s")  # fmt: skip
     print(f"  proxy CPU {load['proxy_cpu_s']:.1f} s ({load['proxy_cpu_pct']:.0f}% of one core; event loop process "
           f"{load['proxy_own_cpu_s']:.1f} s, recorder the rest)")  # fmt: skip
+    print(f"  recorder backlog (frames through the proxy not yet in the database, sampled each second): peak "
+          f"{load['recorder_backlog_peak_frames']} frames (~{load['recorder_backlog_peak_s']:.1f} s of traffic) at "
+          f"{load['recorder_backlog_peak_at_s']:.0f} s")  # fmt: skip
     print(f"  proxy memory: peak PSS {load['proxy_peak_pss_mb']:.0f} MB (proxy + recorder, their shared ring counted "
           f"once); peak RSS {load['proxy_own_peak_rss_mb']:.0f} MB proxy, {load['proxy_peak_rss_mb']:.0f} MB summed "
           f"over both (ring counted twice)")  # fmt: skip
