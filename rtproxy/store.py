@@ -218,7 +218,8 @@ def frame_row(session_id: str, seq: int, t: float, direction: str, data: str | b
 
 
 INSERT_EVENT = (
-    "INSERT OR REPLACE INTO events (session_id, seq, t, direction, type, event_id, item_id, response_id, size, text, data)"
+    "INSERT OR REPLACE INTO events"
+    " (session_id, seq, t, direction, type, event_id, item_id, response_id, size, text, data)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 
