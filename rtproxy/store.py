@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import sqlite_utils
 
 from .errors import SessionNotFound, StoreError
 from .protocol import Direction, Frame, has_secret, redact_bytes, redact_text
@@ -274,7 +273,13 @@ class Store:
         self.path = str(path)
         self.conn = connect(self.path, create=create)
         self.conn.row_factory = sqlite3.Row
-        self.db = sqlite_utils.Database(self.conn)
+
+    @property
+    def db(self) -> Any:
+        """The connection as a ``sqlite_utils.Database`` (imported lazily: every writer process imports this module)."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -377,7 +382,8 @@ class Store:
     def http_exchanges(self, session_id: str | None = None) -> list[dict[str, Any]]:
         if session_id is None:
             return [dict(r) for r in self.conn.execute("SELECT * FROM http ORDER BY id")]
-        return [dict(r) for r in self.conn.execute("SELECT * FROM http WHERE session_id = ? ORDER BY id", (session_id,))]
+        rows = self.conn.execute("SELECT * FROM http WHERE session_id = ? ORDER BY id", (session_id,))
+        return [dict(r) for r in rows]
 
     def delete_session(self, session_id: str) -> None:
         with self.conn:

@@ -121,11 +121,11 @@ async def _serve(
             "uses your clients' upstream credentials" + ("" if auth_token else "; consider --auth-token"),
             err=True,
         )
-    _banner(host, bound, tls, upstream, db, cert, auth_token is not None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: whoever reads it may signal at once
         loop.add_signal_handler(sig, stop.set)
+    _banner(host, bound, tls, upstream, db, cert, auth_token is not None)
     try:
         await stop.wait()
     finally:
