@@ -241,3 +241,38 @@ def test_the_database_files_are_private(tmp_path: Path) -> None:
         os.umask(old)
     files = [p for p in tmp_path.iterdir() if p.name.startswith("rt.db")]
     assert db in files and all(p.stat().st_mode & 0o777 == 0o600 for p in files)
+
+
+def test_adaptive_priority_idles_while_caught_up_and_hurries_when_behind() -> None:
+    """The writer runs SCHED_IDLE while it keeps up, moves to SCHED_BATCH when its backlog is large or old,
+    and goes back to idle once the ring is empty."""
+    import os
+
+    from rtproxy.recorder import AdaptivePriority
+
+    now = [0.0]
+    policies: list[int] = []
+
+    class Recording(AdaptivePriority):
+        def _set(self, policy: int) -> bool:  # type: ignore[override]
+            policies.append(policy)
+            return True
+
+        def _policy(self) -> int:  # type: ignore[override]
+            return policies[-1]
+
+    p = Recording(64 << 20, patience=0.5, clock=lambda: now[0])
+    if not p.enabled:
+        return  # unprivileged without RLIMIT_NICE: plain `batch`, nothing adaptive to check
+    assert policies == [os.SCHED_IDLE]
+    p(1000)  # a little behind, just now
+    now[0] = 0.4
+    p(1000)
+    assert policies == [os.SCHED_IDLE] and not p.urgent
+    now[0] = 0.6  # behind for longer than its patience: a busy machine is starving it
+    p(1000)
+    assert policies[-1] == os.SCHED_BATCH and p.urgent
+    p(0)
+    assert policies[-1] == os.SCHED_IDLE and not p.urgent
+    p(9 << 20)  # a large backlog hurries it at once
+    assert policies[-1] == os.SCHED_BATCH

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -121,6 +122,10 @@ async def _serve(
             "uses your clients' upstream credentials" + ("" if auth_token else "; consider --auth-token"),
             err=True,
         )
+    # Everything built so far (aiohttp, the app, the recorder) lives as long as the process: keep it out of
+    # the collector's scans so a full collection during a conversation stays short.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: whoever reads it may signal at once
