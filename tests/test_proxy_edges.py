@@ -17,7 +17,9 @@ from .conftest import RunningProxy, start_proxy
 from .upstream import ScriptedUpstream
 
 
-async def ws(proxy: RunningProxy, query: str = "model=gpt-realtime", **kwargs: object) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+async def ws(
+    proxy: RunningProxy, query: str = "model=gpt-realtime", **kwargs: object
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
     http = aiohttp.ClientSession()
     sock = await http.ws_connect(f"{proxy.ws_base}/realtime?{query}", max_msg_size=0, **kwargs)  # type: ignore[arg-type]
     return http, sock
@@ -177,7 +179,8 @@ async def test_16_mib_frame_passes_and_a_larger_one_is_refused_with_1009(
 
 
 async def test_browser_subprotocols_are_relayed_and_echoed(proxy: RunningProxy, upstream: ScriptedUpstream) -> None:
-    """A browser offers `realtime` plus a key subprotocol: the upstream sees both, the client gets `realtime`, no key on disk."""
+    """A browser offers `realtime` plus a key subprotocol: the upstream sees both, the client gets `realtime`,
+    and no key reaches the disk."""
     key = "sk-browser-" + secrets.token_urlsafe(20)
     protocols = ("realtime", f"openai-insecure-api-key.{key}", "openai-beta.realtime-v1")
     http, sock = await ws(proxy, protocols=protocols)
@@ -246,7 +249,8 @@ async def test_many_concurrent_sessions_are_isolated(proxy: RunningProxy, upstre
         try:
             await sock.receive()
             for n in range(5):
-                await sock.send_str(orjson.dumps({"type": "session.update", "session": {"instructions": f"{i}-{n}"}}).decode())
+                update = {"type": "session.update", "session": {"instructions": f"{i}-{n}"}}
+                await sock.send_str(orjson.dumps(update).decode())
             got = 0
             while got < 5:
                 msg = await sock.receive()
