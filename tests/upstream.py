@@ -77,7 +77,7 @@ class ScriptedUpstream:
         text: str = "Hello! How can I help you today?",
         audio_ms: int = 600,
         chunk_delay: float = 0.0,
-        exact: bool = False,
+        exact: bool = True,
     ) -> None:
         self.reply_text = text
         self.audio_ms = audio_ms
