@@ -53,10 +53,10 @@ from .store import INSERT_EVENT, _body_text, _clean, connect, describe, mark_int
 
 # --- the ring ------------------------------------------------------------------------
 
-#: Counters at the start of the ring file (all u64): write position (producer), read
-#: position, frames taken, frames committed, bytes committed, frames lost to write errors,
-#: and a flag the proxy raises while controls wait for room (the writer then says "D"rained).
-_COUNTERS = struct.Struct("<6Q")
+#: Counters at the start of the ring file (u64 words, native order, each stored whole: see
+#: Ring.words): write position (producer), read position, frames taken, frames committed, bytes
+#: committed, frames lost to write errors, and a flag the proxy raises while controls wait for
+#: room (the writer then says "D"rained).
 _TAKEN, _WRITTEN, _WRITTEN_BYTES, _LOST, _WAITING = 2, 3, 4, 5, 6
 _HEADER = 64
 _POS = struct.Struct("<Q")
@@ -74,8 +74,12 @@ class Ring:
     def __init__(self, buf: mmap.mmap, capacity: int) -> None:
         self.buf = buf
         self.capacity = capacity
-        self.wpos = _POS.unpack_from(buf, 0)[0]  # producer's copy
-        self.rpos = _POS.unpack_from(buf, 8)[0]  # consumer's copy
+        # The counters, shared with the other process, as whole words: struct.pack_into zeroes its target
+        # before it writes the value, so a reader in the other process could see a position or count of 0.
+        self.words = memoryview(buf)[:_HEADER].cast("Q")
+        self.seen = list(self.words)  # the highest value of each counter read so far (see latest)
+        self.wpos = self.words[0]  # producer's copy
+        self.rpos = self.words[1]  # consumer's copy
 
     @classmethod
     def create(cls, capacity: int) -> tuple[Ring, IO[bytes]]:
@@ -93,14 +97,27 @@ class Ring:
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
         return mmap.mmap(fd, _HEADER + capacity, flags=flags)
 
+    def close(self) -> None:
+        self.words.release()
+        self.buf.close()
+
     def counters(self) -> tuple[int, ...]:
-        return _COUNTERS.unpack_from(self.buf, 0)
+        return tuple(self.words[:6])
 
     def counter(self, index: int) -> int:
-        return int(_POS.unpack_from(self.buf, 8 * index)[0])
+        return self.words[index]
 
     def set_counter(self, index: int, value: int) -> None:
-        _POS.pack_into(self.buf, 8 * index, value)
+        self.words[index] = value
+
+    def latest(self, index: int) -> int:
+        """A counter the other process raises (the read position, frames taken), never below a value read
+        before: a stale or half-written word must not make a ring with room look full."""
+        value, seen = self.words[index], self.seen
+        if value < seen[index]:
+            return seen[index]
+        seen[index] = value
+        return value
 
     # -- producer --
 
@@ -112,20 +129,19 @@ class Ring:
         pos, cap, buf = self.wpos, self.capacity, self.buf
         off = pos % cap
         if size > cap - off:  # continue at the start of the ring
-            if size > cap or pos + cap - off + size - _POS.unpack_from(buf, 8)[0] > cap:
+            if size > cap or pos + cap - off + size - self.latest(1) > cap:
                 return False
             _POS.pack_into(buf, _HEADER + off, _SKIP)
             pos += cap - off
             off = 0
-        elif pos + size - _POS.unpack_from(buf, 8)[0] > cap:
+        elif pos + size - self.latest(1) > cap:
             return False
         base = _HEADER + off
         _RECORD.pack_into(buf, base, size, n, kind, flags, len(sid), seq, t)
         buf[base + _RECORD.size : base + start] = sid
         buf[base + start : base + start + n] = payload
         _POS.pack_into(buf, base + size - 8, pos)  # the trailer, then publish the new write position
-        self.wpos = end = pos + size
-        _POS.pack_into(buf, 0, end)
+        self.wpos = self.words[0] = pos + size
         return True
 
     # -- consumer --
@@ -133,7 +149,7 @@ class Ring:
     def take(self, max_records: int = 256, max_bytes: int = 8 << 20) -> list[tuple[int, int, str, int, float, Any]]:
         """Copy out up to max_records complete records (text frames as str) and free their space."""
         buf, cap = self.buf, self.capacity
-        end = _POS.unpack_from(buf, 0)[0]
+        end = self.words[0]
         pos = self.rpos
         out: list[tuple[int, int, str, int, float, Any]] = []
         taken = 0
@@ -160,8 +176,7 @@ class Ring:
                 out.append((kind, flags, sid, seq, t, data))
                 taken += size
                 pos += size
-        self.rpos = pos
-        _POS.pack_into(buf, 8, pos)
+        self.rpos = self.words[1] = pos
         return out
 
 
@@ -591,7 +606,7 @@ class Recorder:
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         argv = [self.path, ring_fd, write_fd, self._ring.capacity, os.getpid(), self.writer_priority,
-                self.flush_interval]
+                self.flush_interval]  # fmt: skip
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", "from rtproxy.recorder import writer_main; writer_main()", *map(str, argv)],
@@ -663,7 +678,7 @@ class Recorder:
             if self._acks is not None:
                 self._acks.join(1.0)
         self._refresh_stats()
-        self._ring.buf.close()
+        self._ring.close()
         self._file.close()
 
     # -- called from the event loop --
@@ -681,7 +696,7 @@ class Recorder:
             ring = self._ring
             if (
                 not self._pending
-                and stats.queued - _POS.unpack_from(ring.buf, 8 * _TAKEN)[0] < self.max_frames
+                and stats.queued - ring.latest(_TAKEN) < self.max_frames
                 and ring.put(FRAME, flags, session_id.encode(), seq, t, payload)
             ):
                 stats.queued += 1
