@@ -143,14 +143,15 @@ class ResponseRules:
         item = self._delta_item(ev, seq, t)
         if item is None:
             return None
+        self._first_delta(ev, t)
+        return _part_of(item, ev, kind)
+
+    def _first_delta(self, ev: Event, t: float) -> Response | None:
+        """The response a delta belongs to, its first-delta time noted."""
         r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
         if r is not None and r.t_first_delta is None:
             r.t_first_delta = t
-        ci = ev.get("content_index", 0)
-        parts = item.parts
-        if type(ci) is int and 0 <= ci < len(parts):
-            return parts[ci]
-        return item.part(index_of(ci), kind)
+        return r
 
     def _on_text_delta(self, t: float, ev: Event, seq: int) -> None:
         delta = ev.get("delta")
@@ -194,18 +195,15 @@ class ResponseRules:
         if item is None:
             return
         n = b64_size(delta)
-        r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
+        r = self._first_delta(ev, t)
         if r is not None:
             if r.t_first_audio is None:
                 r.t_first_audio = t
-                if r.t_first_delta is None:
-                    r.t_first_delta = t
             r._audio_bytes += n
             fmt = r.audio_format or self.output_format
         else:
             fmt = self.output_format
-        ci = ev.get("content_index", 0)
-        part = item.parts[ci] if type(ci) is int and 0 <= ci < len(item.parts) else item.part(index_of(ci), "audio")
+        part = _part_of(item, ev, "audio")
         if part.audio_format is None:
             part.audio_format = fmt
         part._nbytes += n
@@ -222,9 +220,7 @@ class ResponseRules:
         item = self._delta_item(ev, seq, t)
         if item is None:
             return
-        r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
-        if r is not None and r.t_first_delta is None:
-            r.t_first_delta = t
+        self._first_delta(ev, t)
         if item._args is None:
             item._args = [delta]
         else:
@@ -241,3 +237,12 @@ class ResponseRules:
         if (item.arguments or "") != final:
             self._flag(seq, "done_mismatch", f"item {item.id}: arguments differ from their deltas")
         item.arguments = final
+
+
+def _part_of(item: Item, ev: Event, kind: str) -> Part:
+    """The content part a delta names by its content_index (made if new)."""
+    ci = ev.get("content_index", 0)
+    parts = item.parts
+    if type(ci) is int and 0 <= ci < len(parts):
+        return parts[ci]
+    return item.part(index_of(ci), kind)

@@ -629,9 +629,9 @@ class Recorder:
         before: int | None = None
         stuck = 0
         while process is not None and not self._writer_gone.wait(period):
-            written, taken = ring.counter(0), ring.counter(1)
-            stuck = stuck + 1 if before is not None and taken < before else 0
-            before = written
+            wpos, rpos = ring.counter(0), ring.counter(1)  # write and read positions
+            stuck = stuck + 1 if before is not None and rpos < before else 0
+            before = wpos
             if stuck >= 2:
                 stuck = 0
                 try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -295,7 +296,7 @@ def test_adaptive_priority_idles_while_caught_up_and_hurries_when_behind() -> No
 
     p = Recording(64 << 20, patience=0.5, clock=lambda: now[0])
     if not p.enabled:
-        return  # unprivileged without RLIMIT_NICE: plain `batch`, nothing adaptive to check
+        pytest.skip("unprivileged without RLIMIT_NICE: the writer uses plain `batch`, nothing adaptive to check")
     assert policies == [os.SCHED_IDLE]
     p(1000)  # a little behind, just now
     now[0] = 0.4
