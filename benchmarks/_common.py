@@ -140,8 +140,13 @@ def same_malloc_everywhere() -> None:
 
 def spawn(name: str, argv: list[str], timeout: float = 30.0) -> Child:
     """Start argv and wait (bounded) for its 'listening on …:PORT' line."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **MALLOC_ENV, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **MALLOC_ENV, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + timeout

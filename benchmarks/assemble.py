@@ -164,10 +164,15 @@ def hour(minutes: float, repeat: int, use_cli: bool, keep_db: str | None = None)
             size = sum(p.stat().st_size for p in wavs) / 1e6
             print(f"  (load average {os.getloadavg()[0]:.1f}; CPU seconds are what the command itself used)")
             print(f"  baseline: python -c 'import rtproxy.cli'  {base:6.2f} s wall {base_cpu:6.2f} s CPU")
-            for label, (wall, cpu, err), bar in (("show", show, SHOW_BAR), ("show --json", as_json, SHOW_BAR),
-                                                 ("export --audio", export, EXPORT_BAR)):  # fmt: skip
-                print(f"  rtproxy {label:<15} {wall:6.2f} s wall {cpu:6.2f} s CPU   bar {bar:g} s: {verdict(wall, bar)}"
-                      f"  {err}")  # fmt: skip
+            for label, (wall, cpu, err), bar in (
+                ("show", show, SHOW_BAR),
+                ("show --json", as_json, SHOW_BAR),
+                ("export --audio", export, EXPORT_BAR),
+            ):
+                print(
+                    f"  rtproxy {label:<15} {wall:6.2f} s wall {cpu:6.2f} s CPU   bar {bar:g} s: {verdict(wall, bar)}"
+                    f"  {err}"
+                )
             print(f"  export wrote {len(wavs)} WAV files, {size:.0f} MB")
             return
         print("  (no `rtproxy show`/`export` installed: timing the same work in-process)")

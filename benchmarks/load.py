@@ -87,17 +87,20 @@ async def serve_upstream() -> None:
             await asyncio.sleep(max(0.0, start + k * DELTA_MS / 1000 - time.monotonic()))
             if stop.is_set() or ws.closed:
                 return
-            await ws.send_str(f'{{"type":"response.output_audio.delta","event_id":"d{k}_{time.monotonic():.6f}",'
-                              f'"response_id":"resp_1","item_id":"item_1","output_index":0,"content_index":0,'
-                              f'"delta":"{delta}"}}')  # fmt: skip
+            await ws.send_str(
+                f'{{"type":"response.output_audio.delta","event_id":"d{k}_{time.monotonic():.6f}",'
+                f'"response_id":"resp_1","item_id":"item_1","output_index":0,"content_index":0,'
+                f'"delta":"{delta}"}}'
+            )
             stats["sent"] += 1
 
     async def flood(ws: web.WebSocketResponse, stop: asyncio.Event, stats: dict[str, Any]) -> None:
         for k in range(FLOOD_LIMIT):
             if stop.is_set() or ws.closed:
                 return
-            await ws.send_str(f'{{"type":"response.output_audio.delta","event_id":"f{k}_{time.monotonic():.6f}",'
-                              f'"delta":"{delta}"}}')  # fmt: skip
+            await ws.send_str(
+                f'{{"type":"response.output_audio.delta","event_id":"f{k}_{time.monotonic():.6f}","delta":"{delta}"}}'
+            )
             stats["sent"] += 1
             stats["flood_sent"] += 1
 
@@ -196,8 +199,9 @@ async def voice_session(
     try:
         while k * interval_ms / 1000 < duration:
             await asyncio.sleep(max(0.0, start + k * interval_ms / 1000 - loop.time()))
-            await ws.send_str(f'{{"type":"input_audio_buffer.append","event_id":"b{i}_{k}_{time.monotonic():.6f}",'
-                              f'"audio":"{chunk}"}}')  # fmt: skip
+            await ws.send_str(
+                f'{{"type":"input_audio_buffer.append","event_id":"b{i}_{k}_{time.monotonic():.6f}","audio":"{chunk}"}}'
+            )
             out.sent += 1
             out.audio_ms += interval_ms
             k += 1
@@ -250,8 +254,9 @@ def start_proxy(up: Child, db: Path) -> Child:
 
 
 def _spawn_proxy(up: Child, db: Path) -> Child:
-    return spawn("rtproxy", [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db), "--upstream",
-                             f"http://{HOST}:{up.port}"])  # fmt: skip
+    return spawn(
+        "rtproxy", [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db), "--upstream", f"http://{HOST}:{up.port}"]
+    )
 
 
 def own(pid: int, key: str) -> float:
@@ -359,8 +364,12 @@ def db_counts(db: Path, model: str = "load") -> dict[str, int]:
         sessions = conn.execute("SELECT count(*) FROM sessions WHERE model = ?", (model,)).fetchone()[0]
     finally:
         conn.close()
-    return {"client": rows.get("client", 0), "server": rows.get("server", 0), "unrecorded": unrecorded,
-            "sessions": sessions}  # fmt: skip
+    return {
+        "client": rows.get("client", 0),
+        "server": rows.get("server", 0),
+        "unrecorded": unrecorded,
+        "sessions": sessions,
+    }
 
 
 def lat_ms(values: list[float]) -> dict[str, float]:
@@ -388,8 +397,13 @@ async def phase_load(up: Child, workdir: Path, sessions: int, duration: float) -
     proxy = start_proxy(up, db)
     await warm_up(f"http://{HOST}:{proxy.port}", up, min(0.5, duration / 4))
     probes = max(1, sessions // 10)
-    cpu0, own0, up0, me0, machine0 = (cpu_seconds(proxy.pid), own(proxy.pid, "cpu"), cpu_seconds(up.pid),
-                                      time.process_time(), cpu_jiffies())  # fmt: skip
+    cpu0, own0, up0, me0, machine0 = (
+        cpu_seconds(proxy.pid),
+        own(proxy.pid, "cpu"),
+        cpu_seconds(up.pid),
+        time.process_time(),
+        cpu_jiffies(),
+    )
     t0 = time.monotonic()
     live = Voice()
     async with PeakPss(proxy.pid) as pss, Backlog(db, live) as backlog:
@@ -418,23 +432,42 @@ async def phase_load(up: Child, workdir: Path, sessions: int, duration: float) -
         ("down", direct.down_lat, probed.down_lat, proxied.down_lat),
     ):
         a, b, p = lat_ms(alone), lat_ms(beside), lat_ms(through)
-        latency[name] = {"direct_alone": a, "direct_beside": b, "proxied": p,
-                         "added_p50": p["p50"] - b["p50"], "added_p99": p["p99"] - b["p99"]}  # fmt: skip
+        latency[name] = {
+            "direct_alone": a,
+            "direct_beside": b,
+            "proxied": p,
+            "added_p50": p["p50"] - b["p50"],
+            "added_p99": p["p99"] - b["p99"],
+        }
     return {
-        "sessions": sessions, "probes": probes, "duration_s": duration, "wall_s": wall,
-        "up": up_dir, "down": down_dir, "unrecorded": counts["unrecorded"], "db_sessions": counts["sessions"],
+        "sessions": sessions,
+        "probes": probes,
+        "duration_s": duration,
+        "wall_s": wall,
+        "up": up_dir,
+        "down": down_dir,
+        "unrecorded": counts["unrecorded"],
+        "db_sessions": counts["sessions"],
         "lost": (up_dir["sent"] - up_dir["recorded"]) + (down_dir["sent"] - down_dir["recorded"]),
         "latency_ms": latency,
-        "proxy_cpu_s": cpu, "proxy_own_cpu_s": own_cpu, "proxy_cpu_pct": 100 * cpu / wall,
-        "recorder_backlog_peak_frames": backlog.peak, "recorder_backlog_peak_at_s": backlog.peak_at,
+        "proxy_cpu_s": cpu,
+        "proxy_own_cpu_s": own_cpu,
+        "proxy_cpu_pct": 100 * cpu / wall,
+        "recorder_backlog_peak_frames": backlog.peak,
+        "recorder_backlog_peak_at_s": backlog.peak_at,
         "recorder_backlog_peak_s": backlog.peak / max((proxied.sent + proxied.received) / wall, 1e-9),
-        "machine_busy_pct": 100 * busy / capacity, "others_cpu_s": max(0.0, busy - ours), "capacity_cpu_s": capacity,
-        "proxy_peak_rss_mb": peak_tree / 1024, "proxy_own_peak_rss_mb": peak_own / 1024, "proxy_peak_pss_mb": pss.peak,
-        "db_mb": db_bytes / 2**20, "audio_min": proxied.audio_ms / 60000,
+        "machine_busy_pct": 100 * busy / capacity,
+        "others_cpu_s": max(0.0, busy - ours),
+        "capacity_cpu_s": capacity,
+        "proxy_peak_rss_mb": peak_tree / 1024,
+        "proxy_own_peak_rss_mb": peak_own / 1024,
+        "proxy_peak_pss_mb": pss.peak,
+        "db_mb": db_bytes / 2**20,
+        "audio_min": proxied.audio_ms / 60000,
         "db_mb_per_audio_min": db_bytes / 2**20 / max(proxied.audio_ms / 60000, 1e-9),
         "failures": direct.failures + proxied.failures + probed.failures,
         "warnings": [line.strip() for line in log.splitlines() if "WARNING" in line],
-    }  # fmt: skip
+    }
 
 
 async def phase_idle(up: Child, workdir: Path, n: int) -> dict[str, Any]:
@@ -464,10 +497,16 @@ async def phase_idle(up: Child, workdir: Path, n: int) -> dict[str, Any]:
         await asyncio.gather(*(ws.close() for ws in socks))
     proxy.stop()
     held = max(len(socks), 1)
-    return {"asked": n, "connections": len(socks), "refused": len(refused), "first_refusal": refused[:1],
-            "pss_before_mb": before[1], "pss_after_mb": after[1],
-            "kb_per_connection": (after[1] - before[1]) * 1024 / held,
-            "own_kb_per_connection": (after[0] - before[0]) / held}  # fmt: skip
+    return {
+        "asked": n,
+        "connections": len(socks),
+        "refused": len(refused),
+        "first_refusal": refused[:1],
+        "pss_before_mb": before[1],
+        "pss_after_mb": after[1],
+        "kb_per_connection": (after[1] - before[1]) * 1024 / held,
+        "own_kb_per_connection": (after[0] - before[0]) / held,
+    }
 
 
 async def stalled_client(port: int) -> socket.socket:
@@ -477,9 +516,14 @@ async def stalled_client(port: int) -> socket.socket:
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     await loop.sock_connect(sock, (HOST, port))
-    await loop.sock_sendall(sock, (f"GET /v1/realtime?model=slow&mode=flood HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-                                   "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode())  # fmt: skip
+    await loop.sock_sendall(
+        sock,
+        (
+            f"GET /v1/realtime?model=slow&mode=flood HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ).encode(),
+    )
     head = await asyncio.wait_for(loop.sock_recv(sock, 1024), TIMEOUT)
     if not head.startswith(b"HTTP/1.1 101"):
         raise RuntimeError(f"the stalled client was refused: {head[:80]!r}")
@@ -515,13 +559,14 @@ async def phase_slow(up: Child, workdir: Path, sessions: int, seconds: float) ->
     proxy.stop()
     half = [s for s in samples if s[0] >= samples[-1][0] / 2] or samples
     return {
-        "seconds": seconds, "sessions": sessions,
+        "seconds": seconds,
+        "sessions": sessions,
         "rss_mb": {"start": samples[0][1], "peak": max(s[1] for s in samples), "end": samples[-1][1]},
         "rss_growth_second_half_mb": half[-1][1] - half[0][1],
         "flood_sent": {"at_half": half[0][2], "at_end": samples[-1][2]},
         "others_down_p99_ms": {"alone": lat_ms(alone.down_lat)["p99"], "beside_slow": lat_ms(beside.down_lat)["p99"]},
         "failures": alone.failures + beside.failures,
-    }  # fmt: skip
+    }
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -537,41 +582,63 @@ def report(r: dict[str, Any]) -> None:
     for d in ("up", "down"):
         print(f"  {d:<4} frames  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in load[d].items()))
     print(f"  frames lost or unrecorded: {load['lost']} (sessions marked unrecorded: {load['unrecorded']})")
-    print(f"  one-way latency, ms (p50/p99): direct alone before; direct beside (the baseline: {load['probes']} "
-          "direct sessions in the same seconds); through the proxy; added = proxy - beside")  # fmt: skip
+    print(
+        f"  one-way latency, ms (p50/p99): direct alone before; direct beside (the baseline: {load['probes']} "
+        "direct sessions in the same seconds); through the proxy; added = proxy - beside"
+    )
     for d in ("up", "down"):
         lat = load["latency_ms"][d]
-        print(f"  {d:<4} alone {lat['direct_alone']['p50']:.2f}/{lat['direct_alone']['p99']:.2f}"
-              f" | beside {lat['direct_beside']['p50']:.2f}/{lat['direct_beside']['p99']:.2f}"
-              f" | proxied {lat['proxied']['p50']:.2f}/{lat['proxied']['p99']:.2f}"
-              f" | added {lat['added_p50']:+.2f}/{lat['added_p99']:+.2f}")  # fmt: skip
-    print(f"  machine during the run: {load['machine_busy_pct']:.0f}% of {r['cores']} cores busy; other processes "
-          f"(not this benchmark) used {load['others_cpu_s']:.0f} of {load['capacity_cpu_s']:.0f} CPU s")  # fmt: skip
-    print(f"  proxy CPU {load['proxy_cpu_s']:.1f} s ({load['proxy_cpu_pct']:.0f}% of one core; event loop process "
-          f"{load['proxy_own_cpu_s']:.1f} s, recorder the rest)")  # fmt: skip
-    print(f"  recorder backlog (frames through the proxy not yet in the database, sampled each second): peak "
-          f"{load['recorder_backlog_peak_frames']} frames (~{load['recorder_backlog_peak_s']:.1f} s of traffic) at "
-          f"{load['recorder_backlog_peak_at_s']:.0f} s")  # fmt: skip
-    print(f"  proxy memory: peak PSS {load['proxy_peak_pss_mb']:.0f} MB (proxy + recorder, their shared ring counted "
-          f"once); peak RSS {load['proxy_own_peak_rss_mb']:.0f} MB proxy, {load['proxy_peak_rss_mb']:.0f} MB summed "
-          f"over both (ring counted twice)")  # fmt: skip
+        print(
+            f"  {d:<4} alone {lat['direct_alone']['p50']:.2f}/{lat['direct_alone']['p99']:.2f}"
+            f" | beside {lat['direct_beside']['p50']:.2f}/{lat['direct_beside']['p99']:.2f}"
+            f" | proxied {lat['proxied']['p50']:.2f}/{lat['proxied']['p99']:.2f}"
+            f" | added {lat['added_p50']:+.2f}/{lat['added_p99']:+.2f}"
+        )
+    print(
+        f"  machine during the run: {load['machine_busy_pct']:.0f}% of {r['cores']} cores busy; other processes "
+        f"(not this benchmark) used {load['others_cpu_s']:.0f} of {load['capacity_cpu_s']:.0f} CPU s"
+    )
+    print(
+        f"  proxy CPU {load['proxy_cpu_s']:.1f} s ({load['proxy_cpu_pct']:.0f}% of one core; event loop process "
+        f"{load['proxy_own_cpu_s']:.1f} s, recorder the rest)"
+    )
+    print(
+        f"  recorder backlog (frames through the proxy not yet in the database, sampled each second): peak "
+        f"{load['recorder_backlog_peak_frames']} frames (~{load['recorder_backlog_peak_s']:.1f} s of traffic) at "
+        f"{load['recorder_backlog_peak_at_s']:.0f} s"
+    )
+    print(
+        f"  proxy memory: peak PSS {load['proxy_peak_pss_mb']:.0f} MB (proxy + recorder, their shared ring counted "
+        f"once); peak RSS {load['proxy_own_peak_rss_mb']:.0f} MB proxy, {load['proxy_peak_rss_mb']:.0f} MB summed "
+        f"over both (ring counted twice)"
+    )
     print(
         f"  database {load['db_mb']:.1f} MB for {load['audio_min']:.1f} min of audio (both directions): "
         f"{load['db_mb_per_audio_min']:.2f} MB per minute of audio"
     )
     if idle["refused"]:
-        print(f"\nidle: asked for {idle['asked']} connections; the proxy refused some after {idle['connections']}: "
-              f"{idle['first_refusal'][0]}")  # fmt: skip
-    print(f"\nidle: {idle['connections']} connections held: {idle['kb_per_connection']:.1f} KB each "
-          f"(PSS of proxy + recorder; the proxy process's RSS alone: {idle['own_kb_per_connection']:.1f} KB), "
-          f"PSS {idle['pss_before_mb']:.0f} → {idle['pss_after_mb']:.0f} MB")  # fmt: skip
-    print(f"\nslow client: a client that never reads, flooded, beside {slow['sessions']} voice sessions for "
-          f"{slow['seconds']:g} s")  # fmt: skip
+        print(
+            f"\nidle: asked for {idle['asked']} connections; the proxy refused some after {idle['connections']}: "
+            f"{idle['first_refusal'][0]}"
+        )
+    print(
+        f"\nidle: {idle['connections']} connections held: {idle['kb_per_connection']:.1f} KB each "
+        f"(PSS of proxy + recorder; the proxy process's RSS alone: {idle['own_kb_per_connection']:.1f} KB), "
+        f"PSS {idle['pss_before_mb']:.0f} → {idle['pss_after_mb']:.0f} MB"
+    )
+    print(
+        f"\nslow client: a client that never reads, flooded, beside {slow['sessions']} voice sessions for "
+        f"{slow['seconds']:g} s"
+    )
     rss = slow["rss_mb"]
-    print(f"  proxy PSS start {rss['start']:.0f} MB, peak {rss['peak']:.0f} MB, end {rss['end']:.0f} MB; growth over "
-          f"the second half {slow['rss_growth_second_half_mb']:+.1f} MB")  # fmt: skip
-    print(f"  upstream flood frames sent: {slow['flood_sent']['at_half']} at half time, {slow['flood_sent']['at_end']}"
-          f" at the end (of {FLOOD_LIMIT} it would send unhindered)")  # fmt: skip
+    print(
+        f"  proxy PSS start {rss['start']:.0f} MB, peak {rss['peak']:.0f} MB, end {rss['end']:.0f} MB; growth over "
+        f"the second half {slow['rss_growth_second_half_mb']:+.1f} MB"
+    )
+    print(
+        f"  upstream flood frames sent: {slow['flood_sent']['at_half']} at half time, {slow['flood_sent']['at_end']}"
+        f" at the end (of {FLOOD_LIMIT} it would send unhindered)"
+    )
     p = slow["others_down_p99_ms"]
     print(f"  other sessions' down p99: {p['alone']:.2f} ms alone, {p['beside_slow']:.2f} ms beside the slow client")
     bars = r["bars"]
@@ -589,8 +656,11 @@ async def main(args: argparse.Namespace) -> int:
     if soft < need:  # children (upstream, proxy) inherit the raised limit
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
     command = "python benchmarks/load.py " + " ".join(sys.argv[1:])
-    result: dict[str, Any] = {"command": command.strip(), "cores": os.cpu_count(),
-                              "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3])}  # fmt: skip
+    result: dict[str, Any] = {
+        "command": command.strip(),
+        "cores": os.cpu_count(),
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+    }
     up = spawn("upstream", python_argv(__file__, "--role", "upstream"))
     try:
         with tempfile.TemporaryDirectory(prefix="rtproxy-load-") as tmp:

@@ -87,16 +87,26 @@ def audio_event(seed: int = 7) -> str:
     for i in range(4800):
         sample = int(8000 * math.sin(2 * math.pi * 220 * i / 24000) + rng.gauss(0, 1500))
         pcm += max(-32768, min(32767, sample)).to_bytes(2, "little", signed=True)
-    event = {"type": "input_audio_buffer.append", "event_id": "evt_bench_0001",
-             "audio": base64.b64encode(bytes(pcm)).decode()}  # fmt: skip
+    event = {
+        "type": "input_audio_buffer.append",
+        "event_id": "evt_bench_0001",
+        "audio": base64.b64encode(bytes(pcm)).decode(),
+    }
     return orjson.dumps(event).decode()
 
 
 def small_event(size: int = 1024) -> str:
     """A JSON event of exactly `size` bytes (a text item)."""
-    head = {"type": "conversation.item.create", "event_id": "evt_bench_0002",
-            "item": {"id": "item_bench_01", "type": "message", "role": "user",
-                     "content": [{"type": "input_text", "text": ""}]}}  # fmt: skip
+    head = {
+        "type": "conversation.item.create",
+        "event_id": "evt_bench_0002",
+        "item": {
+            "id": "item_bench_01",
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": ""}],
+        },
+    }
     skeleton = orjson.dumps(head).decode()
     pad = size - len(skeleton)
     head["item"]["content"][0]["text"] = ("lorem ipsum dolor sit amet " * (pad // 27 + 1))[:pad]  # type: ignore[index]
@@ -372,8 +382,10 @@ def check_db(db: Path, tally: Tally) -> tuple[bool, str]:
         ok_int = conn.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         conn.close()
-    detail = (f"{rows} rows for {tally.frames} frames, {sessions}/{tally.connections} sessions, "
-              f"{unrecorded} marked unrecorded, integrity {ok_int}")  # fmt: skip
+    detail = (
+        f"{rows} rows for {tally.frames} frames, {sessions}/{tally.connections} sessions, "
+        f"{unrecorded} marked unrecorded, integrity {ok_int}"
+    )
     complete = rows == tally.frames and sessions == tally.connections and not still_open and ok_int == "ok"
     accounted = rows + unrecorded == tally.frames and sessions == tally.connections
     return complete, ("complete: " if complete else "accounted: " if accounted else "MISSING FRAMES: ") + detail
@@ -403,8 +415,14 @@ METRICS: list[tuple[str, str, bool]] = [  # key, label, higher is better
     ("stream_p50", "50 streams 10/s   p50 (ms)", False),
     ("stream_p99", "50 streams 10/s   p99 (ms)", False),
 ]
-BAR = {"rtt_small_p50": 1.25, "rtt_small_p99": 1.25, "rtt_audio_p50": 1.25, "rtt_audio_p99": 1.25,
-       "flood_small": 0.8, "flood_audio": 0.8}  # fmt: skip
+BAR = {
+    "rtt_small_p50": 1.25,
+    "rtt_small_p99": 1.25,
+    "rtt_audio_p50": 1.25,
+    "rtt_audio_p99": 1.25,
+    "flood_small": 0.8,
+    "flood_audio": 0.8,
+}
 
 
 @dataclass
@@ -434,7 +452,16 @@ async def repetition(rep: int, echo: Child, plan: Plan, results: Results, workdi
                 targets.append(Target(name, f"ws://{HOST}:{child.port}{PATH}", child))
             else:
                 db = workdir / f"rep{rep}.db"
-                argv = [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db), "--upstream", f"http://{HOST}:{echo.port}"]
+                argv = [
+                    *rtproxy_argv(),
+                    "proxy",
+                    "--port",
+                    "0",
+                    "--db",
+                    str(db),
+                    "--upstream",
+                    f"http://{HOST}:{echo.port}",
+                ]
                 child = spawn("rtproxy", argv)
                 targets.append(Target(name, f"ws://{HOST}:{child.port}{PATH}", child, db))
         await run_workloads(targets, plan, rep)
@@ -463,11 +490,15 @@ def report(results: Results, plan: Plan, reps: int, command: str) -> None:
     print()
     print(f"rtproxy proxy overhead — medians of {reps} repetitions ({command})")
     print("values: median over repetitions; ratios: median of the per-repetition ratios (each pair back to back)")
-    print(f"ping-pong {plan.pingpong_small} × 1 KiB, {plan.pingpong_audio} × 13 KB; "
-          f"flood {plan.flood_small} × 1 KiB, {plan.flood_audio} × 13 KB; "
-          f"{plan.conns} streams × {plan.rate:g}/s × {plan.stream_seconds:g} s")  # fmt: skip
-    head = f"{'metric':30s} {'direct':>9s} {'relay':>9s} {'rtproxy':>9s} {'relay/dir':>10s} {'rtp/dir':>8s} " \
-           f"{'rtp/relay':>10s}  bar"  # fmt: skip
+    print(
+        f"ping-pong {plan.pingpong_small} × 1 KiB, {plan.pingpong_audio} × 13 KB; "
+        f"flood {plan.flood_small} × 1 KiB, {plan.flood_audio} × 13 KB; "
+        f"{plan.conns} streams × {plan.rate:g}/s × {plan.stream_seconds:g} s"
+    )
+    head = (
+        f"{'metric':30s} {'direct':>9s} {'relay':>9s} {'rtproxy':>9s} {'relay/dir':>10s} {'rtp/dir':>8s} "
+        f"{'rtp/relay':>10s}  bar"
+    )
     print(head)
     print("-" * len(head))
     verdict = True
@@ -480,16 +511,23 @@ def report(results: Results, plan: Plan, reps: int, command: str) -> None:
             verdict &= ok
             bar = f"{'≥' if higher else '≤'} {BAR[key]:g}× {'ok' if ok else 'MISSED'}"
         r_d, p_d = results.paired("relay", "direct", key), results.paired("rtproxy", "direct", key)
-        print(f"{label:30s} {fmt(d):>9s} {fmt(r):>9s} {fmt(p):>9s} {rfmt(r_d):>10s} {rfmt(p_d):>8s} "
-              f"{rfmt(vs_relay):>10s}  {bar}")  # fmt: skip
+        print(
+            f"{label:30s} {fmt(d):>9s} {fmt(r):>9s} {fmt(p):>9s} {rfmt(r_d):>10s} {rfmt(p_d):>8s} "
+            f"{rfmt(vs_relay):>10s}  {bar}"
+        )
     drains = results.med("rtproxy", "drain_small"), results.med("rtproxy", "drain_audio")
-    print(f"rtproxy's recorder had written every flooded frame {drains[0]:.2f} s (1 KiB) and {drains[1]:.2f} s (13 KB) "
-          "after the flood ended")
+    print(
+        f"rtproxy's recorder had written every flooded frame {drains[0]:.2f} s (1 KiB) and {drains[1]:.2f} s (13 KB) "
+        "after the flood ended"
+    )
     print()
     print(f"{'process (medians)':34s} {'relay':>9s} {'rtproxy':>9s} {'its writer':>11s}")
     for key, label in (("pingpong", "CPU s, ping-pong"), ("flood", "CPU s, floods"), ("streams", "CPU s, 50 streams")):
-        cells = (results.med("relay", f"cpu_proxy_{key}"), results.med("rtproxy", f"cpu_proxy_{key}"),
-                 results.med("rtproxy", f"cpu_writer_{key}"))  # fmt: skip
+        cells = (
+            results.med("relay", f"cpu_proxy_{key}"),
+            results.med("rtproxy", f"cpu_proxy_{key}"),
+            results.med("rtproxy", f"cpu_writer_{key}"),
+        )
         print(f"{label:34s} {fmt(cells[0]):>9s} {fmt(cells[1]):>9s} {fmt(cells[2]):>11s}")
     where = (("relay", "rss_proxy"), ("rtproxy", "rss_proxy"), ("rtproxy", "rss_writer"))
     cells = tuple(results.med(target, key) for target, key in where)
@@ -501,8 +539,10 @@ def report(results: Results, plan: Plan, reps: int, command: str) -> None:
         for line in results.checks:
             print("  " + line)
     print()
-    print("bar (latency ≤ 1.25× relay, flood ≥ 0.8× relay, every frame recorded): "
-          + ("met" if verdict and results.complete else "NOT met"))  # fmt: skip
+    print(
+        "bar (latency ≤ 1.25× relay, flood ≥ 0.8× relay, every frame recorded): "
+        + ("met" if verdict and results.complete else "NOT met")
+    )
 
 
 RING_MIB = 64  # rtproxy's default recorder ring (Recorder max_bytes)
@@ -514,8 +554,10 @@ async def overload(echo: Child, workdir: Path, factor: float) -> str:
     audio = audio_event()
     n = int(factor * RING_MIB * 2**20 / (2 * len(audio)))
     db = workdir / "overload.db"
-    child = spawn("rtproxy", [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db),
-                              "--upstream", f"http://{HOST}:{echo.port}"])  # fmt: skip
+    child = spawn(
+        "rtproxy",
+        [*rtproxy_argv(), "proxy", "--port", "0", "--db", str(db), "--upstream", f"http://{HOST}:{echo.port}"],
+    )
     tally = Tally()
     try:
         async with aiohttp.ClientSession() as http:
@@ -525,9 +567,11 @@ async def overload(echo: Child, workdir: Path, factor: float) -> str:
         output = child.stop()
     _, line = check_db(db, tally)
     warned = "cannot keep up" in output
-    return (f"overload: {n} × 13 KB flooded ({factor:g}× the {RING_MIB} MiB ring) at {rate:,.0f} msg/s; "
-            f"peak RSS proxy {own:.0f} MiB, writer {tree - own:.0f} MiB; {line}; "
-            f"overflow warning printed: {'yes' if warned else 'no'}")
+    return (
+        f"overload: {n} × 13 KB flooded ({factor:g}× the {RING_MIB} MiB ring) at {rate:,.0f} msg/s; "
+        f"peak RSS proxy {own:.0f} MiB, writer {tree - own:.0f} MiB; {line}; "
+        f"overflow warning printed: {'yes' if warned else 'no'}"
+    )
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -555,8 +599,11 @@ async def main(args: argparse.Namespace) -> int:
     if overloaded:
         print(overloaded)
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps({"plan": plan.__dict__, "runs": results.runs,
-                                                  "checks": results.checks}, option=orjson.OPT_INDENT_2))  # fmt: skip
+        Path(args.json).write_bytes(
+            orjson.dumps(
+                {"plan": plan.__dict__, "runs": results.runs, "checks": results.checks}, option=orjson.OPT_INDENT_2
+            )
+        )
     return 0 if results.complete else 1
 
 
@@ -566,10 +613,17 @@ def cli() -> int:
     parser.add_argument("--reps", type=int, help="repetitions (default 5, or 3 with --quick)")
     parser.add_argument("--targets", default="direct,relay,rtproxy", help="comma-separated subset to run")
     parser.add_argument("--json", help="also write every repetition's figures to this file")
-    parser.add_argument("--no-overload", dest="overload", action="store_false",
-                        help="skip the last check: a flood of 3× rtproxy's ring (bounded memory, drops counted)")
-    parser.add_argument("--rtproxy", metavar="COMMAND",
-                        help="the rtproxy command to measure, split on spaces (default: the installed `rtproxy`)")
+    parser.add_argument(
+        "--no-overload",
+        dest="overload",
+        action="store_false",
+        help="skip the last check: a flood of 3× rtproxy's ring (bounded memory, drops counted)",
+    )
+    parser.add_argument(
+        "--rtproxy",
+        metavar="COMMAND",
+        help="the rtproxy command to measure, split on spaces (default: the installed `rtproxy`)",
+    )
     parser.add_argument("--role", choices=("echo", "relay"), help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()

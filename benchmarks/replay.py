@@ -114,8 +114,9 @@ class Run:
 def start(argv: list[str], timeout: float = 120.0) -> tuple[subprocess.Popen[str], int, float]:
     """Start a server; (process, port, seconds until it listened)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     lines: list[str] = []
@@ -142,8 +143,9 @@ async def drive(
     got = 0
     t0 = time.perf_counter()
     async with asyncio.timeout(timeout):
-        async with websockets.connect(f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime",
-                                      max_size=None, compression=None) as ws:  # fmt: skip
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime", max_size=None, compression=None
+        ) as ws:
             await ws.recv()
             first = (time.perf_counter() - t0) * 1000
             got = 1
@@ -166,8 +168,18 @@ async def drive(
 def one(kind: str, path: Path, client_frames: list[str | bytes], expected: int, timeout: float) -> Run:
     report = path.with_suffix(f".{os.getpid()}.report.json")
     if kind == "rtproxy":
-        argv = [sys.executable, "-c", "from rtproxy.cli import entry; entry()",
-                "replay", str(path), "--port", "0", "--once", "--report", str(report)]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-c",
+            "from rtproxy.cli import entry; entry()",
+            "replay",
+            str(path),
+            "--port",
+            "0",
+            "--once",
+            "--report",
+            str(report),
+        ]
     else:
         argv = [sys.executable, __file__, "--serve-baseline", str(path)]
     proc, port, load_s = start(argv)
@@ -209,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         write_jsonl(path, session, frames)
         client_frames = [f.data for f in frames if f.direction is Direction.CLIENT]
         expected = len(frames) - len(client_frames)
-        print(f"session: {args.minutes:g} min of voice, {len(frames)} events ({len(client_frames)} client, "
-              f"{expected} server), {path.stat().st_size / 1e6:.0f} MB of JSONL")  # fmt: skip
+        print(
+            f"session: {args.minutes:g} min of voice, {len(frames)} events ({len(client_frames)} client, "
+            f"{expected} server), {path.stat().st_size / 1e6:.0f} MB of JSONL"
+        )
         del frames, session
         runs: dict[str, list[Run]] = {"baseline": [], "rtproxy": []}
         for i in range(args.repeat):
@@ -235,9 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'ratio':10} {cells}   (rtproxy / baseline)")
     ok = all(r.ok for v in runs.values() for r in v)
     bars = rt["session_s"] < 5.0 and rt["first_event_ms"] < 20.0
-    print(f"bars: session < 5 s: {'met' if rt['session_s'] < 5.0 else 'MISSED'} ({rt['session_s']:.2f} s); "
-          f"first event < 20 ms: {'met' if rt['first_event_ms'] < 20.0 else 'MISSED'} ({rt['first_event_ms']:.2f} ms); "
-          f"every run complete and without mismatch: {'yes' if ok else 'NO'}")  # fmt: skip
+    print(
+        f"bars: session < 5 s: {'met' if rt['session_s'] < 5.0 else 'MISSED'} ({rt['session_s']:.2f} s); "
+        f"first event < 20 ms: {'met' if rt['first_event_ms'] < 20.0 else 'MISSED'} ({rt['first_event_ms']:.2f} ms); "
+        f"every run complete and without mismatch: {'yes' if ok else 'NO'}"
+    )
     return 0 if ok and bars else 1
 
 

@@ -90,11 +90,15 @@ def _tone(ms: float, freq: float, rate: int, phase: int = 0, amplitude: float = 
     return b"".join(
         struct.pack(
             "<h",
-            int(32767 * amplitude * math.sin(math.pi * ((phase + i) % syl) / syl)
-                * math.sin(2 * math.pi * freq * (phase + i) / rate)),
+            int(
+                32767
+                * amplitude
+                * math.sin(math.pi * ((phase + i) % syl) / syl)
+                * math.sin(2 * math.pi * freq * (phase + i) / rate)
+            ),
         )
         for i in range(n)
-    )  # fmt: skip
+    )
 
 
 def _encode(pcm: bytes, encoding: str) -> bytes:
@@ -148,28 +152,56 @@ class _Builder:
 
     def item_done(self, t: float, item: Event) -> None:
         if self.ga:
-            self.add(t, SERVER, {"type": "conversation.item.done",
-                                 "previous_item_id": self.previous.get(item["id"]), "item": item})
+            self.add(
+                t,
+                SERVER,
+                {"type": "conversation.item.done", "previous_item_id": self.previous.get(item["id"]), "item": item},
+            )
 
     def session_config(self, encoding: str, modalities: list[str], vad: bool) -> Event:
         rate, beta_name, ga_obj = _FORMATS[encoding]
-        turn = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
-                "create_response": True} if vad else None  # fmt: skip
+        turn = (
+            {
+                "type": "server_vad",
+                "threshold": 0.5,
+                "prefix_padding_ms": 300,
+                "silence_duration_ms": 500,
+                "create_response": True,
+            }
+            if vad
+            else None
+        )
         if self.ga:
             return {
-                "id": "sess_synth", "object": "realtime.session", "type": "realtime", "model": "gpt-realtime",
-                "output_modalities": modalities, "instructions": "You are a helpful assistant.", "tools": [TOOL],
-                "audio": {"input": {"format": ga_obj, "turn_detection": turn,
-                                    "transcription": {"model": "gpt-4o-transcribe"}},
-                          "output": {"format": ga_obj, "voice": "alloy"}},
-            }  # fmt: skip
+                "id": "sess_synth",
+                "object": "realtime.session",
+                "type": "realtime",
+                "model": "gpt-realtime",
+                "output_modalities": modalities,
+                "instructions": "You are a helpful assistant.",
+                "tools": [TOOL],
+                "audio": {
+                    "input": {
+                        "format": ga_obj,
+                        "turn_detection": turn,
+                        "transcription": {"model": "gpt-4o-transcribe"},
+                    },
+                    "output": {"format": ga_obj, "voice": "alloy"},
+                },
+            }
         return {
-            "id": "sess_synth", "object": "realtime.session", "model": "gpt-4o-realtime-preview",
+            "id": "sess_synth",
+            "object": "realtime.session",
+            "model": "gpt-4o-realtime-preview",
             "modalities": ["text", "audio"] if "audio" in modalities else ["text"],
-            "instructions": "You are a helpful assistant.", "voice": "alloy",
-            "input_audio_format": beta_name, "output_audio_format": beta_name, "tools": [TOOL],
-            "input_audio_transcription": {"model": "whisper-1"}, "turn_detection": turn,
-        }  # fmt: skip
+            "instructions": "You are a helpful assistant.",
+            "voice": "alloy",
+            "input_audio_format": beta_name,
+            "output_audio_format": beta_name,
+            "tools": [TOOL],
+            "input_audio_transcription": {"model": "whisper-1"},
+            "turn_detection": turn,
+        }
 
     def start(self, t: float, config: Event) -> None:
         self.add(t, SERVER, {"type": "session.created", "session": config})
@@ -178,36 +210,82 @@ class _Builder:
         self.add(t + 0.09, SERVER, {"type": "session.updated", "session": config})
 
     def response(
-        self, t: float, *, audio_chunks: list[str] | None, chunk_ms: float, n_chunks: int,
-        n_text: int, rid: str | None = None, function: bool = False, trailing_user: tuple[str, int] | None = None,
+        self,
+        t: float,
+        *,
+        audio_chunks: list[str] | None,
+        chunk_ms: float,
+        n_chunks: int,
+        n_text: int,
+        rid: str | None = None,
+        function: bool = False,
+        trailing_user: tuple[str, int] | None = None,
     ) -> tuple[str, str, float, float]:
         """One response from ``response.created`` at ``t``; returns (response id, item id, first audio t, done t)."""
         rid = rid or self.id("resp")
         iid = self.id("item")
         base = {"id": rid, "object": "realtime.response", "output": [], "usage": None, "metadata": None}
-        self.add(t, SERVER, {"type": "response.created",
-                             "response": {**base, "status": "in_progress", "status_details": None}})  # fmt: skip
+        self.add(
+            t,
+            SERVER,
+            {"type": "response.created", "response": {**base, "status": "in_progress", "status_details": None}},
+        )
         t += 0.02
         if function:
-            item: Event = {"id": iid, "object": "realtime.item", "type": "function_call", "status": "in_progress",
-                           "name": TOOL["name"], "call_id": self.id("call"), "arguments": ""}  # fmt: skip
+            item: Event = {
+                "id": iid,
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": "in_progress",
+                "name": TOOL["name"],
+                "call_id": self.id("call"),
+                "arguments": "",
+            }
         else:
-            item = {"id": iid, "object": "realtime.item", "type": "message", "status": "in_progress",
-                    "role": "assistant", "content": []}  # fmt: skip
+            item = {
+                "id": iid,
+                "object": "realtime.item",
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
         self.add(t, SERVER, {"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
         self.item_added(t, dict(item))
         ids = {"response_id": rid, "item_id": iid, "output_index": 0}
         t_first = t + 0.15
         if function:
-            args = orjson.dumps({"location": self.rng.choice(["Paris", "Lyon", "Oslo"]), "unit": "celsius",
-                                 "days": self.rng.randint(1, 5)}).decode()  # fmt: skip
+            args = orjson.dumps(
+                {
+                    "location": self.rng.choice(["Paris", "Lyon", "Oslo"]),
+                    "unit": "celsius",
+                    "days": self.rng.randint(1, 5),
+                }
+            ).decode()
             step = max(1, len(args) // 12)
             for i in range(0, len(args), step):
                 t += 0.01
-                self.add(t, SERVER, {"type": "response.function_call_arguments.delta", **ids,
-                                     "call_id": item["call_id"], "delta": args[i : i + step]})  # fmt: skip
-            self.add(t, SERVER, {"type": "response.function_call_arguments.done", **ids, "call_id": item["call_id"],
-                                 "name": item["name"], "arguments": args})  # fmt: skip
+                self.add(
+                    t,
+                    SERVER,
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        **ids,
+                        "call_id": item["call_id"],
+                        "delta": args[i : i + step],
+                    },
+                )
+            self.add(
+                t,
+                SERVER,
+                {
+                    "type": "response.function_call_arguments.done",
+                    **ids,
+                    "call_id": item["call_id"],
+                    "name": item["name"],
+                    "arguments": args,
+                },
+            )
             done_item = {**item, "status": "completed", "arguments": args}
             t_done = t + 0.01
             usage_audio = 0
@@ -222,13 +300,16 @@ class _Builder:
             # audio generated at 2.5x real time; text deltas spread over the same stretch
             gen = (n_chunks * chunk_ms / 1000.0) / 2.5 if audio_part else n_text * 0.004
             for i, w in enumerate(words):
-                self.add(t_first + gen * i / max(1, n_text), SERVER,
-                         {"type": self.names[text_kind], **pids, "delta": w})  # fmt: skip
+                self.add(
+                    t_first + gen * i / max(1, n_text), SERVER, {"type": self.names[text_kind], **pids, "delta": w}
+                )
             if audio_chunks is not None:
                 for i in range(n_chunks):
-                    self.add(t_first + gen * i / n_chunks + 0.0005, SERVER,
-                             {"type": self.names["audio.delta"], **pids,
-                              "delta": audio_chunks[i % len(audio_chunks)]})  # fmt: skip
+                    self.add(
+                        t_first + gen * i / n_chunks + 0.0005,
+                        SERVER,
+                        {"type": self.names["audio.delta"], **pids, "delta": audio_chunks[i % len(audio_chunks)]},
+                    )
             t_done = t_first + gen + 0.02
             text = "".join(words)
             if audio_part:
@@ -241,23 +322,50 @@ class _Builder:
             self.add(t_done, SERVER, {"type": "response.content_part.done", **pids, "part": part})
             done_item = {**item, "status": "completed", "content": [part]}
             usage_audio = int(n_chunks * chunk_ms / 50)
-        self.add(t_done, SERVER, {"type": "response.output_item.done", "response_id": rid, "output_index": 0,
-                                  "item": done_item})  # fmt: skip
+        self.add(
+            t_done,
+            SERVER,
+            {"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done_item},
+        )
         self.item_done(t_done, done_item)
-        usage = {"total_tokens": 300 + n_text + usage_audio, "input_tokens": 300, "output_tokens": n_text + usage_audio,
-                 "input_token_details": {"text_tokens": 200, "audio_tokens": 100, "cached_tokens": 128},
-                 "output_token_details": {"text_tokens": n_text, "audio_tokens": usage_audio}}  # fmt: skip
-        self.add(t_done + 0.001, SERVER, {"type": "response.done", "response": {
-            **base, "status": "completed", "status_details": None, "output": [done_item], "usage": usage}})  # fmt: skip
-        self.add(t_done + 0.002, SERVER, {"type": "rate_limits.updated", "rate_limits": [
-            {"name": "tokens", "limit": 40000, "remaining": 38000, "reset_seconds": 1.2}]})  # fmt: skip
+        usage = {
+            "total_tokens": 300 + n_text + usage_audio,
+            "input_tokens": 300,
+            "output_tokens": n_text + usage_audio,
+            "input_token_details": {"text_tokens": 200, "audio_tokens": 100, "cached_tokens": 128},
+            "output_token_details": {"text_tokens": n_text, "audio_tokens": usage_audio},
+        }
+        self.add(
+            t_done + 0.001,
+            SERVER,
+            {
+                "type": "response.done",
+                "response": {
+                    **base,
+                    "status": "completed",
+                    "status_details": None,
+                    "output": [done_item],
+                    "usage": usage,
+                },
+            },
+        )
+        self.add(
+            t_done + 0.002,
+            SERVER,
+            {
+                "type": "rate_limits.updated",
+                "rate_limits": [{"name": "tokens", "limit": 40000, "remaining": 38000, "reset_seconds": 1.2}],
+            },
+        )
         return rid, iid, t_first, t_done
 
 
 TOOL = {
-    "type": "function", "name": "get_weather", "description": "Weather for a city.",
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city.",
     "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
-}  # fmt: skip
+}
 
 
 def _metadata(kind: str, dialect: str, frames: list[Frame], seed: int) -> dict[str, Any]:
@@ -307,11 +415,12 @@ def voice_session(
     b = _Builder(dialect, seed)
     rng = b.rng
     b.start(0.0, b.session_config(audio_format, ["audio"], vad=True))
-    voice = [base64.b64encode(_encode(_tone(append_ms, 180 + 20 * k, rate, k * 997), audio_format)).decode()
-             for k in range(4)]  # fmt: skip
+    voice = [
+        base64.b64encode(_encode(_tone(append_ms, 180 + 20 * k, rate, k * 997), audio_format)).decode()
+        for k in range(4)
+    ]
     quiet = base64.b64encode(_encode(bytes(2 * int(rate * append_ms / 1000)), audio_format)).decode()
-    reply = [base64.b64encode(_encode(_tone(chunk_ms, 330, rate, k * 1013), audio_format)).decode()
-             for k in range(5)]  # fmt: skip
+    reply = [base64.b64encode(_encode(_tone(chunk_ms, 330, rate, k * 1013), audio_format)).decode() for k in range(5)]
     total = minutes * 60.0
     speech: list[tuple[float, float]] = []  # when the user speaks (session seconds)
     t, turn = 1.0, 0
@@ -321,50 +430,88 @@ def voice_session(
         start, stop = t, t + user_s
         speech.append((start, stop))
         uid = b.id("item")
-        b.add(start + 0.2, SERVER, {"type": "input_audio_buffer.speech_started",
-                                    "audio_start_ms": int((start - 0.3) * 1000), "item_id": uid})  # fmt: skip
+        b.add(
+            start + 0.2,
+            SERVER,
+            {"type": "input_audio_buffer.speech_started", "audio_start_ms": int((start - 0.3) * 1000), "item_id": uid},
+        )
         end_ms = int((stop + 0.5) * 1000)  # 500 ms of silence ends the turn...
         t_stop = stop + 0.5 + append_ms / 1000 + 0.005  # ...noticed once the append holding it has arrived
-        b.add(t_stop, SERVER, {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end_ms,
-                               "item_id": uid})  # fmt: skip
-        b.add(t_stop + 0.01, SERVER, {"type": "input_audio_buffer.committed", "previous_item_id": b.last_item,
-                                      "item_id": uid})  # fmt: skip
-        user_item = {"id": uid, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
-                     "content": [{"type": "input_audio", "transcript": None}]}  # fmt: skip
+        b.add(t_stop, SERVER, {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end_ms, "item_id": uid})
+        b.add(
+            t_stop + 0.01,
+            SERVER,
+            {"type": "input_audio_buffer.committed", "previous_item_id": b.last_item, "item_id": uid},
+        )
+        user_item = {
+            "id": uid,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
         b.item_added(t_stop + 0.012, user_item)
         b.item_done(t_stop + 0.012, user_item)
         # the user's transcript trickles in while the answer is generated
         n_user = max(1, int(user_s * transcript_rate / 2))
         words = b.words(n_user)
         for i, w in enumerate(words):
-            b.add(t_stop + 0.3 + 0.5 * i / n_user, SERVER,
-                  {"type": "conversation.item.input_audio_transcription.delta", "item_id": uid, "content_index": 0,
-                   "delta": w})  # fmt: skip
-        b.add(t_stop + 0.81, SERVER, {"type": "conversation.item.input_audio_transcription.completed", "item_id": uid,
-                                      "content_index": 0, "transcript": "".join(words)})  # fmt: skip
+            b.add(
+                t_stop + 0.3 + 0.5 * i / n_user,
+                SERVER,
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": uid,
+                    "content_index": 0,
+                    "delta": w,
+                },
+            )
+        b.add(
+            t_stop + 0.81,
+            SERVER,
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": uid,
+                "content_index": 0,
+                "transcript": "".join(words),
+            },
+        )
         t_resp = t_stop + rng.uniform(0.1, 0.3)
         if turn % 7 == 0:  # a function call, its output, and the spoken answer
-            _, fid, _, t_done = b.response(t_resp, audio_chunks=None, chunk_ms=chunk_ms, n_chunks=0, n_text=0,
-                                           function=True)  # fmt: skip
+            _, fid, _, t_done = b.response(
+                t_resp, audio_chunks=None, chunk_ms=chunk_ms, n_chunks=0, n_text=0, function=True
+            )
             call = next(ev for _, _, _, ev in reversed(b.events) if ev.get("item", {}).get("id") == fid)
-            out = {"id": b.id("item"), "type": "function_call_output", "call_id": call["item"]["call_id"],
-                   "output": '{"temperature": 18, "sky": "cloudy"}'}  # fmt: skip
+            out = {
+                "id": b.id("item"),
+                "type": "function_call_output",
+                "call_id": call["item"]["call_id"],
+                "output": '{"temperature": 18, "sky": "cloudy"}',
+            }
             b.add(t_done + 0.05, CLIENT, {"type": "conversation.item.create", "previous_item_id": fid, "item": out})
             b.item_added(t_done + 0.07, {**out, "object": "realtime.item", "status": "completed"})
             b.add(t_done + 0.08, CLIENT, {"type": "response.create"})
             t_resp = t_done + rng.uniform(0.15, 0.3)
         reply_s = rng.uniform(5.0, 14.0)
         n_chunks = int(reply_s * 1000 / chunk_ms)
-        _, aid, t_first, t_done = b.response(t_resp, audio_chunks=reply, chunk_ms=chunk_ms, n_chunks=n_chunks,
-                                             n_text=int(reply_s * transcript_rate))  # fmt: skip
+        _, aid, t_first, t_done = b.response(
+            t_resp, audio_chunks=reply, chunk_ms=chunk_ms, n_chunks=n_chunks, n_text=int(reply_s * transcript_rate)
+        )
         play_end = t_first + n_chunks * chunk_ms / 1000.0
         if turn % 11 == 0:  # barge-in halfway through the answer
             cut = t_first + (play_end - t_first) / 2
             played_ms = int((cut - t_first) * 1000)
-            b.add(cut + 0.05, CLIENT, {"type": "conversation.item.truncate", "item_id": aid, "content_index": 0,
-                                       "audio_end_ms": played_ms})  # fmt: skip
-            b.add(cut + 0.08, SERVER, {"type": "conversation.item.truncated", "item_id": aid, "content_index": 0,
-                                       "audio_end_ms": played_ms})  # fmt: skip
+            b.add(
+                cut + 0.05,
+                CLIENT,
+                {"type": "conversation.item.truncate", "item_id": aid, "content_index": 0, "audio_end_ms": played_ms},
+            )
+            b.add(
+                cut + 0.08,
+                SERVER,
+                {"type": "conversation.item.truncated", "item_id": aid, "content_index": 0, "audio_end_ms": played_ms},
+            )
             play_end = cut - 0.2
         t = max(play_end, t_done) + rng.uniform(0.4, 1.5)
     b.events.sort(key=lambda e: (e[0], e[1]))
@@ -397,8 +544,12 @@ def text_session(n_events: int = 100_000, dialect: str = "ga", *, seed: int = 0)
     while len(b.events) < n_events:
         turn += 1
         uid = b.id("item")
-        user = {"id": uid, "type": "message", "role": "user",
-                "content": [{"type": "input_text", "text": "".join(b.words(rng.randint(10, 40)))}]}  # fmt: skip
+        user = {
+            "id": uid,
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "".join(b.words(rng.randint(10, 40)))}],
+        }
         b.add(t, CLIENT, {"type": "conversation.item.create", "item": user})
         b.item_added(t + 0.02, {**user, "object": "realtime.item", "status": "completed"})
         b.add(t + 0.03, CLIENT, {"type": "response.create"})
@@ -406,8 +557,12 @@ def text_session(n_events: int = 100_000, dialect: str = "ga", *, seed: int = 0)
         if turn % 5 == 0:
             _, fid, _, t_done = b.response(t_resp, audio_chunks=None, chunk_ms=0, n_chunks=0, n_text=0, function=True)
             call = next(ev for _, _, _, ev in reversed(b.events) if ev.get("item", {}).get("id") == fid)
-            out = {"id": b.id("item"), "type": "function_call_output", "call_id": call["item"]["call_id"],
-                   "output": '{"temperature": 18}'}  # fmt: skip
+            out = {
+                "id": b.id("item"),
+                "type": "function_call_output",
+                "call_id": call["item"]["call_id"],
+                "output": '{"temperature": 18}',
+            }
             b.add(t_done + 0.05, CLIENT, {"type": "conversation.item.create", "item": out})
             b.item_added(t_done + 0.07, {**out, "object": "realtime.item", "status": "completed"})
             b.add(t_done + 0.08, CLIENT, {"type": "response.create"})

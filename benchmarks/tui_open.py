@@ -137,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/rtproxy-bench"))
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(f"{'events':>8} {'baseline':>9} | {'paint':>14} {'rows':>6} {'index':>14} {'key (max)':>15} {'filter':>7} "
-          f"{'conversation':>18}")
+    print(
+        f"{'events':>8} {'baseline':>9} | {'paint':>14} {'rows':>6} {'index':>14} {'key (max)':>15} {'filter':>7} "
+        f"{'conversation':>18}"
+    )
     for n in args.sizes:
         path, sid = build(args.workdir, n)
         base = statistics.median(baseline(path, sid) for _ in range(args.repeat))
@@ -152,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             return f"{med[key]:6.2f}s ×{med[key] / base:5.1f}".rjust(width)
 
         key = f"{med['key'] * 1000:5.0f}ms ({med['key_max'] * 1000:4.0f})"
-        print(f"{n:>8} {base:8.3f}s | {cell('paint')} {med['rows']:5.2f}s {cell('index')} {key:>15} "
-              f"{med['filter']:6.3f}s {cell('conversation', 18)}")
+        print(
+            f"{n:>8} {base:8.3f}s | {cell('paint')} {med['rows']:5.2f}s {cell('index')} {key:>15} "
+            f"{med['filter']:6.3f}s {cell('conversation', 18)}"
+        )
     print("ratios are to the baseline (SELECT of the event index); the bar: 400k opens and responds in < 2 s")
     return 0
 

@@ -67,12 +67,21 @@ async def voice_turn(conn: Any, beta: bool) -> Events:
     """One second of speech up (ten 100 ms appends, manual commit), a spoken answer down."""
     events: Events = []
     if beta:
-        session: dict[str, Any] = {"modalities": ["text", "audio"], "input_audio_format": "pcm16",
-                                   "output_audio_format": "pcm16", "turn_detection": None}  # fmt: skip
+        session: dict[str, Any] = {
+            "modalities": ["text", "audio"],
+            "input_audio_format": "pcm16",
+            "output_audio_format": "pcm16",
+            "turn_detection": None,
+        }
     else:
-        session = {"type": "realtime", "output_modalities": ["audio"],
-                   "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE}, "turn_detection": None},
-                             "output": {"format": {"type": "audio/pcm", "rate": RATE}}}}  # fmt: skip
+        session = {
+            "type": "realtime",
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": RATE}, "turn_detection": None},
+                "output": {"format": {"type": "audio/pcm", "rate": RATE}},
+            },
+        }
     await conn.session.update(session=session)
     pcm = tone(1000, 180.0)
     step = RATE * 2 // 10
@@ -88,9 +97,12 @@ WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",
     "description": "Current weather for a city.",
-    "parameters": {"type": "object", "properties": {"location": {"type": "string"}, "unit": {"type": "string"}},
-                   "required": ["location"]},
-}  # fmt: skip
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}, "unit": {"type": "string"}},
+        "required": ["location"],
+    },
+}
 
 
 async def function_call(conn: Any, beta: bool) -> Events:

@@ -58,17 +58,35 @@ _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
 #: server events that need no state of their own (known, not counted as unknown)
-_IGNORED_SERVER = frozenset({
-    "conversation.created", "rate_limits.updated", "output_audio_buffer.started", "output_audio_buffer.stopped",
-    "output_audio_buffer.cleared", "input_audio_buffer.timeout_triggered", "input_audio_buffer.dtmf_event_received",
-    "conversation.item.input_audio_transcription.segment", "mcp_list_tools.in_progress", "mcp_list_tools.completed",
-    "mcp_list_tools.failed", "response.mcp_call.in_progress", "response.mcp_call.completed",
-    "response.mcp_call.failed", "response.output_audio.done",
-})  # fmt: skip
-_IGNORED_CLIENT = frozenset({
-    "conversation.item.create", "conversation.item.retrieve",
-    "conversation.item.truncate", "conversation.item.delete", "response.cancel", "output_audio_buffer.clear",
-})  # fmt: skip
+_IGNORED_SERVER = frozenset(
+    {
+        "conversation.created",
+        "rate_limits.updated",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "output_audio_buffer.cleared",
+        "input_audio_buffer.timeout_triggered",
+        "input_audio_buffer.dtmf_event_received",
+        "conversation.item.input_audio_transcription.segment",
+        "mcp_list_tools.in_progress",
+        "mcp_list_tools.completed",
+        "mcp_list_tools.failed",
+        "response.mcp_call.in_progress",
+        "response.mcp_call.completed",
+        "response.mcp_call.failed",
+        "response.output_audio.done",
+    }
+)
+_IGNORED_CLIENT = frozenset(
+    {
+        "conversation.item.create",
+        "conversation.item.retrieve",
+        "conversation.item.truncate",
+        "conversation.item.delete",
+        "response.cancel",
+        "output_audio_buffer.clear",
+    }
+)
 
 
 class Conversation(ResponseRules):

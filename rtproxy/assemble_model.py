@@ -313,10 +313,16 @@ class ErrorInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "t": self.t, "type": self.type, "code": self.code, "message": self.message,
-            "param": self.param, "event_id": self.event_id, "client_seq": self.client_seq,
+            "seq": self.seq,
+            "t": self.t,
+            "type": self.type,
+            "code": self.code,
+            "message": self.message,
+            "param": self.param,
+            "event_id": self.event_id,
+            "client_seq": self.client_seq,
             "client_type": self.client_type,
-        }  # fmt: skip
+        }
 
 
 class Anomaly(NamedTuple):

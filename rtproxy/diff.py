@@ -66,11 +66,20 @@ class DiffResult:
 
     def to_json(self) -> dict[str, Any]:
         def counts(s: Side) -> dict[str, Any]:
-            return {"name": s.name, "client_events": len(s.client), "items": len(s.items),
-                    "responses": len(s.responses), **s.session}  # fmt: skip
+            return {
+                "name": s.name,
+                "client_events": len(s.client),
+                "items": len(s.items),
+                "responses": len(s.responses),
+                **s.session,
+            }
 
-        return {"same": self.same, "a": counts(self.a), "b": counts(self.b),
-                "differences": [d.to_json() for d in self.differences]}  # fmt: skip
+        return {
+            "same": self.same,
+            "a": counts(self.a),
+            "b": counts(self.b),
+            "differences": [d.to_json() for d in self.differences],
+        }
 
     def format(self) -> str:
         lines = [f"rtproxy diff: {self.a.name} vs {self.b.name}"]
@@ -137,8 +146,14 @@ def _arguments(value: str | None) -> Any:
 
 
 def item_meaning(item: Item) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": item.type, "role": item.role, "status": item.status, "text": item.text,
-                           "transcript": item.transcript, "audio_ms": round(item.audio_ms, 1)}  # fmt: skip
+    out: dict[str, Any] = {
+        "type": item.type,
+        "role": item.role,
+        "status": item.status,
+        "text": item.text,
+        "transcript": item.transcript,
+        "audio_ms": round(item.audio_ms, 1),
+    }
     if item.type in ("function_call", "function_call_output") or item.name is not None:
         out.update(name=item.name, arguments=_arguments(item.arguments), output=item.output)
     if item.truncated_ms is not None:
@@ -147,8 +162,13 @@ def item_meaning(item: Item) -> dict[str, Any]:
 
 
 def response_meaning(response: Response) -> dict[str, Any]:
-    return {"status": response.status, "status_details": response.status_details, "usage": response.usage,
-            "audio_ms": round(response.audio_ms, 1), "outputs": len(response.output_item_ids)}  # fmt: skip
+    return {
+        "status": response.status,
+        "status_details": response.status_details,
+        "usage": response.usage,
+        "audio_ms": round(response.audio_ms, 1),
+        "outputs": len(response.output_item_ids),
+    }
 
 
 def meaning(name: str, session: dict[str, Any], frames: Sequence[Frame]) -> Side:

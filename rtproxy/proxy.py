@@ -46,11 +46,25 @@ _MAX_MSG_SIZE = MAX_MESSAGE + 1
 HOP_HEADERS = frozenset(
     h.lower()
     for h in (
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Trailers",
-        "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "Sec-WebSocket-Key", "Sec-WebSocket-Version",
-        "Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol", "Sec-WebSocket-Accept", "X-Rtproxy-Token",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Trailers",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Version",
+        "Sec-WebSocket-Extensions",
+        "Sec-WebSocket-Protocol",
+        "Sec-WebSocket-Accept",
+        "X-Rtproxy-Token",
     )
-)  # fmt: skip
+)
 TOKEN_QUERY = "rtproxy_token"
 TOKEN_PROTOCOL = "rtproxy-token."
 #: Close codes that may not be sent in a close frame (RFC 6455 §7.4.1).
@@ -154,8 +168,9 @@ class Relay:
             body = holder[0] if holder else b""
             return self._refused(fields, e.status, e.headers, body, f"upstream answered {e.status}")
         except (TimeoutError, asyncio.TimeoutError):
-            return self._unreachable(fields, 504, f"upstream did not answer the handshake within "
-                                                  f"{self.proxy.connect_timeout:g} s")  # fmt: skip
+            return self._unreachable(
+                fields, 504, f"upstream did not answer the handshake within {self.proxy.connect_timeout:g} s"
+            )
         except (aiohttp.ClientError, OSError) as e:
             return self._unreachable(fields, 502, f"cannot reach upstream {self.proxy.upstream}: {e}")
         finally:
@@ -278,10 +293,13 @@ class Relay:
         self.ended.setdefault("closed_by", "proxy")
         self.ended.setdefault("reason", "proxy shut down")
         await asyncio.gather(
-            *(ws.close(code=1001, message=b"rtproxy shutting down")
-              for ws in (self.client_ws, self.upstream_ws) if ws is not None and not ws.closed),
+            *(
+                ws.close(code=1001, message=b"rtproxy shutting down")
+                for ws in (self.client_ws, self.upstream_ws)
+                if ws is not None and not ws.closed
+            ),
             return_exceptions=True,
-        )  # fmt: skip
+        )
 
     def _finish(self, **fields: Any) -> None:
         ended = {**self.ended, **fields}
@@ -301,9 +319,12 @@ class Relay:
     def _refused(self, fields: dict[str, Any], status: int, headers: Any, body: bytes, reason: str) -> web.Response:
         detail = redact_text(body[:500].decode("utf-8", "replace")) if body else ""
         self.recorder.open_session(
-            **fields, status="rejected", reason=f"{reason}: {detail}" if detail else reason,
-            ended_at=utcnow(), server_close_code=status,
-        )  # fmt: skip
+            **fields,
+            status="rejected",
+            reason=f"{reason}: {detail}" if detail else reason,
+            ended_at=utcnow(),
+            server_close_code=status,
+        )
         out_headers: CIMultiDict[str] = CIMultiDict()
         if headers is not None:
             for name, value in headers.items():
@@ -365,11 +386,12 @@ class Proxy:
                 connector=aiohttp.TCPConnector(limit=0),  # a WebSocket holds its connection for its whole life
                 response_class=_KeepRefusal,
                 auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
-                                              sock_connect=self.connect_timeout, sock_read=None),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.connect_timeout, sock_connect=self.connect_timeout, sock_read=None
+                ),
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
                 trust_env=False,
-            )  # fmt: skip
+            )
         return self._client
 
     def make_app(self) -> web.Application:
@@ -383,10 +405,15 @@ class Proxy:
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if self.auth_token is not None and not self._authorised(request):
             return web.json_response(
-                {"error": {"type": "rtproxy_unauthorized", "message": "rtproxy: this proxy needs its access token "
-                           "(header X-Rtproxy-Token, query rtproxy_token=, or subprotocol rtproxy-token.TOKEN)"}},
+                {
+                    "error": {
+                        "type": "rtproxy_unauthorized",
+                        "message": "rtproxy: this proxy needs its access token "
+                        "(header X-Rtproxy-Token, query rtproxy_token=, or subprotocol rtproxy-token.TOKEN)",
+                    }
+                },
                 status=401,
-            )  # fmt: skip
+            )
         return await handler(request)  # type: ignore[no-any-return]
 
     def _authorised(self, request: web.Request) -> bool:
@@ -419,9 +446,13 @@ class Proxy:
         }
         try:
             async with self.client.request(
-                request.method, url, headers=relay_headers(request.headers), data=body or None,
-                allow_redirects=False, ssl=self.upstream_ssl,
-            ) as upstream:  # fmt: skip
+                request.method,
+                url,
+                headers=relay_headers(request.headers),
+                data=body or None,
+                allow_redirects=False,
+                ssl=self.upstream_ssl,
+            ) as upstream:
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for name, value in upstream.headers.items():
                     if name.lower() not in HOP_HEADERS:
@@ -445,8 +476,9 @@ class Proxy:
         except (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError) as e:
             reason = f"cannot reach upstream {self.upstream}: {e or type(e).__name__}"
             record.update(status=502, error=reason)
-            return web.json_response({"error": {"type": "upstream_unreachable", "message": f"rtproxy: {reason}"}},
-                                     status=502)  # fmt: skip
+            return web.json_response(
+                {"error": {"type": "upstream_unreachable", "message": f"rtproxy: {reason}"}}, status=502
+            )
         finally:
             record["duration_ms"] = (time.monotonic() - t0) * 1000
             self.recorder.record_http(**record)

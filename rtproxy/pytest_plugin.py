@@ -44,11 +44,19 @@ SETTLE_TIMEOUT = 5.0
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("rtproxy", "rtproxy: replay recorded OpenAI Realtime sessions")
-    group.addoption("--rtproxy-record", action="store_true", default=False,
-                    help="Record the sessions of tests using rtproxy_replay against the real upstream, "
-                         "overwriting their recordings.")  # fmt: skip
-    group.addoption("--rtproxy-upstream", default="https://api.openai.com", metavar="URL",
-                    help="Upstream to record from (default https://api.openai.com).")  # fmt: skip
+    group.addoption(
+        "--rtproxy-record",
+        action="store_true",
+        default=False,
+        help="Record the sessions of tests using rtproxy_replay against the real upstream, "
+        "overwriting their recordings.",
+    )
+    group.addoption(
+        "--rtproxy-upstream",
+        default="https://api.openai.com",
+        metavar="URL",
+        help="Upstream to record from (default https://api.openai.com).",
+    )
 
 
 class _Loop:
@@ -192,8 +200,9 @@ class RtproxyReplay:
                     warnings.warn(f"rtproxy: no session was recorded for {self.path}", stacklevel=1)
                     return
                 if len(sessions) > 1:
-                    warnings.warn(f"rtproxy: {len(sessions)} sessions recorded; {self.path} keeps the first",
-                                  stacklevel=1)  # fmt: skip
+                    warnings.warn(
+                        f"rtproxy: {len(sessions)} sessions recorded; {self.path} keeps the first", stacklevel=1
+                    )
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 write_recording(self.path, sessions[0], store.frames(sessions[0]["id"]))
         finally:
@@ -212,8 +221,9 @@ def rtproxy_replay(request: pytest.FixtureRequest) -> Iterator[Callable[..., Rtp
     request.node.stash[HANDLES] = handles
     loop: list[_Loop] = []
 
-    def factory(path: str | Path, *, match: str = "ordered", pace: str = "instant", speed: float = 1.0,
-                check: bool = True) -> RtproxyReplay:  # fmt: skip
+    def factory(
+        path: str | Path, *, match: str = "ordered", pace: str = "instant", speed: float = 1.0, check: bool = True
+    ) -> RtproxyReplay:
         target = Path(path)
         if not target.is_absolute():
             target = config.rootpath / target

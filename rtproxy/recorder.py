@@ -605,8 +605,15 @@ class Recorder:
         ring_fd = self._file.fileno()
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        argv = [self.path, ring_fd, write_fd, self._ring.capacity, os.getpid(), self.writer_priority,
-                self.flush_interval]  # fmt: skip
+        argv = [
+            self.path,
+            ring_fd,
+            write_fd,
+            self._ring.capacity,
+            os.getpid(),
+            self.writer_priority,
+            self.flush_interval,
+        ]
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", "from rtproxy.recorder import writer_main; writer_main()", *map(str, argv)],
@@ -616,8 +623,9 @@ class Recorder:
             )
         finally:
             os.close(write_fd)
-        self._acks = threading.Thread(target=self._read_acks, args=(read_fd,), name="rtproxy-recorder-acks",
-                                      daemon=True)  # fmt: skip
+        self._acks = threading.Thread(
+            target=self._read_acks, args=(read_fd,), name="rtproxy-recorder-acks", daemon=True
+        )
         self._acks.start()
         if self.writer_priority == "adaptive" and _may_leave_idle():
             threading.Thread(target=self._hurry_writer, name="rtproxy-recorder-watchdog", daemon=True).start()
@@ -764,8 +772,12 @@ class Recorder:
     def _write_here(self) -> None:
         """Without a writer process: drain the ring in this thread (tests, short scripts)."""
         with self._lock:
-            writer = Writer(self.path, self._ring, lambda kind, text: self._report(text) if kind == "E" else None,
-                            self.flush_interval)  # fmt: skip
+            writer = Writer(
+                self.path,
+                self._ring,
+                lambda kind, text: self._report(text) if kind == "E" else None,
+                self.flush_interval,
+            )
             try:
                 while True:
                     self._push_pending()

@@ -31,11 +31,32 @@ FORMAT_VERSION = 1
 
 #: Session columns a recording's header carries (the rest are per-database).
 HEADER_FIELDS = (
-    "id", "started_at", "ended_at", "path", "query", "model", "dialect", "upstream",
-    "request_headers", "response_headers", "subprotocol", "status", "reason", "closed_by",
-    "client_close_code", "client_close_reason", "server_close_code", "server_close_reason",
-    "client_events", "server_events", "client_bytes", "server_bytes", "unrecorded", "duration", "label",
-)  # fmt: skip
+    "id",
+    "started_at",
+    "ended_at",
+    "path",
+    "query",
+    "model",
+    "dialect",
+    "upstream",
+    "request_headers",
+    "response_headers",
+    "subprotocol",
+    "status",
+    "reason",
+    "closed_by",
+    "client_close_code",
+    "client_close_reason",
+    "server_close_code",
+    "server_close_reason",
+    "client_events",
+    "server_events",
+    "client_bytes",
+    "server_bytes",
+    "unrecorded",
+    "duration",
+    "label",
+)
 
 
 @dataclass
@@ -126,12 +147,12 @@ def iter_recording(path: str | Path) -> tuple[dict[str, Any], Iterator[Frame]]:
     first = fh.readline()
     if not first.strip():
         fh.close()
-        raise RecordingError(spath, 1, "empty file; expected a header line {\"rtproxy\": 1, \"session\": {...}}")
+        raise RecordingError(spath, 1, 'empty file; expected a header line {"rtproxy": 1, "session": {...}}')
     header = _load(spath, 1, first)
     version = header.get("rtproxy")
     if not isinstance(version, int) or "session" not in header:
         fh.close()
-        raise RecordingError(spath, 1, "not an rtproxy recording (the header needs \"rtproxy\" and \"session\")")
+        raise RecordingError(spath, 1, 'not an rtproxy recording (the header needs "rtproxy" and "session")')
     if version > FORMAT_VERSION:
         fh.close()
         raise RecordingError(
@@ -140,7 +161,7 @@ def iter_recording(path: str | Path) -> tuple[dict[str, Any], Iterator[Frame]]:
     session = header["session"]
     if not isinstance(session, dict):
         fh.close()
-        raise RecordingError(spath, 1, "\"session\" must be an object")
+        raise RecordingError(spath, 1, '"session" must be an object')
 
     def frames() -> Iterator[Frame]:
         with fh:
@@ -179,26 +200,25 @@ def _frame(path: str, lineno: int, line: bytes, seq: int) -> Frame:
     obj = _load(path, lineno, line)
     t = obj.get("t")
     if not isinstance(t, int | float) or isinstance(t, bool) or t < 0:
-        raise RecordingError(path, lineno, "\"t\" must be a number of seconds ≥ 0")
+        raise RecordingError(path, lineno, '"t" must be a number of seconds ≥ 0')
     try:
         direction = Direction(str(obj.get("dir")))
     except ValueError as e:
-        raise RecordingError(path, lineno, f"\"dir\" must be \"client\" or \"server\", got {obj.get('dir')!r}") from e
+        raise RecordingError(path, lineno, f'"dir" must be "client" or "server", got {obj.get("dir")!r}') from e
     data: str | bytes
     if "event" in obj:
         if not isinstance(obj["event"], dict):
-            raise RecordingError(path, lineno, "\"event\" must be a JSON object")
+            raise RecordingError(path, lineno, '"event" must be a JSON object')
         data = orjson.dumps(obj["event"]).decode()
     elif "text" in obj:
         if not isinstance(obj["text"], str):
-            raise RecordingError(path, lineno, "\"text\" must be a string")
+            raise RecordingError(path, lineno, '"text" must be a string')
         data = obj["text"]
     elif "binary" in obj:
         try:
             data = base64.b64decode(obj["binary"], validate=True)
         except (binascii.Error, TypeError, ValueError) as e:
-            raise RecordingError(path, lineno, "\"binary\" must be base64") from e
+            raise RecordingError(path, lineno, '"binary" must be base64') from e
     else:
-        raise RecordingError(path, lineno, "a frame needs \"event\", \"text\" or \"binary\"")
+        raise RecordingError(path, lineno, 'a frame needs "event", "text" or "binary"')
     return Frame(seq, float(t), direction, data)
-

@@ -36,11 +36,15 @@ from .protocol import CLIENT, PCM16, AudioFormat, Direction, Frame, decode_b64, 
 SILENCE_BYTE = {"pcm16": 0x00, "g711_ulaw": 0xFF, "g711_alaw": 0xD5}
 
 AUDIO_DELTAS = frozenset({"response.audio.delta", "response.output_audio.delta"})
-TEXT_DELTAS = frozenset({
-    "response.text.delta", "response.output_text.delta",
-    "response.audio_transcript.delta", "response.output_audio_transcript.delta",
-    "conversation.item.input_audio_transcription.delta",
-})  # fmt: skip
+TEXT_DELTAS = frozenset(
+    {
+        "response.text.delta",
+        "response.output_text.delta",
+        "response.audio_transcript.delta",
+        "response.output_audio_transcript.delta",
+        "conversation.item.input_audio_transcription.delta",
+    }
+)
 #: Done events and the field holding the whole text.
 TEXT_DONE = {
     "response.text.done": "text",
@@ -50,12 +54,26 @@ TEXT_DONE = {
     "conversation.item.input_audio_transcription.completed": "transcript",
     "conversation.item.input_audio_transcription.segment": "text",
 }
-SESSION_EVENTS = frozenset({"session.update", "session.created", "session.updated", "transcription_session.update",
-                            "transcription_session.updated"})  # fmt: skip
-ITEM_EVENTS = frozenset({
-    "conversation.item.create", "conversation.item.created", "conversation.item.added", "conversation.item.done",
-    "conversation.item.retrieved", "response.output_item.added", "response.output_item.done",
-})  # fmt: skip
+SESSION_EVENTS = frozenset(
+    {
+        "session.update",
+        "session.created",
+        "session.updated",
+        "transcription_session.update",
+        "transcription_session.updated",
+    }
+)
+ITEM_EVENTS = frozenset(
+    {
+        "conversation.item.create",
+        "conversation.item.created",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.retrieved",
+        "response.output_item.added",
+        "response.output_item.done",
+    }
+)
 #: Content part fields that hold words.
 PART_TEXT = ("text", "transcript")
 

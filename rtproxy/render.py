@@ -278,8 +278,9 @@ def session_title(session: Mapping[str, Any], style: Styler) -> list[str]:
         bits.append(f"lasted {seconds(float(session['duration']))}")
     events = (session.get("client_events") or 0) + (session.get("server_events") or 0)
     if events:
-        bits.append(f"{events} events ({session.get('client_events') or 0} client, "
-                    f"{session.get('server_events') or 0} server)")  # fmt: skip
+        bits.append(
+            f"{events} events ({session.get('client_events') or 0} client, {session.get('server_events') or 0} server)"
+        )
     if session.get("unrecorded"):
         bits.append(style(f"{session['unrecorded']} frames not recorded", fg="red"))
     if session.get("label"):

@@ -151,8 +151,14 @@ def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = No
             steps.append(Step(**open_, replies=tuple(replies)))
         replies = []
         at_bytes = n
-        open_ = {"index": len(steps), "type": kind, "t": frame.t, "event": event,
-                 "audio_bytes": n, "appends": 1 if kind == AUDIO_APPEND else 0}  # fmt: skip
+        open_ = {
+            "index": len(steps),
+            "type": kind,
+            "t": frame.t,
+            "event": event,
+            "audio_bytes": n,
+            "appends": 1 if kind == AUDIO_APPEND else 0,
+        }
     if open_ is not None:
         steps.append(Step(**open_, replies=tuple(replies)))
     script = Script(tuple(greeting), tuple(steps), dict(session or {}), source)
@@ -238,9 +244,16 @@ class Mismatch:
     count: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "t": round(self.t, 6), "turn": self.step,
-                "expected": self.expected, "received": self.received, "details": self.details,
-                "count": self.count}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "t": round(self.t, 6),
+            "turn": self.step,
+            "expected": self.expected,
+            "received": self.received,
+            "details": self.details,
+            "count": self.count,
+        }
 
 
 @dataclass
@@ -263,12 +276,20 @@ class ConnectionReport:
         return not self.mismatches
 
     def to_json(self) -> dict[str, Any]:
-        return {"number": self.number, "path": self.path, "subprotocol": self.subprotocol,
-                "turns": {"played": self.turns_played, "total": self.turns_total},
-                "events_sent": self.events_sent, "events_received": self.events_received,
-                "errors_sent": self.errors_sent, "duration": round(self.duration, 6), "closed": self.closed,
-                "close_code": self.close_code, "ok": self.ok,
-                "mismatches": [m.to_json() for m in self.mismatches]}  # fmt: skip
+        return {
+            "number": self.number,
+            "path": self.path,
+            "subprotocol": self.subprotocol,
+            "turns": {"played": self.turns_played, "total": self.turns_total},
+            "events_sent": self.events_sent,
+            "events_received": self.events_received,
+            "errors_sent": self.errors_sent,
+            "duration": round(self.duration, 6),
+            "closed": self.closed,
+            "close_code": self.close_code,
+            "ok": self.ok,
+            "mismatches": [m.to_json() for m in self.mismatches],
+        }
 
 
 @dataclass
@@ -288,9 +309,15 @@ class Report:
         return not self.mismatches
 
     def to_json(self) -> dict[str, Any]:
-        return {"recording": self.source, "match": self.policy, "pace": self.pace, "speed": self.speed,
-                "ok": self.ok, "mismatches": len(self.mismatches),
-                "connections": [c.to_json() for c in self.connections]}  # fmt: skip
+        return {
+            "recording": self.source,
+            "match": self.policy,
+            "pace": self.pace,
+            "speed": self.speed,
+            "ok": self.ok,
+            "mismatches": len(self.mismatches),
+            "connections": [c.to_json() for c in self.connections],
+        }
 
     def format(self) -> str:
         """The report as a person reads it."""
@@ -300,8 +327,10 @@ class Report:
             lines.append("  no client connected")
         for c in self.connections:
             verdict = "no mismatch" if c.ok else f"{len(c.mismatches)} mismatch{'es' if len(c.mismatches) > 1 else ''}"
-            lines.append(f"  connection {c.number} {c.path or '/'}: {c.turns_played}/{c.turns_total} turns played, "
-                         f"{c.events_sent} events sent, {c.events_received} received, {verdict}")  # fmt: skip
+            lines.append(
+                f"  connection {c.number} {c.path or '/'}: {c.turns_played}/{c.turns_total} turns played, "
+                f"{c.events_sent} events sent, {c.events_received} received, {verdict}"
+            )
             for i, m in enumerate(c.mismatches, 1):
                 turn = f", turn {m.step + 1}" if m.step is not None else ""
                 lines.append(f"    #{i} at {m.t:.3f} s{turn}: {m.message}")
@@ -372,8 +401,12 @@ class Player:
         if self.policy == "strict" and step.event is not None and event is not None:
             diffs = differences(normalise(step.event), normalise(event))
             if diffs:
-                out += self._mismatch(Mismatch("payload", f"{kind}: payload differs from the recording", t, j,
-                                               step.summary(), event, diffs), event)  # fmt: skip
+                out += self._mismatch(
+                    Mismatch(
+                        "payload", f"{kind}: payload differs from the recording", t, j, step.summary(), event, diffs
+                    ),
+                    event,
+                )
         self._play(j)
         return out + self._replies(step.replies)
 
@@ -384,10 +417,16 @@ class Player:
         left = [i for i, s in enumerate(self.state) if s == PENDING]
         if left:
             first = self.script.steps[left[0]]
-            self.report.mismatches.append(Mismatch(
-                "closed_early", f"connection closed before the script ended: {len(left)} recorded client "
-                f"event{'s' if len(left) > 1 else ''} never came (next: {first.type})", t, left[0], first.summary(),
-            ))  # fmt: skip
+            self.report.mismatches.append(
+                Mismatch(
+                    "closed_early",
+                    f"connection closed before the script ended: {len(left)} recorded client "
+                    f"event{'s' if len(left) > 1 else ''} never came (next: {first.type})",
+                    t,
+                    left[0],
+                    first.summary(),
+                )
+            )
 
     # -- matching --
 
@@ -418,9 +457,18 @@ class Player:
         self.pending -= len(skipped)
         names = ", ".join(self.script.steps[i].type for i in skipped)
         first = self.script.steps[skipped[0]]
-        return self._mismatch(Mismatch("missing", f"expected {first.type}, got {kind}: the client skipped "
-                                       f"{len(skipped)} recorded event{'s' if len(skipped) > 1 else ''} ({names})",
-                                       t, skipped[0], first.summary(), event or {"type": kind}), event)  # fmt: skip
+        return self._mismatch(
+            Mismatch(
+                "missing",
+                f"expected {first.type}, got {kind}: the client skipped "
+                f"{len(skipped)} recorded event{'s' if len(skipped) > 1 else ''} ({names})",
+                t,
+                skipped[0],
+                first.summary(),
+                event or {"type": kind},
+            ),
+            event,
+        )
 
     def _play(self, j: int) -> None:
         self.state[j] = PLAYED
@@ -436,14 +484,17 @@ class Player:
         received = event if event is not None else {"type": kind}
         nxt = self._candidates()
         if not nxt and self.frontier >= len(self.script.steps):
-            return self._mismatch(Mismatch("after_end", f"unexpected {kind} after the script ended", t, None, None,
-                                           received), event)  # fmt: skip
+            return self._mismatch(
+                Mismatch("after_end", f"unexpected {kind} after the script ended", t, None, None, received), event
+            )
         if not nxt:
-            return self._mismatch(Mismatch("unexpected", f"unexpected {kind}: nothing more is expected", t, None,
-                                           None, received), event)  # fmt: skip
+            return self._mismatch(
+                Mismatch("unexpected", f"unexpected {kind}: nothing more is expected", t, None, None, received), event
+            )
         exp = self.script.steps[nxt[0]]
-        return self._mismatch(Mismatch("unexpected", f"expected {exp.type}, got {kind}", t, nxt[0], exp.summary(),
-                                       received), event)  # fmt: skip
+        return self._mismatch(
+            Mismatch("unexpected", f"expected {exp.type}, got {kind}", t, nxt[0], exp.summary(), received), event
+        )
 
     # -- audio runs --
 
@@ -452,8 +503,11 @@ class Player:
         if self.run is None:
             if self.absorbing is not None:
                 self.absorbing.count += 1
-                self.absorbing.received = {"type": AUDIO_APPEND, "audio_bytes": (self.absorbing.received or {})
-                                           .get("audio_bytes", 0) + n, "appends": self.absorbing.count}  # fmt: skip
+                self.absorbing.received = {
+                    "type": AUDIO_APPEND,
+                    "audio_bytes": (self.absorbing.received or {}).get("audio_bytes", 0) + n,
+                    "appends": self.absorbing.count,
+                }
                 return []
             j = self._find(AUDIO_APPEND)
             if j is None:
@@ -482,10 +536,20 @@ class Player:
         out = self._replies(run.replies[self.run_sent :])
         if self.policy == "strict" and self.run_bytes != run.audio_bytes:
             ms = _ms(run.audio_bytes), _ms(self.run_bytes)
-            out = self._mismatch(Mismatch("audio", f"audio length differs: recorded {run.audio_bytes} bytes "
-                                          f"(~{ms[0]:.0f} ms), received {self.run_bytes} bytes (~{ms[1]:.0f} ms)",
-                                          t, run.index, run.summary(),
-                                          {"type": AUDIO_APPEND, "audio_bytes": self.run_bytes})) + out  # fmt: skip
+            out = (
+                self._mismatch(
+                    Mismatch(
+                        "audio",
+                        f"audio length differs: recorded {run.audio_bytes} bytes "
+                        f"(~{ms[0]:.0f} ms), received {self.run_bytes} bytes (~{ms[1]:.0f} ms)",
+                        t,
+                        run.index,
+                        run.summary(),
+                        {"type": AUDIO_APPEND, "audio_bytes": self.run_bytes},
+                    )
+                )
+                + out
+            )
         return out
 
     # -- output --
@@ -500,10 +564,17 @@ class Player:
         self.report.mismatches.append(m)
         self.report.errors_sent += 1
         self._errors += 1
-        error = {"type": "error", "event_id": f"event_rtproxy_replay_{self._errors}",
-                 "error": {"type": "invalid_request_error", "code": "rtproxy_replay_mismatch",
-                           "message": f"rtproxy replay: {m.message}", "param": None,
-                           "event_id": (event or {}).get("event_id")}}  # fmt: skip
+        error = {
+            "type": "error",
+            "event_id": f"event_rtproxy_replay_{self._errors}",
+            "error": {
+                "type": "invalid_request_error",
+                "code": "rtproxy_replay_mismatch",
+                "message": f"rtproxy replay: {m.message}",
+                "param": None,
+                "event_id": (event or {}).get("event_id"),
+            },
+        }
         return [Send(orjson.dumps(error).decode())]
 
 

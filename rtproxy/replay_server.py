@@ -143,10 +143,16 @@ class ReplayServer:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._play(request)
         return web.json_response(
-            {"error": {"type": "invalid_request_error", "code": "rtproxy_replay_rest",
-                       "message": f"rtproxy replay serves Realtime WebSocket sessions only, not {request.method} "
-                                  f"{request.path}"}}, status=404,
-        )  # fmt: skip
+            {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "rtproxy_replay_rest",
+                    "message": f"rtproxy replay serves Realtime WebSocket sessions only, not {request.method} "
+                    f"{request.path}",
+                }
+            },
+            status=404,
+        )
 
     async def _play(self, request: web.Request) -> web.StreamResponse:
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]

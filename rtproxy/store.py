@@ -323,8 +323,12 @@ class Store:
             if row is None:
                 raise SessionNotFound(ref, [])
             return str(row[0])
-        ids = [r[0] for r in self.conn.execute("SELECT id FROM sessions WHERE id = ? OR id LIKE ? ESCAPE '\\'",
-                                                (ref, _like_prefix(ref)))]
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM sessions WHERE id = ? OR id LIKE ? ESCAPE '\\'", (ref, _like_prefix(ref))
+            )
+        ]
         if ref in ids:
             return ref
         if len(ids) == 1:
@@ -361,9 +365,7 @@ class Store:
             for seq, t, direction, text, data in chunk:
                 yield Frame(seq, t, directions[direction], text if text is not None else bytes(data or b""))
 
-    def event_rows(
-        self, session_id: str, *, after_seq: int = -1, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    def event_rows(self, session_id: str, *, after_seq: int = -1, limit: int | None = None) -> list[dict[str, Any]]:
         """Event index rows (no payloads): seq, t, direction, type, ids, size."""
         sql = (
             "SELECT seq, t, direction, type, event_id, item_id, response_id, size FROM events"
@@ -412,9 +414,7 @@ class Store:
             self.conn.execute(
                 f"INSERT INTO sessions ({cols}) VALUES ({', '.join('?' for _ in clean)})", tuple(clean.values())
             )
-            self.conn.executemany(
-                INSERT_EVENT, (frame_row(sid, f.seq, f.t, f.direction.value, f.data) for f in frames)
-            )
+            self.conn.executemany(INSERT_EVENT, (frame_row(sid, f.seq, f.t, f.direction.value, f.data) for f in frames))
         return sid
 
     def replace_frames(self, session_id: str, frames: Iterable[Frame]) -> None:
@@ -428,4 +428,3 @@ class Store:
 
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-

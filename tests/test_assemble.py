@@ -20,8 +20,9 @@ DIALECTS = ["ga", "beta"]
 
 
 def tone(ms: int, rate: int = 24000, freq: float = 300.0) -> bytes:
-    return b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * freq * i / rate)))
-                    for i in range(rate * ms // 1000))  # fmt: skip
+    return b"".join(
+        struct.pack("<h", int(12000 * math.sin(2 * math.pi * freq * i / rate))) for i in range(rate * ms // 1000)
+    )
 
 
 def b64(data: bytes) -> str:
@@ -56,22 +57,40 @@ class Script:
         return self._add(CLIENT, kind, fields)
 
     def session(self, fmt: str = "pcm16", kind: str = "session.created") -> None:
-        ga_fmt = {"pcm16": {"type": "audio/pcm", "rate": 24000}, "g711_ulaw": {"type": "audio/pcmu"},
-                  "g711_alaw": {"type": "audio/pcma"}}[fmt]  # fmt: skip
+        ga_fmt = {
+            "pcm16": {"type": "audio/pcm", "rate": 24000},
+            "g711_ulaw": {"type": "audio/pcmu"},
+            "g711_alaw": {"type": "audio/pcma"},
+        }[fmt]
         if self.dialect == "ga":
-            cfg = {"type": "realtime", "model": "gpt-realtime",
-                   "audio": {"input": {"format": ga_fmt}, "output": {"format": ga_fmt}}}  # fmt: skip
+            cfg = {
+                "type": "realtime",
+                "model": "gpt-realtime",
+                "audio": {"input": {"format": ga_fmt}, "output": {"format": ga_fmt}},
+            }
         else:
-            cfg = {"model": "gpt-4o-realtime-preview", "modalities": ["text", "audio"],
-                   "input_audio_format": fmt, "output_audio_format": fmt}  # fmt: skip
+            cfg = {
+                "model": "gpt-4o-realtime-preview",
+                "modalities": ["text", "audio"],
+                "input_audio_format": fmt,
+                "output_audio_format": fmt,
+            }
         self.server(kind, session=cfg)
 
     def item(self, item: dict[str, Any], prev: str | None = None) -> None:
         self.server("conversation.item.added", previous_item_id=prev, item=item)
 
     def user_text(self, item_id: str, text: str, prev: str | None = None) -> None:
-        self.item({"id": item_id, "type": "message", "role": "user", "status": "completed",
-                   "content": [{"type": "input_text", "text": text}]}, prev)  # fmt: skip
+        self.item(
+            {
+                "id": item_id,
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_text", "text": text}],
+            },
+            prev,
+        )
 
     def response_start(self, rid: str, item_id: str, prev: str | None = None, kind: str = "message") -> None:
         self.server("response.created", response={"id": rid, "status": "in_progress", "output": []})
@@ -87,8 +106,9 @@ class Script:
         usage = {"total_tokens": 30, "input_tokens": 10, "output_tokens": 20}
         self.server("response.done", response={"id": rid, "status": status, "usage": usage, "output": [], **extra})
 
-    def text_reply(self, rid: str, item_id: str, deltas: list[str], prev: str | None = None,
-                   done: str | None = None) -> None:  # fmt: skip
+    def text_reply(
+        self, rid: str, item_id: str, deltas: list[str], prev: str | None = None, done: str | None = None
+    ) -> None:
         self.response_start(rid, item_id, prev)
         ids = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self.server("response.content_part.added", **ids, part={"type": "output_text", "text": ""})
@@ -97,8 +117,9 @@ class Script:
         self.server("response.output_text.done", **ids, text="".join(deltas) if done is None else done)
         self.response_done(rid)
 
-    def audio_reply(self, rid: str, item_id: str, chunks: list[bytes], words: list[str], prev: str | None = None,
-                    step: float = 0.01) -> None:  # fmt: skip
+    def audio_reply(
+        self, rid: str, item_id: str, chunks: list[bytes], words: list[str], prev: str | None = None, step: float = 0.01
+    ) -> None:
         self.response_start(rid, item_id, prev)
         ids = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self.server("response.content_part.added", **ids, part={"type": "audio", "transcript": ""})
@@ -141,8 +162,11 @@ def test_items_follow_previous_item_id_not_arrival_order(dialect: str) -> None:
     s.user_text("c", "three", prev="a")
     s.user_text("b", "two", prev="a")
     s.user_text("z", "zero", prev=None)
-    s.server("conversation.item.added", previous_item_id="c",
-             item={"id": "d", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "4"}]})
+    s.server(
+        "conversation.item.added",
+        previous_item_id="c",
+        item={"id": "d", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "4"}]},
+    )
     assert [i.id for i in s.conv().items] == ["z", "a", "b", "c", "d"]
 
 
@@ -160,8 +184,9 @@ def test_done_value_wins_over_deltas_and_is_flagged(dialect: str) -> None:
 def test_deltas_for_an_unknown_item_are_kept_and_flagged(dialect: str) -> None:
     """A delta naming an item never announced creates it (so nothing is lost) and records an anomaly."""
     s = Script(dialect)
-    s.server("response.output_text.delta", response_id="r9", item_id="ghost", output_index=0, content_index=0,
-             delta="boo")  # fmt: skip
+    s.server(
+        "response.output_text.delta", response_id="r9", item_id="ghost", output_index=0, content_index=0, delta="boo"
+    )
     c = s.conv()
     assert [(i.id, i.text) for i in c.items] == [("ghost", "boo")]
     assert [a.kind for a in c.anomalies] == ["unknown_item"]
@@ -176,8 +201,12 @@ def test_unknown_types_non_json_binary_and_malformed_fields_never_raise() -> Non
         Frame(3, 0.0, SERVER, "[1, 2]"),
         Frame(4, 0.0, CLIENT, b"\x00\x01"),
         Frame(5, 0.0, SERVER, '{"no": "type"}'),
-        Frame(6, 0.0, SERVER, '{"type": "response.output_text.delta", "item_id": "x", "content_index": "zero",'
-                              ' "delta": "ok"}'),  # fmt: skip
+        Frame(
+            6,
+            0.0,
+            SERVER,
+            '{"type": "response.output_text.delta", "item_id": "x", "content_index": "zero", "delta": "ok"}',
+        ),
         Frame(7, 0.0, SERVER, '{"type": "conversation.item.added", "item": {"id": "y", "content": "nope"}}'),
         Frame(8, 0.0, SERVER, '{"type": "response.done", "response": [1]}'),
         Frame(9, 0.0, SERVER, '{"type": "input_audio_buffer.committed", "item_id": 5}'),
@@ -207,8 +236,13 @@ def test_function_call_arguments_and_output_are_linked(dialect: str) -> None:
     s.item({"id": "out", "type": "function_call_output", "call_id": "call_fc", "output": "18C"}, prev="fc")
     c = s.conv()
     fc, out = c.items
-    assert (fc.type, fc.name, fc.call_id, fc.arguments, fc.output) == ("function_call", "get_weather", "call_fc",
-                                                                       args, "18C")  # fmt: skip
+    assert (fc.type, fc.name, fc.call_id, fc.arguments, fc.output) == (
+        "function_call",
+        "get_weather",
+        "call_fc",
+        args,
+        "18C",
+    )
     assert (out.type, out.output, out.call_id) == ("function_call_output", "18C", "call_fc")
     js = c.to_json()["items"][0]
     assert (js["name"], js["arguments"], js["output"]) == ("get_weather", args, "18C")
@@ -257,8 +291,11 @@ def test_response_create_overrides_the_output_format_for_one_response(dialect: s
     """An output format in response.create applies to that response only; the next uses the session's."""
     s = Script(dialect)
     s.session("pcm16")
-    override = ({"audio": {"output": {"format": {"type": "audio/pcmu"}}}} if dialect == "ga"
-                else {"output_audio_format": "g711_ulaw"})  # fmt: skip
+    override = (
+        {"audio": {"output": {"format": {"type": "audio/pcmu"}}}}
+        if dialect == "ga"
+        else {"output_audio_format": "g711_ulaw"}
+    )
     s.client("response.create", response=override)
     s.audio_reply("r1", "a1", [bytes(800)], ["x"])
     s.client("response.create")
@@ -328,8 +365,9 @@ def test_user_transcript_arriving_before_the_item_is_kept(dialect: str) -> None:
     s = Script(dialect)
     s.server("conversation.item.input_audio_transcription.delta", item_id="u1", content_index=0, delta="What's ")
     s.server("conversation.item.input_audio_transcription.delta", item_id="u1", content_index=0, delta="up?")
-    s.server("conversation.item.input_audio_transcription.completed", item_id="u1", content_index=0,
-             transcript="What's up?")  # fmt: skip
+    s.server(
+        "conversation.item.input_audio_transcription.completed", item_id="u1", content_index=0, transcript="What's up?"
+    )
     assert s.conv().items == []  # not in the conversation yet
     s.item({"id": "u1", "type": "message", "role": "user", "content": [{"type": "input_audio", "transcript": None}]})
     c = s.conv()
@@ -378,8 +416,12 @@ def test_latency_runs_from_speech_stopped(dialect: str) -> None:
     s.session()
     s.at(1.0).server("input_audio_buffer.speech_stopped", audio_end_ms=900, item_id="u1")
     s.at(1.2).server("response.created", response={"id": "r1", "status": "in_progress"})
-    s.server("response.output_item.added", response_id="r1", output_index=0,
-             item={"id": "a1", "type": "message", "role": "assistant", "content": []})  # fmt: skip
+    s.server(
+        "response.output_item.added",
+        response_id="r1",
+        output_index=0,
+        item={"id": "a1", "type": "message", "role": "assistant", "content": []},
+    )
     ids = {"response_id": "r1", "item_id": "a1", "output_index": 0, "content_index": 0}
     s.at(1.5).server("response.output_audio_transcript.delta", **ids, delta="Hi")
     s.at(1.75).server("response.output_audio.delta", **ids, delta=b64(bytes(480)))
@@ -406,8 +448,12 @@ def test_latency_runs_from_the_clients_response_create_or_commit(dialect: str) -
     assert (r1.trigger_type, r1.latency_ms["created"]) == ("response.create", pytest.approx(300.0))
     assert (r2.trigger_type, r2.latency_ms["created"]) == ("response.create", pytest.approx(500.0))
     assert (r3.trigger_type, r3.latency_ms["done"]) == ("input_audio_buffer.commit", pytest.approx(400.0))
-    assert r4.trigger_type is None and r4.latency_ms == {"created": None, "first_delta": None, "first_audio": None,
-                                                         "done": None}  # fmt: skip
+    assert r4.trigger_type is None and r4.latency_ms == {
+        "created": None,
+        "first_delta": None,
+        "first_audio": None,
+        "done": None,
+    }
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -415,8 +461,16 @@ def test_errors_link_to_the_client_event_they_name(dialect: str) -> None:
     """An error's event_id finds the client event (seq, type); a refused response.create is no trigger."""
     s = Script(dialect)
     refused = s.at(1.0).client("response.create")
-    s.server("error", error={"type": "invalid_request_error", "code": "conversation_already_has_active_response",
-                             "message": "busy", "param": None, "event_id": refused["event_id"]})  # fmt: skip
+    s.server(
+        "error",
+        error={
+            "type": "invalid_request_error",
+            "code": "conversation_already_has_active_response",
+            "message": "busy",
+            "param": None,
+            "event_id": refused["event_id"],
+        },
+    )
     s.server("error", error={"type": "server_error", "message": "oops", "event_id": None})
     s.at(2.0).client("response.create")
     s.at(2.5).text_reply("r1", "a1", ["x"])
@@ -523,9 +577,14 @@ def test_any_split_of_function_arguments_reassembles_exactly(args: str, cuts: li
 
 
 @settings(max_examples=60, deadline=None)
-@given(a=texts, b=texts, cuts_a=st.lists(st.integers(0, 60), max_size=12),
-       cuts_b=st.lists(st.integers(0, 60), max_size=12), order=st.lists(st.booleans(), max_size=30),
-       dialect=st.sampled_from(DIALECTS))  # fmt: skip
+@given(
+    a=texts,
+    b=texts,
+    cuts_a=st.lists(st.integers(0, 60), max_size=12),
+    cuts_b=st.lists(st.integers(0, 60), max_size=12),
+    order=st.lists(st.booleans(), max_size=30),
+    dialect=st.sampled_from(DIALECTS),
+)
 def test_any_interleaving_of_two_responses_reassembles_exactly(
     a: str, b: str, cuts_a: list[int], cuts_b: list[int], order: list[bool], dialect: str
 ) -> None:
@@ -537,11 +596,23 @@ def test_any_interleaving_of_two_responses_reassembles_exactly(
     picks = iter(order)
     while queues["1"] or queues["2"]:
         n = "1" if not queues["2"] or (queues["1"] and next(picks, True)) else "2"
-        s.server("response.output_text.delta", response_id=f"r{n}", item_id=f"a{n}", output_index=0,
-                 content_index=0, delta=queues[n].pop(0))  # fmt: skip
+        s.server(
+            "response.output_text.delta",
+            response_id=f"r{n}",
+            item_id=f"a{n}",
+            output_index=0,
+            content_index=0,
+            delta=queues[n].pop(0),
+        )
     for n, text in (("2", b), ("1", a)):
-        s.server("response.output_text.done", response_id=f"r{n}", item_id=f"a{n}", output_index=0,
-                 content_index=0, text=text)  # fmt: skip
+        s.server(
+            "response.output_text.done",
+            response_id=f"r{n}",
+            item_id=f"a{n}",
+            output_index=0,
+            content_index=0,
+            text=text,
+        )
         s.response_done(f"r{n}")
     c = s.conv()
     assert [(i.id, i.text) for i in c.items] == [("a1", a), ("a2", b)]
@@ -554,8 +625,11 @@ def test_appends_after_a_session_update_use_its_input_format(dialect: str) -> No
     pcm = tone(100, 8000)
     s = Script(dialect)
     s.session("pcm16")
-    fmt = {"audio": {"input": {"format": {"type": "audio/pcmu"}}}} if dialect == "ga" else {
-        "input_audio_format": "g711_ulaw"}  # fmt: skip
+    fmt = (
+        {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}
+        if dialect == "ga"
+        else {"input_audio_format": "g711_ulaw"}
+    )
     s.client("session.update", session=fmt)
     s.at(0.1).client("input_audio_buffer.append", audio=b64(audio.ulaw_encode(pcm)))
     s.session("g711_ulaw", kind="session.updated")
@@ -595,11 +669,21 @@ def test_output_item_done_and_response_done_fill_in_what_deltas_missed(dialect: 
     """Final items in output_item.done / response.done supply text, status and items that no delta carried."""
     s = Script(dialect)
     s.response_start("r1", "a1")
-    final = {"id": "a1", "type": "message", "role": "assistant", "status": "completed",
-             "content": [{"type": "output_text", "text": "complete"}]}  # fmt: skip
+    final = {
+        "id": "a1",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "complete"}],
+    }
     s.server("response.output_item.done", response_id="r1", output_index=0, item=final)
-    lost = {"id": "a2", "type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": "also"}]}  # fmt: skip
+    lost = {
+        "id": "a2",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "also"}],
+    }
     s.response_done("r1", output=[final, lost])
     c = s.conv()
     assert [(i.id, i.status, i.text) for i in c.items] == [("a1", "completed", "complete"), ("a2", "completed", "also")]
@@ -614,12 +698,21 @@ def test_newer_item_types_are_kept_generically() -> None:
     s.server("response.output_item.added", response_id="r1", output_index=0, item=mcp)
     s.server("response.mcp_call_arguments.delta", response_id="r1", item_id="m1", output_index=0, delta='{"q":')
     s.server("response.mcp_call_arguments.delta", response_id="r1", item_id="m1", output_index=0, delta='"x"}')
-    s.server("response.output_item.done", response_id="r1", output_index=0,
-             item={**mcp, "arguments": '{"q":"x"}', "output": "found"})  # fmt: skip
+    s.server(
+        "response.output_item.done",
+        response_id="r1",
+        output_index=0,
+        item={**mcp, "arguments": '{"q":"x"}', "output": "found"},
+    )
     c = s.conv()
     (m,) = c.items
-    assert (m.type, m.name, m.arguments, m.output, m.data["server_label"]) == ("mcp_call", "search", '{"q":"x"}',
-                                                                                "found", "docs")  # fmt: skip
+    assert (m.type, m.name, m.arguments, m.output, m.data["server_label"]) == (
+        "mcp_call",
+        "search",
+        '{"q":"x"}',
+        "found",
+        "docs",
+    )
     js = c.to_json()["items"][0]
     assert (js["type"], js["arguments"], js["output"]) == ("mcp_call", '{"q":"x"}', "found")
     assert c.anomalies == [] and not c.unknown_types
@@ -642,8 +735,11 @@ async def test_a_recording_made_by_the_openai_sdk_reassembles(dialect: str, prox
     pcm = upstream_tone(300)
     heard = bytearray()
     delta_types = ("response.output_audio.delta", "response.audio.delta")
-    connect = client.realtime.connect(model="gpt-realtime") if dialect == "ga" else client.beta.realtime.connect(
-        model="gpt-4o-realtime-preview")  # fmt: skip
+    connect = (
+        client.realtime.connect(model="gpt-realtime")
+        if dialect == "ga"
+        else client.beta.realtime.connect(model="gpt-4o-realtime-preview")
+    )
     async with connect as conn:
         if dialect == "ga":
             await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"], "tools": [tool]})
@@ -661,8 +757,9 @@ async def test_a_recording_made_by_the_openai_sdk_reassembles(dialect: str, prox
             if event.type == "response.done":
                 break
         assert call_id is not None
-        await conn.conversation.item.create(item={"type": "function_call_output", "call_id": call_id,
-                                                  "output": '{"temperature": 18}'})  # fmt: skip
+        await conn.conversation.item.create(
+            item={"type": "function_call_output", "call_id": call_id, "output": '{"temperature": 18}'}
+        )
         await conn.response.create()
         for _ in range(200):
             event = await conn.recv()
@@ -675,9 +772,12 @@ async def test_a_recording_made_by_the_openai_sdk_reassembles(dialect: str, prox
         conv = assemble(store.frames(sid), session=store.session(sid))
     user, call, output, answer = conv.items
     assert (user.role, user.pcm16(), user.transcript) == ("user", pcm, "What's the weather in Paris?")
-    assert (call.type, call.name, call.arguments, call.output) == ("function_call", "get_weather",
-                                                                   '{"location": "Paris", "unit": "celsius"}',
-                                                                   '{"temperature": 18}')  # fmt: skip
+    assert (call.type, call.name, call.arguments, call.output) == (
+        "function_call",
+        "get_weather",
+        '{"location": "Paris", "unit": "celsius"}',
+        '{"temperature": 18}',
+    )
     assert (output.type, output.call_id) == ("function_call_output", call_id)
     assert answer.role == "assistant" and answer.pcm16() == bytes(heard) and len(heard) > 0
     assert answer.transcript == "Hello! How can I help you today?"
@@ -707,8 +807,15 @@ def test_a_refused_commit_leaves_its_audio_for_the_next_commit(dialect: str) -> 
     s = Script(dialect)
     appends(s, first)
     refused = s.client("input_audio_buffer.commit")
-    s.server("error", error={"type": "invalid_request_error", "code": "input_audio_buffer_commit_empty",
-                             "message": "too short", "event_id": refused["event_id"]})  # fmt: skip
+    s.server(
+        "error",
+        error={
+            "type": "invalid_request_error",
+            "code": "input_audio_buffer_commit_empty",
+            "message": "too short",
+            "event_id": refused["event_id"],
+        },
+    )
     appends(s, second)
     s.client("input_audio_buffer.commit")
     s.server("input_audio_buffer.committed", previous_item_id=None, item_id="u1")
@@ -723,12 +830,18 @@ def test_a_failed_transcription_is_an_anomaly_and_late_events_do_not_revive_dele
     s = Script(dialect)
     s.user_text("u1", "hi")
     s.server("conversation.item.deleted", item_id="u1")
-    s.server("conversation.item.input_audio_transcription.failed", item_id="u1", content_index=0,
-             error={"type": "transcription_error", "message": "audio unreadable"})  # fmt: skip
-    s.server("conversation.item.input_audio_transcription.completed", item_id="u1", content_index=0,
-             transcript="late")  # fmt: skip
-    s.server("conversation.item.added", previous_item_id=None,
-             item={"id": "u1", "type": "message", "role": "user", "content": []})  # fmt: skip
+    s.server(
+        "conversation.item.input_audio_transcription.failed",
+        item_id="u1",
+        content_index=0,
+        error={"type": "transcription_error", "message": "audio unreadable"},
+    )
+    s.server("conversation.item.input_audio_transcription.completed", item_id="u1", content_index=0, transcript="late")
+    s.server(
+        "conversation.item.added",
+        previous_item_id=None,
+        item={"id": "u1", "type": "message", "role": "user", "content": []},
+    )
     c = s.conv()
     assert c.items == [] and c.item("u1") is None
     assert [a.kind for a in c.anomalies] == ["transcription_failed"] and "audio unreadable" in c.anomalies[0].message

@@ -16,8 +16,9 @@ from rtproxy.protocol import ALAW, PCM16, ULAW, AudioFormat
 
 
 def sine(n: int, rate: int, freq: float = 440.0, amplitude: float = 0.8) -> bytes:
-    return b"".join(struct.pack("<h", round(32767 * amplitude * math.sin(2 * math.pi * freq * i / rate)))
-                    for i in range(n))  # fmt: skip
+    return b"".join(
+        struct.pack("<h", round(32767 * amplitude * math.sin(2 * math.pi * freq * i / rate))) for i in range(n)
+    )
 
 
 def g711_tolerance(sample: int) -> float:
@@ -31,8 +32,9 @@ def test_known_ulaw_and_alaw_codes_decode_to_the_g711_values() -> None:
     assert audio.samples(audio.alaw_decode(bytes([0xD5, 0x55, 0x2A, 0xAA]))).tolist() == [8, -8, -32256, 32256]
 
 
-@pytest.mark.parametrize("encode,decode", [(audio.ulaw_encode, audio.ulaw_decode),
-                                           (audio.alaw_encode, audio.alaw_decode)])  # fmt: skip
+@pytest.mark.parametrize(
+    "encode,decode", [(audio.ulaw_encode, audio.ulaw_decode), (audio.alaw_encode, audio.alaw_decode)]
+)
 def test_every_g711_code_survives_decode_then_encode(encode, decode) -> None:  # type: ignore[no-untyped-def]
     """Each of the 256 codes decodes to a value that encodes back to a code with the same value."""
     codes = bytes(range(256))
@@ -90,8 +92,9 @@ def test_peaks_are_the_min_and_max_of_each_bucket() -> None:
     pcm = sine(1000, 8000, freq=97)
     s = audio.samples(pcm).tolist()
     got = audio.peaks(pcm, 7)
-    assert got == [(min(s[b * 1000 // 7 : (b + 1) * 1000 // 7]), max(s[b * 1000 // 7 : (b + 1) * 1000 // 7]))
-                   for b in range(7)]  # fmt: skip
+    assert got == [
+        (min(s[b * 1000 // 7 : (b + 1) * 1000 // 7]), max(s[b * 1000 // 7 : (b + 1) * 1000 // 7])) for b in range(7)
+    ]
     assert audio.peaks(struct.pack("<3h", 5, -2, 9), 10) == [(5, 5), (-2, -2), (9, 9)]
     assert audio.peaks(b"", 10) == []
 

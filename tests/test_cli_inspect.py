@@ -289,17 +289,37 @@ async def test_show_reads_as_a_conversation(
     assert "\x1b[" not in text
     tokens = "187 tokens (in 120: text 100, audio 20, cached 64 · out 67: text 17, audio 50)"
     expected = [
-        f"Session {sid}", MODELS[dialect], dialect, "closed",
-        "USER", "audio 1.0 s", "What's the weather in Paris?",
-        "ASSISTANT", '→ get_weather({"location": "Paris", "unit": "celsius"})',
-        "completed", tokens, "created ",
-        "TOOL", '← get_weather: {"temp_c": 21}',
-        "ASSISTANT", f"audio {CUT_MS / 1000:.1f} s", f"cut at {CUT_MS / 1000:.1f} s", "transcript dropped",
-        "completed", tokens, "first audio ", f"audio {upstream.audio_ms / 1000:.1f} s made in",
-        "USER", "Thanks!",
-        "ASSISTANT", upstream.reply_text, "completed", tokens, "first delta ",
+        f"Session {sid}",
+        MODELS[dialect],
+        dialect,
+        "closed",
+        "USER",
+        "audio 1.0 s",
+        "What's the weather in Paris?",
+        "ASSISTANT",
+        '→ get_weather({"location": "Paris", "unit": "celsius"})',
+        "completed",
+        tokens,
+        "created ",
+        "TOOL",
+        '← get_weather: {"temp_c": 21}',
+        "ASSISTANT",
+        f"audio {CUT_MS / 1000:.1f} s",
+        f"cut at {CUT_MS / 1000:.1f} s",
+        "transcript dropped",
+        "completed",
+        tokens,
+        "first audio ",
+        f"audio {upstream.audio_ms / 1000:.1f} s made in",
+        "USER",
+        "Thanks!",
+        "ASSISTANT",
+        upstream.reply_text,
+        "completed",
+        tokens,
+        "first delta ",
         "6 items · 3 responses · 561 tokens",
-    ]  # fmt: skip
+    ]
     at = 0
     for piece in expected:
         found = text.find(piece, at)
@@ -326,8 +346,13 @@ async def test_show_json_has_the_model_for_programs(
     keys = {"id", "type", "role", "status", "text", "transcript", "audio_ms"}
     assert all(keys <= set(item) for item in items)
     assert [i["type"] for i in items] == [
-        "message", "function_call", "function_call_output", "message", "message", "message",
-    ]  # fmt: skip
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+        "message",
+        "message",
+    ]
     user, call, output, spoken, typed, answer = items
     assert user["role"] == "user" and user["transcript"] == "What's the weather in Paris?"
     assert user["audio_ms"] == pytest.approx(USER_AUDIO_MS)

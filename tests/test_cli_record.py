@@ -102,8 +102,11 @@ async def test_sigkill_mid_stream_leaves_a_sound_database_marked_interrupted(
     async def send_batch(n: int) -> None:
         nonlocal sent
         for _ in range(n):
-            await sock.send_str(orjson.dumps({"type": "input_audio_buffer.append", "audio": "AAAA" * 200,
-                                              "event_id": f"evt_{sent}"}).decode())  # fmt: skip
+            await sock.send_str(
+                orjson.dumps(
+                    {"type": "input_audio_buffer.append", "audio": "AAAA" * 200, "event_id": f"evt_{sent}"}
+                ).decode()
+            )
             sent += 1
 
     await send_batch(50)

@@ -113,9 +113,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what:
         await asyncio.sleep(0.02)
 
 
-async def raw_handshake(port: int, path: str = "/v1/realtime?model=x", extra: str = "") -> tuple[
-    asyncio.StreamReader, asyncio.StreamWriter, bytes
-]:  # fmt: skip
+async def raw_handshake(
+    port: int, path: str = "/v1/realtime?model=x", extra: str = ""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
     """A WebSocket client speaking raw bytes: the upgrade request, and the response head."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
@@ -241,8 +241,12 @@ async def test_dns_failure_at_connect_is_a_clear_502(tmp_path: Path) -> None:
         pass
     async with running(tmp_path / "rt.db", f"http://{host}") as proxy:
         async with aiohttp.ClientSession() as http:
-            headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                       "Sec-WebSocket-Key": WS_KEY}  # fmt: skip
+            headers = {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": WS_KEY,
+            }
             async with http.get(f"{proxy.http_base}/v1/realtime?model=x", headers=headers) as resp:
                 body = await resp.json()
         assert resp.status == 502
@@ -268,8 +272,12 @@ async def test_stalled_handshake_gets_504_within_connect_timeout(
     proxy_process.append(p)
     try:
         async with aiohttp.ClientSession() as http:
-            headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                       "Sec-WebSocket-Key": WS_KEY}  # fmt: skip
+            headers = {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": WS_KEY,
+            }
             t0 = time.monotonic()
             async with http.get(f"http://127.0.0.1:{p.port}/v1/realtime?model=x", headers=headers) as resp:
                 body = await resp.json()
@@ -372,8 +380,9 @@ async def test_sigkill_under_load_then_restart(
     total = n_sessions * 41
     await wait_until(lambda: db_rows(db, "SELECT count(*) FROM events")[0][0] >= total, 5.0, "first batch on disk")
     load = [asyncio.ensure_future(stream(i, 400)) for i in range(n_sessions)]
-    await wait_until(lambda: sum(len(c.received) for c in upstream.connections) >= n_sessions * 120,
-                     what="streaming under way")  # fmt: skip
+    await wait_until(
+        lambda: sum(len(c.received) for c in upstream.connections) >= n_sessions * 120, what="streaming under way"
+    )
     helpers = descendants(p.proc.pid)
     p.proc.send_signal(signal.SIGKILL)
     await asyncio.to_thread(p.proc.wait, 15)
@@ -608,10 +617,24 @@ def test_load_smoke_run_loses_no_frame(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "load.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--sessions", "5", "--duration", "1", "--idle", "10", "--slow-seconds", "0.5",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            "--sessions",
+            "5",
+            "--duration",
+            "1",
+            "--idle",
+            "10",
+            "--slow-seconds",
+            "0.5",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     result = orjson.loads(out.read_bytes())
     load = result["load"]

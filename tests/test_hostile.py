@@ -209,10 +209,15 @@ UPGRADE = (
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 )
 HOSTILE = {
-    "a 100 KB header": b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\n" + UPGRADE
-    + b"X-Big: " + b"a" * 100_000 + b"\r\n\r\n",
-    "500 headers of 1 KB": b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\n" + UPGRADE
-    + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(500)) + b"\r\n",
+    "a 100 KB header": b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\n"
+    + UPGRADE
+    + b"X-Big: "
+    + b"a" * 100_000
+    + b"\r\n\r\n",
+    "500 headers of 1 KB": b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\n"
+    + UPGRADE
+    + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(500))
+    + b"\r\n",
     "a NUL in a header": b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\n" + UPGRADE + b"X-Evil: a\x00b\r\n\r\n",
     "a space in a header name": b"GET /v1/models HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n",
     "an obsolete folded header": b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
@@ -220,9 +225,10 @@ HOSTILE = {
     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "a 100 KB path": b"GET /v1/" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     "an absolute-form target": b"GET http://elsewhere.invalid/v1/realtime HTTP/1.1\r\nHost: elsewhere.invalid\r\n"
-    + UPGRADE + b"\r\n",
+    + UPGRADE
+    + b"\r\n",
     "an absolute-form REST target": b"GET http://elsewhere.invalid/v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
-}  # fmt: skip
+}
 
 
 async def test_malicious_handshakes_get_a_clear_4xx_and_never_reach_elsewhere(
@@ -312,9 +318,16 @@ async def test_traversal_paths_are_relayed_verbatim(proxy: RunningProxy, upstrea
 def good_recording(path: Path) -> list[bytes]:
     frames = [Frame(0, 0.0, Direction.SERVER, '{"type":"session.created","session":{}}')]
     for i in range(1, 40):
-        frames.append(Frame(i, i / 100, Direction.CLIENT if i % 2 else Direction.SERVER,
-                            orjson.dumps({"type": "session.update" if i % 2 else "session.updated",
-                                          "session": {"instructions": f"turn {i}"}}).decode()))  # fmt: skip
+        frames.append(
+            Frame(
+                i,
+                i / 100,
+                Direction.CLIENT if i % 2 else Direction.SERVER,
+                orjson.dumps(
+                    {"type": "session.update" if i % 2 else "session.updated", "session": {"instructions": f"turn {i}"}}
+                ).decode(),
+            )
+        )
     write_recording(path, {"id": "20260101-000000-aaaaaa", "model": "m"}, frames)
     return path.read_bytes().splitlines()
 
@@ -322,12 +335,15 @@ def good_recording(path: Path) -> list[bytes]:
 TAMPERED = {
     "invalid UTF-8": (30, lambda line: line.replace(b"turn", b"t\xffrn"), "not valid JSON"),
     "bad base64": (25, lambda line: b'{"t": 0.3, "dir": "client", "binary": "not*base64"}', '"binary" must be base64'),
-    "event not an object": (20, lambda line: b'{"t": 0.3, "dir": "client", "event": [1]}',
-                            '"event" must be a JSON object'),
+    "event not an object": (
+        20,
+        lambda line: b'{"t": 0.3, "dir": "client", "event": [1]}',
+        '"event" must be a JSON object',
+    ),
     "no payload": (35, lambda line: b'{"t": 0.4, "dir": "server"}', 'a frame needs "event", "text" or "binary"'),
     "time as text": (12, lambda line: b'{"t": "soon", "dir": "server", "text": "x"}', '"t" must be a number'),
     "a NUL byte": (39, lambda line: line[:10] + b"\x00" + line[10:], "not valid JSON"),
-}  # fmt: skip
+}
 
 
 def test_tampered_recordings_are_refused_by_import_and_replay_with_their_line(

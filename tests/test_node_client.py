@@ -60,8 +60,10 @@ def node_modules() -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         r = subprocess.run(
             ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(cache), "openai@6", "ws@8"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if r.returncode != 0:
             pytest.skip(f"npm could not install the Node openai SDK: {r.stderr.strip()[:200]}")
     return cache

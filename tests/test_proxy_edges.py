@@ -36,9 +36,15 @@ async def test_refusal_status_and_body_reach_the_client(proxy: RunningProxy, ups
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await http.ws_connect(f"{proxy.ws_base}/realtime?model=x&reject=401")
         assert info.value.status == 401
-        async with http.get(f"{proxy.http_base}/v1/realtime?model=x&reject=401",
-                            headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                                     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as resp:  # fmt: skip
+        async with http.get(
+            f"{proxy.http_base}/v1/realtime?model=x&reject=401",
+            headers={
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            },
+        ) as resp:
             body = await resp.json()
             assert resp.status == 401 and body["error"]["message"] == "rejected with 401"
     await asyncio.to_thread(proxy.recorder.flush)
@@ -57,9 +63,15 @@ async def test_unreachable_upstream_is_a_clear_502(tmp_path: Path) -> None:
     running, runner = await start_proxy(tmp_path / "rt.db", f"http://127.0.0.1:{port}")
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{running.http_base}/v1/realtime?model=x",
-                                headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                                         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as resp:  # fmt: skip
+            async with http.get(
+                f"{running.http_base}/v1/realtime?model=x",
+                headers={
+                    "Upgrade": "websocket",
+                    "Connection": "Upgrade",
+                    "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                },
+            ) as resp:
                 body = await resp.json()
         assert resp.status == 502
         assert f"127.0.0.1:{port}" in body["error"]["message"]

@@ -67,7 +67,8 @@ def project(inner: pytest.Pytester) -> pytest.Pytester:
 
 def test_a_replayed_client_passes_and_sees_what_it_sent(project: pytest.Pytester) -> None:
     """The fixture serves the recording at `url`; `received` holds the client's events; the test passes."""
-    project.makepyfile(test_it="""
+    project.makepyfile(
+        test_it="""
         from client import turn
 
         def test_turn(rtproxy_replay):
@@ -77,7 +78,8 @@ def test_a_replayed_client_passes_and_sees_what_it_sent(project: pytest.Pytester
             assert types[-1] == "response.done" and "response.output_text.delta" in types
             assert [e["type"] for e in replay.received] == ["session.update", "conversation.item.create",
                                                             "response.create"]
-    """)  # fmt: skip
+    """
+    )
     result = project.runpytest(*QUIET)
     result.assert_outcomes(passed=1)
 

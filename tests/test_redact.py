@@ -53,16 +53,41 @@ def test_words_become_same_length_placeholders_and_ids_stay() -> None:
     """Instructions, input text, transcripts and text deltas are masked to the same length; ids and types stay."""
     frames = frames_of(
         (CLIENT, {"type": "session.update", "event_id": "evt_1", "session": {"instructions": "Talk like a pirate."}}),
-        (CLIENT, {"type": "conversation.item.create",
-                  "item": {"id": "item_u1", "type": "message", "role": "user",
-                           "content": [{"type": "input_text", "text": "Hi, Bob!"}]}}),
-        (SERVER, {"type": "response.output_audio_transcript.delta", "event_id": "ev_9", "response_id": "resp_1",
-                  "item_id": "item_a1", "output_index": 0, "content_index": 0, "delta": "Ahoy 42"}),
+        (
+            CLIENT,
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "id": "item_u1",
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Hi, Bob!"}],
+                },
+            },
+        ),
+        (
+            SERVER,
+            {
+                "type": "response.output_audio_transcript.delta",
+                "event_id": "ev_9",
+                "response_id": "resp_1",
+                "item_id": "item_a1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": "Ahoy 42",
+            },
+        ),
         (SERVER, {"type": "response.output_audio_transcript.done", "item_id": "item_a1", "transcript": "Ahoy 42"}),
-        (SERVER, {"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_u2",
-                  "transcript": "Où est Paris?"}),
+        (
+            SERVER,
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": "item_u2",
+                "transcript": "Où est Paris?",
+            },
+        ),
         (CLIENT, {"type": "response.create", "response": {"instructions": "Be brief."}}),
-    )  # fmt: skip
+    )
     out = list(redact_frames(frames))
     assert [f.seq for f in out] == [f.seq for f in frames] and [f.t for f in out] == [f.t for f in frames]
     assert ev(out[0]) == {
@@ -82,13 +107,26 @@ def test_words_become_same_length_placeholders_and_ids_stay() -> None:
 @pytest.mark.parametrize(
     ("session", "byte"),
     [
-        ({"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}},
-                                        "output": {"format": {"type": "audio/pcm", "rate": 24000}}}}, 0x00),
+        (
+            {
+                "type": "realtime",
+                "audio": {
+                    "input": {"format": {"type": "audio/pcm", "rate": 24000}},
+                    "output": {"format": {"type": "audio/pcm", "rate": 24000}},
+                },
+            },
+            0x00,
+        ),
         ({"input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}, 0xFF),
-        ({"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcma"}},
-                                        "output": {"format": {"type": "audio/pcma"}}}}, 0xD5),
+        (
+            {
+                "type": "realtime",
+                "audio": {"input": {"format": {"type": "audio/pcma"}}, "output": {"format": {"type": "audio/pcma"}}},
+            },
+            0xD5,
+        ),
     ],
-)  # fmt: skip
+)
 def test_audio_becomes_silence_of_the_same_length_in_the_session_format(session: dict[str, Any], byte: int) -> None:
     """Appends, deltas and audio content parts become silence of exactly the decoded length, in the session's format."""
     up, down, part = os.urandom(4801), os.urandom(960), os.urandom(333)
@@ -98,14 +136,22 @@ def test_audio_becomes_silence_of_the_same_length_in_the_session_format(session:
         (CLIENT, {"type": "input_audio_buffer.append", "audio": b64(up)}),
         (SERVER, {"type": "response.output_audio.delta", "item_id": "i1", "delta": b64(down)}),
         (SERVER, {"type": "response.audio.delta", "item_id": "i1", "delta": b64(down)}),
-        (CLIENT, {"type": "conversation.item.create",
-                  "item": {"type": "message", "role": "user",
-                           "content": [{"type": "input_audio", "audio": b64(part)}]}}),
-    )  # fmt: skip
+        (
+            CLIENT,
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": b64(part)}]},
+            },
+        ),
+    )
     r = Redactor()
     out = [r.feed_frame(f) for f in frames]
-    got = [decode_b64(ev(out[1])["audio"]), decode_b64(ev(out[2])["delta"]), decode_b64(ev(out[3])["delta"]),
-           decode_b64(ev(out[4])["item"]["content"][0]["audio"])]  # fmt: skip
+    got = [
+        decode_b64(ev(out[1])["audio"]),
+        decode_b64(ev(out[2])["delta"]),
+        decode_b64(ev(out[3])["delta"]),
+        decode_b64(ev(out[4])["item"]["content"][0]["audio"]),
+    ]
     assert [len(g) for g in got] == [len(up), len(down), len(down), len(part)]
     assert all(set(g) == {byte} for g in got)
     assert r.summary.audio_chunks == 4 and r.summary.changed == 4
@@ -134,11 +180,14 @@ def test_redacting_twice_changes_nothing_more() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=12,
-)  # fmt: skip
+)
 
 
 def _shape(value: Any) -> Any:
@@ -175,11 +224,21 @@ def test_mask_text_keeps_length_and_punctuation() -> None:
 async def record_tool_and_audio_session(proxy: RunningProxy, api_key: str) -> str:
     """A GA session through the proxy: instructions, audio up, a function call and its output, audio down."""
     client = AsyncOpenAI(api_key=api_key, websocket_base_url=proxy.ws_base)
-    tool = {"type": "function", "name": "get_weather", "description": "Looks up forecasts",
-            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}  # fmt: skip
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Looks up forecasts",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+    }
     async with client.realtime.connect(model="gpt-realtime") as conn:
-        await conn.session.update(session={"type": "realtime", "instructions": "Talk like a pirate.", "tools": [tool],
-                                           "output_modalities": ["audio"]})  # fmt: skip
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "instructions": "Talk like a pirate.",
+                "tools": [tool],
+                "output_modalities": ["audio"],
+            }
+        )
         pcm = tone(300)
         for i in range(0, len(pcm), 4800):
             await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + 4800]).decode())
@@ -192,8 +251,9 @@ async def record_tool_and_audio_session(proxy: RunningProxy, api_key: str) -> st
             if event.type == "response.done":
                 break
         assert call_id is not None
-        await conn.conversation.item.create(item={"type": "function_call_output", "call_id": call_id,
-                                                  "output": '{"sky": "sunny", "celsius": 21}'})  # fmt: skip
+        await conn.conversation.item.create(
+            item={"type": "function_call_output", "call_id": call_id, "output": '{"sky": "sunny", "celsius": 21}'}
+        )
         await conn.response.create()
         async for event in conn:
             if event.type == "response.done":

@@ -82,8 +82,10 @@ def test_audio_durations_follow_the_session_formats() -> None:
             },
         },
     }
-    beta = {"type": "session.updated", "session": {"modalities": ["audio"], "input_audio_format": "pcm16",
-                                                   "output_audio_format": "g711_alaw"}}  # fmt: skip
+    beta = {
+        "type": "session.updated",
+        "session": {"modalities": ["audio"], "input_audio_format": "pcm16", "output_audio_format": "g711_alaw"},
+    }
     lines = lines_of(
         (CLIENT, {"type": "input_audio_buffer.append", "audio": b64(1000)}),  # pcm16 24 kHz by default
         (SERVER, ga),
@@ -134,11 +136,21 @@ def test_item_events_show_what_they_carry() -> None:
     """Item events show type, role and a preview of their text, arguments or output; long text is cut."""
     long = "word " * 40
     lines = lines_of(
-        (CLIENT, {"type": "conversation.item.create", "item": {"type": "message", "role": "user",
-                                                               "content": [{"type": "input_text", "text": long}]}}),
-        (CLIENT, {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "c1",
-                                                               "output": '{"ok": true}'}}),
-    )  # fmt: skip
+        (
+            CLIENT,
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": long}]},
+            },
+        ),
+        (
+            CLIENT,
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": "c1", "output": '{"ok": true}'},
+            },
+        ),
+    )
     assert "message  user  'word word" in lines[0] and lines[0].endswith("…'")
     assert len(re.search(r"'(.*)'", lines[0]).group(1)) == render.PREVIEW  # type: ignore[union-attr]
     assert lines[1].endswith("""function_call_output  '{"ok": true}'""")
@@ -154,9 +166,13 @@ def test_people_formats() -> None:
     """Durations, clock times and token counts read the way a person expects."""
     assert [render.seconds(s) for s in (0.04, 0.6, 12.34, 125, 3725)] == ["40 ms", "0.6 s", "12.3 s", "2:05", "1:02:05"]
     assert [render.clock(t).strip() for t in (1.25, 75.5, 3725.0)] == ["0:01.2", "1:15.5", "1:02:05"]
-    usage = {"total_tokens": 187, "input_tokens": 120, "output_tokens": 67,
-             "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 64},
-             "output_token_details": {"text_tokens": 17, "audio_tokens": 0}}  # fmt: skip
+    usage = {
+        "total_tokens": 187,
+        "input_tokens": 120,
+        "output_tokens": 67,
+        "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 64},
+        "output_token_details": {"text_tokens": 17, "audio_tokens": 0},
+    }
     assert render.tokens(usage) == "187 tokens (in 120: text 100, audio 20, cached 64 · out 67: text 17)"
     assert render.tokens(None) == "no usage"
 
@@ -164,17 +180,35 @@ def test_people_formats() -> None:
 # --- the conversation ------------------------------------------------------------------------
 
 ULAW_SECOND = base64.b64encode(bytes([0xFF]) * 8000).decode()  # one second of μ-law silence
-USAGE = {"total_tokens": 30, "input_tokens": 10, "output_tokens": 20,
-         "input_token_details": {"text_tokens": 10}, "output_token_details": {"audio_tokens": 20}}  # fmt: skip
-SESSION = {"id": "sess_1", "model": "gpt-4o-realtime-preview", "dialect": "beta", "status": "closed",
-           "duration": 2.5, "client_events": 5, "server_events": 19, "label": "demo"}  # fmt: skip
+USAGE = {
+    "total_tokens": 30,
+    "input_tokens": 10,
+    "output_tokens": 20,
+    "input_token_details": {"text_tokens": 10},
+    "output_token_details": {"audio_tokens": 20},
+}
+SESSION = {
+    "id": "sess_1",
+    "model": "gpt-4o-realtime-preview",
+    "dialect": "beta",
+    "status": "closed",
+    "duration": 2.5,
+    "client_events": 5,
+    "server_events": 19,
+    "label": "demo",
+}
 
 
 def beta_conversation() -> list[tuple[Direction, dict[str, Any]]]:
     """A typed question answered in μ-law audio, a cancelled response, a refused delete, and two oddities."""
     ids = {"response_id": "resp_1", "item_id": "item_a1", "output_index": 0, "content_index": 0}
-    user = {"id": "item_u1", "type": "message", "role": "user", "status": "completed",
-            "content": [{"type": "input_text", "text": "Book a table for tonight"}]}  # fmt: skip
+    user = {
+        "id": "item_u1",
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_text", "text": "Book a table for tonight"}],
+    }
     bot = {"id": "item_a1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
     return [
         (
@@ -187,7 +221,7 @@ def beta_conversation() -> list[tuple[Direction, dict[str, Any]]]:
                     "output_audio_format": "g711_ulaw",
                 },
             },
-        ),  # fmt: skip
+        ),
         (CLIENT, {"type": "conversation.item.create", "event_id": "evt_c1", "item": user}),
         (SERVER, {"type": "conversation.item.created", "previous_item_id": None, "item": user}),
         (CLIENT, {"type": "response.create", "event_id": "evt_c2"}),
@@ -212,7 +246,7 @@ def beta_conversation() -> list[tuple[Direction, dict[str, Any]]]:
                     "content": [{"type": "audio", "transcript": "Sure, for how many?"}],
                 },
             },
-        ),  # fmt: skip
+        ),
         (SERVER, {"type": "response.done", "response": {"id": "resp_1", "status": "completed", "usage": USAGE}}),
         (CLIENT, {"type": "response.create", "event_id": "evt_c3"}),
         (CLIENT, {"type": "response.cancel", "event_id": "evt_c4"}),
@@ -227,7 +261,7 @@ def beta_conversation() -> list[tuple[Direction, dict[str, Any]]]:
                     "status_details": {"type": "cancelled", "reason": "client_cancelled"},
                 },
             },
-        ),  # fmt: skip
+        ),
         (CLIENT, {"type": "conversation.item.delete", "event_id": "evt_c5", "item_id": "item_nope"}),
         (
             SERVER,
@@ -240,7 +274,7 @@ def beta_conversation() -> list[tuple[Direction, dict[str, Any]]]:
                     "event_id": "evt_c5",
                 },
             },
-        ),  # fmt: skip
+        ),
         (SERVER, {"type": "response.brand_new", "response_id": "resp_2"}),
     ]
 
@@ -279,20 +313,30 @@ def test_conversation_shows_turns_responses_and_trouble() -> None:
     under its item, a response without items on its own; then totals, the error with its client event, anomalies."""
     lines = rendered(beta_conversation())
     text = "\n".join(lines)
-    in_order(text, [
-        "Session sess_1  gpt-4o-realtime-preview  beta  closed", "lasted 2.5 s · 24 events (5 client, 19 server)",
-        "label 'demo'",
-        "0:00.2  USER", "Book a table for tonight",
-        "ASSISTANT  (audio 1.0 s)", "Sure, for how many?",
-        "╰ resp_1 completed · 30 tokens (in 10: text 10 · out 20: audio 20)",
-        "latency after response.create: created 100 ms · first delta 500 ms · first audio 600 ms · done 1100 ms",
-        "audio 1.0 s made in 0.5 s",
-        "0:01.7  (a response with no item)", "╰ resp_2 cancelled (client_cancelled) · no usage",
-        "latency after response.create: created 200 ms · done 300 ms",
-        "2 items · 2 responses · 30 tokens · user audio 0 ms · assistant audio 1.0 s",
-        "1 error(s):", "0:02.0  seq 20  item_not_found: Item item_nope not found  ← conversation.item.delete (seq 19)",
-        "1 anomaly:", "seq 21  unknown_type:", "unknown event types: response.brand_new ×1",
-    ])  # fmt: skip
+    in_order(
+        text,
+        [
+            "Session sess_1  gpt-4o-realtime-preview  beta  closed",
+            "lasted 2.5 s · 24 events (5 client, 19 server)",
+            "label 'demo'",
+            "0:00.2  USER",
+            "Book a table for tonight",
+            "ASSISTANT  (audio 1.0 s)",
+            "Sure, for how many?",
+            "╰ resp_1 completed · 30 tokens (in 10: text 10 · out 20: audio 20)",
+            "latency after response.create: created 100 ms · first delta 500 ms · first audio 600 ms · done 1100 ms",
+            "audio 1.0 s made in 0.5 s",
+            "0:01.7  (a response with no item)",
+            "╰ resp_2 cancelled (client_cancelled) · no usage",
+            "latency after response.create: created 200 ms · done 300 ms",
+            "2 items · 2 responses · 30 tokens · user audio 0 ms · assistant audio 1.0 s",
+            "1 error(s):",
+            "0:02.0  seq 20  item_not_found: Item item_nope not found  ← conversation.item.delete (seq 19)",
+            "1 anomaly:",
+            "seq 21  unknown_type:",
+            "unknown event types: response.brand_new ×1",
+        ],
+    )
     assert not any(ANSI.search(line) for line in lines)
 
 
@@ -311,8 +355,13 @@ def test_conversation_colour_only_when_asked() -> None:
 def test_long_text_wraps_under_its_speaker() -> None:
     """A long message wraps at the text width, indented under the speaker, losing no word."""
     words = [f"word{i}" for i in range(120)]
-    item = {"id": "item_1", "type": "message", "role": "user", "status": "completed",
-            "content": [{"type": "input_text", "text": " ".join(words)}]}  # fmt: skip
+    item = {
+        "id": "item_1",
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_text", "text": " ".join(words)}],
+    }
     lines = rendered([(SERVER, {"type": "conversation.item.added", "previous_item_id": None, "item": item})])
     body = [line for line in lines if line.startswith(render.INDENT + "word")]
     assert len(body) > 3 and all(len(line) <= render.WIDTH for line in body)

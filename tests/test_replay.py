@@ -47,15 +47,26 @@ TEXT_TURN = frames(
     (0.00, "server", ev("session.created", event_id="e1", session={"id": "sess_1"})),
     (0.01, "client", ev("session.update", event_id="c1", session={"instructions": "be brief"})),
     (0.03, "server", ev("session.updated", event_id="e2", session={"id": "sess_1"})),
-    (0.05, "client", ev("conversation.item.create", event_id="c2",
-                        item={"id": "item_c1", "type": "message", "role": "user",
-                              "content": [{"type": "input_text", "text": "Hi"}]})),
+    (
+        0.05,
+        "client",
+        ev(
+            "conversation.item.create",
+            event_id="c2",
+            item={
+                "id": "item_c1",
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Hi"}],
+            },
+        ),
+    ),
     (0.06, "server", ev("conversation.item.added", event_id="e3", item={"id": "item_c1"})),
     (0.07, "client", ev("response.create", event_id="c3")),
     (0.10, "server", ev("response.created", event_id="e4", response={"id": "resp_1"})),
     (0.25, "server", ev("response.output_text.delta", event_id="e5", delta="Hello")),
     (0.40, "server", ev("response.done", event_id="e6", response={"id": "resp_1", "status": "completed"})),
-)  # fmt: skip
+)
 
 
 def client_events(fs: list[Frame]) -> list[dict[str, Any]]:
@@ -128,8 +139,10 @@ def test_strict_ignores_volatile_fields_but_not_content() -> None:
     renamed[1] = dict(renamed[1], item=dict(renamed[1]["item"], id="item_other"))
     assert play_all(build_script(TEXT_TURN), renamed, "strict")[0].report.ok
     changed = list(events)
-    changed[1] = ev("conversation.item.create", item={"type": "message", "role": "user",
-                                                     "content": [{"type": "input_text", "text": "Bye"}]})  # fmt: skip
+    changed[1] = ev(
+        "conversation.item.create",
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Bye"}]},
+    )
     player, out = play_all(build_script(TEXT_TURN), changed, "strict")
     (m,) = player.report.mismatches
     assert m.kind == "payload" and m.details == ['item.content[0].text: expected "Hi", got "Bye"']
@@ -190,8 +203,12 @@ def test_appends_become_one_step_matched_by_total_length_not_chunking() -> None:
     rechunked = [append(8400), append(8400), ev("input_audio_buffer.commit")]
     player, out = play_all(script, rechunked, "strict")
     assert player.report.ok
-    assert types(out) == ["session.created", "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
-                          "input_audio_buffer.committed"]  # fmt: skip
+    assert types(out) == [
+        "session.created",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+    ]
 
 
 def test_vad_replies_wait_for_enough_audio() -> None:
@@ -201,7 +218,9 @@ def test_vad_replies_wait_for_enough_audio() -> None:
     assert send(player, append(4800)) == []
     assert types(send(player, append(4801))) == ["input_audio_buffer.speech_started"]
     assert types(send(player, ev("input_audio_buffer.commit"))) == [
-        "input_audio_buffer.speech_stopped", "input_audio_buffer.committed"]  # fmt: skip
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+    ]
 
 
 def test_a_different_audio_length_is_a_strict_mismatch_only() -> None:
@@ -225,8 +244,9 @@ def test_an_unexpected_audio_run_is_one_mismatch_with_one_error() -> None:
 
 def test_non_json_frames_are_steps_and_replies() -> None:
     """Binary frames from the client are matched by kind; binary replies are sent as bytes."""
-    script = build_script(frames((0.0, "server", ev("session.created")), (0.1, "client", b"\x00\x01"),
-                                 (0.2, "server", b"\x02")))  # fmt: skip
+    script = build_script(
+        frames((0.0, "server", ev("session.created")), (0.1, "client", b"\x00\x01"), (0.2, "server", b"\x02"))
+    )
     player = Player(script)
     player.start()
     assert [s.data for s in send(player, b"\x09")] == [b"\x02"]
@@ -254,8 +274,14 @@ def test_normalise_and_b64_len() -> None:
     assert normalise(e) == {"type": AUDIO_APPEND, "audio": "<7 bytes>", "nested": {"k": [1]}}
 
 
-CLIENT_KINDS = ["session.update", "conversation.item.create", "response.create", AUDIO_APPEND,
-                "input_audio_buffer.commit", "response.cancel"]  # fmt: skip
+CLIENT_KINDS = [
+    "session.update",
+    "conversation.item.create",
+    "response.create",
+    AUDIO_APPEND,
+    "input_audio_buffer.commit",
+    "response.cancel",
+]
 
 
 @st.composite

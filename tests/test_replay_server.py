@@ -79,8 +79,10 @@ async def receive_types(ws: aiohttp.ClientWebSocketResponse, until: str, timeout
 async def test_any_path_and_query_is_accepted_and_realtime_subprotocol_echoed(replay: Running) -> None:
     """A browser-style connection on an odd path gets `realtime` echoed; one offering nothing gets none."""
     async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(f"{replay.url}/openai/realtime?api-version=2025&deployment=x&api-key=abc",
-                                   protocols=("realtime", "openai-insecure-api-key.abc")) as ws:  # fmt: skip
+        async with http.ws_connect(
+            f"{replay.url}/openai/realtime?api-version=2025&deployment=x&api-key=abc",
+            protocols=("realtime", "openai-insecure-api-key.abc"),
+        ) as ws:
             assert ws.protocol == "realtime"
             assert await receive_types(ws, "session.created") == ["session.created"]
         async with http.ws_connect(f"{replay.url}/v1/realtime?model=m") as ws:
@@ -184,8 +186,13 @@ class ReplayProcess:
 
 def spawn_replay(args: list[str], env: dict[str, str] | None = None, timeout: float = 20.0) -> ReplayProcess:
     """Start `rtproxy replay … --port 0` and wait for its 'replaying … on' line."""
-    proc = subprocess.Popen([*rtproxy_exe(), "replay", "--port", "0", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})  # fmt: skip
+    proc = subprocess.Popen(
+        [*rtproxy_exe(), "replay", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     sel = selectors.DefaultSelector()
@@ -237,8 +244,9 @@ async def run_client(base_url: str, events: list[str], ssl_ctx: ssl.SSLContext |
     return got
 
 
-async def test_cli_once_replays_prints_the_report_and_exits_0(recording: Path, processes: list[ReplayProcess],
-                                                               tmp_path: Path) -> None:  # fmt: skip
+async def test_cli_once_replays_prints_the_report_and_exits_0(
+    recording: Path, processes: list[ReplayProcess], tmp_path: Path
+) -> None:
     """`rtproxy replay FILE --port 0 --once` prints its URL, serves one client, prints the report and exits 0."""
     p = spawn_replay([str(recording), "--once", "--report", str(tmp_path / "r.json")])
     processes.append(p)
@@ -254,13 +262,15 @@ async def test_cli_once_replays_prints_the_report_and_exits_0(recording: Path, p
     assert report["ok"] is True and report["connections"][0]["turns"] == {"played": 2, "total": 2}
 
 
-async def test_cli_exits_1_on_a_mismatch_and_writes_it_to_the_report(recording: Path, processes: list[ReplayProcess],
-                                                                     tmp_path: Path) -> None:  # fmt: skip
+async def test_cli_exits_1_on_a_mismatch_and_writes_it_to_the_report(
+    recording: Path, processes: list[ReplayProcess], tmp_path: Path
+) -> None:
     """A client that changed its behaviour gets an error event; the command exits 1 and the JSON report says why."""
     p = spawn_replay([str(recording), "--once", "--match", "strict", "--report", str(tmp_path / "r.json")])
     processes.append(p)
-    got = await run_client(p.base_url, ['{"type":"session.update","session":{"voice":"x"}}',
-                                        '{"type":"response.cancel"}'])  # fmt: skip
+    got = await run_client(
+        p.base_url, ['{"type":"session.update","session":{"voice":"x"}}', '{"type":"response.cancel"}']
+    )
     assert got.count("error") == 2
     code, out, _ = await asyncio.to_thread(p.wait)
     assert code == 1
@@ -269,8 +279,9 @@ async def test_cli_exits_1_on_a_mismatch_and_writes_it_to_the_report(recording: 
     assert kinds == ["payload", "unexpected", "closed_early"]
 
 
-async def test_cli_serves_tls_with_the_proxy_certificate(recording: Path, processes: list[ReplayProcess],
-                                                         tmp_path: Path) -> None:  # fmt: skip
+async def test_cli_serves_tls_with_the_proxy_certificate(
+    recording: Path, processes: list[ReplayProcess], tmp_path: Path
+) -> None:
     """--tls serves wss:// with rtproxy's certificate, which a client trusting it accepts."""
     env = {"RTPROXY_HOME": str(tmp_path / "home")}
     p = spawn_replay([str(recording), "--once", "--tls"], env=env)
@@ -379,8 +390,9 @@ async def test_the_example_recordings_replay_to_their_client_under_strict(name: 
     assert events and "error" not in [e["type"] for e in events]
 
 
-async def test_a_client_that_changed_gets_an_error_event_and_exit_1(processes: list[ReplayProcess],
-                                                                   tmp_path: Path) -> None:  # fmt: skip
+async def test_a_client_that_changed_gets_an_error_event_and_exit_1(
+    processes: list[ReplayProcess], tmp_path: Path
+) -> None:
     """A client that no longer sends its conversation.item.create receives an `error` event; replay exits 1."""
     from openai import AsyncOpenAI
 

@@ -28,8 +28,12 @@ from .conftest import ProxyProcess, spawn_proxy
 from .test_faults import db_rows, serving
 from .upstream import ScriptedUpstream
 
-WS_HEADERS = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-              "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
+WS_HEADERS = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -77,8 +81,18 @@ async def test_binding_all_interfaces_warns(tmp_path: Path, proxy_process: list[
     (warning,) = [line for line in err.splitlines() if "WARNING" in line]
     assert "0.0.0.0" in warning and "reachable from other machines" in warning and "--auth-token" in warning
     token = secrets.token_urlsafe(16)
-    q = spawn_proxy(["--db", str(tmp_path / "rt.db"), "--upstream", "http://127.0.0.1:9", "--host", "0.0.0.0",
-                     "--auth-token", token])  # fmt: skip
+    q = spawn_proxy(
+        [
+            "--db",
+            str(tmp_path / "rt.db"),
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--host",
+            "0.0.0.0",
+            "--auth-token",
+            token,
+        ]
+    )
     proxy_process.append(q)
     await serving(q)
     code, out, err = q.stop()
@@ -144,8 +158,9 @@ async def test_auth_token_never_reaches_the_database(
             ({}, f"&rtproxy_token={quote(token)}", ()),
             ({}, "", ("realtime", f"rtproxy-token.{token}")),
         ):
-            sock = await http.ws_connect(f"ws://127.0.0.1:{p.port}/v1/realtime?model=x{query}", headers=headers,
-                                         protocols=protocols)  # fmt: skip
+            sock = await http.ws_connect(
+                f"ws://127.0.0.1:{p.port}/v1/realtime?model=x{query}", headers=headers, protocols=protocols
+            )
             await sock.receive()
             await sock.close()
         async with http.get(f"http://127.0.0.1:{p.port}/v1/models?rtproxy_token={quote(token)}") as resp:
@@ -162,8 +177,11 @@ async def test_auth_token_never_reaches_the_database(
 # --- keys never written anywhere: a property ---------------------------------------------------
 
 KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-sk_keys = st.builds(lambda kind, body: f"sk-{kind}{body}", st.sampled_from(["", "proj-", "svcacct-", "test-"]),
-                    st.text(KEY_CHARS, min_size=24, max_size=64))  # fmt: skip
+sk_keys = st.builds(
+    lambda kind, body: f"sk-{kind}{body}",
+    st.sampled_from(["", "proj-", "svcacct-", "test-"]),
+    st.text(KEY_CHARS, min_size=24, max_size=64),
+)
 azure_keys = st.text("0123456789abcdef", min_size=32, max_size=32)
 ephemeral = st.builds(lambda body: f"ek_{body}", st.text(KEY_CHARS.replace("-", ""), min_size=20, max_size=48))
 any_key = st.one_of(sk_keys, azure_keys, ephemeral)
@@ -244,13 +262,17 @@ async def _use_keys(port: int, keys: dict[str, str], number: int) -> None:
         await sock.send_str('{"type":"session.update","session":{"type":"realtime"}}')
         await sock.receive()
         await sock.close()
-        async with http.post(f"http://{base}/v1/realtime/client_secrets?api-key={quote(keys['query'])}",
-                             headers={"Authorization": f"Bearer {keys['authorization']}", "api-key": keys["api-key"]},
-                             json={"session": {"type": "realtime", "model": "gpt-realtime"}}) as resp:  # fmt: skip
+        async with http.post(
+            f"http://{base}/v1/realtime/client_secrets?api-key={quote(keys['query'])}",
+            headers={"Authorization": f"Bearer {keys['authorization']}", "api-key": keys["api-key"]},
+            json={"session": {"type": "realtime", "model": "gpt-realtime"}},
+        ) as resp:
             assert (await resp.json())["value"] == keys["ephemeral"]
-        async with http.post(f"http://{base}/v1/realtime/calls", data=b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\n",
-                             headers={"Authorization": f"Bearer {keys['ephemeral']}",
-                                      "Content-Type": "application/sdp"}) as resp:  # fmt: skip
+        async with http.post(
+            f"http://{base}/v1/realtime/calls",
+            data=b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\n",
+            headers={"Authorization": f"Bearer {keys['ephemeral']}", "Content-Type": "application/sdp"},
+        ) as resp:
             await resp.read()
 
 
@@ -273,8 +295,10 @@ def _outputs(db: Path, sid: str, tmp: Path) -> bytes:
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(keys=st.fixed_dictionaries({place: any_key for place in ("authorization", "api-key", "query", "subprotocol")}),
-       ephemeral_key=ephemeral)  # fmt: skip
+@given(
+    keys=st.fixed_dictionaries({place: any_key for place in ("authorization", "api-key", "query", "subprotocol")}),
+    ephemeral_key=ephemeral,
+)
 def test_keys_never_reach_disk_logs_exports_or_reports(
     key_rig: tuple[KeyUpstream, ProxyProcess, Path],
     tmp_path_factory: pytest.TempPathFactory,
@@ -312,10 +336,15 @@ def test_keys_never_reach_disk_logs_exports_or_reports(
     assert cli(["sessions", "--db", str(db), "--json"]) == 0
     assert cli(["show", sid, "--db", str(db), "--json"]) == 0
     shown = capsys.readouterr().out.encode()
-    haystack = b"\n".join([
-        everything_on_disk(db), p.out_path.read_bytes(), p.err_path.read_bytes(), shown,
-        _outputs(db, sid, tmp_path_factory.mktemp("out")),
-    ])  # fmt: skip
+    haystack = b"\n".join(
+        [
+            everything_on_disk(db),
+            p.out_path.read_bytes(),
+            p.err_path.read_bytes(),
+            shown,
+            _outputs(db, sid, tmp_path_factory.mktemp("out")),
+        ]
+    )
     for place, key in keys.items():
         assert key[:-4].encode() not in haystack, place
         assert quote(key[:-4]).encode() not in haystack, place

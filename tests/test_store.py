@@ -61,8 +61,12 @@ def test_frames_sessions_and_http_exchanges_are_written_in_order_and_exactly(tmp
     assert [f.data for f in got] == frames and [f.seq for f in got] == list(range(len(frames)))
     assert [f.direction for f in got] == [Direction.SERVER, Direction.CLIENT] * 2 + [Direction.SERVER]
     assert [r["type"] for r in index] == [
-        "session.created", "response.output_text.delta", "conversation.item.created", None, None,
-    ]  # fmt: skip
+        "session.created",
+        "response.output_text.delta",
+        "conversation.item.created",
+        None,
+        None,
+    ]
     assert index[1]["response_id"] == "resp_1" and index[1]["item_id"] == "item_1" and index[2]["item_id"] == "item_2"
     assert [r["size"] for r in index] == [len(f.encode()) if isinstance(f, str) else len(f) for f in frames]
     assert session["status"] == "closed" and session["dialect"] == "ga" and session["model"] == "gpt-realtime"
@@ -252,8 +256,10 @@ def test_sessions_left_open_by_a_dead_recorder_are_marked_interrupted(tmp_path: 
     again = Recorder(str(db))
     again.close()
     assert again.interrupted == 1
-    got = dict((r[0], r[1:]) for r in rows(db, "SELECT id, status, duration, client_events, server_events, "
-                                               "client_bytes FROM sessions"))  # fmt: skip
+    got = dict(
+        (r[0], r[1:])
+        for r in rows(db, "SELECT id, status, duration, client_events, server_events, client_bytes FROM sessions")
+    )
     assert got[gone] == ("interrupted", 3.0, 2, 1, 20) and got[alive][0] == "open"
     conn = connect(str(db))
     try:

@@ -49,12 +49,21 @@ def session_events() -> list[tuple[Direction, float, dict[str, Any]]]:
         t = round(t + dt, 3)
         ev.append((direction, t, event))
 
-    config = {"type": "realtime", "model": "gpt-realtime", "output_modalities": ["audio"],
-              "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}},
-                        "output": {"format": {"type": "audio/pcm", "rate": 24000}}}}
+    config = {
+        "type": "realtime",
+        "model": "gpt-realtime",
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {"format": {"type": "audio/pcm", "rate": 24000}},
+            "output": {"format": {"type": "audio/pcm", "rate": 24000}},
+        },
+    }
     add(SERVER, 0.05, {"type": "session.created", "event_id": "ev_001", "session": {"id": "sess_1", **config}})
-    add(CLIENT, 0.01, {"type": "session.update", "event_id": "cl_001",
-                       "session": {"type": "realtime", "instructions": "Be brief."}})
+    add(
+        CLIENT,
+        0.01,
+        {"type": "session.update", "event_id": "cl_001", "session": {"type": "realtime", "instructions": "Be brief."}},
+    )
     add(SERVER, 0.02, {"type": "session.updated", "event_id": "ev_002", "session": {"id": "sess_1", **config}})
     # turn 1: the user speaks (server VAD), the assistant answers with audio
     speech = tone(600, 220.0)
@@ -62,90 +71,375 @@ def session_events() -> list[tuple[Direction, float, dict[str, Any]]]:
     mic = silence + speech + silence
     chunk = 2 * RATE // 50  # 20 ms
     for n, off in enumerate(range(0, len(mic), chunk)):
-        add(CLIENT, 0.02, {"type": "input_audio_buffer.append", "event_id": f"cl_a{n:03d}",
-                           "audio": b64(mic[off:off + chunk])})
+        add(
+            CLIENT,
+            0.02,
+            {"type": "input_audio_buffer.append", "event_id": f"cl_a{n:03d}", "audio": b64(mic[off : off + chunk])},
+        )
         if n == 5:
-            add(SERVER, 0.001, {"type": "input_audio_buffer.speech_started", "event_id": "ev_010",
-                                "audio_start_ms": 100, "item_id": "item_user1"})
-    add(SERVER, 0.01, {"type": "input_audio_buffer.speech_stopped", "event_id": "ev_011", "audio_end_ms": 700,
-                       "item_id": "item_user1"})
-    add(SERVER, 0.01, {"type": "input_audio_buffer.committed", "event_id": "ev_012", "previous_item_id": None,
-                       "item_id": "item_user1"})
-    add(SERVER, 0.01, {"type": "conversation.item.added", "event_id": "ev_013", "previous_item_id": None,
-                       "item": {"id": "item_user1", "type": "message", "role": "user", "status": "completed",
-                                "content": [{"type": "input_audio", "transcript": None}]}})
-    add(SERVER, 0.01, {"type": "response.created", "event_id": "ev_014",
-                       "response": {"id": "resp_1", "object": "realtime.response", "status": "in_progress",
-                                    "output": []}})
-    add(SERVER, 0.05, {"type": "response.output_item.added", "event_id": "ev_015", "response_id": "resp_1",
-                       "output_index": 0, "item": {"id": "item_asst1", "type": "message", "role": "assistant",
-                                                   "status": "in_progress", "content": []}})
-    add(SERVER, 0.001, {"type": "conversation.item.added", "event_id": "ev_016", "previous_item_id": "item_user1",
-                        "item": {"id": "item_asst1", "type": "message", "role": "assistant",
-                                 "status": "in_progress", "content": []}})
-    add(SERVER, 0.001, {"type": "response.content_part.added", "event_id": "ev_017", "response_id": "resp_1",
-                        "item_id": "item_asst1", "output_index": 0, "content_index": 0,
-                        "part": {"type": "audio", "transcript": ""}})
-    add(SERVER, 0.01, {"type": "conversation.item.input_audio_transcription.completed", "event_id": "ev_018",
-                       "item_id": "item_user1", "content_index": 0, "transcript": "What is the weather in Paris?"})
+            add(
+                SERVER,
+                0.001,
+                {
+                    "type": "input_audio_buffer.speech_started",
+                    "event_id": "ev_010",
+                    "audio_start_ms": 100,
+                    "item_id": "item_user1",
+                },
+            )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "input_audio_buffer.speech_stopped",
+            "event_id": "ev_011",
+            "audio_end_ms": 700,
+            "item_id": "item_user1",
+        },
+    )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "input_audio_buffer.committed",
+            "event_id": "ev_012",
+            "previous_item_id": None,
+            "item_id": "item_user1",
+        },
+    )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "conversation.item.added",
+            "event_id": "ev_013",
+            "previous_item_id": None,
+            "item": {
+                "id": "item_user1",
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_audio", "transcript": None}],
+            },
+        },
+    )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "response.created",
+            "event_id": "ev_014",
+            "response": {"id": "resp_1", "object": "realtime.response", "status": "in_progress", "output": []},
+        },
+    )
+    add(
+        SERVER,
+        0.05,
+        {
+            "type": "response.output_item.added",
+            "event_id": "ev_015",
+            "response_id": "resp_1",
+            "output_index": 0,
+            "item": {
+                "id": "item_asst1",
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            },
+        },
+    )
+    add(
+        SERVER,
+        0.001,
+        {
+            "type": "conversation.item.added",
+            "event_id": "ev_016",
+            "previous_item_id": "item_user1",
+            "item": {
+                "id": "item_asst1",
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            },
+        },
+    )
+    add(
+        SERVER,
+        0.001,
+        {
+            "type": "response.content_part.added",
+            "event_id": "ev_017",
+            "response_id": "resp_1",
+            "item_id": "item_asst1",
+            "output_index": 0,
+            "content_index": 0,
+            "part": {"type": "audio", "transcript": ""},
+        },
+    )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "event_id": "ev_018",
+            "item_id": "item_user1",
+            "content_index": 0,
+            "transcript": "What is the weather in Paris?",
+        },
+    )
     answer = tone(900, 440.0)
     words = ["It ", "is ", "mild ", "and ", "sunny ", "in ", "Paris."]
     step = len(answer) // len(words) // 2 * 2
     for n, word in enumerate(words):
-        add(SERVER, 0.02, {"type": "response.output_audio_transcript.delta", "event_id": f"ev_t{n:02d}",
-                           "response_id": "resp_1", "item_id": "item_asst1", "output_index": 0, "content_index": 0,
-                           "delta": word})
-        add(SERVER, 0.001, {"type": "response.output_audio.delta", "event_id": f"ev_d{n:02d}", "response_id": "resp_1",
-                            "item_id": "item_asst1", "output_index": 0, "content_index": 0,
-                            "delta": b64(answer[n * step:(n + 1) * step])})
-    add(SERVER, 0.01, {"type": "response.output_audio.done", "event_id": "ev_020", "response_id": "resp_1",
-                       "item_id": "item_asst1", "output_index": 0, "content_index": 0})
-    add(SERVER, 0.001, {"type": "response.output_audio_transcript.done", "event_id": "ev_021",
-                        "response_id": "resp_1", "item_id": "item_asst1", "output_index": 0, "content_index": 0,
-                        "transcript": "It is mild and sunny in Paris."})
-    add(SERVER, 0.001, {"type": "response.output_item.done", "event_id": "ev_022", "response_id": "resp_1",
-                        "output_index": 0, "item": {"id": "item_asst1", "type": "message", "role": "assistant",
-                                                    "status": "completed",
-                                                    "content": [{"type": "output_audio",
-                                                                 "transcript": "It is mild and sunny in Paris."}]}})
-    add(SERVER, 0.001, {"type": "response.done", "event_id": "ev_023",
-                        "response": {"id": "resp_1", "status": "completed", "output": [{"id": "item_asst1"}],
-                                     "usage": {"total_tokens": 150, "input_tokens": 100, "output_tokens": 50}}})
+        add(
+            SERVER,
+            0.02,
+            {
+                "type": "response.output_audio_transcript.delta",
+                "event_id": f"ev_t{n:02d}",
+                "response_id": "resp_1",
+                "item_id": "item_asst1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": word,
+            },
+        )
+        add(
+            SERVER,
+            0.001,
+            {
+                "type": "response.output_audio.delta",
+                "event_id": f"ev_d{n:02d}",
+                "response_id": "resp_1",
+                "item_id": "item_asst1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": b64(answer[n * step : (n + 1) * step]),
+            },
+        )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "response.output_audio.done",
+            "event_id": "ev_020",
+            "response_id": "resp_1",
+            "item_id": "item_asst1",
+            "output_index": 0,
+            "content_index": 0,
+        },
+    )
+    add(
+        SERVER,
+        0.001,
+        {
+            "type": "response.output_audio_transcript.done",
+            "event_id": "ev_021",
+            "response_id": "resp_1",
+            "item_id": "item_asst1",
+            "output_index": 0,
+            "content_index": 0,
+            "transcript": "It is mild and sunny in Paris.",
+        },
+    )
+    add(
+        SERVER,
+        0.001,
+        {
+            "type": "response.output_item.done",
+            "event_id": "ev_022",
+            "response_id": "resp_1",
+            "output_index": 0,
+            "item": {
+                "id": "item_asst1",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_audio", "transcript": "It is mild and sunny in Paris."}],
+            },
+        },
+    )
+    add(
+        SERVER,
+        0.001,
+        {
+            "type": "response.done",
+            "event_id": "ev_023",
+            "response": {
+                "id": "resp_1",
+                "status": "completed",
+                "output": [{"id": "item_asst1"}],
+                "usage": {"total_tokens": 150, "input_tokens": 100, "output_tokens": 50},
+            },
+        },
+    )
     # turn 2: typed text; the assistant calls a function, the client answers, the assistant replies in text
-    add(CLIENT, 0.5, {"type": "conversation.item.create", "event_id": "cl_100",
-                      "item": {"id": "item_user2", "type": "message", "role": "user",
-                               "content": [{"type": "input_text", "text": "Book a table for two at 8pm."}]}})
-    add(SERVER, 0.01, {"type": "conversation.item.added", "event_id": "ev_100", "previous_item_id": "item_asst1",
-                       "item": {"id": "item_user2", "type": "message", "role": "user", "status": "completed",
-                                "content": [{"type": "input_text", "text": "Book a table for two at 8pm."}]}})
+    add(
+        CLIENT,
+        0.5,
+        {
+            "type": "conversation.item.create",
+            "event_id": "cl_100",
+            "item": {
+                "id": "item_user2",
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Book a table for two at 8pm."}],
+            },
+        },
+    )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "conversation.item.added",
+            "event_id": "ev_100",
+            "previous_item_id": "item_asst1",
+            "item": {
+                "id": "item_user2",
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_text", "text": "Book a table for two at 8pm."}],
+            },
+        },
+    )
     add(CLIENT, 0.01, {"type": "response.create", "event_id": "cl_101"})
-    add(SERVER, 0.12, {"type": "response.created", "event_id": "ev_101",
-                       "response": {"id": "resp_2", "status": "in_progress", "output": []}})
-    add(SERVER, 0.01, {"type": "response.output_item.added", "event_id": "ev_102", "response_id": "resp_2",
-                       "output_index": 0, "item": {"id": "item_call1", "type": "function_call", "status": "in_progress",
-                                                   "name": "book_table", "call_id": "call_1", "arguments": ""}})
-    add(SERVER, 0.001, {"type": "conversation.item.added", "event_id": "ev_103", "previous_item_id": "item_user2",
-                        "item": {"id": "item_call1", "type": "function_call", "status": "in_progress",
-                                 "name": "book_table", "call_id": "call_1", "arguments": ""}})
+    add(
+        SERVER,
+        0.12,
+        {
+            "type": "response.created",
+            "event_id": "ev_101",
+            "response": {"id": "resp_2", "status": "in_progress", "output": []},
+        },
+    )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "response.output_item.added",
+            "event_id": "ev_102",
+            "response_id": "resp_2",
+            "output_index": 0,
+            "item": {
+                "id": "item_call1",
+                "type": "function_call",
+                "status": "in_progress",
+                "name": "book_table",
+                "call_id": "call_1",
+                "arguments": "",
+            },
+        },
+    )
+    add(
+        SERVER,
+        0.001,
+        {
+            "type": "conversation.item.added",
+            "event_id": "ev_103",
+            "previous_item_id": "item_user2",
+            "item": {
+                "id": "item_call1",
+                "type": "function_call",
+                "status": "in_progress",
+                "name": "book_table",
+                "call_id": "call_1",
+                "arguments": "",
+            },
+        },
+    )
     args = '{"people": 2, "time": "20:00"}'
     for n in range(0, len(args), 8):
-        add(SERVER, 0.01, {"type": "response.function_call_arguments.delta", "event_id": f"ev_f{n:02d}",
-                           "response_id": "resp_2", "item_id": "item_call1", "output_index": 0, "call_id": "call_1",
-                           "delta": args[n:n + 8]})
-    add(SERVER, 0.01, {"type": "response.function_call_arguments.done", "event_id": "ev_110", "response_id": "resp_2",
-                       "item_id": "item_call1", "output_index": 0, "call_id": "call_1", "arguments": args})
-    add(SERVER, 0.001, {"type": "response.output_item.done", "event_id": "ev_111", "response_id": "resp_2",
-                        "output_index": 0, "item": {"id": "item_call1", "type": "function_call", "status": "completed",
-                                                    "name": "book_table", "call_id": "call_1", "arguments": args}})
-    add(SERVER, 0.001, {"type": "response.done", "event_id": "ev_112",
-                        "response": {"id": "resp_2", "status": "completed", "output": [{"id": "item_call1"}],
-                                     "usage": {"total_tokens": 80, "input_tokens": 70, "output_tokens": 10}}})
-    add(CLIENT, 0.2, {"type": "conversation.item.create", "event_id": "cl_102",
-                      "item": {"id": "item_out1", "type": "function_call_output", "call_id": "call_1",
-                               "output": '{"booked": true, "table": 12}'}})
-    add(SERVER, 0.01, {"type": "conversation.item.added", "event_id": "ev_120", "previous_item_id": "item_call1",
-                       "item": {"id": "item_out1", "type": "function_call_output", "call_id": "call_1",
-                                "output": '{"booked": true, "table": 12}'}})
+        add(
+            SERVER,
+            0.01,
+            {
+                "type": "response.function_call_arguments.delta",
+                "event_id": f"ev_f{n:02d}",
+                "response_id": "resp_2",
+                "item_id": "item_call1",
+                "output_index": 0,
+                "call_id": "call_1",
+                "delta": args[n : n + 8],
+            },
+        )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "response.function_call_arguments.done",
+            "event_id": "ev_110",
+            "response_id": "resp_2",
+            "item_id": "item_call1",
+            "output_index": 0,
+            "call_id": "call_1",
+            "arguments": args,
+        },
+    )
+    add(
+        SERVER,
+        0.001,
+        {
+            "type": "response.output_item.done",
+            "event_id": "ev_111",
+            "response_id": "resp_2",
+            "output_index": 0,
+            "item": {
+                "id": "item_call1",
+                "type": "function_call",
+                "status": "completed",
+                "name": "book_table",
+                "call_id": "call_1",
+                "arguments": args,
+            },
+        },
+    )
+    add(
+        SERVER,
+        0.001,
+        {
+            "type": "response.done",
+            "event_id": "ev_112",
+            "response": {
+                "id": "resp_2",
+                "status": "completed",
+                "output": [{"id": "item_call1"}],
+                "usage": {"total_tokens": 80, "input_tokens": 70, "output_tokens": 10},
+            },
+        },
+    )
+    add(
+        CLIENT,
+        0.2,
+        {
+            "type": "conversation.item.create",
+            "event_id": "cl_102",
+            "item": {
+                "id": "item_out1",
+                "type": "function_call_output",
+                "call_id": "call_1",
+                "output": '{"booked": true, "table": 12}',
+            },
+        },
+    )
+    add(
+        SERVER,
+        0.01,
+        {
+            "type": "conversation.item.added",
+            "event_id": "ev_120",
+            "previous_item_id": "item_call1",
+            "item": {
+                "id": "item_out1",
+                "type": "function_call_output",
+                "call_id": "call_1",
+                "output": '{"booked": true, "table": 12}',
+            },
+        },
+    )
     return ev
 
 
@@ -171,12 +465,22 @@ def build_db(path: Path, *, extra_sessions: int = 1) -> str:
     with Store(path, create=True) as store:
         for n in range(extra_sessions):
             store.import_session(
-                {"id": f"20251231-0{n}0000-old{n:03d}", "started_at": f"2025-12-31T0{n}:00:00.000Z",
-                 "model": "gpt-4o-realtime-preview", "dialect": "beta", "status": "closed", "label": f"old {n}"},
+                {
+                    "id": f"20251231-0{n}0000-old{n:03d}",
+                    "started_at": f"2025-12-31T0{n}:00:00.000Z",
+                    "model": "gpt-4o-realtime-preview",
+                    "dialect": "beta",
+                    "status": "closed",
+                    "label": f"old {n}",
+                },
                 [Frame(0, 0.0, SERVER, '{"type":"session.created","event_id":"e0","session":{"id":"s"}}')],
             )
-        meta = dict(SESSION_META, client_events=sum(f.direction is CLIENT for f in frames),
-                    server_events=sum(f.direction is SERVER for f in frames), duration=frames[-1].t)
+        meta = dict(
+            SESSION_META,
+            client_events=sum(f.direction is CLIENT for f in frames),
+            server_events=sum(f.direction is SERVER for f in frames),
+            duration=frames[-1].t,
+        )
         return store.import_session(meta, frames)
 
 
@@ -413,8 +717,11 @@ async def test_detail_pane_shows_json_without_audio(db: Path) -> None:
         await pilot.press("2")
         events = screen.query_one(EventList)
         detail = screen.query_one(EventDetail)
-        line = next(n for n, start in enumerate(events.view.starts) if screen.index.rows[start][3] ==
-                    "input_audio_buffer.append")
+        line = next(
+            n
+            for n, start in enumerate(events.view.starts)
+            if screen.index.rows[start][3] == "input_audio_buffer.append"
+        )
         events.cursor = line
         await wait_until(pilot, lambda: "input_audio_buffer.append" in detail.text, what="detail loaded")
         assert '"audio": "<base64 audio, 960 bytes, 20 ms>"' in detail.text
@@ -441,8 +748,9 @@ async def test_jump_between_conversation_and_events(db: Path) -> None:
         events = screen.query_one(EventList)
         assert conv.move_to_item("item_call1")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: tabs.active == "events" and events.view.filter.ids == "item_call1",
-                         what="events of the item")
+        await wait_until(
+            pilot, lambda: tabs.active == "events" and events.view.filter.ids == "item_call1", what="events of the item"
+        )
         call = screen.conversation.by_id["item_call1"]
         assert events.cursor_seq == call.first_seq
         assert all(screen.index.rows[i][ITEM_ID] == "item_call1" for i in events.view.starts)
@@ -484,7 +792,7 @@ async def test_export_wavs_and_play(db: Path, tmp_path: Path, monkeypatch: pytes
     bin_dir.mkdir()
     played = tmp_path / "played.wav"
     fake = bin_dir / "aplay"
-    fake.write_text(f"#!/bin/sh\nfor last; do :; done\n{shutil.which('cp')} \"$last\" {played}\n")
+    fake.write_text(f'#!/bin/sh\nfor last; do :; done\n{shutil.which("cp")} "$last" {played}\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
     app = make_app(db, SESSION_META["id"], export_dir=out)
@@ -507,8 +815,11 @@ async def test_export_wavs_and_play(db: Path, tmp_path: Path, monkeypatch: pytes
         monkeypatch.setenv("PATH", str(tmp_path / "empty"))
         await pilot.press("p")
         await wait_until(pilot, lambda: "no audio player" in screen.last_notice, what="no player")
-    samples = sum(len(base64.b64decode(e["delta"])) // 2 for _d, _t, e in session_events()
-                  if e["type"] == "response.output_audio.delta")
+    samples = sum(
+        len(base64.b64decode(e["delta"])) // 2
+        for _d, _t, e in session_events()
+        if e["type"] == "response.output_audio.delta"
+    )
     with wave.open(str(item_wav)) as w:
         assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (1, RATE, samples)
     with wave.open(str(conv_wav)) as w:
@@ -584,8 +895,9 @@ async def test_help_and_command_palette(db: Path) -> None:
         await wait_until(pilot, lambda: CommandPalette.is_open(app), what="palette")
         await pilot.press(*"timeline")
         commands = app.screen.query_one(CommandList)
-        await wait_until(pilot, lambda: commands.option_count > 0 and commands.highlighted is not None,
-                         what="matching command")
+        await wait_until(
+            pilot, lambda: commands.option_count > 0 and commands.highlighted is not None, what="matching command"
+        )
         assert "Show timeline" in str(commands.get_option_at_index(commands.highlighted).prompt)
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.query_one(TabbedContent).active == "timeline", what="timeline")
@@ -628,11 +940,15 @@ def test_index_views() -> None:
     opened_view = index.view(EventFilter(), frozenset({head}))
     assert len(opened_view) > len(collapsed)
     server_items = index.view(EventFilter(types="conversation.item.*", direction="server", collapse=False))
-    assert {index.rows[s][3] for s in server_items.starts} == {"conversation.item.added",
-                                                               "conversation.item.input_audio_transcription.completed"}
+    assert {index.rows[s][3] for s in server_items.starts} == {
+        "conversation.item.added",
+        "conversation.item.input_audio_transcription.completed",
+    }
     no_deltas = index.view(EventFilter(types="-*.delta -input_audio_buffer.*", collapse=False))
-    assert not any(index.rows[s][3].endswith(".delta") or index.rows[s][3].startswith("input_audio_buffer.")
-                   for s in no_deltas.starts)
+    assert not any(
+        index.rows[s][3].endswith(".delta") or index.rows[s][3].startswith("input_audio_buffer.")
+        for s in no_deltas.starts
+    )
     by_id = index.view(EventFilter(ids="item_u", collapse=False))
     assert {index.rows[s][4] for s in by_id.starts} == {"item_user1", "item_user2"}
     hits = index.view(EventFilter(seqs=frozenset({0, 5, 70}), collapse=False))
@@ -664,17 +980,23 @@ def test_cli_tui_errors_and_lazy_import(tmp_path: Path) -> None:
     import sys
 
     exe = [sys.executable, "-c", "from rtproxy.cli import entry; entry()"]
-    missing = subprocess.run([*exe, "tui", "--db", str(tmp_path / "none.db")], capture_output=True, text=True,
-                             timeout=60)
+    missing = subprocess.run(
+        [*exe, "tui", "--db", str(tmp_path / "none.db")], capture_output=True, text=True, timeout=60
+    )
     assert missing.returncode == 2 and "none.db" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     db = tmp_path / "x.db"
     build_db(db)
-    unknown = subprocess.run([*exe, "tui", "nosuchsession", "--db", str(db)], capture_output=True, text=True,
-                             timeout=60)
+    unknown = subprocess.run(
+        [*exe, "tui", "nosuchsession", "--db", str(db)], capture_output=True, text=True, timeout=60
+    )
     assert unknown.returncode == 2 and "nosuchsession" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1
-    probe = subprocess.run([sys.executable, "-c", "import sys, rtproxy.cli; print('textual' in sys.modules)"],
-                           capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, rtproxy.cli; print('textual' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.stdout.strip() == "False"
 
 
@@ -710,8 +1032,9 @@ async def test_a_missing_session_is_said_not_crashed_on(db: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: type(app.screen).__name__ == "SessionScreen", what="session screen")
         conv = app.screen.query_one(ConversationList)
-        await wait_until(pilot, lambda: "cannot read session 20990101-000000-gone00" in conv.placeholder,
-                         what="the failure shown")
+        await wait_until(
+            pilot, lambda: "cannot read session 20990101-000000-gone00" in conv.placeholder, what="the failure shown"
+        )
         assert app.is_running
         await pilot.press("escape")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "SessionsScreen", what="sessions")

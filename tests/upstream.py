@@ -180,17 +180,30 @@ class Session:
     def _initial_config(self) -> dict[str, Any]:
         if self.beta:
             return {
-                "id": self.up.new_id("sess"), "object": "realtime.session", "model": "gpt-4o-realtime-preview",
-                "modalities": ["text", "audio"], "voice": "alloy", "instructions": "",
-                "input_audio_format": "pcm16", "output_audio_format": "pcm16", "tools": [],
+                "id": self.up.new_id("sess"),
+                "object": "realtime.session",
+                "model": "gpt-4o-realtime-preview",
+                "modalities": ["text", "audio"],
+                "voice": "alloy",
+                "instructions": "",
+                "input_audio_format": "pcm16",
+                "output_audio_format": "pcm16",
+                "tools": [],
                 "turn_detection": None,
-            }  # fmt: skip
+            }
         return {
-            "id": self.up.new_id("sess"), "object": "realtime.session", "type": "realtime", "model": "gpt-realtime",
-            "output_modalities": ["audio"], "instructions": "", "tools": [],
-            "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE}, "turn_detection": None},
-                      "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": "alloy"}},
-        }  # fmt: skip
+            "id": self.up.new_id("sess"),
+            "object": "realtime.session",
+            "type": "realtime",
+            "model": "gpt-realtime",
+            "output_modalities": ["audio"],
+            "instructions": "",
+            "tools": [],
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": RATE}, "turn_detection": None},
+                "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": "alloy"},
+            },
+        }
 
     async def send(self, event: dict[str, Any]) -> None:
         event = {"type": event.pop("type"), "event_id": self.up.new_id("event"), **event}
@@ -241,8 +254,17 @@ class Session:
         try:
             event = orjson.loads(text)
         except orjson.JSONDecodeError:
-            await self.send({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_json",
-                                                        "message": "not JSON", "event_id": None}})  # fmt: skip
+            await self.send(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "invalid_json",
+                        "message": "not JSON",
+                        "event_id": None,
+                    },
+                }
+            )
             return
         if not isinstance(event, dict):
             return
@@ -271,15 +293,28 @@ class Session:
         elif kind == "response.cancel":
             self.cancelled = True
         elif kind == "conversation.item.truncate":
-            await self.send({"type": "conversation.item.truncated", "item_id": event.get("item_id"),
-                             "content_index": event.get("content_index", 0),
-                             "audio_end_ms": event.get("audio_end_ms", 0)})  # fmt: skip
+            await self.send(
+                {
+                    "type": "conversation.item.truncated",
+                    "item_id": event.get("item_id"),
+                    "content_index": event.get("content_index", 0),
+                    "audio_end_ms": event.get("audio_end_ms", 0),
+                }
+            )
         elif kind == "conversation.item.delete":
             await self.send({"type": "conversation.item.deleted", "item_id": event.get("item_id")})
         else:
-            await self.send({"type": "error", "error": {"type": "invalid_request_error", "code": "unknown_event",
-                                                        "message": f"unknown event {kind!r}",
-                                                        "event_id": event.get("event_id")}})  # fmt: skip
+            await self.send(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "unknown_event",
+                        "message": f"unknown event {kind!r}",
+                        "event_id": event.get("event_id"),
+                    },
+                }
+            )
 
     def _merge(self, into: dict[str, Any], patch: dict[str, Any]) -> None:
         for k, v in patch.items():
@@ -301,22 +336,43 @@ class Session:
     async def commit(self) -> None:
         item_id = self.up.new_id("item")
         ms = len(self.buffer) // 2 * 1000 // RATE
-        await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": self.audio_start_ms,
-                         "item_id": item_id})  # fmt: skip
-        await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.audio_start_ms + ms,
-                         "item_id": item_id})  # fmt: skip
+        await self.send(
+            {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.audio_start_ms, "item_id": item_id}
+        )
+        await self.send(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.audio_start_ms + ms, "item_id": item_id}
+        )
         self.audio_start_ms += ms
         self.buffer.clear()
-        await self.send({"type": "input_audio_buffer.committed", "previous_item_id": self.last_item,
-                         "item_id": item_id})  # fmt: skip
-        await self.item_added({"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
-                               "role": "user", "content": [{"type": "input_audio", "transcript": None}]})  # fmt: skip
+        await self.send(
+            {"type": "input_audio_buffer.committed", "previous_item_id": self.last_item, "item_id": item_id}
+        )
+        await self.item_added(
+            {
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "status": "completed",
+                "role": "user",
+                "content": [{"type": "input_audio", "transcript": None}],
+            }
+        )
         words = ["What's", " the", " weather", " in", " Paris?"]
         for w in words:
-            await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": item_id,
-                             "content_index": 0, "delta": w})  # fmt: skip
-        completed = {"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                     "content_index": 0, "transcript": "".join(words)}  # fmt: skip
+            await self.send(
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "delta": w,
+                }
+            )
+        completed = {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": item_id,
+            "content_index": 0,
+            "transcript": "".join(words),
+        }
         if self.up.exact:
             completed["usage"] = {"type": "duration", "seconds": round(ms / 1000, 3)}
         await self.send(completed)
@@ -331,33 +387,66 @@ class Session:
         self.cancelled = False
         rid = self.up.new_id("resp")
         base = {"id": rid, "object": "realtime.response", "output": [], "usage": None, "metadata": None}
-        await self.send({"type": "response.created", "response": {**base, "status": "in_progress",
-                                                                  "status_details": None}})  # fmt: skip
+        await self.send(
+            {"type": "response.created", "response": {**base, "status": "in_progress", "status_details": None}}
+        )
         tools = override.get("tools") or self.config.get("tools") or []
         if tools and getattr(self, "last_type", None) != "function_call_output":
             item = await self.function_call(rid, tools[0].get("name", "tool"))
         else:
             item = await self.message(rid, self._modalities(override))
         status = "cancelled" if self.cancelled else "completed"
-        usage = {"total_tokens": 187, "input_tokens": 120, "output_tokens": 67,
-                 "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 64},
-                 "output_token_details": {"text_tokens": 17, "audio_tokens": 50}}  # fmt: skip
+        usage = {
+            "total_tokens": 187,
+            "input_tokens": 120,
+            "output_tokens": 67,
+            "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 64},
+            "output_token_details": {"text_tokens": 17, "audio_tokens": 50},
+        }
         details = {"type": "cancelled", "reason": "client_cancelled"} if self.cancelled else None
-        await self.send({"type": "response.done", "response": {**base, "status": status, "status_details": details,
-                                                               "output": [item], "usage": usage}})  # fmt: skip
+        await self.send(
+            {
+                "type": "response.done",
+                "response": {**base, "status": status, "status_details": details, "output": [item], "usage": usage},
+            }
+        )
 
     async def function_call(self, rid: str, name: str) -> dict[str, Any]:
         item_id, call_id = self.up.new_id("item"), self.up.new_id("call")
-        item = {"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
-                "name": name, "call_id": call_id, "arguments": ""}  # fmt: skip
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "in_progress",
+            "name": name,
+            "call_id": call_id,
+            "arguments": "",
+        }
         await self.send({"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
         await self.item_added(dict(item))
         args = '{"location": "Paris", "unit": "celsius"}'
         for i in range(0, len(args), 7):
-            await self.send({"type": "response.function_call_arguments.delta", "response_id": rid, "item_id": item_id,
-                             "output_index": 0, "call_id": call_id, "delta": args[i : i + 7]})  # fmt: skip
-        await self.send({"type": "response.function_call_arguments.done", "response_id": rid, "item_id": item_id,
-                         "output_index": 0, "call_id": call_id, "name": name, "arguments": args})  # fmt: skip
+            await self.send(
+                {
+                    "type": "response.function_call_arguments.delta",
+                    "response_id": rid,
+                    "item_id": item_id,
+                    "output_index": 0,
+                    "call_id": call_id,
+                    "delta": args[i : i + 7],
+                }
+            )
+        await self.send(
+            {
+                "type": "response.function_call_arguments.done",
+                "response_id": rid,
+                "item_id": item_id,
+                "output_index": 0,
+                "call_id": call_id,
+                "name": name,
+                "arguments": args,
+            }
+        )
         done = {**item, "status": "completed", "arguments": args}
         await self.send({"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done})
         self.last_type = "function_call"
@@ -366,15 +455,29 @@ class Session:
     async def message(self, rid: str, modalities: list[str]) -> dict[str, Any]:
         item_id = self.up.new_id("item")
         audio = "audio" in modalities
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
-                "role": "assistant", "content": []}  # fmt: skip
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
         await self.send({"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
         await self.item_added(dict(item))
         exact = self.up.exact and not self.beta
         kind = "audio" if audio else ("text" if self.beta or exact else "output_text")
         part: dict[str, Any] = {"type": kind, "transcript": ""} if audio else {"type": kind, "text": ""}
-        await self.send({"type": "response.content_part.added", "response_id": rid, "item_id": item_id,
-                         "output_index": 0, "content_index": 0, "part": dict(part)})  # fmt: skip
+        await self.send(
+            {
+                "type": "response.content_part.added",
+                "response_id": rid,
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "part": dict(part),
+            }
+        )
         words = [w + " " for w in self.up.reply_text.split(" ")]
         words[-1] = words[-1].rstrip()
         ids = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
@@ -386,17 +489,24 @@ class Session:
                 if self.cancelled:
                     break
                 if i < len(words):
-                    await self.send({"type": self.name("response.output_audio_transcript.delta"), **ids,
-                                     "delta": words[i]})  # fmt: skip
-                await self.send({"type": self.name("response.output_audio.delta"), **ids,
-                                 "delta": b64(pcm[i * chunk : (i + 1) * chunk])})  # fmt: skip
+                    await self.send(
+                        {"type": self.name("response.output_audio_transcript.delta"), **ids, "delta": words[i]}
+                    )
+                await self.send(
+                    {
+                        "type": self.name("response.output_audio.delta"),
+                        **ids,
+                        "delta": b64(pcm[i * chunk : (i + 1) * chunk]),
+                    }
+                )
                 await asyncio.sleep(self.up.chunk_delay)  # let a response.cancel in
             for w in words[n_chunks:]:
                 await self.send({"type": self.name("response.output_audio_transcript.delta"), **ids, "delta": w})
             await self.send({"type": self.name("response.output_audio.done"), **ids})
             transcript = "".join(words)
-            await self.send({"type": self.name("response.output_audio_transcript.done"), **ids,
-                             "transcript": transcript})  # fmt: skip
+            await self.send(
+                {"type": self.name("response.output_audio_transcript.done"), **ids, "transcript": transcript}
+            )
             part = {"type": "audio", "transcript": transcript}
         else:
             for w in words:

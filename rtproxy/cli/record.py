@@ -62,9 +62,9 @@ def _banner(host: str, port: int, tls: bool, upstream: str, db: str, cert: Any, 
     _say(f"rtproxy: listening on {wsbase} (and {base} for REST), relaying to {upstream}")
     _say(f"rtproxy: recording to {os.path.abspath(db)}")
     _say("Point your client here (one setting):")
-    _say(f"  openai-python   OPENAI_BASE_URL={base}/v1   or  websocket_base_url=\"{wsbase}/v1\"")
-    _say(f"  openai-agents   model_config={{\"url\": \"{wsbase}/v1/realtime?model=gpt-realtime\"}}")
-    _say(f"  browser         new WebSocket(\"{wsbase}/v1/realtime?model=gpt-realtime\", [...])")
+    _say(f'  openai-python   OPENAI_BASE_URL={base}/v1   or  websocket_base_url="{wsbase}/v1"')
+    _say(f'  openai-agents   model_config={{"url": "{wsbase}/v1/realtime?model=gpt-realtime"}}')
+    _say(f'  browser         new WebSocket("{wsbase}/v1/realtime?model=gpt-realtime", [...])')
     _say(f"  Azure           --upstream https://RESOURCE.openai.azure.com, then {wsbase}/openai/realtime?…")
     if tls:
         _say(f"  Node (wss only) NODE_EXTRA_CA_CERTS={cert} node app.js  with baseURL {base}/v1")
@@ -76,9 +76,15 @@ def _banner(host: str, port: int, tls: bool, upstream: str, db: str, cert: Any, 
 
 
 async def _serve(
-    host: str, port: int, upstream: str, db: str, tls: bool, label: str | None, auth_token: str | None,
+    host: str,
+    port: int,
+    upstream: str,
+    db: str,
+    tls: bool,
+    label: str | None,
+    auth_token: str | None,
     connect_timeout: float,
-) -> None:  # fmt: skip
+) -> None:
     from aiohttp import web
 
     from ..proxy import Proxy
@@ -144,23 +150,55 @@ async def _serve(
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback warns: the proxy forwards your users' credentials.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on; 0 picks a free one (printed on start).")
-@click.option("--upstream", default="https://api.openai.com", show_default=True,
-              help="Server to relay to: http(s) maps to ws(s). Azure: https://RESOURCE.openai.azure.com.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback warns: the proxy forwards your users' credentials.",
+)
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on; 0 picks a free one (printed on start).",
+)
+@click.option(
+    "--upstream",
+    default="https://api.openai.com",
+    show_default=True,
+    help="Server to relay to: http(s) maps to ws(s). Azure: https://RESOURCE.openai.azure.com.",
+)
 @db_option
-@click.option("--tls", is_flag=True,
-              help="Serve wss:// with a self-signed certificate for 127.0.0.1/localhost (the Node SDK needs it).")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve wss:// with a self-signed certificate for 127.0.0.1/localhost (the Node SDK needs it).",
+)
 @click.option("--label", help="A label stored with every session recorded by this run.")
-@click.option("--auth-token", envvar="RTPROXY_AUTH_TOKEN",
-              help="Require this token from clients (X-Rtproxy-Token header, rtproxy_token= query, or "
-                   "rtproxy-token.TOKEN subprotocol). Env: RTPROXY_AUTH_TOKEN.")
-@click.option("--connect-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
-              help="Seconds to wait for the upstream's handshake before answering 504.")
-def proxy(host: str, port: int, upstream: str, db: str, tls: bool, label: str | None, auth_token: str | None,
-          connect_timeout: float) -> None:  # fmt: skip
+@click.option(
+    "--auth-token",
+    envvar="RTPROXY_AUTH_TOKEN",
+    help="Require this token from clients (X-Rtproxy-Token header, rtproxy_token= query, or "
+    "rtproxy-token.TOKEN subprotocol). Env: RTPROXY_AUTH_TOKEN.",
+)
+@click.option(
+    "--connect-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds to wait for the upstream's handshake before answering 504.",
+)
+def proxy(
+    host: str,
+    port: int,
+    upstream: str,
+    db: str,
+    tls: bool,
+    label: str | None,
+    auth_token: str | None,
+    connect_timeout: float,
+) -> None:
     """Run the recording proxy.
 
     Every WebSocket frame and REST call your client sends to this address is

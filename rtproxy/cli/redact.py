@@ -47,8 +47,10 @@ def redact_session(db: str, ref: str, output: str | None) -> tuple[str, Redactor
                 raise InputError(f"cannot write {output}: {e.strerror or e}") from e
             return sid, redactor
         if reader.session(sid).get("status") == "open":
-            raise InputError(f"session {sid} is still being recorded (status open); redact it once it has ended, "
-                             "or write a redacted copy with -o")  # fmt: skip
+            raise InputError(
+                f"session {sid} is still being recorded (status open); redact it once it has ended, "
+                "or write a redacted copy with -o"
+            )
         with open_store(db) as writer:  # a second connection: the reader streams from its own snapshot
             try:
                 writer.conn.execute("PRAGMA secure_delete=ON")

@@ -44,9 +44,12 @@ async def _serve(
     shown = f"[{host}]" if ":" in host else host
     base = f"{scheme}://{shown}:{bound}"
     _say(f"rtproxy: replaying {script.source} on {base} (websocket_base_url={base}/v1)")
-    _say(f"rtproxy: {len(script.steps)} client turns, {script.server_events} server events; "
-         f"match {match}, pace {pace}" + (f" x{speed:g}" if pace == "recorded" else "")
-         + ("; exits after the first connection" if once else "; Ctrl-C stops"))  # fmt: skip
+    _say(
+        f"rtproxy: {len(script.steps)} client turns, {script.server_events} server events; "
+        f"match {match}, pace {pace}"
+        + (f" x{speed:g}" if pace == "recorded" else "")
+        + ("; exits after the first connection" if once else "; Ctrl-C stops")
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -107,8 +110,19 @@ async def _serve(
 )
 @click.option("--once", is_flag=True, help="Exit after the first connection closes (for CI scripts).")
 @click.option("--tls", is_flag=True, help="Serve wss:// with rtproxy's self-signed certificate (as the proxy does).")
-def replay(recording: Path | None, db: str, session_ref: str | None, host: str, port: int, pace: str, speed: float,
-           match: str, report_path: Path | None, once: bool, tls: bool) -> int:  # fmt: skip
+def replay(
+    recording: Path | None,
+    db: str,
+    session_ref: str | None,
+    host: str,
+    port: int,
+    pace: str,
+    speed: float,
+    match: str,
+    report_path: Path | None,
+    once: bool,
+    tls: bool,
+) -> int:
     """Serve a recording as a fake Realtime server, for offline tests.
 
     RECORDING is a JSONL file (`rtproxy export`); or give --session to replay

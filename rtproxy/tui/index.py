@@ -34,6 +34,7 @@ ITEM_ID: Final = 4
 RESPONSE_ID: Final = 5
 SIZE: Final = 6
 
+
 def is_run_type(event_type: str | None) -> bool:
     """Streamed events (``*.delta``, audio appends) that fold into runs, as in `rtproxy show --events`."""
     return event_type is not None and collapsible(event_type)

@@ -38,8 +38,12 @@ def response_line(r: ResponseView) -> Text:
         line.append(f" ({reason})", style=status_style)
     if r.usage:
         line.append(f" · {tokens(r.usage)}", style="dim")
-    for key, label in (("created", "created"), ("first_audio", "first audio"), ("first_delta", "first delta"),
-                       ("done", "done")):
+    for key, label in (
+        ("created", "created"),
+        ("first_audio", "first audio"),
+        ("first_delta", "first delta"),
+        ("done", "done"),
+    ):
         ms = r.latency_ms.get(key)
         if ms is not None and not (key == "first_delta" and r.latency_ms.get("first_audio") is not None):
             line.append(f" · {label} {ms_text(ms)}", style="dim")
@@ -84,8 +88,11 @@ def item_lines(item: ItemView, conv: ConversationView, console: Console, width: 
     lines = [head]
     body: list[Text] = []
     if item.type == "function_call":
-        body.append(Text(f"  {item.name or '?'}(", style="yellow") + Text(f"call_id={item.call_id}", style="dim")
-                    + Text(")", style="yellow"))
+        body.append(
+            Text(f"  {item.name or '?'}(", style="yellow")
+            + Text(f"call_id={item.call_id}", style="dim")
+            + Text(")", style="yellow")
+        )
         body.extend(_json_lines(item.arguments or "", console, width))
         if item.output is not None:
             body.append(Text("  → output", style="yellow"))

@@ -18,8 +18,13 @@ SEGMENTS = (
     ("done", "first_audio", "done", "green"),
 )
 LEGEND = Text.assemble(
-    ("trigger ", "dim"), ("━━", "yellow"), (" created ", "dim"), ("━━", "blue"), (" first audio/text ", "dim"),
-    ("━━", "green"), (" done", "dim"),
+    ("trigger ", "dim"),
+    ("━━", "yellow"),
+    (" created ", "dim"),
+    ("━━", "blue"),
+    (" first audio/text ", "dim"),
+    ("━━", "green"),
+    (" done", "dim"),
 )
 
 
@@ -63,8 +68,11 @@ def timeline_text(conv: ConversationView) -> Text:
     out = Text()
     out.append_text(LEGEND)
     out.append(f"   full bar = {ms_text(scale)}\n\n", style="dim")
-    out.append(f"{'#':>4} {'t (s)':>8}  {'trigger':<18} {'latency':<{BAR_WIDTH}} {'1st audio':>9} {'done':>8} "
-               f"{'tokens':>7}  status\n", style="bold")
+    out.append(
+        f"{'#':>4} {'t (s)':>8}  {'trigger':<18} {'latency':<{BAR_WIDTH}} {'1st audio':>9} {'done':>8} "
+        f"{'tokens':>7}  status\n",
+        style="bold",
+    )
     for n, r in enumerate(responses, 1):
         points = _points(r)
         d = r.latency_ms.get("done")
