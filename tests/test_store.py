@@ -1,4 +1,4 @@
-"""The Recorder: its ring, its writer's batching and commit window, overflow, crash marking, file mode.
+"""The Recorder: overflow, crash marking, file mode (its transport and writer process: test_recorder.py).
 
 Real SQLite files in tmp_path throughout; the writer runs in-process (``flush``
 and ``close`` without ``start``) except where a test is about the writer
@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtproxy.protocol import Direction
-from rtproxy.recorder import _BINARY, _TAKEN, CONTROL, FRAME, Ring, Writer, event_row
+from rtproxy.recorder import event_row
 from rtproxy.store import Recorder, Store, connect, frame_row, mark_interrupted
 
 
@@ -110,60 +110,10 @@ def test_the_writers_rows_are_the_stores_rows(data: str | bytes) -> None:
     assert event_row("s", 3, 0.5, "client", data, size) == frame_row("s", 3, 0.5, "client", data)
 
 
-def test_the_ring_wraps_keeps_order_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
-    """Records of every size go round a small ring many times, in order and intact; a full ring refuses, whole."""
-    ring, file = Ring.create(4096)
-    try:
-        sent: list[bytes] = []
-        taken: list[bytes] = []
-        for i in range(2000):
-            payload = bytes([i % 251]) * (i * 7 % 900)
-            if not ring.put(FRAME, _BINARY, b"sess", i, i / 2, payload):
-                taken += [r[5] for r in ring.take()]
-                assert ring.put(FRAME, _BINARY, b"sess", i, i / 2, payload)
-            sent.append(payload)
-        taken += [r[5] for r in ring.take(max_records=10_000)]
-        assert taken == sent
-        assert not ring.put(FRAME, 0, b"s", 0, 0.0, b"x" * 5000)  # larger than the ring
-        while ring.put(CONTROL, 0, b"", 0, 0.0, b"y" * 100):
-            pass
-        before = ring.wpos
-        assert not ring.put(FRAME, 0, b"s", 0, 0.0, b"z" * 100) and ring.wpos == before
-    finally:
-        ring.close()
-        file.close()
 
 
-def test_a_read_position_caught_mid_store_never_makes_a_ring_with_room_look_full(tmp_path: Path) -> None:
-    """A record put while the consumer's published read position reads 0 (as another process sees the word
-    half-way through a store) goes in, lap after lap and across the wrap, as long as the ring has room."""
-    ring, file = Ring.create(4096)
-    try:
-        for i in range(0, 80, 2):  # 80 records of 568 bytes: 11 laps of the 4 KiB ring, wrapping at 7 offsets
-            assert ring.put(FRAME, _BINARY, b"sess", i, 0.0, bytes([i]) * 520)
-            ring.set_counter(1, 0)  # the word as the producer may read it while the consumer stores it
-            assert ring.put(FRAME, _BINARY, b"sess", i + 1, 0.0, bytes([i + 1]) * 520), f"refused record {i + 1}"
-            assert [r[5] for r in ring.take()] == [bytes([i]) * 520, bytes([i + 1]) * 520]
-        assert ring.wpos > 10 * ring.capacity
-    finally:
-        ring.close()
-        file.close()
 
 
-def test_frames_taken_caught_mid_store_never_count_against_max_frames(tmp_path: Path) -> None:
-    """A frames-taken word that reads 0 for a moment (the writer half-way through storing it) does not make the
-    proxy think max_frames frames are waiting: nothing is dropped and every frame is recorded."""
-    db = tmp_path / "rt.db"
-    rec = Recorder(str(db), max_frames=5)
-    sid = rec.open_session()
-    assert all(rec.record_frame(sid, i, 0.0, "server", "{}") for i in range(4))
-    assert rec.flush()  # all four taken and written
-    assert rec.record_frame(sid, 4, 0.0, "server", "{}")
-    rec._ring.set_counter(_TAKEN, 0)
-    assert [rec.record_frame(sid, i, 0.0, "server", "{}") for i in range(5, 8)] == [True] * 3
-    assert rec.dropped_for(sid) == 0
-    rec.close()
-    assert [r[0] for r in rows(db, "SELECT seq FROM events ORDER BY seq")] == list(range(8))
 
 
 def test_a_full_queue_drops_frames_counts_them_and_marks_the_session(tmp_path: Path) -> None:
@@ -198,29 +148,6 @@ def test_max_frames_bounds_the_queue_by_count_too(tmp_path: Path) -> None:
     rec.close()
 
 
-def test_the_writer_commits_at_least_every_interval_while_busy_and_at_once_when_idle(tmp_path: Path) -> None:
-    """Batches are inserted without a commit until the commit interval passes (or the queue runs empty)."""
-    db = tmp_path / "rt.db"
-    connect(str(db)).close()
-    ring, file = Ring.create(1 << 20)
-    now = [0.0]
-    writer = Writer(str(db), ring, lambda kind, text: None, commit_interval=0.05, clock=lambda: now[0])
-    try:
-        for seq in range(600):
-            assert ring.put(FRAME, 0, b"s", seq, 0.0, event("x").encode())
-
-        def visible() -> int:
-            return int(rows(db, "SELECT count(*) FROM events")[0][0])
-
-        assert writer.step() and visible() == 0  # 256 inserted, not committed: the interval has not passed
-        now[0] = 0.06
-        assert writer.step() and visible() == 512  # busy, but the interval passed: committed
-        assert writer.step() and visible() == 512  # the last 88, within the new interval
-        assert not writer.step() and visible() == 600  # the queue ran empty: committed at once
-    finally:
-        writer.conn.close()
-        ring.close()
-        file.close()
 
 
 def test_the_writer_process_records_without_a_flush_and_stops_in_order(tmp_path: Path) -> None:

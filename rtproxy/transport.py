@@ -1,0 +1,347 @@
+"""How recorded frames travel from the proxy's event loop to the writer process: batches over a pipe.
+
+Nothing is shared between the two processes but an OS pipe (the writer's
+stdin), so the ordering that matters comes from the kernel, on any CPU and
+OS: every byte a ``write()`` put into the pipe is visible, in order, to the
+``read()`` that returns it (POSIX pipes and Windows anonymous pipes alike).
+No shared memory, no memory barriers to get right, and nothing on disk: a
+pipe lives in kernel memory, so no unredacted frame ever lands in a file.
+
+Publication protocol
+--------------------
+
+1. The proxy *encodes* each record (a frame, or a pickled control such as a
+   new session) as ``_RECORD`` header + session id + payload, and appends it
+   to the open batch in memory (:class:`BatchBuilder`). The first record of a
+   batch asks the event loop to *seal* it on its next turn, so one batch holds
+   everything one loop tick recorded.
+2. Sealing prepends the batch header (``_BATCH``: magic, batch number, body
+   length, record count) and hands the whole batch, as one ``bytes``, to a
+   *sender*. A batch is either written completely or not at all from the
+   writer's point of view: the reader waits until the body length it was
+   promised has arrived.
+3. The sender writes batches to the pipe in the order they were sealed.
+   :class:`LoopSender` (the fast path, POSIX event loops): a non-blocking
+   ``write()`` from the loop itself; what the pipe cannot take at once waits
+   in the sender's backlog and is written when the loop says the pipe is
+   writable again. :class:`ThreadSender` (the portable path, any OS and any
+   event loop, Windows' proactor included): a thread does blocking writes from
+   a queue. Both count the bytes not yet in the pipe (``backlog``) so the
+   recorder can bound its memory.
+4. The writer reads the pipe in chunks (:class:`BatchReader` reassembles
+   batches from them), stores a batch's records, and after each commit tells
+   the proxy, over its stdout, the number of the last batch the commit covers.
+   Until then the proxy keeps the batch's controls (to send again to a new
+   writer if this one dies) and its per-session frame counts (to count as
+   unrecorded what a dead writer took with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+
+#: A record: kind, flags, session-id length, payload length, seq, t (seconds); then session id and payload.
+RECORD = struct.Struct("<BBHIQd")
+#: A batch: magic, batch number, body length, record count; then the records.
+BATCH = struct.Struct("<4sQII")
+MAGIC = b"RTB1"
+FRAME, CONTROL = 1, 2
+SERVER, BINARY = 1, 2
+#: The largest batch the reader accepts (a frame is at most 16 MiB; a batch a little more than its frames).
+MAX_BATCH = 1 << 30
+
+
+class TransportError(Exception):
+    """The pipe carried bytes that are not a batch (a bug, never the wire's fault)."""
+
+
+def encode_record(kind: int, flags: int, sid: bytes, seq: int, t: float, payload: bytes) -> bytes:
+    return RECORD.pack(kind, flags, len(sid), len(payload), seq, t) + sid
+
+
+class BatchBuilder:
+    """The open batch: encoded records, their count and size, frames per session, and its controls."""
+
+    __slots__ = ("parts", "records", "nbytes", "frames", "controls")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.records = 0
+        self.nbytes = 0
+        self.frames: dict[str, int] = {}
+        self.controls: list[bytes] = []
+
+    def add_frame(self, sid: str, flags: int, seq: int, t: float, payload: bytes) -> None:
+        sid_bytes = sid.encode()
+        self.parts.append(RECORD.pack(FRAME, flags, len(sid_bytes), len(payload), seq, t) + sid_bytes)
+        self.parts.append(payload)
+        self.records += 1
+        self.nbytes += len(payload)
+        frames = self.frames
+        frames[sid] = frames.get(sid, 0) + 1
+
+    def add_control(self, pickled: bytes) -> None:
+        self.parts.append(RECORD.pack(CONTROL, 0, 0, len(pickled), 0, 0.0))
+        self.parts.append(pickled)
+        self.records += 1
+        self.nbytes += len(pickled)
+        self.controls.append(pickled)
+
+    def seal(self, number: int) -> bytes:
+        body = b"".join(self.parts)
+        return BATCH.pack(MAGIC, number, len(body), self.records) + body
+
+
+Record = tuple[int, int, str, int, float, "str | bytes"]
+
+
+def decode_batch(body: memoryview | bytes, count: int) -> Iterator[tuple[int, int, str, int, float, memoryview]]:
+    """The records of one batch body: (kind, flags, session id, seq, t, payload view)."""
+    view = memoryview(body)
+    off, size, unpack = 0, RECORD.size, RECORD.unpack_from
+    for _ in range(count):
+        kind, flags, nsid, n, seq, t = unpack(view, off)
+        off += size
+        sid = str(view[off : off + nsid], "utf-8")
+        off += nsid
+        yield kind, flags, sid, seq, t, view[off : off + n]
+        off += n
+    if off != len(view):
+        raise TransportError(f"batch body of {len(view)} bytes held {off} bytes of records")
+
+
+class BatchReader:
+    """Reassembles batches from the chunks a pipe read returns."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[tuple[int, int, bytes]]:
+        """Add a chunk; return the batches now complete, as (number, record count, body)."""
+        buf = self.buf
+        buf += chunk
+        out: list[tuple[int, int, bytes]] = []
+        pos, head = 0, BATCH.size
+        while len(buf) - pos >= head:
+            magic, number, length, count = BATCH.unpack_from(buf, pos)
+            if magic != MAGIC or length > MAX_BATCH:
+                raise TransportError(f"not a batch at byte {pos}: {bytes(buf[pos : pos + 8])!r}")
+            if len(buf) - pos - head < length:
+                break
+            out.append((number, count, bytes(buf[pos + head : pos + head + length])))
+            pos += head + length
+        if pos:
+            del buf[:pos]
+        return out
+
+
+# --- senders -------------------------------------------------------------------------
+
+
+class Sender:
+    """Writes sealed batches to a pipe, in order, never blocking the caller's event loop."""
+
+    #: Bytes handed to the sender and not yet written into the pipe.
+    backlog: int = 0
+
+    def send(self, batch: bytes) -> None:
+        raise NotImplementedError
+
+    def drain(self, timeout: float) -> bool:
+        """Write everything still waiting (blocking, for shutdown); True if nothing is left."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class LoopSender(Sender):
+    """The fast path: non-blocking writes from the event loop, the rest when the loop says the pipe has room.
+
+    ``send`` may be called from any thread while holding the recorder's lock (which also serialises sends): a
+    batch goes straight into the pipe when nothing is waiting, else behind what is; only the loop drains the
+    backlog (``add_writer``), asked from other threads through ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, lock: threading.Lock, on_broken: Callable[[], None]):
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.loop = loop
+        self.lock = lock
+        self.on_broken = on_broken
+        self.waiting: deque[memoryview] = deque()
+        self.backlog = 0
+        self.watching = False
+        self.broken = False
+
+    def send(self, batch: bytes) -> None:  # caller holds self.lock
+        if self.broken:
+            return
+        if not self.waiting:
+            try:
+                done = os.write(self.fd, batch)
+            except BlockingIOError:
+                done = 0
+            except OSError:
+                self._broke()
+                return
+            if done == len(batch):
+                return
+            rest = memoryview(batch)[done:]
+        else:
+            rest = memoryview(batch)
+        self.waiting.append(rest)
+        self.backlog += len(rest)
+        self._watch()
+
+    def _watch(self) -> None:
+        if self.watching:
+            return
+        self.watching = True
+        try:
+            if _in_loop(self.loop):
+                self.loop.add_writer(self.fd, self._writable)
+            else:
+                self.loop.call_soon_threadsafe(self.loop.add_writer, self.fd, self._writable)
+        except RuntimeError:  # the loop is closed: shutdown drains what is left
+            self.watching = False
+
+    def _writable(self) -> None:
+        with self.lock:
+            self._write_some()
+            if not self.waiting or self.broken:
+                self.loop.remove_writer(self.fd)
+                self.watching = False
+
+    def _write_some(self) -> None:
+        waiting = self.waiting
+        while waiting:
+            head = waiting[0]
+            try:
+                done = os.write(self.fd, head)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._broke()
+                return
+            self.backlog -= done
+            if done < len(head):
+                waiting[0] = head[done:]
+                return
+            waiting.popleft()
+
+    def _broke(self) -> None:
+        self.broken = True
+        self.waiting.clear()
+        self.backlog = 0
+        self.on_broken()
+
+    def in_loop(self) -> bool:
+        """Is the caller the loop this sender writes from?"""
+        return _in_loop(self.loop)
+
+    def drain(self, timeout: float) -> bool:
+        with self.lock:
+            if self.watching:
+                try:
+                    if _in_loop(self.loop):
+                        self.loop.remove_writer(self.fd)
+                    else:
+                        self.loop.call_soon_threadsafe(self.loop.remove_writer, self.fd)
+                except RuntimeError:
+                    pass
+                self.watching = False
+            if not self.waiting or self.broken:
+                return True
+            os.set_blocking(self.fd, True)
+            try:
+                while self.waiting and not self.broken:
+                    head = self.waiting.popleft()
+                    os.write(self.fd, head)  # a pipe write of a blocking fd writes all of it
+                    self.backlog -= len(head)
+            except OSError:
+                self._broke()
+            return not self.waiting
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+class ThreadSender(Sender):
+    """The portable path: a thread writes batches with blocking writes (any OS, any event loop)."""
+
+    def __init__(self, fd: int, on_broken: Callable[[], None]) -> None:
+        self.fd = fd
+        self.on_broken = on_broken
+        self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.backlog = 0
+        self.broken = False
+        self.idle = threading.Event()
+        self.idle.set()
+        self.count_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="rtproxy-recorder-sender", daemon=True)
+        self.thread.start()
+
+    def send(self, batch: bytes) -> None:
+        if self.broken:
+            return
+        with self.count_lock:
+            self.backlog += len(batch)
+            self.idle.clear()
+        self.queue.put(batch)
+
+    def _run(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            if not self.broken:
+                try:
+                    view, done = memoryview(batch), 0
+                    while done < len(batch):
+                        done += os.write(self.fd, view[done:])
+                except OSError:
+                    self.broken = True
+                    self.on_broken()
+            with self.count_lock:
+                self.backlog -= len(batch)
+                if self.backlog == 0:
+                    self.idle.set()
+
+    def drain(self, timeout: float) -> bool:
+        return self.idle.wait(timeout) or self.broken
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(5.0)
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def fast_path_available(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Can batches be written from this loop without a thread? (POSIX, a selector-based loop)"""
+    if loop is None or os.name == "nt":
+        return False
+    try:
+        loop.add_writer  # noqa: B018 - the proactor loop has it but raises NotImplementedError when used
+    except AttributeError:
+        return False
+    return not isinstance(loop, getattr(asyncio, "ProactorEventLoop", ()))

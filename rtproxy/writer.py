@@ -1,0 +1,425 @@
+"""The writer: a process of its own that stores what the proxy recorded, in batches, in SQLite.
+
+It reads batches from its stdin (see :mod:`rtproxy.transport` for the
+protocol), extracts type and ids, masks key-shaped strings, inserts with
+``executemany`` and commits at least every ``commit_interval`` while there is
+work, and soon after the pipe runs dry. After each commit it tells the proxy,
+on its stdout, which batch the commit covered (``C``), which barriers are done
+(``B``), and any error (``E``). When the proxy goes away its stdin ends: it
+stores what it still holds, commits and exits. It runs at a lower CPU
+priority where the OS lets it come back up (Linux), so it never takes a core
+the proxy wants while it keeps up.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .protocol import dialect_from_event, parse_event, redact_bytes, redact_text
+from .store import INSERT_EVENT, connect, describe
+from .transport import BINARY, CONTROL, FRAME, SERVER, BatchReader, decode_batch
+
+Record = tuple[int, int, str, int, float, Any]
+
+
+def _may_hold_key(text: str) -> bool:
+    """Is ``sk-`` or ``ek_`` anywhere in text? (memchr for the rare '-' and '_', not a 3-byte scan)"""
+    for sep, prefix in (("-", "sk"), ("_", "ek")):
+        i = text.find(sep, 2)
+        while i != -1:
+            if text[i - 2 : i] == prefix:
+                return True
+            i = text.find(sep, i + 1)
+    return False
+
+
+def event_row(session_id: str, seq: int, t: float, direction: str, data: str | bytes, size: int) -> tuple[Any, ...]:
+    """The `events` row for a frame of `size` bytes, as :func:`rtproxy.store.frame_row` makes it, faster."""
+    if isinstance(data, str):
+        if _may_hold_key(data):
+            data = redact_text(data)
+        typ, eid, iid, rid = describe(data)
+        return (session_id, seq, t, direction, typ, eid, iid, rid, size, data, None)
+    return (session_id, seq, t, direction, None, None, None, None, size, None, redact_bytes(data))
+
+
+def decode_records(count: int, body: bytes) -> list[Record]:
+    """A batch body as records: text frames as str, binary frames as bytes, controls unpickled."""
+    out: list[Record] = []
+    for kind, flags, sid, seq, t, view in decode_batch(body, count):
+        if kind == CONTROL:
+            data: Any = pickle.loads(view)
+        elif flags & BINARY:
+            data = bytes(view)
+        else:
+            data = str(view, "utf-8", "surrogatepass")
+        out.append((kind, flags, sid, seq, t, data))
+    return out
+
+
+class Writer:
+    """Writes records to SQLite in transactions.
+
+    A failed write (a full disk, say) loses the frames of that transaction,
+    counted on their sessions (``unrecorded``); the sessions, updates and REST
+    exchanges in it are kept and written again once the database takes them.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        report: Callable[[str, str], None],
+        commit_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self.report = report
+        self.commit_interval = commit_interval
+        self.conn = connect(path)
+        self.sniffing: dict[str, dict[str, Any]] = {}  # sessions whose dialect is not known yet
+        self.stopping = False
+        self.txn_started: float | None = None
+        self.written = self.written_bytes = self.lost = 0
+        self.batch = 0  # the last batch written into the open transaction
+        self.txn_frames: dict[str, int] = {}  # frames per session in the open transaction
+        self.txn_bytes = 0
+        self.txn_controls: list[tuple[Any, ...]] = []  # what to write again if the transaction fails
+        self.retry: list[tuple[Any, ...]] = []
+        self.lost_by: dict[str, int] = {}  # frames lost to failed writes, per session
+        self.parent_unrecorded: dict[str, int] = {}  # the proxy's own count of dropped frames
+        self.barriers: list[int] = []
+        self.last_error = ""
+
+    # -- what the process loop calls --
+
+    def write_batch(self, number: int, records: list[Record]) -> None:
+        """Insert one batch's records into the open transaction."""
+        if self.txn_started is None:
+            self.txn_started = self.clock()
+        self.write(records)
+        self.batch = number
+
+    def due(self) -> bool:
+        """Is a commit due (barriers waiting, or the transaction older than the commit interval)?"""
+        if self.barriers:
+            return True
+        return self.txn_started is not None and self.clock() - self.txn_started >= self.commit_interval
+
+    @property
+    def open(self) -> bool:
+        return self.txn_started is not None or bool(self.barriers) or bool(self.retry)
+
+    def write(self, records: list[Record]) -> None:
+        todo: list[Record] = [(CONTROL, 0, "", 0, 0.0, op) for op in self.retry] + records
+        self.retry = []
+        sniffing = self.sniffing
+        rows: list[tuple[Any, ...]] = []
+        k = 0
+        try:
+            while k < len(todo):
+                kind, flags, sid, seq, t, data = todo[k]
+                if kind == FRAME:
+                    size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+                    row = event_row(sid, seq, t, "server" if flags & SERVER else "client", data, size)
+                    rows.append(row)
+                    if sid in sniffing and row[4] is not None:
+                        self._sniff(row)
+                    k += 1
+                    continue
+                self._insert(rows)
+                rows = []
+                self._control(data)
+                k += 1
+            self._insert(rows)
+            rows = []
+        except sqlite3.Error as e:
+            self._failed(e, rows, todo[k:])
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        self.conn.executemany(INSERT_EVENT, rows)
+        counts = self.txn_frames
+        for row in rows:
+            counts[row[0]] = counts.get(row[0], 0) + 1
+            self.txn_bytes += row[8]
+
+    def commit(self) -> None:
+        """Commit the open transaction; say which batch it covered and which barriers are done."""
+        if self.retry:
+            self.write([])
+        try:
+            self.conn.commit()
+        except sqlite3.Error as e:
+            self._failed(e, [], [])
+        else:
+            self.written += sum(self.txn_frames.values())
+            self.written_bytes += self.txn_bytes
+            self.last_error = ""
+        self.txn_frames.clear()
+        self.txn_bytes = 0
+        self.txn_controls.clear()
+        self.txn_started = None
+        self.report("C", f"{self.batch} {self.written} {self.written_bytes} {self.lost}")
+        for barrier in self.barriers:  # done: everything before it is on disk or counted as lost
+            self.report("B", str(barrier))
+        self.barriers.clear()
+
+    def _failed(self, error: sqlite3.Error, rows: list[tuple[Any, ...]], rest: list[Record]) -> None:
+        """Roll back; count the frames lost per session; keep every control to write again."""
+        try:
+            self.conn.rollback()
+        except sqlite3.Error:
+            pass
+        lost = dict(self.txn_frames)
+        for sid in [r[0] for r in rows] + [r[2] for r in rest if r[0] == FRAME]:
+            lost[sid] = lost.get(sid, 0) + 1
+        retry = list(self.txn_controls)
+        for record in rest:
+            if record[0] == CONTROL:
+                op = record[5]
+                if op[0] == "barrier":
+                    self.barriers.append(op[1])
+                elif op[0] == "stop":
+                    self.stopping = True
+                else:
+                    retry.append(op)
+        for sid, n in lost.items():
+            self.lost_by[sid] = self.lost_by.get(sid, 0) + n
+            retry.append(("lost", sid))
+        self.lost += sum(lost.values())
+        self.retry = retry + self.retry
+        self.txn_frames.clear()
+        self.txn_bytes = 0
+        self.txn_controls.clear()
+        message = f"recording failed, frames not written: {error}"
+        if message != self.last_error:
+            self.last_error = message
+            self.report("E", message)
+
+    def _control(self, op: tuple[Any, ...]) -> None:
+        kind = op[0]
+        if kind == "barrier":
+            self.barriers.append(op[1])
+            return
+        if kind == "stop":
+            self.stopping = True
+            return
+        self.txn_controls.append(op)
+        if kind == "session":
+            self._insert_session(op[1])
+        elif kind == "update":
+            self._update_session(op[1], op[2])
+        elif kind == "http":
+            self._insert_row("http", op[1])
+        elif kind == "lost":
+            self._update_session(op[1], {})
+
+    def _sniff(self, row: tuple[Any, ...]) -> None:
+        """Learn a session's dialect (and model) from the events it carries."""
+        sid, typ = row[0], row[4]
+        state = self.sniffing[sid]
+        event = parse_event(row[9]) if typ in ("session.created", "session.updated") else None
+        if event is not None and not state.get("model"):
+            session = event.get("session")
+            if isinstance(session, dict) and isinstance(session.get("model"), str):
+                state["model"] = session["model"]
+                self._update_session(sid, {"model": session["model"]})
+        dialect = dialect_from_event(typ, event)
+        if dialect is not None:
+            self._update_session(sid, {"dialect": dialect.value})
+            del self.sniffing[sid]
+
+    def _insert_session(self, fields: dict[str, Any]) -> None:
+        if fields.get("status") == "open" and not fields.get("dialect"):
+            self.sniffing[fields["id"]] = {"model": fields.get("model")}
+        # OR IGNORE, never OR REPLACE: a session sent again to a new writer (its first one died after the commit
+        # but before saying so) is already there; no insert ever replaces another session's row.
+        self._insert_row("sessions", fields, "INSERT OR IGNORE")
+
+    def _update_session(self, session_id: str, fields: dict[str, Any]) -> None:
+        if fields.get("status") not in (None, "open"):
+            self.sniffing.pop(session_id, None)
+        if "unrecorded" in fields:
+            self.parent_unrecorded[session_id] = fields["unrecorded"]
+        if session_id in self.lost_by:  # the proxy's drops plus what failed writes lost
+            fields = {**fields, "unrecorded": self.parent_unrecorded.get(session_id, 0) + self.lost_by[session_id]}
+        if fields:
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            self.conn.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*fields.values(), session_id))
+
+    def _insert_row(self, table: str, fields: dict[str, Any], verb: str = "INSERT") -> None:
+        cols, marks = ", ".join(fields), ", ".join("?" for _ in fields)
+        self.conn.execute(f"{verb} INTO {table} ({cols}) VALUES ({marks})", tuple(fields.values()))
+
+
+# --- CPU priority ----------------------------------------------------------------------
+
+
+def lower_priority(priority: str) -> None:
+    """Make the writer yield the CPU to the proxy where the OS allows it; ``normal`` (the portable choice, and
+    the only one on Windows) leaves it alone.
+
+    ``batch``: nice 19 and SCHED_BATCH (Linux), so that waking up never preempts the proxy, yet it keeps a small
+    share on a busy machine. ``idle``: SCHED_IDLE, only CPU time nothing else wants. ``low``: nice 19 only.
+    ``adaptive`` is handled by :class:`AdaptivePriority`.
+    """
+    try:
+        if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        if priority == "batch" and hasattr(os, "SCHED_BATCH"):
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        if priority != "normal" and hasattr(os, "nice"):
+            os.nice(19)
+    except OSError:
+        pass
+
+
+def may_leave_idle() -> bool:
+    """Can this process move from SCHED_IDLE back to a normal policy? (Linux: root, or RLIMIT_NICE allows it)"""
+    if not hasattr(os, "SCHED_IDLE") or not hasattr(os, "SCHED_BATCH"):
+        return False
+    if os.geteuid() == 0:
+        return True
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NICE)[0]
+        return soft == resource.RLIM_INFINITY or soft >= 20 - os.getpriority(os.PRIO_PROCESS, 0)
+    except (ImportError, AttributeError, OSError):
+        return False
+
+
+class AdaptivePriority:
+    """SCHED_IDLE while the writer keeps up, so it never takes a core the proxy wants; SCHED_BATCH at the
+    proxy's own nice value once it falls behind (a backlog over ``high`` bytes, or frames waiting longer than
+    ``patience`` seconds: a machine busy with other work must not starve it), back to idle once it has caught
+    up. Only where the process may leave SCHED_IDLE again (Linux, privileged or RLIMIT_NICE); elsewhere the
+    writer runs at normal priority (it must never starve)."""
+
+    def __init__(self, capacity: int, patience: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+        self.high = capacity // 8  # of the bytes the writer may have waiting
+        self.patience = patience
+        self.clock = clock
+        self.urgent = False
+        self.behind_since: float | None = None
+        self.enabled = may_leave_idle()
+        if self.enabled:
+            self._set(os.SCHED_IDLE)
+
+    def __call__(self, backlog: int) -> None:
+        if not self.enabled:
+            return
+        if backlog <= 0:
+            self.behind_since = None
+            if self.urgent or self._policy() != os.SCHED_IDLE:
+                self.urgent = not self._set(os.SCHED_IDLE)
+            return
+        now = self.clock()
+        if self.behind_since is None:
+            self.behind_since = now
+        if not self.urgent and (backlog > self.high or now - self.behind_since > self.patience):
+            self.urgent = self._set(os.SCHED_BATCH)
+
+    @staticmethod
+    def _policy() -> int:
+        return os.sched_getscheduler(0)
+
+    @staticmethod
+    def _set(policy: int) -> bool:
+        try:
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+            return True
+        except OSError:
+            return False
+
+
+# --- the process -----------------------------------------------------------------------
+
+#: Reads of the pipe are at most this large; at most QUEUED of them wait for the writer (bounded memory).
+CHUNK = 1 << 20
+QUEUED = 32
+#: With the pipe dry, the writer waits this long for more before it commits (fewer commits under a trickle).
+LINGER = 0.005
+
+
+def _read_stdin(fd: int, chunks: queue.Queue[bytes | None]) -> None:
+    try:
+        while True:
+            chunk = os.read(fd, CHUNK)
+            if not chunk:
+                break
+            chunks.put(chunk)
+    except OSError:
+        pass
+    chunks.put(None)
+
+
+def serve(writer: Writer, fd: int, adjust: Callable[[int], None] | None = None, linger: float = LINGER) -> None:
+    """Store batches read from fd until it ends (or a ``stop`` control), committing as :meth:`Writer.due` says
+    and whenever the pipe has been dry for ``linger`` seconds; ``adjust`` is told the chunks waiting."""
+    chunks: queue.Queue[bytes | None] = queue.Queue(QUEUED)
+    threading.Thread(target=_read_stdin, args=(fd, chunks), name="rtproxy-writer-reader", daemon=True).start()
+    reader = BatchReader()
+    ended = False
+    while not ended and not writer.stopping:
+        try:
+            chunk = chunks.get(timeout=linger if writer.open else None)
+        except queue.Empty:
+            writer.commit()  # the pipe is dry
+            if adjust is not None:
+                adjust(0)
+            continue
+        if chunk is None:
+            ended = True
+            break
+        for number, count, body in reader.feed(chunk):
+            writer.write_batch(number, decode_records(count, body))
+        if writer.due():
+            writer.commit()
+        if adjust is not None:
+            adjust(chunks.qsize() * CHUNK)
+    if adjust is not None:
+        adjust(1 << 62)  # stopping: finish at full speed
+    writer.commit()
+
+
+def writer_main(argv: list[str] | None = None) -> None:
+    """Entry point of the writer process: ``DB PRIORITY COMMIT_INTERVAL``; batches on stdin, acks on stdout."""
+    path, priority, interval = (argv or sys.argv[1:])[:3]
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):  # meant for the proxy, which then stops us in
+        sig = getattr(signal, name, None)  # order; if it dies instead, our stdin ends and we finish
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
+    adaptive = AdaptivePriority(CHUNK * QUEUED) if priority == "adaptive" else None
+    if adaptive is None:
+        lower_priority(priority)
+    in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    sys.stdout = sys.stderr  # nothing but acks on the pipe to the proxy
+    lock = threading.Lock()
+
+    def report(kind: str, text: str) -> None:
+        with lock:
+            try:
+                os.write(out_fd, f"{kind} {text.replace(chr(10), ' ')}\n".encode())
+            except OSError:
+                pass
+
+    try:
+        writer = Writer(path, report, float(interval))
+    except Exception as e:  # noqa: BLE001 - anything that stops us from writing goes to the proxy
+        report("E", f"the recorder cannot open {path}: {e}")
+        raise SystemExit(1) from e
+    serve(writer, in_fd, adaptive if adaptive is not None and adaptive.enabled else None)
+    writer.conn.close()
+    report("X", "")

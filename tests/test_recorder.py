@@ -1,0 +1,279 @@
+"""The recording transport and the writer process, on both paths (fast: loop writes; portable: a sender thread).
+
+Producer (the Recorder, in this process) and consumer (the writer process)
+run at once, at full speed; every frame carries its own checksum, and the
+SQLite file is read back to check each one's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtproxy.recorder import Recorder
+from rtproxy.transport import BATCH, CONTROL, FRAME, MAGIC, BatchBuilder, BatchReader, TransportError, decode_batch
+from rtproxy.writer import Writer, decode_records
+
+PATHS = [pytest.param(False, id="fast"), pytest.param(True, id="portable")]
+
+
+def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def checked_frame(i: int, size: int) -> str:
+    """A JSON text frame whose body ends with the sha256 of what precedes it."""
+    body = f'{{"type":"input_audio_buffer.append","seq":{i},"audio":"' + "QUJD" * (size // 4) + '"'
+    return body + f',"sha":"{hashlib.sha256(body.encode()).hexdigest()}"}}'
+
+
+def intact(text: str) -> bool:
+    body, _, tail = text.rpartition(',"sha":"')
+    return hashlib.sha256(body.encode()).hexdigest() == tail[:-2]
+
+
+# --- batches ---------------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.binary(max_size=300), min_size=1, max_size=30),
+    st.lists(st.integers(min_value=1, max_value=97), min_size=1, max_size=20),
+)
+def test_batches_survive_any_split_of_the_pipe_stream(payloads: list[bytes], cuts: list[int]) -> None:
+    """However reads cut the byte stream, the reader returns every batch whole, in order, and nothing more."""
+    stream = b""
+    for number, payload in enumerate(payloads, 1):
+        batch = BatchBuilder()
+        batch.add_frame("s", 2, number, 0.5, payload)
+        batch.add_control(b"c" * number)
+        stream += batch.seal(number)
+    reader, got, pos, k = BatchReader(), [], 0, 0
+    while pos < len(stream):
+        step = cuts[k % len(cuts)]
+        got += reader.feed(stream[pos : pos + step])
+        pos, k = pos + step, k + 1
+    assert [n for n, _, _ in got] == list(range(1, len(payloads) + 1))
+    for (number, count, body), payload in zip(got, payloads, strict=True):
+        records = list(decode_batch(body, count))
+        assert [(r[0], r[3], bytes(r[5])) for r in records] == [(FRAME, number, payload), (CONTROL, 0, b"c" * number)]
+    assert reader.buf == bytearray()
+
+
+def test_bytes_that_are_not_a_batch_are_refused() -> None:
+    """A stream that does not start with a batch header raises TransportError, it is never guessed at."""
+    with pytest.raises(TransportError):
+        BatchReader().feed(BATCH.pack(b"XXXX", 1, 0, 0))
+    assert BatchReader().feed(BATCH.pack(MAGIC, 1, 10, 1)) == []  # a header alone: waits for its body
+
+
+def test_the_writer_commits_at_least_every_interval_while_busy(tmp_path: Path) -> None:
+    """Batches go into one transaction until the commit interval has passed; the commit says which batch."""
+    db = tmp_path / "rt.db"
+    now = [0.0]
+    acks: list[tuple[str, str]] = []
+    writer = Writer(str(db), lambda kind, text: acks.append((kind, text)), commit_interval=0.05, clock=lambda: now[0])
+    try:
+        for number in range(1, 4):
+            batch = BatchBuilder()
+            for seq in range(10):
+                batch.add_frame("s", 0, number * 10 + seq, 0.0, b'{"type":"x"}')
+            sealed = batch.seal(number)
+            writer.write_batch(number, decode_records(10, sealed[BATCH.size :]))
+            if number == 2:
+                now[0] = 0.06
+            if writer.due():
+                writer.commit()
+            visible = rows(db, "SELECT count(*) FROM events")[0][0]
+            assert visible == (0 if number == 1 else 20)
+        assert acks == [("C", "2 20 240 0")]
+        writer.commit()
+        assert acks[-1] == ("C", "3 30 360 0") and rows(db, "SELECT count(*) FROM events")[0][0] == 30
+    finally:
+        writer.conn.close()
+
+
+# --- producer and consumer at once -----------------------------------------------------
+
+
+async def produce(rec: Recorder, sid: str, frames: list[str], burst: int) -> list[bool]:
+    """Record frames from the event loop in bursts of `burst` per loop turn (as a relay does)."""
+    accepted = []
+    for i, frame in enumerate(frames):
+        accepted.append(rec.record_frame(sid, i, i / 1000, "client" if i % 2 else "server", frame))
+        if i % burst == burst - 1:
+            await asyncio.sleep(0)
+    return accepted
+
+
+@pytest.mark.parametrize("portable", PATHS)
+async def test_every_frame_arrives_intact_at_full_speed(tmp_path: Path, portable: bool) -> None:
+    """3,000 frames of 0 B to 300 KB, recorded as fast as the loop can, reach the file in order, each one
+    byte for byte (its checksum verified), through a pipe that fills many times over."""
+    db = tmp_path / "rt.db"
+    rng = random.Random(7)
+    frames = [checked_frame(i, rng.choice([0, 10, 1000, 13_000, 60_000, 300_000])) for i in range(3000)]
+    rec = Recorder(str(db), portable=portable, max_bytes=1 << 30, max_frames=1 << 20)
+    rec.start()
+    sid = rec.open_session(path="/v1/realtime")
+    accepted = await produce(rec, sid, frames, burst=40)
+    rec.update_session(sid, status="closed")
+    assert await asyncio.to_thread(rec.flush, 60.0)
+    rec.close()
+    assert all(accepted) and rec.stats.dropped == 0 and rec.stats.written == len(frames)
+    stored = rows(db, "SELECT seq, direction, text, size FROM events ORDER BY seq")
+    assert [r[0] for r in stored] == list(range(len(frames)))
+    assert all(intact(r[2]) and r[2] == frames[r[0]] and r[3] == len(frames[r[0]]) for r in stored)
+    assert [r[1] for r in stored[:2]] == ["server", "client"]
+    assert rows(db, "SELECT status, unrecorded FROM sessions") == [("closed", 0)]
+
+
+@pytest.mark.parametrize("portable", PATHS)
+async def test_a_full_transport_drops_whole_frames_and_counts_every_one(tmp_path: Path, portable: bool) -> None:
+    """With a small bound, a flood overflows it: the frames that went are intact, the ones that did not are
+    counted on the session, and sent = recorded + unrecorded exactly."""
+    db = tmp_path / "rt.db"
+    frames = [checked_frame(i, 20_000) for i in range(4000)]
+    overflowed: list[str] = []
+    rec = Recorder(str(db), portable=portable, max_bytes=1 << 20, on_overflow=overflowed.append)
+    rec.start()
+    sid = rec.open_session()
+    accepted = await produce(rec, sid, frames, burst=500)
+    rec.update_session(sid, status="closed")
+    assert await asyncio.to_thread(rec.flush, 60.0)
+    rec.close()
+    dropped = accepted.count(False)
+    assert dropped > 0 and overflowed == [sid]
+    stored = rows(db, "SELECT seq, text FROM events ORDER BY seq")
+    assert [r[0] for r in stored] == [i for i, ok in enumerate(accepted) if ok]
+    assert all(intact(r[1]) for r in stored)
+    assert rows(db, "SELECT unrecorded FROM sessions") == [(dropped,)]
+    assert len(stored) + dropped == len(frames)
+
+
+@pytest.mark.parametrize("portable", PATHS)
+def test_recording_from_plain_threads_without_a_loop(tmp_path: Path, portable: bool) -> None:
+    """Four threads recording at once, with no event loop anywhere, lose and mix up nothing."""
+    db = tmp_path / "rt.db"
+    rec = Recorder(str(db), portable=portable)
+    rec.start()
+    sids = [rec.open_session() for _ in range(4)]
+
+    def run(sid: str) -> None:
+        for i in range(500):
+            assert rec.record_frame(sid, i, 0.0, "server", checked_frame(i, 100))
+
+    threads = [threading.Thread(target=run, args=(sid,)) for sid in sids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert rec.flush(30.0)
+    rec.close()
+    for sid in sids:
+        seqs = rows(db, "SELECT seq, text FROM events WHERE session_id = ? ORDER BY seq", sid)
+        assert [s for s, _ in seqs] == list(range(500)) and all(intact(t) for _, t in seqs)
+
+
+# --- the writer dies -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("portable", PATHS)
+async def test_a_killed_writer_is_noticed_replaced_and_its_gap_counted(tmp_path: Path, portable: bool) -> None:
+    """Killing the writer mid-stream: within a second the proxy says so and runs a new writer; the session
+    row and everything recorded after are stored, and what the dead writer took with it is counted, so
+    stored + unrecorded = sent."""
+    db = tmp_path / "rt.db"
+    errors: list[str] = []
+    noticed = threading.Event()
+
+    def on_error(message: str) -> None:
+        errors.append(message)
+        noticed.set()
+
+    rec = Recorder(str(db), portable=portable, on_error=on_error)
+    rec.start()
+    sid = rec.open_session(path="/v1/realtime")
+    other = rec.open_session(path="/v1/realtime")  # open, no frames: still marked
+    first = rec.writer_pid
+    assert first is not None
+    sent = 0
+    for i in range(300):
+        rec.record_frame(sid, sent, 0.0, "client", checked_frame(sent, 5000))
+        sent += 1
+        if i % 20 == 0:
+            await asyncio.sleep(0)
+    os.kill(first, 9)
+    killed = time.monotonic()
+    assert await asyncio.to_thread(noticed.wait, 5.0)
+    assert time.monotonic() - killed < 1.0
+    assert "recorder process stopped" in errors[0] and "started a new one" in errors[0]
+    for _ in range(200):
+        rec.record_frame(sid, sent, 0.0, "server", checked_frame(sent, 5000))
+        sent += 1
+        await asyncio.sleep(0)
+    rec.update_session(sid, status="closed")
+    assert await asyncio.to_thread(rec.flush, 30.0)
+    assert rec.writer_pid not in (None, first) and rec.stats.restarts == 1
+    rec.close()
+    stored = rows(db, "SELECT seq, text FROM events WHERE session_id = ? ORDER BY seq", sid)
+    ((status, unrecorded),) = rows(db, "SELECT status, unrecorded FROM sessions WHERE id = ?", sid)
+    assert status == "closed" and all(intact(t) for _, t in stored)
+    assert len(stored) + unrecorded == sent and rec.dropped_for(sid) == unrecorded
+    assert {s for s, _ in stored} >= set(range(300, sent))  # everything after the restart
+    assert rows(db, "SELECT status FROM sessions WHERE id = ?", other) == [("open",)]
+
+
+def test_a_writer_that_cannot_start_is_given_up_on_loudly(tmp_path: Path) -> None:
+    """A writer that dies before it ever commits is restarted a few times, then the proxy says recording
+    stopped, and every frame recorded after that is counted as unrecorded, never silently lost."""
+    db = tmp_path / "rt.db"
+    errors: list[str] = []
+    gave_up = threading.Event()
+
+    def on_error(message: str) -> None:
+        errors.append(message)
+        if "no longer recorded" in message:
+            gave_up.set()
+
+    rec = Recorder(str(db), on_error=on_error)
+    (tmp_path / "sub").write_text("a file where the database's directory should be")
+    rec.path = str(tmp_path / "sub" / "rt.db")  # what the writer process is told to open
+    rec.start()
+    sid = rec.open_session()
+    assert gave_up.wait(30.0), errors
+    assert any("cannot open" in e for e in errors)
+    assert not rec.record_frame(sid, 0, 0.0, "client", "{}")
+    assert rec.dropped_for(sid) == 1 and not rec.flush(1.0)
+    rec.close()
+
+
+async def test_a_flush_from_the_loop_itself_does_not_wait_on_the_loop(tmp_path: Path) -> None:
+    """flush() called on the event loop's own thread with more queued than the pipe holds still completes:
+    it writes what waits itself instead of leaving it to the loop it is blocking."""
+    db = tmp_path / "rt.db"
+    rec = Recorder(str(db), portable=False)
+    rec.start()
+    sid = rec.open_session()
+    for i in range(100):
+        rec.record_frame(sid, i, 0.0, "client", checked_frame(i, 100_000))  # 10 MB in one loop turn
+    started = time.monotonic()
+    assert rec.flush(20.0)
+    assert time.monotonic() - started < 10.0
+    rec.close()
+    assert rows(db, "SELECT count(*) FROM events")[0][0] == 100
