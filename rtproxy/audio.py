@@ -5,7 +5,9 @@ where it is told). PCM16 is 16-bit little-endian mono. G.711 μ-law and A-law
 (ITU-T G.711, 8 kHz) are decoded through 256-entry tables with
 ``bytes.translate`` and encoded through 65536-entry tables, so an hour of
 audio converts in well under a second without ``audioop`` (removed from the
-standard library in Python 3.13) or numpy.
+standard library in Python 3.13) or numpy. :func:`causal_tracks` lays a
+conversation's clips out as they were heard, one after the other, for
+``export --audio``'s conversation.wav.
 """
 
 from __future__ import annotations

@@ -382,3 +382,41 @@ def test_export_audio_of_a_fast_recording_plays_the_answer_after_the_question(na
     right = audio.to_bytes(audio.samples(mix)[1::2])
     assert left == said + bytes(2 * n_bot)
     assert right == bytes(2 * n_user) + answer
+
+
+def test_a_barge_in_from_a_fast_client_starts_no_earlier_than_the_answer_it_interrupts() -> None:
+    """A fast recording's interrupting question, recorded as spoken before the answer began, starts with the answer."""
+    s = Script()
+    s.user_turn(0.01, tone_of(500, 1000), "item_u1")
+    s.answer(0.02, tone_of(1000, 2000), "resp_1", "item_a1", status="cancelled")
+    s.truncate(0.03, "item_a1", 300)
+    s.user_turn(0.04, tone_of(400, 3000), "item_u2")  # 0.4 s arriving at 0.04 s: "spoken" from 0.0 s
+    left, right = s.mix()
+    assert span(right, 2000) == (12000, 12000 + 7200)
+    assert span(left, 3000) == (12000, 12000 + 9600)
+    assert len(left) == 12000 + 9600
+
+
+clips = st.lists(
+    st.tuples(st.floats(0, 0.1), st.integers(0, 40), st.booleans()).map(
+        lambda c: audio.Clip(c[0], struct.pack("<h", 1) * c[1], c[2])
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(clips=clips)
+def test_clips_without_barge_in_never_overlap_keep_order_and_never_move_earlier(clips: list[audio.Clip]) -> None:
+    """Any clips with no barge-in are placed in the order given, back to back or later, never before their time."""
+    rate = 1000
+    user, assistant = audio.causal_tracks(clips, rate)
+    end = 0
+    kept = [c for c in clips if len(c.pcm) >= 2]
+    assert len(user) + len(assistant) == len(kept)
+    by_side = {True: iter(user), False: iter(assistant)}
+    for clip in kept:
+        t, pcm = next(by_side[clip.user])
+        start = round(t * rate)
+        assert pcm is clip.pcm and start >= round(clip.t * rate) and start >= end
+        end = start + len(pcm) // 2
