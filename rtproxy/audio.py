@@ -5,7 +5,9 @@ where it is told). PCM16 is 16-bit little-endian mono. G.711 μ-law and A-law
 (ITU-T G.711, 8 kHz) are decoded through 256-entry tables with
 ``bytes.translate`` and encoded through 65536-entry tables, so an hour of
 audio converts in well under a second without ``audioop`` (removed from the
-standard library in Python 3.13) or numpy.
+standard library in Python 3.13) or numpy. :func:`causal_tracks` lays a
+conversation's clips out as they were heard, one after the other, for
+``export --audio``'s conversation.wav.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from __future__ import annotations
 import sys
 import wave
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from .protocol import AudioFormat
+from .protocol import SERVER, AudioFormat, Frame, parse_event
+
+if TYPE_CHECKING:
+    from .assemble import Conversation
+    from .assemble_model import Item
 
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -293,6 +300,118 @@ def _get(out: bytearray, ch: int, start: int, k: int) -> bytes:
 
 def _clip(v: int) -> int:
     return 32767 if v > 32767 else -32768 if v < -32768 else v
+
+
+# --- the conversation in causal order ------------------------------------------------
+#
+# A recording keeps when each clip crossed the wire, not when it was heard: a
+# fast client (every test recording) uploads a second of speech in a
+# millisecond and the server streams its answer faster than real time, so
+# the recorded times put the question and the answer on top of each other.
+# conversation.wav instead plays each clip no earlier than the end of the
+# clip before it in conversation order (the answer after the question that
+# triggered it, the next question after the answer), and no earlier than its
+# recorded time. A barge-in stays an overlap: a user clip that interrupted the
+# assistant clip before it keeps its recorded offset from that clip's start,
+# and the assistant clip is as long as what was heard (the reducer already
+# cuts a truncated part at the truncation's audio_end_ms).
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One item's audio for the conversation timeline."""
+
+    t: float  # recorded start, seconds since the session began
+    pcm: bytes  # PCM16 at the timeline's rate
+    user: bool  # the user's (left channel) or the assistant's (right channel)
+    barge_in: bool = False  # a user clip that started while the clip before it was playing
+
+
+def causal_tracks(clips: Iterable[Clip], rate: int) -> tuple[list[tuple[float, bytes]], list[tuple[float, bytes]]]:
+    """(user, assistant) segments for :func:`stereo_mix`, placed in causal order.
+
+    Clips come in conversation order. Each starts at the later of its
+    recorded time and the end of everything placed before it; a barge-in
+    clip starts instead at the start of the clip it interrupted plus their
+    recorded distance (never before that start), so it overlaps it as it
+    did. Offsets are whole samples at ``rate``, so ``stereo_mix`` lays each
+    clip exactly where it was placed.
+    """
+    user: list[tuple[float, bytes]] = []
+    assistant: list[tuple[float, bytes]] = []
+    end = 0  # where everything placed so far has ended (samples)
+    prev: tuple[int, int] | None = None  # (placed start, recorded start) of the clip before, in samples
+    for clip in clips:
+        n = len(clip.pcm) // 2
+        if n == 0:
+            continue
+        recorded = max(0, round(clip.t * rate))
+        if clip.barge_in and prev is not None:
+            start = prev[0] + max(0, recorded - prev[1])
+        else:
+            start = max(recorded, end)
+        (user if clip.user else assistant).append((start / rate, clip.pcm))
+        end = max(end, start + n)
+        prev = (start, recorded)
+    return user, assistant
+
+
+def conversation_clips(
+    conv: Conversation, pcm: Mapping[str, bytes], speech_started: Mapping[str, float] | None = None
+) -> list[Clip]:
+    """The clips of a conversation's items with audio, in conversation order.
+
+    ``pcm`` holds each item's audio (by item id) at the timeline's rate;
+    items without an entry, or never heard, are left out. A user clip is a
+    barge-in when the assistant clip just before it was interrupted: its item
+    was truncated, its response was cancelled (``response.cancel`` or the
+    server's turn detection), or the user's ``speech_started`` for this clip
+    (``speech_started``: item id to the time it arrived, see
+    :func:`note_speech_started`) came after that clip began and before its
+    response was done.
+    """
+    clips: list[Clip] = []
+    before: Item | None = None
+    for item in conv.items:
+        data = pcm.get(item.id)
+        if item.t_start is None or not data:
+            continue
+        user = item.role == "user"
+        barge_in = user and before is not None and before.role != "user"
+        if barge_in and before is not None:
+            barge_in = _interrupted(conv, before, (speech_started or {}).get(item.id))
+        clips.append(Clip(item.t_start, data, user, barge_in))
+        before = item
+    return clips
+
+
+def _interrupted(conv: Conversation, answer: Item, speech_at: float | None) -> bool:
+    """Whether the assistant's ``answer`` was cut off (truncated, cancelled, or spoken over while generated)."""
+    if answer.truncated_ms is not None:
+        return True
+    r = conv.response(answer.response_id) if answer.response_id is not None else None
+    if r is not None and r.status == "cancelled":
+        return True
+    if speech_at is None or answer.t_start is None or speech_at < answer.t_start:
+        return False
+    return r is None or r.t_done is None or speech_at < r.t_done
+
+
+def note_speech_started(frames: Iterable[Frame], into: dict[str, float]) -> Iterator[Frame]:
+    """The frames unchanged, noting in ``into`` when each user item's ``speech_started`` arrived.
+
+    Only short server text frames are looked at (a substring test first), so
+    audio frames pass through at the cost of a length check.
+    """
+    for frame in frames:
+        data = frame.data
+        if type(data) is str and len(data) < 4096 and frame.direction == SERVER and "speech_started" in data:
+            event = parse_event(data)
+            if event is not None and event.get("type") == "input_audio_buffer.speech_started":
+                item_id = event.get("item_id")
+                if isinstance(item_id, str):
+                    into.setdefault(item_id, frame.t)
+        yield frame
 
 
 # --- WAV ------------------------------------------------------------------------------

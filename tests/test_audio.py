@@ -1,18 +1,26 @@
-"""rtproxy.audio: G.711 against known samples, round trips, WAV, peaks and placement."""
+"""rtproxy.audio: G.711 against known samples, round trips, WAV, peaks, placement and the causal timeline."""
 
 from __future__ import annotations
 
+import base64
 import io
 import math
+import os
 import struct
+import subprocess
 import wave
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtproxy import audio
-from rtproxy.protocol import ALAW, PCM16, ULAW, AudioFormat
+from rtproxy.assemble import Conversation
+from rtproxy.protocol import ALAW, CLIENT, PCM16, SERVER, ULAW, AudioFormat, Direction, Frame
+
+from .conftest import rtproxy_exe
 
 
 def sine(n: int, rate: int, freq: float = 440.0, amplitude: float = 0.8) -> bytes:
@@ -144,3 +152,271 @@ def test_stereo_mix_channels_equal_the_mono_placements(
     n = max(len(lt), len(rt))
     assert mixed[0::2].tolist() == lt + [0] * (n - len(lt))
     assert mixed[1::2].tolist() == rt + [0] * (n - len(rt))
+
+
+# --- conversation.wav: clips in causal order ---------------------------------------------------
+
+RATE = 24000
+RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
+
+
+def b64(pcm: bytes) -> str:
+    return base64.b64encode(pcm).decode()
+
+
+class Script:
+    """A hand-built session: (direction, t, event) in order, fed to the real reducer."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float, dict[str, Any]]] = []
+        self.n = 0
+
+    def add(self, direction: str, t: float, event: dict[str, Any]) -> None:
+        self.events.append((direction, t, event))
+
+    def user_turn(self, t: float, pcm: bytes, item_id: str, *, speech_at: float | None = None) -> None:
+        """The client uploads ``pcm`` in one append arriving at ``t`` and commits it; the server commits it."""
+        self.add("client", t, {"type": "input_audio_buffer.append", "audio": b64(pcm)})
+        self.add("client", t, {"type": "input_audio_buffer.commit"})
+        if speech_at is not None:
+            self.add("server", speech_at, {"type": "input_audio_buffer.speech_started", "item_id": item_id})
+        self.add("server", t, {"type": "input_audio_buffer.committed", "item_id": item_id})
+
+    def answer(self, t: float, pcm: bytes, rid: str, item_id: str, *, status: str = "completed") -> None:
+        """A response whose one assistant item streams ``pcm`` in 100 ms deltas from ``t``, done right after."""
+        self.add("client", t, {"type": "response.create"})
+        self.add("server", t, {"type": "response.created", "response": {"id": rid, "status": "in_progress"}})
+        item = {"id": item_id, "type": "message", "role": "assistant"}
+        self.add("server", t, {"type": "response.output_item.added", "response_id": rid, "item": item})
+        step = RATE // 10 * 2
+        for i in range(0, len(pcm), step):
+            delta = {"response_id": rid, "item_id": item_id, "content_index": 0, "delta": b64(pcm[i : i + step])}
+            self.add("server", t + i / step * 0.001, {"type": "response.output_audio.delta", **delta})
+        self.done(t + 0.01, rid, status)
+
+    def done(self, t: float, rid: str, status: str = "completed") -> None:
+        self.add("server", t, {"type": "response.done", "response": {"id": rid, "status": status}})
+
+    def truncate(self, t: float, item_id: str, audio_end_ms: int) -> None:
+        cut = {"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}
+        self.add("client", t, {"type": "conversation.item.truncate", **cut})
+        self.add("server", t, {"type": "conversation.item.truncated", **cut})
+
+    def conversation(self) -> Conversation:
+        conv = Conversation()
+        for seq, (direction, t, event) in enumerate(self.events):
+            conv.feed_event(Direction(direction), t, event, seq)
+        return conv
+
+    def speech_started(self) -> dict[str, float]:
+        return {e["item_id"]: t for _, t, e in self.events if e["type"] == "input_audio_buffer.speech_started"}
+
+    def mix(self) -> tuple[list[int], list[int]]:
+        """conversation.wav's (left, right) samples, built as `export --audio` builds it."""
+        conv = self.conversation()
+        pcm = {item.id: item.pcm16() for item in conv.items if item.audio_ms > 0}
+        left, right = audio.causal_tracks(audio.conversation_clips(conv, pcm, self.speech_started()), RATE)
+        mixed = audio.samples(audio.stereo_mix(left, right, RATE))
+        return mixed[0::2].tolist(), mixed[1::2].tolist()
+
+
+def tone_of(ms: int, level: int) -> bytes:
+    """``ms`` of a constant non-zero level: easy to find in a mix."""
+    return struct.pack("<h", level) * (RATE * ms // 1000)
+
+
+def span(channel: list[int], level: int) -> tuple[int, int]:
+    """(first, one past last) sample of ``channel`` holding ``level``, checking the stretch is unbroken."""
+    assert level in channel, f"no stretch at level {level}"
+    first = channel.index(level)
+    last = len(channel) - channel[::-1].index(level)
+    assert set(channel[first:last]) == {level}
+    return first, last
+
+
+def test_a_fast_question_and_answer_play_one_after_the_other() -> None:
+    """A 0.5 s question uploaded in a burst and its 0.8 s answer streamed 10 ms later give 0.5 + 0.8 s, in order."""
+    s = Script()
+    s.user_turn(0.01, tone_of(500, 1000), "item_u1")
+    s.answer(0.02, tone_of(800, 2000), "resp_1", "item_a1")
+    left, right = s.mix()
+    assert len(left) == 12000 + 19200  # exactly the two clips' PCM16 samples, one after the other
+    assert span(left, 1000) == (0, 12000) and set(left[12000:]) == {0}
+    assert span(right, 2000) == (12000, 31200) and set(right[:12000]) == {0}
+
+
+def test_a_multi_turn_session_keeps_its_clips_apart_and_in_order() -> None:
+    """Three fast turns: every clip starts where the one before it ended, user and assistant alternating."""
+    s = Script()
+    t = 0.0
+    for n in range(3):
+        s.user_turn(t + 0.01, tone_of(300 + 100 * n, 1000 + n), f"item_u{n}")
+        s.answer(t + 0.02, tone_of(400 + 100 * n, 2000 + n), f"resp_{n}", f"item_a{n}")
+        t += 0.05
+    left, right = s.mix()
+    spans = []
+    for n in range(3):
+        spans += [span(left, 1000 + n), span(right, 2000 + n)]
+    assert spans[0][0] == 0
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))  # back to back, in order
+    assert [b - a for a, b in spans] == [RATE * ms // 1000 for ms in (300, 400, 400, 500, 500, 600)]
+    assert len(left) == len(right) == spans[-1][1]
+
+
+def test_a_clip_recorded_after_the_one_before_it_ended_keeps_its_time() -> None:
+    """A clip is never pulled earlier: a reply recorded after the question ended starts at its recorded time."""
+    s = Script()
+    s.user_turn(0.5, tone_of(500, 1000), "item_u1")  # spoken 0.0–0.5 s, arrived at its end
+    s.answer(0.9, tone_of(200, 2000), "resp_1", "item_a1")
+    left, right = s.mix()
+    assert span(left, 1000) == (0, 12000)
+    assert span(right, 2000) == (round(0.9 * RATE), round(0.9 * RATE) + 4800)
+
+
+def barge_in_script(signal: str) -> Script:
+    """Question (0.5 s), answer (1 s streamed from 0.6 s), a second question spoken from 0.8 s over the answer."""
+    s = Script()
+    s.user_turn(0.5, tone_of(500, 1000), "item_u1")
+    if signal == "speech_started":  # the user starts talking while the answer is still being generated
+        s.add("client", 0.6, {"type": "response.create"})
+        s.add("server", 0.6, {"type": "response.created", "response": {"id": "resp_1"}})
+        item = {"id": "item_a1", "type": "message", "role": "assistant"}
+        s.add("server", 0.6, {"type": "response.output_item.added", "response_id": "resp_1", "item": item})
+        delta = {"response_id": "resp_1", "item_id": "item_a1", "content_index": 0, "delta": b64(tone_of(1000, 2000))}
+        s.add("server", 0.6, {"type": "response.output_audio.delta", **delta})
+        s.user_turn(1.2, tone_of(400, 3000), "item_u2", speech_at=0.85)
+        s.done(1.3, "resp_1")
+        return s
+    s.answer(0.6, tone_of(1000, 2000), "resp_1", "item_a1", status="cancelled" if signal == "cancel" else "completed")
+    if signal == "truncate":
+        s.truncate(0.9, "item_a1", 300)
+    s.user_turn(1.2, tone_of(400, 3000), "item_u2")
+    return s
+
+
+@pytest.mark.parametrize("signal", ["truncate", "cancel", "speech_started"])
+def test_a_barge_in_stays_an_overlap(signal: str) -> None:
+    """A user clip that interrupted the answer keeps its recorded offset into it; a truncated answer is cut."""
+    left, right = barge_in_script(signal).mix()
+    answer_start = round(0.6 * RATE)  # after the first question ended (0.5 s), at its recorded time
+    heard = 7200 if signal == "truncate" else 24000  # audio_end_ms=300, else all of it
+    assert span(left, 1000) == (0, 12000)
+    assert span(right, 2000) == (answer_start, answer_start + heard)
+    second = round(0.8 * RATE)  # 0.4 s arriving at 1.2 s: spoken from 0.8 s, 0.2 s into the answer
+    assert span(left, 3000) == (second, second + 9600)
+    assert second < answer_start + heard  # the overlap stays
+    assert len(left) == max(second + 9600, answer_start + heard)
+
+
+def test_without_a_barge_in_the_next_question_waits_for_the_answer() -> None:
+    """The same session with no truncation, cancel or speech over the answer plays the second question after it."""
+    s = Script()
+    s.user_turn(0.5, tone_of(500, 1000), "item_u1")
+    s.answer(0.6, tone_of(1000, 2000), "resp_1", "item_a1")
+    s.user_turn(1.2, tone_of(400, 3000), "item_u2", speech_at=0.85)  # speech after response.done (0.61 s)
+    left, right = s.mix()
+    assert span(right, 2000) == (14400, 14400 + 24000)
+    assert span(left, 3000) == (14400 + 24000, 14400 + 24000 + 9600)
+
+
+def test_an_interrupted_answer_alone_is_cut_at_audio_end_ms() -> None:
+    """An answer cancelled and truncated with no user audio after it is exactly the audio_end_ms that was heard."""
+    s = Script()
+    s.answer(0.0, tone_of(1000, 2000), "resp_1", "item_a1", status="cancelled")
+    s.truncate(0.05, "item_a1", 300)
+    left, right = s.mix()
+    assert span(right, 2000) == (0, 7200) and len(right) == 7200 and set(left) == {0}
+
+
+def test_speech_started_is_noted_from_server_frames_only() -> None:
+    """note_speech_started passes every frame through unchanged and notes the first speech_started per item."""
+    events = [
+        (CLIENT, 0.1, '{"type":"input_audio_buffer.speech_started","item_id":"x"}'),
+        (SERVER, 0.2, '{"type":"input_audio_buffer.speech_started","item_id":"a"}'),
+        (SERVER, 0.3, '{"type":"input_audio_buffer.speech_started","item_id":"a"}'),
+        (SERVER, 0.4, '{"type":"input_audio_buffer.speech_stopped","item_id":"b","note":"speech_started"}'),
+        (SERVER, 0.5, "speech_started, not JSON"),
+        (SERVER, 0.6, b"speech_started"),
+    ]
+    frames = [Frame(i, t, d, data) for i, (d, t, data) in enumerate(events)]
+    noted: dict[str, float] = {}
+    assert list(audio.note_speech_started(frames, noted)) == frames
+    assert noted == {"a": 0.2}
+
+
+def import_and_export(recording: Path, tmp_path: Path) -> Path:
+    """`rtproxy import` the recording into a fresh database and `rtproxy export --audio` it (real processes)."""
+    db = tmp_path / "t.db"
+    env = {**os.environ}
+    done = subprocess.run(
+        [*rtproxy_exe(), "import", str(recording), "--db", str(db)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    sid = done.stdout.strip()
+    out = tmp_path / "audio"
+    cmd = [*rtproxy_exe(), "export", sid, "--audio", str(out), "--db", str(db)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def read_frames(path: Path) -> tuple[int, int, bytes]:
+    with wave.open(str(path), "rb") as w:
+        return w.getnchannels(), w.getnframes(), w.readframes(w.getnframes())
+
+
+@pytest.mark.parametrize("name", ["voice-ga", "voice-beta"])
+def test_export_audio_of_a_fast_recording_plays_the_answer_after_the_question(name: str, tmp_path: Path) -> None:
+    """`rtproxy export --audio` on a test recording: conversation.wav lasts the question plus the answer (2 s),
+    the user on the left first, then the assistant on the right, each exactly its own WAV."""
+    out = import_and_export(RECORDINGS / f"{name}.jsonl", tmp_path)
+    user_wav, bot_wav = sorted(p for p in out.iterdir() if p.name != "conversation.wav")
+    _, n_user, said = read_frames(user_wav)
+    _, n_bot, answer = read_frames(bot_wav)
+    assert n_user == n_bot == RATE  # 1 s each
+    with wave.open(str(out / "conversation.wav"), "rb") as w:
+        assert w.getnframes() / w.getframerate() == pytest.approx(2.0)
+    channels, n, mix = read_frames(out / "conversation.wav")
+    assert (channels, n) == (2, n_user + n_bot)
+    left = audio.to_bytes(audio.samples(mix)[0::2])
+    right = audio.to_bytes(audio.samples(mix)[1::2])
+    assert left == said + bytes(2 * n_bot)
+    assert right == bytes(2 * n_user) + answer
+
+
+def test_a_barge_in_from_a_fast_client_starts_no_earlier_than_the_answer_it_interrupts() -> None:
+    """A fast recording's interrupting question, recorded as spoken before the answer began, starts with the answer."""
+    s = Script()
+    s.user_turn(0.01, tone_of(500, 1000), "item_u1")
+    s.answer(0.02, tone_of(1000, 2000), "resp_1", "item_a1", status="cancelled")
+    s.truncate(0.03, "item_a1", 300)
+    s.user_turn(0.04, tone_of(400, 3000), "item_u2")  # 0.4 s arriving at 0.04 s: "spoken" from 0.0 s
+    left, right = s.mix()
+    assert span(right, 2000) == (12000, 12000 + 7200)
+    assert span(left, 3000) == (12000, 12000 + 9600)
+    assert len(left) == 12000 + 9600
+
+
+clips = st.lists(
+    st.tuples(st.floats(0, 0.1), st.integers(0, 40), st.booleans()).map(
+        lambda c: audio.Clip(c[0], struct.pack("<h", 1) * c[1], c[2])
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(clips=clips)
+def test_clips_without_barge_in_never_overlap_keep_order_and_never_move_earlier(clips: list[audio.Clip]) -> None:
+    """Any clips with no barge-in are placed in the order given, back to back or later, never before their time."""
+    rate = 1000
+    user, assistant = audio.causal_tracks(clips, rate)
+    end = 0
+    kept = [c for c in clips if len(c.pcm) >= 2]
+    assert len(user) + len(assistant) == len(kept)
+    by_side = {True: iter(user), False: iter(assistant)}
+    for clip in kept:
+        t, pcm = next(by_side[clip.user])
+        start = round(t * rate)
+        assert pcm is clip.pcm and start >= round(clip.t * rate) and start >= end
+        end = start + len(pcm) // 2

@@ -82,10 +82,11 @@ def export_jsonl(store: Store, sid: str, output: str) -> int:
 def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
     """One WAV per item with audio, in conversation order, and the stereo conversation.wav."""
     from ..assemble import assemble
-    from ..audio import stereo_mix, write_wav
+    from ..audio import causal_tracks, conversation_clips, note_speech_started, stereo_mix, write_wav
 
+    speech_started: dict[str, float] = {}
     with progress(f"assemble {sid}", store.count_events(sid)) as advance:
-        conv = assemble(counted(store.frames(sid), advance), keep_audio=True)
+        conv = assemble(note_speech_started(counted(store.frames(sid), advance), speech_started), keep_audio=True)
     target = Path(directory)
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -105,8 +106,8 @@ def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
             path = target / f"{n:0{width}d}-{_safe(item.role or item.type)}-{_safe(item.id)}.wav"
             write_wav(path, pcm, item.audio_rate)
             written.append(path)
-        left = [(t, _to_rate(tracks[item.id], item.audio_rate, rate)) for t, item in user if item.id in tracks]
-        right = [(t, _to_rate(tracks[item.id], item.audio_rate, rate)) for t, item in assistant if item.id in tracks]
+        at_rate = {item.id: _to_rate(tracks[item.id], item.audio_rate, rate) for item in items if item.id in tracks}
+        left, right = causal_tracks(conversation_clips(conv, at_rate, speech_started), rate)
         path = target / "conversation.wav"
         write_wav(path, stereo_mix(left, right, rate), rate, channels=2)
     except OSError as e:
