@@ -85,6 +85,20 @@ def cpu_seconds(pid: int, *, tree: bool = True) -> float:
     return total / CLOCK_TICKS
 
 
+def pss_kib(pid: int, *, tree: bool = True) -> int:
+    """Proportional set size (/proc/PID/smaps_rollup) in KiB, summed over the process tree: shared pages are
+    split between the processes that map them, so the sum is what the tree really holds."""
+    total = 0
+    for p in process_tree(pid) if tree else [pid]:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
 def memory_kib(pid: int, key: str = "VmHWM", *, tree: bool = True) -> int:
     """A /proc/PID/status memory figure (VmHWM = peak RSS) in KiB, summed over the process tree."""
     total = 0
@@ -138,14 +152,14 @@ def same_malloc_everywhere() -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
 
-def spawn(name: str, argv: list[str], timeout: float = 30.0) -> Child:
+def spawn(name: str, argv: list[str], timeout: float = 30.0, env: dict[str, str] | None = None) -> Child:
     """Start argv and wait (bounded) for its 'listening on …:PORT' line."""
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **MALLOC_ENV, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **MALLOC_ENV, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     assert proc.stdout is not None
     lines: list[str] = []
