@@ -281,7 +281,15 @@ def _migrations() -> Any:
     @migrations()
     def m002_recorders_and_session_owner(db: Database) -> None:
         db.table("recorders").create(
-            {"token": str, "host": str, "pid": int, "started_at": str, "heartbeat": str, "retired_at": str},
+            {
+                "token": str,
+                "host": str,
+                "pid": int,
+                "pid_namespace": str,
+                "started_at": str,
+                "heartbeat": str,
+                "retired_at": str,
+            },
             pk="token",
             if_not_exists=True,
         )
@@ -301,20 +309,49 @@ def new_recorder_token() -> str:
     return secrets.token_hex(16)
 
 
+def pid_namespace() -> str | None:
+    """What makes a PID mean one process: this boot and this PID namespace (Linux); None where unknown.
+
+    Two recorders with the same value see the same processes under the same PIDs, so one can tell that
+    the other's process is gone. Elsewhere (macOS, Windows) nothing is concluded from a PID.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+        ns = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot}:{ns.st_dev}:{ns.st_ino}"
+
+
 def register_recorder(
     conn: sqlite3.Connection,
     token: str,
     *,
     host: str | None = None,
     pid: int | None = None,
+    namespace: str | None = None,
     started_at: str | None = None,
 ) -> None:
-    """Record that the recorder `token` is alive (committed); its sessions carry ``owner = token``."""
+    """Record that the recorder `token` is alive (committed); its sessions carry ``owner = token``.
+
+    `pid` is the recording process (the proxy's); `host` and `namespace` default to this machine's
+    (:func:`pid_namespace`).
+    """
     now = utcnow()
     with conn:
         conn.execute(
-            "INSERT INTO recorders (token, host, pid, started_at, heartbeat) VALUES (?, ?, ?, ?, ?)",
-            (token, host if host is not None else socket.gethostname(), pid, started_at or now, now),
+            "INSERT INTO recorders (token, host, pid, pid_namespace, started_at, heartbeat) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                token,
+                host if host is not None else socket.gethostname(),
+                pid,
+                namespace if namespace is not None else pid_namespace(),
+                started_at or now,
+                now,
+            ),
         )
 
 
@@ -367,23 +404,39 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
+def _pid_gone(pid: int) -> bool:
+    """True only if no process has this PID (in our namespace: callers make sure it is the recorder's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def mark_interrupted(conn: sqlite3.Connection, stale_after: float = STALE_AFTER) -> int:
     """Sessions left `open` by a recorder that is gone become `interrupted`; returns how many.
 
     A session with an ``owner`` is gone when that recorder is retired, unknown, or has not sent a heartbeat
-    for ``stale_after`` seconds. One without (written before recorders had tokens) is judged by its
-    ``owner_pid``. Sessions of a live recorder stay open.
+    for ``stale_after`` seconds; or at once when it ran on this host in this PID namespace (Linux) and its
+    process no longer exists. A live PID alone never keeps a session open (PIDs are reused). A session
+    without an owner (written before recorders had tokens) is judged by its ``owner_pid``. Sessions of a
+    live recorder stay open.
     """
     now = dt.datetime.now(dt.UTC)
+    here, namespace = socket.gethostname(), pid_namespace()
     rows = conn.execute(
-        "SELECT s.id, s.owner, s.owner_pid, r.token, r.heartbeat, r.retired_at"
+        "SELECT s.id, s.owner, s.owner_pid, r.token, r.heartbeat, r.retired_at, r.host, r.pid, r.pid_namespace"
         " FROM sessions s LEFT JOIN recorders r ON r.token = s.owner WHERE s.status = 'open'"
     ).fetchall()
     dead = []
-    for sid, owner, owner_pid, token, beat, retired in rows:
+    for sid, owner, owner_pid, token, beat, retired, host, pid, their_namespace in rows:
         if owner is None:
             alive = _pid_alive(owner_pid)
         elif token is None or retired is not None:
+            alive = False
+        elif namespace is not None and their_namespace == namespace and host == here and pid and _pid_gone(pid):
             alive = False
         else:
             last = _parse_time(beat)
@@ -508,13 +561,6 @@ class Store:
         self.path = str(path)
         self.conn = connect(self.path, create=create)
         self.conn.row_factory = sqlite3.Row
-
-    @property
-    def db(self) -> Any:
-        """The connection as a ``sqlite_utils.Database`` (imported lazily: every writer process imports this module)."""
-        import sqlite_utils
-
-        return sqlite_utils.Database(self.conn)
 
     def close(self) -> None:
         self.conn.close()

@@ -72,6 +72,24 @@ def test_proxy_with_a_database_it_cannot_create_or_read(place: dict[str, str], w
     assert not Path(place["missing_dir"]).parent.exists()  # a mistyped directory is not created
 
 
+def test_proxy_tls_with_a_certificate_directory_it_cannot_create(place: dict[str, str], tmp_path: Path) -> None:
+    """`rtproxy proxy --tls` whose certificate directory cannot be made: one line naming it, exit 2, and the
+    database is not touched."""
+    home = str(Path(place["afile"]) / "certs")
+    db = tmp_path / "never.db"
+    done = subprocess.run(
+        [*rtproxy_exe(), *PROXY, "--tls", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "RTPROXY_HOME": home},
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and home in lines[0], done.stderr
+    assert not db.exists()
+
+
 @pytest.mark.parametrize("where", ["under_file", "missing_dir", "proc_new", "proc_mem", "damaged"])
 def test_import_into_a_database_it_cannot_create_or_write(place: dict[str, str], where: str) -> None:
     """`rtproxy import FILE --db` into an unusable place or a damaged database: one line naming it, exit 2."""

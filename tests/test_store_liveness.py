@@ -22,6 +22,7 @@ from rtproxy.store import (
     mark_interrupted,
     new_recorder_token,
     new_session_id,
+    pid_namespace,
     register_recorder,
     retire_recorder,
 )
@@ -77,6 +78,23 @@ def test_a_live_pid_does_not_keep_a_silent_recorders_sessions_open(tmp_path: Pat
         conn.execute("UPDATE recorders SET heartbeat = ? WHERE token = ?", (ago(30), token))
     assert mark_interrupted(conn, stale_after=10.0) == 1
     assert statuses(conn)[sid] == "interrupted"
+    conn.close()
+
+
+def test_a_recorder_whose_process_is_gone_from_this_pid_namespace_is_gone_at_once(tmp_path: Path) -> None:
+    """A recorder registered from this host and PID namespace whose process has exited is gone without waiting
+    for its heartbeat to go stale; the same dead PID from another namespace (a container) proves nothing."""
+    if pid_namespace() is None:
+        pytest.skip("PID namespaces are known on Linux only; elsewhere only heartbeats count")
+    conn = connect(str(tmp_path / "rt.db"))
+    here, there = new_recorder_token(), new_recorder_token()
+    pid = dead_pid()
+    register_recorder(conn, here, pid=pid)
+    register_recorder(conn, there, pid=pid, namespace="another-boot:0:4026531836")
+    mine, theirs = open_session(conn, owner=here), open_session(conn, owner=there)
+    assert mark_interrupted(conn, stale_after=60.0) == 1
+    got = statuses(conn)
+    assert (got[mine], got[theirs]) == ("interrupted", "open")
     conn.close()
 
 

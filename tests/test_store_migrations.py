@@ -92,7 +92,15 @@ def test_a_schema_1_database_is_upgraded_in_place_and_keeps_every_row(tmp_path: 
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert "owner" in columns(conn, "sessions") and "owner_pid" in columns(conn, "sessions")
-        assert columns(conn, "recorders") == ["token", "host", "pid", "started_at", "heartbeat", "retired_at"]
+        assert columns(conn, "recorders") == [
+            "token",
+            "host",
+            "pid",
+            "pid_namespace",
+            "started_at",
+            "heartbeat",
+            "retired_at",
+        ]
         applied = conn.execute("SELECT migration_set, name FROM _sqlite_migrations ORDER BY id").fetchall()
         assert applied == [("rtproxy", "m001_sessions_events_http"), ("rtproxy", "m002_recorders_and_session_owner")]
     finally:
