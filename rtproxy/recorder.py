@@ -47,7 +47,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import _body_text, _clean, connect, mark_interrupted, new_session_id, utcnow
+from .store import (
+    _body_text,
+    _clean,
+    connect,
+    mark_interrupted,
+    new_recorder_token,
+    new_session_id,
+    register_recorder,
+    retire_recorder,
+    utcnow,
+)
 from .transport import BATCH, BINARY, SERVER, BatchBuilder, LoopSender, Sender, ThreadSender, fast_path_available
 from .writer import AdaptivePriority, Writer, decode_records, event_row, lower_priority, may_leave_idle
 
@@ -114,9 +124,13 @@ class Recorder:
         self.writer_priority = writer_priority
         self.on_overflow = on_overflow
         self.on_error = on_error
+        #: This recorder's name in the database's ``recorders`` table: its sessions' ``owner``; the writer keeps
+        #: its heartbeat, so sessions it leaves open are known to be abandoned even when PIDs are reused.
+        self.token = new_recorder_token()
         conn = connect(path)
         try:
             self.interrupted = mark_interrupted(conn)
+            register_recorder(conn, self.token, pid=os.getpid())
         finally:
             conn.close()
         self._stats = RecorderStats()
@@ -155,7 +169,7 @@ class Recorder:
         """Start a writer and the thread that reads its acks (caller holds the lock)."""
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        argv = [self.path, self.writer_priority, str(self.flush_interval)]
+        argv = [self.path, self.writer_priority, str(self.flush_interval), self.token]
         process = subprocess.Popen(
             [sys.executable, "-c", "from rtproxy.writer import writer_main; writer_main()", *argv],
             stdin=subprocess.PIPE,
@@ -242,6 +256,7 @@ class Recorder:
         if not self._started:
             self._write_here()
             self._refresh_stats()
+            self._retire()
             return
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -262,6 +277,18 @@ class Recorder:
                 process.wait()
         self._gone.set()
         self._refresh_stats()
+        self._retire()
+
+    def _retire(self) -> None:
+        """Say in the database that this recorder has stopped (what it left open is interrupted)."""
+        try:
+            conn = connect(self.path)
+            try:
+                retire_recorder(conn, self.token)
+            finally:
+                conn.close()
+        except Exception as e:  # noqa: BLE001 - a database we cannot open now was reported already
+            self._report(f"could not mark the recorder stopped in {self.path}: {e}")
 
     # -- called from the event loop --
 
@@ -300,6 +327,7 @@ class Recorder:
         fields.setdefault("started_at", utcnow())
         fields.setdefault("status", "open")
         fields.setdefault("owner_pid", os.getpid())
+        fields.setdefault("owner", self.token)
         with self._lock:
             if fields["status"] == "open":
                 self._open_sessions.add(str(sid))

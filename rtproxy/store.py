@@ -11,7 +11,11 @@ import datetime as dt
 import difflib
 import os
 import secrets
+import socket
 import sqlite3
+import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +25,8 @@ import orjson
 from .errors import SessionNotFound, StoreError
 from .protocol import Direction, Frame, has_secret, redact_bytes, redact_text
 
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version`` once every migration below has run; a database with a higher one is refused.
+SCHEMA_VERSION = 2
 
 SESSION_COLUMNS: dict[str, type] = {
     "id": str,
@@ -51,34 +56,15 @@ SESSION_COLUMNS: dict[str, type] = {
     "duration": float,
     "label": str,
     "owner_pid": int,
+    "owner": str,
 }
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    started_at TEXT, ended_at TEXT, path TEXT, query TEXT, model TEXT, dialect TEXT,
-    upstream TEXT, client_addr TEXT, request_headers TEXT, response_headers TEXT,
-    subprotocol TEXT, status TEXT, reason TEXT, closed_by TEXT,
-    client_close_code INTEGER, client_close_reason TEXT,
-    server_close_code INTEGER, server_close_reason TEXT,
-    client_events INTEGER DEFAULT 0, server_events INTEGER DEFAULT 0,
-    client_bytes INTEGER DEFAULT 0, server_bytes INTEGER DEFAULT 0,
-    unrecorded INTEGER DEFAULT 0, duration REAL, label TEXT, owner_pid INTEGER
-);
-CREATE TABLE IF NOT EXISTS events (
-    session_id TEXT NOT NULL, seq INTEGER NOT NULL, t REAL NOT NULL, direction TEXT NOT NULL,
-    type TEXT, event_id TEXT, item_id TEXT, response_id TEXT, size INTEGER NOT NULL,
-    text TEXT, data BLOB
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_session_seq ON events (session_id, seq);
-CREATE INDEX IF NOT EXISTS events_session_type ON events (session_id, type);
-CREATE TABLE IF NOT EXISTS http (
-    id INTEGER PRIMARY KEY, session_id TEXT, started_at TEXT, method TEXT, path TEXT, query TEXT,
-    status INTEGER, request_headers TEXT, response_headers TEXT,
-    request_body TEXT, response_body TEXT, request_size INTEGER, response_size INTEGER,
-    duration_ms REAL, error TEXT
-);
-"""
+#: Columns of a session row that belong to the recorder that wrote it, not to the session (never exported or
+#: imported).
+OWNER_COLUMNS = ("owner_pid", "owner")
+
+#: How long a recorder may go without a heartbeat before its open sessions count as interrupted.
+STALE_AFTER = 10.0
 
 #: Bodies of REST exchanges are kept up to this many bytes.
 HTTP_BODY_CAP = 64 * 1024
@@ -88,74 +74,375 @@ def utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def new_session_id() -> str:
-    """A sortable, readable id: ``20261124-115200-3fa9c2``."""
-    now = dt.datetime.now(dt.UTC)
-    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+# --- session ids -------------------------------------------------------------------------
+
+
+class _IdClock:
+    """Milliseconds plus a counter that never repeats or goes back within a process (the clock may)."""
+
+    COUNTER_MAX = 0xFFF
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last_ms = 0
+        self.counter = 0
+
+    def next(self, now_ms: int) -> tuple[int, int]:
+        with self.lock:
+            if now_ms > self.last_ms:
+                self.last_ms, self.counter = now_ms, 0
+            elif self.counter < self.COUNTER_MAX:
+                self.counter += 1
+            else:  # 4096 ids in one millisecond (or a clock gone back): borrow the next millisecond
+                self.last_ms, self.counter = self.last_ms + 1, 0
+            return self.last_ms, self.counter
+
+
+_id_clock = _IdClock()
+
+
+def new_session_id(*, now_ms: int | None = None) -> str:
+    """A time-ordered id that is unique by construction: ``20261124-115200-123000-3fa9c2d1``.
+
+    UTC date and time to the millisecond, then a per-process counter (three hex digits: ids made in one
+    process never repeat and sort in the order they were made, even when the clock goes back), then 32
+    random bits (ids made by two processes in the same millisecond differ). Fixed width, so ids sort as
+    strings in time order; the leading date and time is what people type a prefix of. Ids of the older
+    ``20261124-115200-3fa9c2`` form are still read everywhere.
+    """
+    ms, counter = _id_clock.next(time.time_ns() // 1_000_000 if now_ms is None else now_ms)
+    when = dt.datetime.fromtimestamp(ms // 1000, dt.UTC)
+    return f"{when:%Y%m%d-%H%M%S}-{ms % 1000:03d}{counter:03x}-{secrets.token_hex(4)}"
+
+
+def insert_session_sql(columns: Iterable[str]) -> str:
+    """A plain ``INSERT`` of a session row with these columns: a second row with the same id is refused
+    (``sqlite3.IntegrityError``), never merged into the first (as ``INSERT OR REPLACE`` would)."""
+    cols = list(columns)
+    unknown = [c for c in cols if c not in SESSION_COLUMNS]
+    if unknown:
+        raise ValueError(f"not columns of sessions: {', '.join(unknown)}")
+    return f"INSERT INTO sessions ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+
+
+def insert_session(conn: sqlite3.Connection, fields: dict[str, Any]) -> None:
+    """Insert a session row (not committed); :class:`StoreError` if a session with its id exists."""
+    try:
+        conn.execute(insert_session_sql(fields), tuple(fields.values()))
+    except sqlite3.IntegrityError as e:
+        raise StoreError(f"a session with id {fields.get('id')!r} is already recorded: {e}") from e
+
+
+# --- opening a database, and its migrations ------------------------------------------------
 
 
 def default_db_path() -> str:
     return os.environ.get("RTPROXY_DB") or "rtproxy.db"
 
 
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
 def _create_private(path: str) -> None:
-    """Create the database file 0600 (SQLite gives its -wal and -shm the same mode)."""
-    if path != ":memory:" and not os.path.exists(path):
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
+    """Create the database file 0600 (SQLite gives its -wal and -shm the same mode).
+
+    The directory must exist: a mistyped directory is an error, not a new tree of folders.
+    """
+    if path == ":memory:" or os.path.exists(path):
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise StoreError(f"cannot create database {path}: directory {parent} {what}")
+    try:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as e:
+        raise StoreError(f"cannot create database {path}: {_reason(e)}") from e
 
 
 def connect(path: str, *, create: bool = True) -> sqlite3.Connection:
-    """A connection in WAL mode with the schema in place."""
+    """A connection in WAL mode with the schema in place (migrated if it was older).
+
+    Anything the OS or SQLite refuses (a missing or unwritable directory, a file that is not a database,
+    a newer schema) is a :class:`StoreError` naming the file.
+    """
     if not create and path != ":memory:" and not os.path.exists(path):
         raise StoreError(f"no database at {path} (record a session with `rtproxy proxy` first)")
     if create:
         _create_private(path)
     try:
         conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open database {path}: {e}") from e
+    try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            _check_version(path, version)
+            _migrate(conn, path)
     except sqlite3.DatabaseError as e:
-        raise StoreError(f"{path} is not an rtproxy database: {e}") from e
-    if version > SCHEMA_VERSION:
         conn.close()
+        if type(e) is sqlite3.DatabaseError:  # SQLITE_NOTADB and kin; OperationalError is the OS saying no
+            raise StoreError(f"{path} is not an rtproxy database: {e}") from e
+        raise StoreError(f"cannot use database {path}: {e}") from e
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_version(path: str, version: int) -> None:
+    if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path} was written by a newer rtproxy (schema {version}, this one reads up to "
             f"{SCHEMA_VERSION}); upgrade rtproxy to read it"
         )
-    if version < SCHEMA_VERSION:
-        _migrate(conn, version)
-    return conn
 
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Bring a database up to SCHEMA_VERSION, one step at a time."""
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Run the migrations a database has not had, under the write lock (two processes may open an old
+    database at once: the second finds the work done)."""
+    import sqlite_utils  # only here: every writer process imports this module, few ever migrate
+
+    db = sqlite_utils.Database(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        _check_version(path, version)
+        if version < SCHEMA_VERSION:
+            _migrations().apply(db)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _migrations() -> Any:
+    """The schema, as a sequence of ``sqlite_utils`` migrations (recorded in ``_sqlite_migrations``).
+
+    A database made before migrations were tracked (``user_version`` 1) has the tables of ``m001``
+    already; creating them is then a no-op, and only the later steps change it.
+    """
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
+
+    migrations = Migrations("rtproxy")
+
+    @migrations()
+    def m001_sessions_events_http(db: Database) -> None:
+        v1 = {k: v for k, v in SESSION_COLUMNS.items() if k != "owner"}
+        counts = ("client_events", "server_events", "client_bytes", "server_bytes", "unrecorded")
+        db.table("sessions").create(v1, pk="id", defaults=dict.fromkeys(counts, 0), if_not_exists=True)
+        events = db.table("events")
+        events.create(
+            {
+                "session_id": str,
+                "seq": int,
+                "t": float,
+                "direction": str,
+                "type": str,
+                "event_id": str,
+                "item_id": str,
+                "response_id": str,
+                "size": int,
+                "text": str,
+                "data": bytes,
+            },
+            not_null=("session_id", "seq", "t", "direction", "size"),
+            if_not_exists=True,
+        )
+        events.create_index(["session_id", "seq"], index_name="events_session_seq", unique=True, if_not_exists=True)
+        events.create_index(["session_id", "type"], index_name="events_session_type", if_not_exists=True)
+        db.table("http").create(
+            {
+                "id": int,
+                "session_id": str,
+                "started_at": str,
+                "method": str,
+                "path": str,
+                "query": str,
+                "status": int,
+                "request_headers": str,
+                "response_headers": str,
+                "request_body": str,
+                "response_body": str,
+                "request_size": int,
+                "response_size": int,
+                "duration_ms": float,
+                "error": str,
+            },
+            pk="id",
+            if_not_exists=True,
+        )
+
+    @migrations()
+    def m002_recorders_and_session_owner(db: Database) -> None:
+        db.table("recorders").create(
+            {
+                "token": str,
+                "host": str,
+                "pid": int,
+                "pid_namespace": str,
+                "started_at": str,
+                "heartbeat": str,
+                "retired_at": str,
+            },
+            pk="token",
+            if_not_exists=True,
+        )
+        sessions = db.table("sessions")
+        if "owner" not in sessions.columns_dict:
+            sessions.add_column("owner", str)
+        sessions.create_index(["status"], index_name="sessions_status", if_not_exists=True)
+
+    return migrations
+
+
+# --- recorders and the liveness of open sessions ----------------------------------------
+
+
+def new_recorder_token() -> str:
+    """A random token naming one recorder instance (one run of a proxy) in ``recorders``."""
+    return secrets.token_hex(16)
+
+
+def pid_namespace() -> str | None:
+    """What makes a PID mean one process: this boot and this PID namespace (Linux); None where unknown.
+
+    Two recorders with the same value see the same processes under the same PIDs, so one can tell that
+    the other's process is gone. Elsewhere (macOS, Windows) nothing is concluded from a PID.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+        ns = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot}:{ns.st_dev}:{ns.st_ino}"
+
+
+def register_recorder(
+    conn: sqlite3.Connection,
+    token: str,
+    *,
+    host: str | None = None,
+    pid: int | None = None,
+    namespace: str | None = None,
+    started_at: str | None = None,
+) -> None:
+    """Record that the recorder `token` is alive (committed); its sessions carry ``owner = token``.
+
+    `pid` is the recording process (the proxy's); `host` and `namespace` default to this machine's
+    (:func:`pid_namespace`).
+    """
+    now = utcnow()
     with conn:
-        if version < 1:
-            conn.executescript(SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute(
+            "INSERT INTO recorders (token, host, pid, pid_namespace, started_at, heartbeat) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                token,
+                host if host is not None else socket.gethostname(),
+                pid,
+                namespace if namespace is not None else pid_namespace(),
+                started_at or now,
+                now,
+            ),
+        )
+
+
+def heartbeat(conn: sqlite3.Connection, token: str, *, commit: bool = True) -> bool:
+    """Say the recorder `token` is still alive: one UPDATE (committed unless ``commit=False``, when the
+    caller's next commit carries it). False if no live recorder has that token (retired, or never
+    registered)."""
+    cur = conn.execute("UPDATE recorders SET heartbeat = ? WHERE token = ? AND retired_at IS NULL", (utcnow(), token))
+    if commit:
+        conn.commit()
+    return cur.rowcount == 1
+
+
+def retire_recorder(conn: sqlite3.Connection, token: str) -> None:
+    """Record that the recorder `token` has stopped (committed): sessions it left open are interrupted."""
+    with conn:
+        conn.execute("UPDATE recorders SET retired_at = ? WHERE token = ?", (utcnow(), token))
+
+
+def _parse_time(text: Any) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 def _pid_alive(pid: int | None) -> bool:
+    """The rule for sessions written before recorders had tokens (``owner_pid`` only, same host assumed).
+
+    Never on Windows: ``os.kill(pid, 0)`` terminates the process there; and no rtproxy that wrote such rows
+    ran on Windows, so such a session's recorder is not alive on this machine.
+    """
     if not pid:
         return False
     if pid == os.getpid():
         return True
+    if sys.platform == "win32":
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    except OSError:
+        return False
     return True
 
 
-def mark_interrupted(conn: sqlite3.Connection) -> int:
-    """Sessions left `open` by a recorder that is gone become `interrupted`."""
-    rows = conn.execute("SELECT id, owner_pid FROM sessions WHERE status = 'open'").fetchall()
-    dead = [sid for sid, pid in rows if not _pid_alive(pid)]
+def _pid_gone(pid: int) -> bool:
+    """True only if no process has this PID (in our namespace: callers make sure it is the recorder's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def mark_interrupted(conn: sqlite3.Connection, stale_after: float = STALE_AFTER) -> int:
+    """Sessions left `open` by a recorder that is gone become `interrupted`; returns how many.
+
+    A session with an ``owner`` is gone when that recorder is retired, unknown, or has not sent a heartbeat
+    for ``stale_after`` seconds; or at once when it ran on this host in this PID namespace (Linux) and its
+    process no longer exists. A live PID alone never keeps a session open (PIDs are reused). A session
+    without an owner (written before recorders had tokens) is judged by its ``owner_pid``. Sessions of a
+    live recorder stay open.
+    """
+    now = dt.datetime.now(dt.UTC)
+    here, namespace = socket.gethostname(), pid_namespace()
+    rows = conn.execute(
+        "SELECT s.id, s.owner, s.owner_pid, r.token, r.heartbeat, r.retired_at, r.host, r.pid, r.pid_namespace"
+        " FROM sessions s LEFT JOIN recorders r ON r.token = s.owner WHERE s.status = 'open'"
+    ).fetchall()
+    dead = []
+    for sid, owner, owner_pid, token, beat, retired, host, pid, their_namespace in rows:
+        if owner is None:
+            alive = _pid_alive(owner_pid)
+        elif token is None or retired is not None:
+            alive = False
+        elif namespace is not None and their_namespace == namespace and host == here and pid and _pid_gone(pid):
+            alive = False
+        else:
+            last = _parse_time(beat)
+            alive = last is not None and (now - last).total_seconds() <= stale_after
+        if not alive:
+            dead.append(sid)
     with conn:
         for sid in dead:
             last = conn.execute(
@@ -167,7 +454,8 @@ def mark_interrupted(conn: sqlite3.Connection) -> int:
             ).fetchone()
             conn.execute(
                 "UPDATE sessions SET status='interrupted', reason=coalesce(reason, 'recorder stopped without closing'),"
-                " duration=?, client_events=?, server_events=?, client_bytes=?, server_bytes=? WHERE id=?",
+                " duration=?, client_events=?, server_events=?, client_bytes=?, server_bytes=?"
+                " WHERE id=? AND status='open'",
                 (last[0] or 0.0, last[2] or 0, last[3] or 0, last[4] or 0, last[5] or 0, sid),
             )
     return len(dead)
@@ -273,13 +561,6 @@ class Store:
         self.path = str(path)
         self.conn = connect(self.path, create=create)
         self.conn.row_factory = sqlite3.Row
-
-    @property
-    def db(self) -> Any:
-        """The connection as a ``sqlite_utils.Database`` (imported lazily: every writer process imports this module)."""
-        import sqlite_utils
-
-        return sqlite_utils.Database(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -396,24 +677,25 @@ class Store:
     def import_session(self, session: dict[str, Any], frames: Iterable[Frame]) -> str:
         """Insert a whole session in one transaction; returns its id.
 
-        A session whose id is already present gets a fresh id, so importing
-        the same file twice keeps both copies.
+        A session whose id is already present is never replaced: the import gets a fresh id, so importing
+        the same file twice keeps both copies (compare the returned id with the file's to tell).
         """
-        fields = {k: v for k, v in session.items() if k in SESSION_COLUMNS}
-        sid = str(fields.get("id") or new_session_id())
-        if self.conn.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone():
-            sid = new_session_id()
-        fields["id"] = sid
+        fields = {k: v for k, v in session.items() if k in SESSION_COLUMNS and k not in OWNER_COLUMNS}
         fields.setdefault("started_at", utcnow())
         if fields.get("status") in (None, "open"):
             fields["status"] = "closed"
-        fields.pop("owner_pid", None)
-        clean = _clean(fields)
+        wanted = fields.get("id")
+        sid = wanted if isinstance(wanted, str) and wanted else new_session_id()
         with self.conn:
-            cols = ", ".join(clean)
-            self.conn.execute(
-                f"INSERT INTO sessions ({cols}) VALUES ({', '.join('?' for _ in clean)})", tuple(clean.values())
-            )
+            for _ in range(8):  # a fresh id is unique by construction; the bound only keeps the loop finite
+                fields["id"] = sid
+                try:
+                    insert_session(self.conn, _clean(fields))
+                    break
+                except StoreError:
+                    sid = new_session_id()
+            else:
+                raise StoreError(f"could not find a free session id in {self.path}")
             self.conn.executemany(INSERT_EVENT, (frame_row(sid, f.seq, f.t, f.direction.value, f.data) for f in frames))
         return sid
 

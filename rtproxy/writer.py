@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .protocol import dialect_from_event, parse_event, redact_bytes, redact_text
-from .store import INSERT_EVENT, connect, describe
+from .store import INSERT_EVENT, connect, describe, heartbeat, insert_session_sql, mark_interrupted
 from .transport import BINARY, CONTROL, FRAME, SERVER, BatchReader, decode_batch
 
 Record = tuple[int, int, str, int, float, Any]
@@ -80,8 +80,10 @@ class Writer:
         report: Callable[[str, str], None],
         commit_interval: float,
         clock: Callable[[], float] = time.monotonic,
+        token: str | None = None,
     ) -> None:
         self.clock = clock
+        self.token = token  # the recorder's: its heartbeat says its open sessions are alive
         self.report = report
         self.commit_interval = commit_interval
         self.conn = connect(path)
@@ -98,6 +100,7 @@ class Writer:
         self.parent_unrecorded: dict[str, int] = {}  # the proxy's own count of dropped frames
         self.barriers: list[int] = []
         self.last_error = ""
+        self.next_beat = self.next_sweep = 0.0
 
     # -- what the process loop calls --
 
@@ -174,6 +177,22 @@ class Writer:
             self.report("B", str(barrier))
         self.barriers.clear()
 
+    def keep_alive(self) -> None:
+        """Every HEARTBEAT seconds, the recorder's heartbeat; every SWEEP seconds, sessions that other recorders
+        abandoned (their heartbeat stale) marked interrupted."""
+        now = self.clock()
+        if self.token is None or now < self.next_beat:
+            return
+        self.next_beat = now + HEARTBEAT
+        try:
+            heartbeat(self.conn, self.token, commit=self.txn_started is None)
+            if now >= self.next_sweep:
+                self.next_sweep = now + SWEEP
+                if self.txn_started is None:
+                    mark_interrupted(self.conn)
+        except sqlite3.Error as e:
+            self.report("E", f"the recorder's heartbeat failed: {e}")
+
     def _failed(self, error: sqlite3.Error, rows: list[tuple[Any, ...]], rest: list[Record]) -> None:
         """Roll back; count the frames lost per session; keep every control to write again."""
         try:
@@ -244,7 +263,8 @@ class Writer:
             self.sniffing[fields["id"]] = {"model": fields.get("model")}
         # OR IGNORE, never OR REPLACE: a session sent again to a new writer (its first one died after the commit
         # but before saying so) is already there; no insert ever replaces another session's row.
-        self._insert_row("sessions", fields, "INSERT OR IGNORE")
+        sql = insert_session_sql(fields).replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+        self.conn.execute(sql, tuple(fields.values()))
 
     def _update_session(self, session_id: str, fields: dict[str, Any]) -> None:
         if fields.get("status") not in (None, "open"):
@@ -351,6 +371,8 @@ CHUNK = 1 << 20
 QUEUED = 32
 #: With the pipe dry, the writer waits this long for more before it commits (fewer commits under a trickle).
 LINGER = 0.005
+#: Seconds between the recorder's heartbeats, and between sweeps for sessions other recorders abandoned.
+HEARTBEAT, SWEEP = 2.0, 10.0
 
 
 def _read_stdin(fd: int, chunks: queue.Queue[bytes | None]) -> None:
@@ -373,10 +395,12 @@ def serve(writer: Writer, fd: int, adjust: Callable[[int], None] | None = None, 
     reader = BatchReader()
     ended = False
     while not ended and not writer.stopping:
+        writer.keep_alive()
         try:
-            chunk = chunks.get(timeout=linger if writer.open else None)
+            chunk = chunks.get(timeout=linger if writer.open else HEARTBEAT)
         except queue.Empty:
-            writer.commit()  # the pipe is dry
+            if writer.open:
+                writer.commit()  # the pipe is dry
             if adjust is not None:
                 adjust(0)
             continue
@@ -395,8 +419,11 @@ def serve(writer: Writer, fd: int, adjust: Callable[[int], None] | None = None, 
 
 
 def writer_main(argv: list[str] | None = None) -> None:
-    """Entry point of the writer process: ``DB PRIORITY COMMIT_INTERVAL``; batches on stdin, acks on stdout."""
-    path, priority, interval = (argv or sys.argv[1:])[:3]
+    """Entry point of the writer process: ``DB PRIORITY COMMIT_INTERVAL [TOKEN]``; batches on stdin, acks on
+    stdout."""
+    args = (argv or sys.argv[1:])[:4]
+    path, priority, interval = args[:3]
+    token = args[3] if len(args) > 3 else None
     for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):  # meant for the proxy, which then stops us in
         sig = getattr(signal, name, None)  # order; if it dies instead, our stdin ends and we finish
         if sig is not None:
@@ -416,7 +443,7 @@ def writer_main(argv: list[str] | None = None) -> None:
                 pass
 
     try:
-        writer = Writer(path, report, float(interval))
+        writer = Writer(path, report, float(interval), token=token)
     except Exception as e:  # noqa: BLE001 - anything that stops us from writing goes to the proxy
         report("E", f"the recorder cannot open {path}: {e}")
         raise SystemExit(1) from e

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,20 @@ from hypothesis import strategies as st
 
 from rtproxy.protocol import Direction
 from rtproxy.recorder import event_row
-from rtproxy.store import Recorder, Store, connect, frame_row, mark_interrupted
+from rtproxy.store import (
+    INSERT_EVENT,
+    Recorder,
+    Store,
+    connect,
+    frame_row,
+    heartbeat,
+    insert_session,
+    mark_interrupted,
+    new_recorder_token,
+    new_session_id,
+    register_recorder,
+    retire_recorder,
+)
 
 
 def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -110,12 +121,6 @@ def test_the_writers_rows_are_the_stores_rows(data: str | bytes) -> None:
     assert event_row("s", 3, 0.5, "client", data, size) == frame_row("s", 3, 0.5, "client", data)
 
 
-
-
-
-
-
-
 def test_a_full_queue_drops_frames_counts_them_and_marks_the_session(tmp_path: Path) -> None:
     """When the ring is full frames are dropped (never controls): counted per session, reported once, and the
     session row says how many were not recorded."""
@@ -148,8 +153,6 @@ def test_max_frames_bounds_the_queue_by_count_too(tmp_path: Path) -> None:
     rec.close()
 
 
-
-
 def test_the_writer_process_records_without_a_flush_and_stops_in_order(tmp_path: Path) -> None:
     """With the writer process running, frames reach the file on their own; close() leaves nothing behind."""
     db = tmp_path / "rt.db"
@@ -170,16 +173,23 @@ def test_the_writer_process_records_without_a_flush_and_stops_in_order(tmp_path:
 
 
 def test_sessions_left_open_by_a_dead_recorder_are_marked_interrupted(tmp_path: Path) -> None:
-    """Opening the database for recording marks sessions of a dead owner `interrupted`, with their counts; sessions
-    of a live recorder stay open."""
+    """Opening the database for recording marks sessions of a gone owner (a retired recorder) `interrupted`, with
+    their counts; sessions of a live recorder (heartbeating, though its PID is ours) stay open."""
     db = tmp_path / "rt.db"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    rec = Recorder(str(db))
-    gone, alive = rec.open_session(owner_pid=dead_pid), rec.open_session()
-    for seq in range(3):
-        rec.record_frame(gone, seq, seq * 1.5, "client" if seq else "server", "x" * 10)
-    rec.close()
+    conn = connect(str(db))
+    live, retired = new_recorder_token(), new_recorder_token()
+    register_recorder(conn, live, pid=os.getpid())
+    register_recorder(conn, retired, pid=os.getpid())
+    retire_recorder(conn, retired)
+    gone, alive = new_session_id(), new_session_id()
+    with conn:
+        insert_session(conn, {"id": gone, "status": "open", "owner": retired, "owner_pid": os.getpid()})
+        insert_session(conn, {"id": alive, "status": "open", "owner": live, "owner_pid": os.getpid()})
+        conn.executemany(
+            INSERT_EVENT,
+            [frame_row(gone, seq, seq * 1.5, "client" if seq else "server", "x" * 10) for seq in range(3)],
+        )
+    assert heartbeat(conn, live)
     again = Recorder(str(db))
     again.close()
     assert again.interrupted == 1
@@ -188,11 +198,8 @@ def test_sessions_left_open_by_a_dead_recorder_are_marked_interrupted(tmp_path: 
         for r in rows(db, "SELECT id, status, duration, client_events, server_events, client_bytes FROM sessions")
     )
     assert got[gone] == ("interrupted", 3.0, 2, 1, 20) and got[alive][0] == "open"
-    conn = connect(str(db))
-    try:
-        assert mark_interrupted(conn) == 0
-    finally:
-        conn.close()
+    assert mark_interrupted(conn) == 0
+    conn.close()
 
 
 def test_the_database_files_are_private(tmp_path: Path) -> None:

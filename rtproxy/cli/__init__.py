@@ -1,14 +1,18 @@
 """The `rtproxy` command line: one click group, commands in one module per face.
 
-Library errors (:mod:`rtproxy.errors`) and click usage errors become one
-plain line on stderr and exit code 2; a failed check (replay mismatch, diff)
-exits 1. Nobody sees a traceback for their own mistake.
+Library errors (:mod:`rtproxy.errors`), click usage errors, and what the OS
+or SQLite refuses (an unwritable directory, a damaged database) become one
+plain line on stderr, naming the file, and exit code 2; a failed check
+(replay mismatch, diff) exits 1. Nobody sees a traceback for their own
+mistake or their machine's.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -41,12 +45,41 @@ def db_option(f: F) -> F:
     )(f)
 
 
-def open_store(db: str) -> Store:
-    """Open a database for reading, as a one-line error if it cannot be."""
+def os_error_line(e: OSError, path: str | None = None) -> str:
+    """`PATH: reason` for an OSError, naming the file it is about (its own, else `path`)."""
+    where = e.filename if e.filename is not None else path
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.filename2 is not None:
+        where = f"{where} -> {e.filename2}"
+    return f"{where}: {reason}" if where is not None else reason
+
+
+@contextmanager
+def file_errors(path: str, doing: str = "cannot use") -> Iterator[None]:
+    """Inside: an OSError or sqlite3.Error becomes one line naming `path` (or the OSError's own file), exit 2."""
     try:
-        return Store(db)
+        yield
+    except sqlite3.Error as e:
+        raise InputError(f"{doing} {path}: {e}") from e
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise
+        raise InputError(f"{doing} {os_error_line(e, path)}") from e
+
+
+@contextmanager
+def open_store(db: str, *, create: bool = False) -> Iterator[Store]:
+    """A database opened for the block: a one-line error if it cannot be opened, or if SQLite fails while
+    the block reads it (a damaged file, a lock held too long)."""
+    try:
+        store = Store(db, create=create)
     except RtproxyError as e:
         raise InputError(str(e)) from e
+    with store:
+        try:
+            yield store
+        except sqlite3.Error as e:
+            raise InputError(f"cannot read database {db}: {e}") from e
 
 
 def resolve_session(store: Store, ref: str) -> str:
@@ -94,6 +127,14 @@ def run(argv: list[str] | None = None) -> int:
         return e.exit_code
     except RtproxyError as e:
         click.echo(f"rtproxy: error: {e}", err=True)
+        return 2
+    except sqlite3.Error as e:  # a command that did not say which database: still one line
+        click.echo(f"rtproxy: error: database error: {e}", err=True)
+        return 2
+    except BrokenPipeError:
+        return 1
+    except OSError as e:
+        click.echo(f"rtproxy: error: {os_error_line(e)}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)

@@ -264,21 +264,25 @@ def import_(file: str, db: str) -> None:
 
     The whole file is checked as it is read, in one transaction: a file with
     a bad line is refused with its line number, and nothing of it is
-    imported. A session whose id is already in the database gets a new id.
+    imported. A session whose id is already in the database is never
+    replaced: the import gets a new id (printed, with a note on stderr).
     """
     from ..recording import iter_recording
 
     session, frames = iter_recording(file)  # a bad header is refused before the database is touched
     existed = os.path.exists(db)
     try:
-        with Store(db, create=True) as store, progress(f"import {file}", None) as advance:
+        with open_store(db, create=True) as store, progress(f"import {file}", None) as advance:
             sid = store.import_session(session, counted(frames, advance))
-    except RtproxyError:
+    except (RtproxyError, click.ClickException):
         if not existed:  # leave no empty database behind a refused file
             for suffix in ("", "-wal", "-shm"):
-                with suppress(FileNotFoundError):
+                with suppress(OSError):
                     os.unlink(db + suffix)
         raise
+    wanted = session.get("id")
+    if isinstance(wanted, str) and wanted and wanted != sid:
+        click.echo(f"rtproxy: note: {db} already holds a session {wanted}; imported as {sid}", err=True)
     click.echo(sid)
 
 

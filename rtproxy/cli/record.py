@@ -8,7 +8,9 @@ import ipaddress
 import logging
 import os
 import signal
+import sqlite3
 import sys
+from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +18,7 @@ import click
 import orjson
 
 from ..errors import RtproxyError
-from . import InputError, db_option, open_store
+from . import InputError, db_option, file_errors, open_store, os_error_line
 
 
 def _is_loopback(host: str) -> bool:
@@ -101,18 +103,28 @@ async def _serve(
         click.echo(f"rtproxy: WARNING: {message}", err=True)
 
     _setup_logging()
-    recorder = Recorder(db, on_overflow=overflow, on_error=failed)
+    ssl_ctx, cert = None, None
+    if tls:  # before the database is touched: a certificate that cannot be made leaves nothing behind
+        from ..tls import server_context
+
+        try:
+            ssl_ctx, cert = server_context()
+        except OSError as e:
+            raise InputError(f"cannot prepare the TLS certificate: {os_error_line(e)}") from e
+    with file_errors(db, "cannot record to"):
+        recorder = Recorder(db, on_overflow=overflow, on_error=failed)
     if recorder.interrupted:
         _say(f"rtproxy: marked {recorder.interrupted} session(s) left open by a stopped proxy as interrupted")
-    recorder.start()
+    try:
+        with file_errors(db, "cannot start the recorder for"):
+            recorder.start()
+    except InputError:
+        with suppress(RtproxyError, OSError, sqlite3.Error):  # the error worth reporting is the first one
+            recorder.close()
+        raise
     proxy = Proxy(recorder, upstream=upstream, label=label, auth_token=auth_token, connect_timeout=connect_timeout)
     runner = web.AppRunner(proxy.make_app(), handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    ssl_ctx, cert = None, None
-    if tls:
-        from ..tls import server_context
-
-        ssl_ctx, cert = server_context()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
         await site.start()

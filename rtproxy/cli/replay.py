@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,6 +142,8 @@ def replay(
     except RtproxyError as e:
         where = f" (in {db})" if recording is None and "no session" in str(e) else ""
         raise InputError(f"{e}{where}") from e
+    except sqlite3.Error as e:
+        raise InputError(f"cannot read database {db}: {e}") from e
     report = asyncio.run(_serve(script, host, port, pace, speed, match, once, tls))
     _say(report.format())
     if report_path is not None:
