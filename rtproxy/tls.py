@@ -30,7 +30,9 @@ and one started just before renewal is due still has 60 days. Clients trust
 the CA, so a renewal needs nothing from them.
 
 Files are written to a temporary name and renamed, so a reader sees a whole
-old file or a whole new one. On Windows the permissions are those of the
+old file or a whole new one; the check-and-make runs under a lock file
+(``.lock``, made with O_EXCL, so on every OS), so two proxies starting at once
+agree on one CA and one leaf. On Windows the permissions are those of the
 user's profile (chmod cannot express 0600 there).
 """
 
@@ -41,6 +43,9 @@ import ipaddress
 import os
 import secrets
 import ssl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +64,9 @@ RENEW_FRACTION = 1 / 3
 #: Validity starts this long before "now", for clocks a little behind ours.
 BACKDATE = dt.timedelta(hours=1)
 PRIVATE = os.name != "nt"
+#: How long to wait for another process's check-and-make; a lock older than STALE_LOCK was left by a crash.
+LOCK_WAIT = 10.0
+STALE_LOCK = 60.0
 
 
 class TLSError(RtproxyError):
@@ -104,12 +112,13 @@ def ensure(files: Files, *, now: dt.datetime | None = None) -> None:
     now = now or dt.datetime.now(dt.UTC)
     try:
         _private_directory(files.directory)
-        ca_cert, ca_key, new_ca = _ensure_ca(files, now)
-        if new_ca or not _leaf_is_good(files, ca_cert, now):
-            _issue_leaf(files, ca_cert, ca_key, now)
-        if PRIVATE:
-            for path in (files.ca_cert, files.ca_key, files.cert, files.key):
-                os.chmod(path, 0o600)
+        with _locked(files.directory):
+            ca_cert, ca_key, new_ca = _ensure_ca(files, now)
+            if new_ca or not _leaf_is_good(files, ca_cert, now):
+                _issue_leaf(files, ca_cert, ca_key, now)
+            if PRIVATE:
+                for path in (files.ca_cert, files.ca_key, files.cert, files.key):
+                    os.chmod(path, 0o600)
     except OSError as e:
         where = f" ({e.filename})" if e.filename and Path(e.filename) != files.directory else ""
         raise TLSError(f"cannot set up the TLS certificate in {files.directory}: {e.strerror or e}{where}") from e
@@ -299,6 +308,31 @@ def _private_directory(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     if PRIVATE:
         os.chmod(directory, 0o700)
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold ``directory/.lock`` (waits up to LOCK_WAIT for another holder; takes over a stale lock)."""
+    lock = directory / ".lock"
+    step = 0.02
+    for _ in range(int(LOCK_WAIT / step) + 1):
+        try:
+            os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            break
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > STALE_LOCK:
+                    lock.unlink(missing_ok=True)
+                    continue
+            except FileNotFoundError:
+                continue
+            time.sleep(step)  # another process is making the certificates: they take milliseconds
+    else:
+        raise TLSError(f"{lock} is held by another rtproxy for over {LOCK_WAIT:g} s; remove it if none is running")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -306,3 +306,40 @@ def test_clients_pointed_at_the_old_path_still_verify(files: tls.Files) -> None:
     """localhost.pem carries the CA after the leaf, so a client told to trust it (the old advice) still verifies."""
     server, _ = tls.server_context(files.directory)
     assert handshake(server, files.cert, "localhost") == leaf(files)
+
+
+def test_proxies_starting_together_agree_on_one_ca(files: tls.Files) -> None:
+    """Eight threads setting up a fresh directory at once all end with a leaf that verifies against the one ca.pem."""
+    start = threading.Barrier(8, timeout=10)
+    contexts: list[ssl.SSLContext] = []
+
+    def setup() -> None:
+        start.wait()
+        contexts.append(tls.server_context(files.directory)[0])
+
+    threads = [threading.Thread(target=setup) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(contexts) == 8
+    for server in contexts:
+        assert handshake(server, files.ca_cert, "localhost") == leaf(files)
+    assert not (files.directory / ".lock").exists()
+
+
+def test_a_stale_lock_is_taken_over_and_a_live_one_is_a_clear_error(
+    files: tls.Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock left by a crash (older than a minute) does not block; a fresh one held too long is one clear error."""
+    files.directory.mkdir(parents=True)
+    lock = files.directory / ".lock"
+    lock.write_bytes(b"")
+    os.utime(lock, (NOW.timestamp() - 120, NOW.timestamp() - 120))
+    tls.server_context(files.directory)
+    assert files.ca_cert.exists() and not lock.exists()
+    lock.write_bytes(b"")
+    monkeypatch.setattr(tls, "LOCK_WAIT", 0.2)
+    with pytest.raises(tls.TLSError, match=r"\.lock is held by another rtproxy for over 0\.2 s; remove it"):
+        tls.server_context(files.directory)
+    assert lock.exists()
