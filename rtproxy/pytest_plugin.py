@@ -13,11 +13,30 @@ tests alike can use it) on 127.0.0.1. When the test's client departs from the
 recording, the test fails with the replay report; ``check=False`` lets the
 test inspect ``replay.report`` itself instead.
 
-Record mode, in the spirit of vcrpy: with ``--rtproxy-record``, or when the
-recording file does not exist yet, ``url`` points at a recording proxy to
-``--rtproxy-upstream`` (default https://api.openai.com) and the session is
-written to the recording file when the test ends. Without it nothing but
-127.0.0.1 is ever contacted.
+Record modes, as in vcrpy and pytest-recording. In a recording mode ``url``
+points at a recording proxy to ``--rtproxy-upstream`` (default
+https://api.openai.com) and the session is written to the recording file when
+the test ends; the client talks to the real API with whatever credentials it
+holds.
+
+- ``none`` (the default): only replay. A missing recording fails the test,
+  naming the file and how to record it; nothing but 127.0.0.1 is contacted,
+  the upstream never.
+- ``once``: record when the recording file does not exist, replay it when it
+  does.
+- ``all``: record always, overwriting the recording.
+- ``new_episodes``: accepted for vcrpy users and the same as ``all``. vcrpy
+  replays the requests its cassette holds and records only the new ones; a
+  Realtime session is one stateful conversation (every server event depends on
+  all the client events before it), so a recorded session cannot be replayed
+  in part and continued live: what is new can only be captured by recording
+  the session again.
+
+The mode comes from, first to last: ``--rtproxy-record-mode`` on the command
+line (``--rtproxy-record`` is short for ``all``), which overrides the tests'
+own choices so ``--rtproxy-record-mode=none`` keeps a whole run offline; the
+``record_mode=`` argument of the fixture factory; the test's marker
+``@pytest.mark.rtproxy(record_mode="once")``; ``none``.
 """
 
 from __future__ import annotations
@@ -40,16 +59,25 @@ if TYPE_CHECKING:  # the server (aiohttp, the store) loads when a test first ask
 T = TypeVar("T")
 HANDLES = pytest.StashKey[list["RtproxyReplay"]]()
 SETTLE_TIMEOUT = 5.0
+RECORD_MODES = ("none", "once", "new_episodes", "all")
+MARKER = "rtproxy"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("rtproxy", "rtproxy: replay recorded OpenAI Realtime sessions")
     group.addoption(
+        "--rtproxy-record-mode",
+        choices=RECORD_MODES,
+        default=None,
+        help="When tests using rtproxy_replay record against the real upstream: none (default: replay only, a "
+        "missing recording fails the test), once (record missing recordings), all or new_episodes (re-record "
+        "every recording). Overrides the tests' own record_mode.",
+    )
+    group.addoption(
         "--rtproxy-record",
         action="store_true",
         default=False,
-        help="Record the sessions of tests using rtproxy_replay against the real upstream, "
-        "overwriting their recordings.",
+        help="Short for --rtproxy-record-mode=all.",
     )
     group.addoption(
         "--rtproxy-upstream",
@@ -57,6 +85,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="URL",
         help="Upstream to record from (default https://api.openai.com).",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(record_mode=...): the rtproxy_replay record mode of this test, one of "
+        f"{', '.join(RECORD_MODES)} (--rtproxy-record-mode on the command line overrides it)",
+    )
+
+
+def _check_mode(mode: object, where: str) -> str:
+    if mode not in RECORD_MODES:
+        pytest.fail(f"rtproxy: record_mode {mode!r} ({where}) is not one of {', '.join(RECORD_MODES)}", pytrace=False)
+    return str(mode)
+
+
+def resolve_record_mode(request: pytest.FixtureRequest, argument: str | None = None) -> str:
+    """The record mode of this test: the command line, else the factory's argument, else the marker, else none."""
+    config = request.config
+    cli = config.getoption("rtproxy_record_mode")
+    if cli is not None:
+        return str(cli)
+    if config.getoption("rtproxy_record"):
+        return "all"
+    if argument is not None:
+        return _check_mode(argument, "rtproxy_replay argument")
+    marker = request.node.get_closest_marker(MARKER)
+    if marker is not None and "record_mode" in marker.kwargs:
+        return _check_mode(marker.kwargs["record_mode"], f"@pytest.mark.{MARKER}")
+    return "none"
 
 
 class _Loop:
@@ -79,8 +137,8 @@ class _Loop:
 class RtproxyReplay:
     """A replay (or recording) server for one recording file."""
 
-    def __init__(self, path: Path, loop: _Loop, *, mode: str, check: bool) -> None:
-        self.path, self.mode, self.check = path, mode, check
+    def __init__(self, path: Path, loop: _Loop, *, mode: str, check: bool, record_mode: str = "none") -> None:
+        self.path, self.mode, self.check, self.record_mode = path, mode, check, record_mode
         self._loop = loop
         self.port = 0
         self._server: ReplayServer | None = None
@@ -211,10 +269,12 @@ class RtproxyReplay:
 
 @pytest.fixture
 def rtproxy_replay(request: pytest.FixtureRequest) -> Iterator[Callable[..., RtproxyReplay]]:
-    """A factory: ``rtproxy_replay(path, match="ordered", pace="instant", speed=1.0, check=True)``.
+    """A factory: ``rtproxy_replay(path, match="ordered", pace="instant", speed=1.0, check=True, record_mode=None)``.
 
     Relative paths are taken from the rootdir. The returned object has
     ``url`` (pass it as ``websocket_base_url``), ``received`` and ``report``.
+    ``record_mode`` (none, once, new_episodes, all) is this call's record mode
+    unless the command line sets one; see the module docstring.
     """
     config = request.config
     handles: list[RtproxyReplay] = []
@@ -222,15 +282,29 @@ def rtproxy_replay(request: pytest.FixtureRequest) -> Iterator[Callable[..., Rtp
     loop: list[_Loop] = []
 
     def factory(
-        path: str | Path, *, match: str = "ordered", pace: str = "instant", speed: float = 1.0, check: bool = True
+        path: str | Path,
+        *,
+        match: str = "ordered",
+        pace: str = "instant",
+        speed: float = 1.0,
+        check: bool = True,
+        record_mode: str | None = None,
     ) -> RtproxyReplay:
         target = Path(path)
         if not target.is_absolute():
             target = config.rootpath / target
+        mode = resolve_record_mode(request, record_mode)
+        record = mode in ("all", "new_episodes") or (mode == "once" and not target.exists())
+        if not record and not target.exists():
+            pytest.fail(
+                f"rtproxy: no recording at {target} (record mode none: tests only replay). Record it with "
+                f"`pytest --rtproxy-record-mode=once {request.node.nodeid}`, which connects to "
+                f"{config.getoption('rtproxy_upstream')} with your client's credentials",
+                pytrace=False,
+            )
         if not loop:
             loop.append(_Loop())
-        record = bool(config.getoption("rtproxy_record")) or not target.exists()
-        handle = RtproxyReplay(target, loop[0], mode="record" if record else "replay", check=check)
+        handle = RtproxyReplay(target, loop[0], mode="record" if record else "replay", check=check, record_mode=mode)
         handles.append(handle)
         if record:
             handle.start_recording(str(config.getoption("rtproxy_upstream")))

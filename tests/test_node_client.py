@@ -1,7 +1,7 @@
 """The Node `openai` SDK through `rtproxy proxy --tls`: the client the `--tls` flag exists for.
 
 The Node SDK only speaks wss://, so this is the proof that a Node user can record with rtproxy by
-trusting its certificate through NODE_EXTRA_CA_CERTS. It needs node and npm; the `openai` and `ws`
+trusting rtproxy's local CA through NODE_EXTRA_CA_CERTS. It needs node and npm; the `openai` and `ws`
 packages are installed once into a cache folder (skipped, saying why, where npm cannot fetch them).
 """
 
@@ -72,13 +72,13 @@ def node_modules() -> Path:
 async def test_node_sdk_records_through_tls(
     upstream: ScriptedUpstream, tmp_path: Path, proxy_process: list[ProxyProcess], api_key: str
 ) -> None:
-    """The Node SDK, trusting the proxy's certificate via NODE_EXTRA_CA_CERTS, makes a REST call and a text
+    """The Node SDK, trusting only rtproxy's local CA via NODE_EXTRA_CA_CERTS, makes a REST call and a text
     turn over wss://; both are recorded, and its key is not."""
     modules = await asyncio.to_thread(node_modules)
     home, db = tmp_path / "home", tmp_path / "rec.db"
     p = spawn_proxy(["--db", str(db), "--upstream", upstream.url, "--tls"], env={"RTPROXY_HOME": str(home)})
     proxy_process.append(p)
-    cert = home / "tls" / "localhost.pem"
+    cert = home / "tls" / "ca.pem"
     script = tmp_path / "turn.js"
     script.write_text(SCRIPT)
     env = {

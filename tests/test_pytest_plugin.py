@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,9 +120,11 @@ def test_check_false_leaves_the_report_to_the_test(project: pytest.Pytester) -> 
 
 
 def test_the_plugin_documents_its_options(inner: pytest.Pytester) -> None:
-    """`pytest --help` lists --rtproxy-record and --rtproxy-upstream (the plugin loads from its entry point)."""
+    """`pytest --help` lists the record mode, --rtproxy-record and --rtproxy-upstream (loaded from its entry point)."""
     result = inner.runpytest(*QUIET, "--help")
-    result.stdout.fnmatch_lines(["*--rtproxy-record*", "*--rtproxy-upstream=URL*"])
+    result.stdout.fnmatch_lines(
+        ["*--rtproxy-record-mode={none,once,new_episodes,all}*", "*--rtproxy-record *", "*--rtproxy-upstream=URL*"]
+    )
 
 
 KEY_SHAPED = re.compile(rb"sk-[A-Za-z0-9_-]{20,}|ek_[A-Za-z0-9]{16,}")
@@ -144,8 +147,9 @@ def threaded_upstream() -> Iterator[ScriptedUpstream]:
         loop.close()
 
 
-def test_record_mode_writes_the_recording_and_replay_never_touches_the_network(inner: pytest.Pytester) -> None:
-    """A missing recording is recorded via the proxy; the next run replays it offline; --rtproxy-record redoes it."""
+def test_record_mode_once_writes_the_recording_and_replay_never_touches_the_network(inner: pytest.Pytester) -> None:
+    """Mode once records a missing recording via the proxy; the next (default) run replays it offline;
+    --rtproxy-record redoes it."""
     pytester = inner
     pytester.makepyfile(
         test_it="""
@@ -160,7 +164,7 @@ def test_record_mode_writes_the_recording_and_replay_never_touches_the_network(i
     target = pytester.path / "cassettes" / "turn.jsonl"
     with threaded_upstream() as up:
         args = (*QUIET, f"--rtproxy-upstream={up.url}")
-        pytester.runpytest(*args).assert_outcomes(passed=1)
+        pytester.runpytest(*args, "--rtproxy-record-mode=once").assert_outcomes(passed=1)
         assert len(up.connections) == 1 and target.exists()
         header = orjson.loads(target.read_bytes().splitlines()[0])
         assert header["session"]["model"] == "gpt-realtime" and header["session"]["status"] == "closed"
@@ -168,7 +172,122 @@ def test_record_mode_writes_the_recording_and_replay_never_touches_the_network(i
         recorded = target.read_bytes()
 
         pytester.runpytest(*args).assert_outcomes(passed=1)
+        pytester.runpytest(*args, "--rtproxy-record-mode=once").assert_outcomes(passed=1)
         assert len(up.connections) == 1 and target.read_bytes() == recorded
 
         pytester.runpytest(*args, "--rtproxy-record").assert_outcomes(passed=1)
         assert len(up.connections) == 2 and target.read_bytes() != recorded
+
+
+@contextlib.contextmanager
+def silent_upstream() -> Iterator[tuple[str, socket.socket]]:
+    """A listening loopback socket that accepts nothing itself: any connection attempt waits in its backlog."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", sock
+
+
+def assert_never_connected(sock: socket.socket) -> None:
+    with pytest.raises(BlockingIOError):
+        conn, _ = sock.accept()
+        conn.close()
+
+
+MISSING = """
+import pytest
+from client import turn
+
+{marker}
+def test_turn(rtproxy_replay):
+    replay = rtproxy_replay("cassettes/typo.jsonl"{argument})
+    turn(replay.url)
+"""
+
+
+@pytest.mark.parametrize(
+    ("marker", "argument", "option"),
+    [
+        ("", "", ()),
+        ("@pytest.mark.rtproxy(record_mode='once')", ", record_mode='all'", ("--rtproxy-record-mode=none",)),
+    ],
+    ids=["default", "command-line-overrides-the-test"],
+)
+def test_mode_none_fails_on_a_missing_recording_without_touching_the_upstream(
+    inner: pytest.Pytester, marker: str, argument: str, option: tuple[str, ...]
+) -> None:
+    """Under mode none (the default, and from the command line over a test's own mode) a missing recording fails
+    the test naming the file and how to record it, and no connection reaches the upstream."""
+    inner.makepyfile(test_it=MISSING.format(marker=marker, argument=argument))
+    with silent_upstream() as (url, sock):
+        result = inner.runpytest(*QUIET, f"--rtproxy-upstream={url}", *option)
+        assert_never_connected(sock)
+    result.assert_outcomes(failed=1)
+    target = inner.path / "cassettes" / "typo.jsonl"
+    result.stdout.fnmatch_lines(
+        [f"*rtproxy: no recording at {target} (record mode none*--rtproxy-record-mode=once test_it.py::test_turn*"]
+    )
+    assert "Traceback" not in result.stdout.str() and not target.exists()
+
+
+def test_mode_once_from_the_marker_records_only_a_missing_recording(inner: pytest.Pytester) -> None:
+    """@pytest.mark.rtproxy(record_mode="once") records the missing file, then replays it without the upstream."""
+    inner.makepyfile(test_it=MISSING.format(marker="@pytest.mark.rtproxy(record_mode='once')", argument=""))
+    target = inner.path / "cassettes" / "typo.jsonl"
+    with threaded_upstream() as up:
+        inner.runpytest(*QUIET, f"--rtproxy-upstream={up.url}").assert_outcomes(passed=1)
+        assert len(up.connections) == 1 and target.exists()
+        recorded = target.read_bytes()
+    with silent_upstream() as (url, sock):
+        inner.runpytest(*QUIET, f"--rtproxy-upstream={url}").assert_outcomes(passed=1)
+        assert_never_connected(sock)
+    assert target.read_bytes() == recorded
+
+
+@pytest.mark.parametrize("mode", ["all", "new_episodes"])
+def test_modes_all_and_new_episodes_rerecord_an_existing_recording(project: pytest.Pytester, mode: str) -> None:
+    """The factory's record_mode all (or new_episodes, the same), over a marker saying none, records again and
+    overwrites the existing recording."""
+    project.makepyfile(
+        test_it=f"""
+        import pytest
+        from client import turn
+
+        @pytest.mark.rtproxy(record_mode="none")
+        def test_turn(rtproxy_replay):
+            replay = rtproxy_replay("text-ga.jsonl", record_mode="{mode}")
+            assert replay.mode == "record" and replay.record_mode == "{mode}"
+            assert turn(replay.url)[-1] == "response.done"
+    """
+    )
+    target = project.path / "text-ga.jsonl"
+    before = target.read_bytes()
+    with threaded_upstream() as up:
+        project.runpytest(*QUIET, f"--rtproxy-upstream={up.url}").assert_outcomes(passed=1)
+        assert len(up.connections) == 1
+    assert target.read_bytes() != before
+    assert orjson.loads(target.read_bytes().splitlines()[0])["session"]["upstream"].startswith(up.url)
+
+
+@pytest.mark.parametrize(
+    ("marker", "argument", "where"),
+    [
+        ("", ", record_mode='sometimes'", "rtproxy_replay argument"),
+        ("@pytest.mark.rtproxy(record_mode='sometimes')", "", "@pytest.mark.rtproxy"),
+    ],
+    ids=["argument", "marker"],
+)
+def test_an_unknown_record_mode_fails_the_test_with_one_line(
+    inner: pytest.Pytester, marker: str, argument: str, where: str
+) -> None:
+    """A record mode that is not one of the four fails the test with a line naming it and the valid ones."""
+    inner.makepyfile(test_it=MISSING.format(marker=marker, argument=argument))
+    with silent_upstream() as (url, sock):
+        result = inner.runpytest(*QUIET, f"--rtproxy-upstream={url}")
+        assert_never_connected(sock)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [f"*rtproxy: record_mode 'sometimes' ({where}) is not one of none, once, new_episodes, all"]
+    )
+    assert "Traceback" not in result.stdout.str()
