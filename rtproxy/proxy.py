@@ -34,6 +34,7 @@ masked everywhere rtproxy stores or prints the URL.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import hmac
 import logging
@@ -148,7 +149,7 @@ def upstream_authorization(upstream: str) -> str | None:
     if "@" not in netloc:
         return None
     user, _, password = netloc.rpartition("@")[0].partition(":")
-    return aiohttp.BasicAuth(unquote(user), unquote(password), encoding="utf-8").encode()
+    return "Basic " + base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
 
 
 def sendable(code: int) -> bool:
