@@ -386,7 +386,7 @@ class Relay:
         out_code: int | None
         if msg is not None and msg.type is WSMsgType.CLOSE:
             received = int(msg.data)
-            reason = redact_text(str(msg.extra or ""))
+            reason = str(msg.extra or "")
             if received == 0:  # aiohttp's word for a close frame without a status code
                 code, out_code, echo = NO_STATUS, None, True
             elif sendable(received):
@@ -398,7 +398,8 @@ class Relay:
                 ended["status"] = "error"
                 await close_ws(src, 1002, reason)
         elif msg is not None and msg.type is WSMsgType.ERROR and isinstance(msg.data, aiohttp.WebSocketError):
-            code = out_code = int(msg.data.code)  # aiohttp has closed src with this code already
+            code = int(msg.data.code)  # aiohttp has closed src with this code already
+            out_code = code if sendable(code) else 1002
             reason = f"{who} broke the protocol: {msg.data}"
             ended["status"] = "error"
         else:
@@ -411,12 +412,13 @@ class Relay:
             ended["status"] = "error"
             if not src.closed:
                 await close_ws(src, 1011, reason, timeout=1.0)
+        stored = self.proxy.scrub(reason)  # a close reason or an error message may quote a key: relayed, not kept
         if ended.get("status") == "error":
-            ended.setdefault("reason", reason)
+            ended.setdefault("reason", stored)
         ended.setdefault(f"{me}_close_code", code)
-        ended.setdefault(f"{me}_close_reason", reason)
+        ended.setdefault(f"{me}_close_reason", stored)
         ended.setdefault(f"{other}_close_code", NO_STATUS if out_code is None else out_code)
-        ended.setdefault(f"{other}_close_reason", reason)
+        ended.setdefault(f"{other}_close_reason", stored)
         await close_ws(dst, out_code, reason)
         if echo:
             await close_ws(src, out_code, reason)

@@ -316,3 +316,22 @@ async def test_vanishing_side_gets_the_other_closed_with_1011(
     mine, theirs = ("client", "server") if closer == "client" else ("server", "client")
     assert row[f"{mine}_close_code"] == 1006 and row[f"{theirs}_close_code"] == 1011
     assert row["status"] == "error" and row["closed_by"] == closer and row["ended_at"]
+
+
+async def test_a_key_in_a_close_reason_crosses_but_is_not_stored(raw_rig: tuple[RawUpstream, RunningProxy]) -> None:
+    """A close reason that quotes a key reaches the upstream unchanged, and the session row keeps it masked."""
+    up, proxy = raw_rig
+    client, server = await connect(up, proxy)
+    key = "sk-proj-" + base64.urlsafe_b64encode(os.urandom(24)).decode()
+    sent = close_payload(4000, f"bad key {key}".encode())
+    assert len(sent) <= 125
+    await client.send(CLOSE, sent)
+    assert await server.recv_close() == sent
+    await server.send(CLOSE, sent[:2])
+    assert await client.recv_close() == sent
+    client.close()
+    (sid,) = await proxy.settle()
+    row = session_row(proxy.db, sid)
+    assert row["client_close_code"] == 4000 and row["client_close_reason"] == f"bad key ****{key[-4:]}"
+    blob = b"".join(p.read_bytes() for p in proxy.db.parent.glob("rt.db*"))
+    assert key[:-4].encode() not in blob
