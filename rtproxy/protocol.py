@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -333,3 +333,30 @@ def redact_bytes(data: bytes) -> bytes:
         return redact_text(data.decode("utf-8")).encode("utf-8")
     except UnicodeDecodeError:
         return _SECRET_BYTES_RE.sub(lambda m: mask(m.group(0).decode()).encode(), data)
+
+
+def url_credentials(url: str) -> list[str]:
+    """The secrets a URL's userinfo carries (``https://user:token@gw``), raw and percent-decoded, longest first;
+    [] if none. A user name counts from 8 characters on (a key can be the user name), so that scrubbing free text
+    of them does not mangle words."""
+    netloc = urlsplit(url).netloc
+    if "@" not in netloc:
+        return []
+    userinfo = netloc.rpartition("@")[0]
+    user, _, password = userinfo.partition(":")
+    found = {
+        part for raw in (userinfo, password, user if len(user) >= 8 else "") if raw for part in (raw, unquote(raw))
+    }
+    return sorted(found, key=len, reverse=True)  # longest first, so a replace never leaves a piece behind
+
+
+def redact_url(url: str) -> str:
+    """A URL with its userinfo masked like any credential (``https://****:****abcd@gw``); the user too, which
+    can carry a key (``https://KEY@gw``)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return redact_text(url)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    shown = mask(unquote(user)) + (f":{mask(unquote(password))}" if colon else "")
+    return redact_text(urlunsplit(parts._replace(netloc=f"{shown}@{hostport}")))

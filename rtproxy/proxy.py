@@ -4,20 +4,45 @@ Each WebSocket connection is a :class:`Relay`: the client's handshake is
 repeated upstream (same path and query, headers minus hop-by-hop ones, the
 same offered subprotocols), then two pumps copy frames both ways. A pump's
 loop is receive → forward → hand to the recorder; nothing on it parses or
-touches SQLite. Close codes cross over; a side that vanishes without a
-close frame gets the other side closed with 1011.
+touches SQLite, and a frame is handed to the recorder only once it has been
+forwarded.
+
+Closing. The first side to end decides how the other side is closed:
+
+- a close frame with a valid code (1000–1003, 1007–1014, 3000–4999) crosses
+  over with its code and reason, and is echoed back;
+- a close frame with no code crosses over as a close frame with no code
+  (recorded as 1005, the code RFC 6455 reserves for "no status code");
+- a close frame with a code nobody may send (0–999, 1004–1006, 1015,
+  1016–2999, 5000 and up) or a malformed one is a protocol error: both
+  sides get 1002, the session is `error`;
+- a side that vanishes without a close frame, or whose connection fails on a
+  send or a receive, gets the other side closed with 1011 (recorded as 1006
+  for the side that failed), the session is `error`.
+
+The session row's ``client_close_code`` / ``server_close_code`` are the
+status codes of the close frame on that side's connection: the one the side
+sent if it closed first, otherwise the one rtproxy sent it; 1005 is a close
+frame without a code and 1006 no close frame at all. No code outside the
+sendable set above is ever put in a frame.
+
+The upstream URL may carry credentials (``https://user:token@gw``): they go
+upstream as a Basic ``Authorization`` header (replacing the client's) and are
+masked everywhere rtproxy stores or prints the URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import hmac
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -29,11 +54,14 @@ from .protocol import (
     SERVER,
     Direction,
     dialect_from_handshake,
+    mask,
     model_from_query,
     redact_headers,
     redact_query,
     redact_subprotocols,
     redact_text,
+    redact_url,
+    url_credentials,
 )
 from .store import Recorder, utcnow
 
@@ -68,7 +96,13 @@ HOP_HEADERS = frozenset(
 TOKEN_QUERY = "rtproxy_token"
 TOKEN_PROTOCOL = "rtproxy-token."
 #: Close codes that may not be sent in a close frame (RFC 6455 §7.4.1).
-UNSENDABLE = frozenset({1005, 1006, 1015})
+UNSENDABLE = frozenset({1004, 1005, 1006, 1015})
+#: What a close frame without a status code is recorded as (RFC 6455 §7.4.1: "no status code was present").
+NO_STATUS = 1005
+#: What a connection that ended without a close frame is recorded as.
+ABNORMAL = 1006
+#: The longest close reason a frame can carry (125 bytes of payload minus the code).
+MAX_REASON = 123
 
 _refusal_body: contextvars.ContextVar[list[bytes]] = contextvars.ContextVar("refusal_body")
 
@@ -93,21 +127,78 @@ def relay_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 
 def ws_url(upstream: str, path_qs: str) -> URL:
-    """The upstream WebSocket URL for a request's raw path and query, kept verbatim (no dot-segment folding)."""
+    """The upstream WebSocket URL for a request's raw path and query, kept verbatim (no dot-segment folding);
+    without the upstream's userinfo, which travels as a header (:func:`upstream_authorization`)."""
     parts = urlsplit(upstream)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    return URL(f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{path_qs}", encoded=True)
+    host = parts.netloc.rpartition("@")[2]
+    return URL(f"{scheme}://{host}{parts.path.rstrip('/')}{path_qs}", encoded=True)
 
 
 def http_url(upstream: str, path_qs: str) -> URL:
-    """The upstream REST URL for a request's raw path and query, kept verbatim."""
+    """The upstream REST URL for a request's raw path and query, kept verbatim, without the userinfo."""
     parts = urlsplit(upstream)
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return URL(f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{path_qs}", encoded=True)
+    host = parts.netloc.rpartition("@")[2]
+    return URL(f"{scheme}://{host}{parts.path.rstrip('/')}{path_qs}", encoded=True)
 
 
-def _close_code(code: int | None) -> int:
-    return 1000 if code is None or code in UNSENDABLE else code
+def upstream_authorization(upstream: str) -> str | None:
+    """The Basic ``Authorization`` value the upstream URL's userinfo stands for, or None without one."""
+    netloc = urlsplit(upstream).netloc
+    if "@" not in netloc:
+        return None
+    user, _, password = netloc.rpartition("@")[0].partition(":")
+    return "Basic " + base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+
+
+def sendable(code: int) -> bool:
+    """May a close frame carry this status code (RFC 6455 §7.4: defined codes, or 3000–4999)?"""
+    return 1000 <= code <= 1014 and code not in UNSENDABLE or 3000 <= code <= 4999
+
+
+def _reason_bytes(reason: str) -> bytes:
+    """A close reason cut to what a frame can carry, on a character boundary (a cut UTF-8 sequence is a 1007)."""
+    return reason.encode()[:MAX_REASON].decode("utf-8", "ignore").encode()
+
+
+async def close_ws(ws: Any, code: int | None, reason: str = "", timeout: float = 5.0) -> None:
+    """Close a WebSocket with `code`, or with a close frame that carries no code when `code` is None.
+
+    aiohttp's ``close()`` always packs a code; for a code-less close its writer's ``close`` is shadowed for
+    the one call, so aiohttp's closing handshake runs unchanged around an empty close payload. Failures of a
+    connection that is already gone are swallowed: closing is best effort, bounded by `timeout`.
+    """
+    message = _reason_bytes(reason)
+    writer: Any = getattr(ws, "_writer", None)
+    shadow = code is None and callable(getattr(writer, "send_frame", None))
+    if shadow:
+
+        async def close_without_code(code: int = 1000, message: bytes | str = b"") -> None:
+            try:
+                await writer.send_frame(b"", WSMsgType.CLOSE)
+            finally:
+                writer._closing = True
+
+        writer.close = close_without_code
+    try:
+        await asyncio.wait_for(ws.close(code=1000 if code is None else code, message=message), timeout)
+    except (TimeoutError, asyncio.TimeoutError, ConnectionError, aiohttp.ClientError, RuntimeError):
+        pass
+    finally:
+        if shadow:
+            del writer.close
+
+
+@dataclass(slots=True)
+class _End:
+    """How a pump ended: `side`'s connection ended it, with `msg` (what its receive returned) or `error`
+    (a receive from it or a send to it that raised); `dropped` frames were received and never forwarded."""
+
+    side: Direction
+    msg: aiohttp.WSMessage | None = None
+    error: BaseException | None = None
+    dropped: int = 0
 
 
 class Relay:
@@ -125,6 +216,7 @@ class Relay:
         self.client_ws: web.WebSocketResponse | None = None
         self.upstream_ws: aiohttp.ClientWebSocketResponse | None = None
         self.ended: dict[str, Any] = {}
+        self.dropped = {CLIENT: 0, SERVER: 0}  # frames received from that side and never forwarded
 
     def _session_fields(self, offered: list[str]) -> dict[str, Any]:
         req = self.request
@@ -136,7 +228,7 @@ class Relay:
             "query": query,
             "model": model_from_query(req.query_string),
             "dialect": dialect.value if dialect else None,
-            "upstream": self.proxy.upstream,
+            "upstream": self.proxy.upstream_shown,
             "client_addr": f"{peer[0]}:{peer[1]}" if peer else None,
             "request_headers": redact_headers(req.headers.items()),
             "label": self.proxy.label,
@@ -154,7 +246,7 @@ class Relay:
         try:
             connecting = self.proxy.client.ws_connect(
                 url,
-                headers=relay_headers(req.headers),
+                headers=self.proxy.upstream_headers(req.headers),
                 protocols=offered,
                 compress=15 if _offers_deflate(req.headers) else 0,
                 max_msg_size=_MAX_MSG_SIZE,
@@ -171,8 +263,9 @@ class Relay:
             return self._unreachable(
                 fields, 504, f"upstream did not answer the handshake within {self.proxy.connect_timeout:g} s"
             )
-        except (aiohttp.ClientError, OSError) as e:
-            return self._unreachable(fields, 502, f"cannot reach upstream {self.proxy.upstream}: {e}")
+        except (aiohttp.ClientError, OSError, ValueError) as e:
+            reason = self.proxy.scrub(f"cannot reach upstream {self.proxy.upstream_shown}: {e or type(e).__name__}")
+            return self._unreachable(fields, 502, reason)
         finally:
             _refusal_body.reset(token)
 
@@ -195,7 +288,7 @@ class Relay:
         try:
             await client.prepare(req)
         except (ConnectionError, aiohttp.ClientConnectionError) as e:
-            await upstream.close(code=1001, message=b"client went away during handshake")
+            await close_ws(upstream, 1001, "client went away during handshake")
             self._finish(status="error", reason=f"client went away during the handshake: {e}")
             return client
         self.client_ws = client
@@ -208,24 +301,35 @@ class Relay:
         return client
 
     async def _relay(self, client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+        """Run both pumps until one ends, close the other side to match, and end the session whatever happens."""
         up = asyncio.ensure_future(self._pump(client, upstream, CLIENT))
         down = asyncio.ensure_future(self._pump(upstream, client, SERVER))
-        done, _ = await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
-        first = up if up in done else down
-        side, msg = CLIENT if first is up else SERVER, first.result()
-        await self._close_other(side, msg, client, upstream)
-        other = down if first is up else up
         try:
-            await asyncio.wait_for(other, 5.0)
-        except (TimeoutError, asyncio.TimeoutError):
-            pass
-        self._finish()
+            done, _ = await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
+            first, other = (up, down) if up in done else (down, up)
+            await self._close_other(first.result(), client, upstream)
+            try:
+                self._note_dropped(await asyncio.wait_for(other, 5.0))
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+        except Exception as e:  # a bug of ours must still end the session, not leave it `open`
+            log.warning("rtproxy: session %s: relay failed: %r", self.session_id, e)
+            self.ended.setdefault("reason", f"relay failed: {type(e).__name__}: {e}")
+            self.ended["status"] = "error"
+        finally:
+            for task in (up, down):
+                task.cancel()
+            await asyncio.gather(up, down, return_exceptions=True)
+            for ws in (client, upstream):
+                if not ws.closed:
+                    await close_ws(ws, 1011, "rtproxy: relay ended", timeout=1.0)
+            self._finish()
 
-    async def _pump(self, src: Any, dst: Any, direction: Direction) -> aiohttp.WSMessage:
-        """Copy frames from src to dst until src ends; returns the message that ended it.
+    async def _pump(self, src: Any, dst: Any, direction: Direction) -> _End:
+        """Copy frames from src to dst until src ends or a send to dst fails; says how it ended.
 
-        Per frame: receive, forward, hand to the recorder (a copy into its ring).
-        Counts live in locals on the way and land on the relay when the pump ends.
+        Per frame: receive, forward, hand to the recorder (a copy into its ring). A frame whose send
+        failed is not recorded. Counts live in locals on the way and land on the relay when the pump ends.
         """
         record, receive, clock = self.recorder.record_frame, src.receive, time.monotonic
         sid, t0, value = self.session_id, self.t0, direction.value
@@ -233,7 +337,10 @@ class Relay:
         count = nbytes = 0
         try:
             while True:
-                msg: aiohttp.WSMessage = await receive()
+                try:
+                    msg: aiohttp.WSMessage = await receive()
+                except Exception as e:  # aiohttp reports most failures as messages; anything else ends this side
+                    return _End(direction, error=e)
                 t = clock() - t0
                 kind, data = msg.type, msg.data
                 if kind is text:
@@ -241,52 +348,80 @@ class Relay:
                 elif kind is binary:
                     send = dst.send_bytes
                 else:
-                    return msg
+                    return _End(direction, msg=msg)
                 self.seq = seq = self.seq + 1
                 try:
                     await send(data)
-                finally:
-                    record(sid, seq, t, value, data)
-                    count += 1
-                    nbytes += len(data)
+                except Exception as e:  # the other side's connection failed under the send
+                    return _End(SERVER if direction is CLIENT else CLIENT, error=e, dropped=1)
+                record(sid, seq, t, value, data)
+                count += 1
+                nbytes += len(data)
         finally:
             self.counts[direction] += count
             self.nbytes[direction] += nbytes
 
-    async def _close_other(self, side: Direction, msg: aiohttp.WSMessage, client: Any, upstream: Any) -> None:
+    def _note_dropped(self, end: _End) -> None:
+        if end.dropped:
+            self.dropped[CLIENT if end.side is SERVER else SERVER] += end.dropped
+
+    async def _close_other(self, end: _End, client: Any, upstream: Any) -> None:
         """Close the side still open the way the first side ended, and note both codes."""
+        side = end.side
         src, dst = (client, upstream) if side is CLIENT else (upstream, client)
         me, other = ("client", "server") if side is CLIENT else ("server", "client")
         who = "client" if side is CLIENT else "upstream"
         ended = self.ended
+        self._note_dropped(end)
         ended.setdefault("closed_by", "proxy" if self.proxy.stopping else who)
         if self.proxy.stopping:  # our own 1001 ended this side: the other side gets the same
             for key in ("client", "server"):
                 ended.setdefault(f"{key}_close_code", 1001)
                 ended.setdefault(f"{key}_close_reason", "rtproxy shutting down")
-            await dst.close(code=1001, message=b"rtproxy shutting down")
+            await close_ws(dst, 1001, "rtproxy shutting down")
             return
-        if msg.type is WSMsgType.CLOSE:
-            code, reason = int(msg.data), str(msg.extra or "")
-            out_code = _close_code(code)
-        elif msg.type is WSMsgType.ERROR and isinstance(msg.data, aiohttp.WebSocketError):
-            code = out_code = int(msg.data.code)
+        msg = end.msg
+        echo = False
+        code: int
+        out_code: int | None
+        if msg is not None and msg.type is WSMsgType.CLOSE:
+            received = int(msg.data)
+            reason = str(msg.extra or "")
+            if received == 0:  # aiohttp's word for a close frame without a status code
+                code, out_code, echo = NO_STATUS, None, True
+            elif sendable(received):
+                code = out_code = received
+                echo = True
+            else:
+                code = out_code = 1002
+                reason = f"{who} broke the protocol: Invalid close code: {received}"
+                ended["status"] = "error"
+                await close_ws(src, 1002, reason)
+        elif msg is not None and msg.type is WSMsgType.ERROR and isinstance(msg.data, aiohttp.WebSocketError):
+            code = int(msg.data.code)  # aiohttp has closed src with this code already
+            out_code = code if sendable(code) else 1002
             reason = f"{who} broke the protocol: {msg.data}"
-            ended.setdefault("reason", reason)
             ended["status"] = "error"
         else:
-            code, out_code = 1006, 1011
-            reason = f"{who} vanished without a close frame"
-            ended.setdefault("reason", reason)
+            code, out_code = ABNORMAL, 1011
+            failure = end.error if end.error is not None else msg.data if msg is not None else None
+            if isinstance(failure, BaseException):
+                reason = f"{who} connection failed: {type(failure).__name__}: {failure}"
+            else:
+                reason = f"{who} vanished without a close frame"
             ended["status"] = "error"
+            if not src.closed:
+                await close_ws(src, 1011, reason, timeout=1.0)
+        stored = self.proxy.scrub(reason)  # a close reason or an error message may quote a key: relayed, not kept
+        if ended.get("status") == "error":
+            ended.setdefault("reason", stored)
         ended.setdefault(f"{me}_close_code", code)
-        ended.setdefault(f"{me}_close_reason", reason)
-        ended.setdefault(f"{other}_close_code", out_code)
-        ended.setdefault(f"{other}_close_reason", reason)
-        message = reason.encode()[:123]
-        await dst.close(code=out_code, message=message)
-        if msg.type is WSMsgType.CLOSE:
-            await src.close(code=out_code, message=message)
+        ended.setdefault(f"{me}_close_reason", stored)
+        ended.setdefault(f"{other}_close_code", NO_STATUS if out_code is None else out_code)
+        ended.setdefault(f"{other}_close_reason", stored)
+        await close_ws(dst, out_code, reason)
+        if echo:
+            await close_ws(src, out_code, reason)
 
     async def shutdown(self) -> None:
         """Close both sides with 1001 (the proxy is going away)."""
@@ -304,6 +439,10 @@ class Relay:
     def _finish(self, **fields: Any) -> None:
         ended = {**self.ended, **fields}
         status = ended.pop("status", "closed")
+        dropped = (("client", self.dropped[CLIENT]), ("upstream", self.dropped[SERVER]))
+        notes = [f"{n} frame(s) from the {who} never forwarded" for who, n in dropped if n]
+        if notes:
+            ended["reason"] = "; ".join([ended["reason"], *notes] if ended.get("reason") else notes)
         self.recorder.update_session(
             self.session_id,
             status=status,
@@ -369,6 +508,10 @@ class Proxy:
     ) -> None:
         self.recorder = recorder
         self.upstream = upstream.rstrip("/")
+        #: The upstream as rtproxy stores and prints it: userinfo masked.
+        self.upstream_shown = redact_url(self.upstream)
+        self._credentials = url_credentials(self.upstream)
+        self._authorization = upstream_authorization(self.upstream)
         self.label = label
         self.auth_token = auth_token
         self.connect_timeout = connect_timeout
@@ -378,6 +521,21 @@ class Proxy:
         self._changed = asyncio.Condition()
         self.stopping = False
         self._client: aiohttp.ClientSession | None = None
+
+    def scrub(self, text: str) -> str:
+        """Text with the upstream URL's credentials masked (an error message can quote the URL)."""
+        text = text.replace(self.upstream, self.upstream_shown)
+        for secret in self._credentials:
+            text = text.replace(secret, mask(secret))
+        return redact_text(text)
+
+    def upstream_headers(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
+        """A client's headers as they go upstream: hop-by-hop ones dropped; the URL's userinfo, if any, as
+        the Basic Authorization (aiohttp refuses both a URL's credentials and an Authorization header)."""
+        out = relay_headers(headers)
+        if self._authorization is not None:
+            out["Authorization"] = self._authorization
+        return out
 
     @property
     def client(self) -> aiohttp.ClientSession:
@@ -448,7 +606,7 @@ class Proxy:
             async with self.client.request(
                 request.method,
                 url,
-                headers=relay_headers(request.headers),
+                headers=self.upstream_headers(request.headers),
                 data=body or None,
                 allow_redirects=False,
                 ssl=self.upstream_ssl,
@@ -473,8 +631,8 @@ class Proxy:
                     response_size=size,
                 )
                 return response
-        except (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError) as e:
-            reason = f"cannot reach upstream {self.upstream}: {e or type(e).__name__}"
+        except (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError, ValueError) as e:
+            reason = self.scrub(f"cannot reach upstream {self.upstream_shown}: {e or type(e).__name__}")
             record.update(status=502, error=reason)
             return web.json_response(
                 {"error": {"type": "upstream_unreachable", "message": f"rtproxy: {reason}"}}, status=502

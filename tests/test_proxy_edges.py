@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +17,7 @@ from aiohttp import WSMsgType
 from rtproxy.store import Store
 
 from .conftest import RunningProxy, start_proxy
+from .test_close_shapes import CLOSE, TEXT, RawUpstream, code_of, raw_client
 from .upstream import ScriptedUpstream
 
 
@@ -286,3 +290,120 @@ async def test_many_concurrent_sessions_are_isolated(proxy: RunningProxy, upstre
             assert sum(f.direction == "client" for f in frames) == 5 == r["client_events"]
             ours = [orjson.loads(f.data)["session"]["instructions"] for f in frames if f.direction == "client"]
             assert {o.split("-")[0] for o in ours} == {r["model"][1:]}
+
+
+# --- a side whose connection fails under a flood ----------------------------------------------
+
+BIG = 200_000
+
+
+def big_frame(i: int) -> str:
+    """A 200 KB audio delta, numbered so each one can be told apart."""
+    return orjson.dumps({"type": "response.output_audio.delta", "n": i, "delta": "A" * BIG}).decode()
+
+
+@asynccontextmanager
+async def raw_upstream_proxy(db: Path) -> AsyncIterator[tuple[RawUpstream, RunningProxy]]:
+    async with RawUpstream() as up:
+        running, runner = await start_proxy(db, up.url)
+        try:
+            yield up, running
+        finally:
+            await running.proxy.shutdown()
+            await runner.cleanup()
+            running.recorder.close()
+
+
+async def ended_session(proxy: RunningProxy, timeout: float = 10.0) -> dict[str, object]:
+    """The one session's row once it is no longer `open` (the database polled, bounded by `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await asyncio.to_thread(proxy.recorder.flush)
+        with Store(proxy.db) as store:
+            rows = store.sessions()
+        if len(rows) == 1 and rows[0]["status"] != "open":
+            return rows[0]
+        assert time.monotonic() < deadline, f"the session is still open: {rows}"
+        await asyncio.sleep(0.05)  # polling the database, bounded above by the deadline
+
+
+async def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)  # polling a counter the flood task bumps, bounded above
+
+
+async def test_client_that_stops_reading_then_resets_ends_its_session(tmp_path: Path) -> None:
+    """A client that stops reading while 200 KB frames flow and then resets its connection (RST) ends its
+    session as `error` (client 1006, upstream closed with 1011), and only frames the proxy forwarded are
+    recorded."""
+    async with raw_upstream_proxy(tmp_path / "rt.db") as (up, proxy):
+        client = await raw_client(proxy.port)
+        server = await up.next_peer()
+        written = 0
+
+        async def flood() -> None:
+            nonlocal written
+            for i in range(400):
+                await server.send(TEXT, big_frame(i).encode())
+                written += 1
+
+        flooding = asyncio.ensure_future(flood())
+        assert (await client.recv())[0] == TEXT  # the flow has started; the client reads nothing more
+        await wait_until(lambda: written >= 20, "the upstream could not push 4 MB")
+        client.reset()
+        flooding.cancel()
+        await asyncio.gather(flooding, return_exceptions=True)
+
+        async def upstream_side() -> bytes:
+            payload = await server.recv_close()
+            await server.send(CLOSE, payload[:2])
+            return payload
+
+        closed, row = await asyncio.gather(upstream_side(), ended_session(proxy))
+        assert code_of(closed) == 1011  # the other pump was not orphaned: the upstream was closed
+    assert row["status"] == "error" and row["ended_at"] and row["closed_by"] == "client"
+    assert row["client_close_code"] == 1006 and row["server_close_code"] == 1011
+    with Store(proxy.db) as store:
+        frames = [f for f in store.frames(str(row["id"])) if f.direction == "server"]
+    assert len(frames) == row["server_events"] and 1 <= len(frames) <= written
+    assert [orjson.loads(f.data)["n"] for f in frames] == list(range(len(frames)))
+
+
+async def test_upstream_that_stops_reading_then_resets_ends_the_session(tmp_path: Path) -> None:
+    """An upstream that stops reading while a client sends 200 KB frames and then resets its connection ends the
+    session as `error` (upstream 1006, the client closed with 1011), and the recorded client frames are the ones
+    forwarded, in order."""
+    async with raw_upstream_proxy(tmp_path / "rt.db") as (up, proxy):
+        http = aiohttp.ClientSession()
+        try:
+            sock = await http.ws_connect(f"{proxy.ws_base}/realtime?model=x")
+            server = await up.next_peer()
+            sent = 0
+
+            async def flood() -> None:
+                nonlocal sent
+                for i in range(400):
+                    try:
+                        await sock.send_str(big_frame(i))
+                    except (ConnectionError, aiohttp.ClientError):
+                        return
+                    sent += 1
+
+            flooding = asyncio.ensure_future(flood())
+            await wait_until(lambda: sent >= 20, "the client could not push 4 MB")
+            server.reset()
+            msg = await asyncio.wait_for(sock.receive(), 10)
+            flooding.cancel()
+            await asyncio.gather(flooding, return_exceptions=True)
+            assert msg.type is WSMsgType.CLOSE and msg.data == 1011
+            row = await ended_session(proxy)
+        finally:
+            await http.close()
+    assert row["status"] == "error" and row["ended_at"] and row["closed_by"] == "upstream"
+    assert row["server_close_code"] == 1006 and row["client_close_code"] == 1011
+    with Store(proxy.db) as store:
+        frames = [f for f in store.frames(str(row["id"])) if f.direction == "client"]
+    assert len(frames) == row["client_events"] and len(frames) <= sent
+    assert [orjson.loads(f.data)["n"] for f in frames] == list(range(len(frames)))

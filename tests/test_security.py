@@ -3,12 +3,16 @@
 The property test drives the real `rtproxy proxy` command (one process for
 every example) with generated keys in every place the protocol carries one,
 then searches the database, its WAL, the proxy's stdout and stderr, exports,
-`sessions --json`, `show --json` and a replay report for their bytes.
+`sessions --json`, `show --json` and a replay report for every 8-character
+window of each key (a key split by a partial mask leaks as surely as a whole
+one). A second property puts the key in the upstream URL's userinfo.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import secrets
 import threading
 import time
@@ -24,7 +28,9 @@ from aiohttp import WSMsgType, web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import ProxyProcess, spawn_proxy
+from rtproxy.protocol import mask
+
+from .conftest import ProxyProcess, RunningProxy, spawn_proxy, start_proxy
 from .test_faults import db_rows, serving
 from .upstream import ScriptedUpstream
 
@@ -176,15 +182,42 @@ async def test_auth_token_never_reaches_the_database(
 
 # --- keys never written anywhere: a property ---------------------------------------------------
 
-KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+WINDOW = 8
+
+
+def key_body(seed: bytes, size: int, alphabet: str = "b64") -> str:
+    """`size` key characters as random as a real key's, whatever bytes Hypothesis drew (a key of one repeated
+    character would find its 8-character windows in any database by chance, not by a leak)."""
+    out = ""
+    counter = 0
+    while len(out) < size:
+        digest = hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
+        out += digest.hex() if alphabet == "hex" else base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        counter += 1
+    out = out[:size]
+    return out.replace("-", "x") if alphabet == "b64-no-dash" else out
+
+
+seeds = st.binary(min_size=1, max_size=16)
 sk_keys = st.builds(
-    lambda kind, body: f"sk-{kind}{body}",
+    lambda kind, seed, n: f"sk-{kind}{key_body(seed, n)}",
     st.sampled_from(["", "proj-", "svcacct-", "test-"]),
-    st.text(KEY_CHARS, min_size=24, max_size=64),
+    seeds,
+    st.integers(24, 64),
 )
-azure_keys = st.text("0123456789abcdef", min_size=32, max_size=32)
-ephemeral = st.builds(lambda body: f"ek_{body}", st.text(KEY_CHARS.replace("-", ""), min_size=20, max_size=48))
+azure_keys = st.builds(lambda seed: key_body(seed, 32, "hex"), seeds)
+ephemeral = st.builds(lambda seed, n: f"ek_{key_body(seed, n, 'b64-no-dash')}", seeds, st.integers(20, 48))
 any_key = st.one_of(sk_keys, azure_keys, ephemeral)
+
+
+def windows(key: str) -> set[str]:
+    """Every substring of `key` of length WINDOW (the key itself if shorter)."""
+    return {key[i : i + WINDOW] for i in range(max(1, len(key) - WINDOW + 1))}
+
+
+def leaked(key: str, haystack: bytes) -> list[str]:
+    """The windows of `key` found in `haystack`, raw or percent-encoded."""
+    return sorted(w for w in windows(key) if w.encode() in haystack or quote(w, safe="").encode() in haystack)
 
 
 class KeyUpstream:
@@ -307,8 +340,9 @@ def test_keys_never_reach_disk_logs_exports_or_reports(
     ephemeral_key: str,
 ) -> None:
     """For generated keys in the Authorization and api-key headers, the api-key query, the insecure-key subprotocol
-    and ek_ secrets in REST bodies and headers, no key's bytes (bar the last four) reach the database, its WAL, the
-    proxy's logs, an export, `sessions --json`, `show --json` or a replay report; each key did reach the upstream."""
+    and ek_ secrets in REST bodies and headers, no 8-character window of any key reaches the database, its WAL,
+    the proxy's logs, an export, `sessions --json`, `show --json` or a replay report; each key did reach the
+    upstream."""
     from rtproxy.cli import run as cli
 
     up, p, db = key_rig
@@ -346,5 +380,97 @@ def test_keys_never_reach_disk_logs_exports_or_reports(
         ]
     )
     for place, key in keys.items():
-        assert key[:-4].encode() not in haystack, place
-        assert quote(key[:-4]).encode() not in haystack, place
+        assert not leaked(key, haystack), place
+
+
+# --- credentials in the upstream URL -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def userinfo_upstream() -> Iterator[KeyUpstream]:
+    with KeyUpstream() as up:
+        yield up
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user=st.one_of(st.just(""), any_key), password=any_key, client_key=sk_keys)
+def test_upstream_userinfo_never_reaches_disk_or_exports(
+    userinfo_upstream: KeyUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+    user: str,
+    password: str,
+    client_key: str,
+) -> None:
+    """With `--upstream http://USER:KEY@host`, the upstream gets the userinfo as Basic authorization (in place of
+    the client's), and no 8-character window of the user or the key reaches the database, its WAL, the proxy's
+    stderr, an export, `sessions --json` or `show --json`; the session row shows the upstream masked."""
+    from rtproxy.cli import run as cli
+
+    up = userinfo_upstream
+    up.secret = "ek_" + key_body(password.encode(), 24, "b64-no-dash")
+    tmp = tmp_path_factory.mktemp("userinfo")
+    db = tmp / "rt.db"
+    url = f"http://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{up.port}"
+    p = spawn_proxy(["--db", str(db), "--upstream", url])
+    try:
+        number = len(up.handshakes)
+        keys = dict.fromkeys(("authorization", "api-key", "query", "subprotocol"), client_key)
+        asyncio.run(_use_keys(p.port, {**keys, "ephemeral": up.secret}, number))
+        code, _, err = p.stop()
+    finally:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
+    assert code == 0
+    basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert up.handshakes[number]["headers"]["Authorization"] == basic
+    assert up.requests[-2]["headers"]["Authorization"] == basic
+    ((sid, shown, status),) = db_rows(db, "SELECT id, upstream, status FROM sessions")
+    assert status == "closed"
+    assert shown == f"http://{mask(user)}:{mask(password)}@127.0.0.1:{up.port}"
+
+    capsys.readouterr()
+    assert cli(["sessions", "--db", str(db), "--json"]) == 0
+    assert cli(["show", sid, "--db", str(db), "--json"]) == 0
+    export = tmp / "out.jsonl"
+    assert cli(["export", sid, "--db", str(db), "-o", str(export)]) == 0
+    haystack = b"\n".join([everything_on_disk(db), err.encode(), capsys.readouterr().out.encode(), export.read_bytes()])
+    for place, secret in (("user", user), ("password", password)):
+        if secret:
+            assert not leaked(secret, haystack), place
+
+
+async def test_unreachable_upstream_with_userinfo_keeps_it_out_of_errors_and_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With nothing listening at an upstream URL that carries credentials, the 502 answers (WebSocket and REST),
+    the `rejected` session row, the http row and the log lines name the upstream with its userinfo masked."""
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    user, password = "gateway-" + secrets.token_hex(8), "gw-" + secrets.token_urlsafe(24)
+    running, runner = await start_proxy(tmp_path / "rt.db", f"http://{user}:{password}@127.0.0.1:{port}")
+    proxy: RunningProxy = running
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{proxy.http_base}/v1/realtime?model=x", headers=WS_HEADERS) as resp:
+                ws_answer = await resp.read()
+                assert resp.status == 502
+            async with http.post(f"{proxy.http_base}/v1/realtime/client_secrets", json={}) as resp:
+                rest_answer = await resp.read()
+                assert resp.status == 502
+        await asyncio.to_thread(proxy.recorder.flush)
+    finally:
+        await runner.cleanup()
+        proxy.recorder.close()
+    assert f"127.0.0.1:{port}".encode() in ws_answer and f"127.0.0.1:{port}".encode() in rest_answer
+    ((reason, shown),) = db_rows(proxy.db, "SELECT reason, upstream FROM sessions")
+    assert "cannot reach upstream" in reason and shown == f"http://{mask(user)}:{mask(password)}@127.0.0.1:{port}"
+    ((error,),) = db_rows(proxy.db, "SELECT error FROM http")
+    assert "cannot reach upstream" in error
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "cannot reach upstream" in logged
+    haystack = b"\n".join([ws_answer, rest_answer, logged.encode(), everything_on_disk(proxy.db)])
+    assert not leaked(user, haystack) and not leaked(password, haystack)
