@@ -207,6 +207,7 @@ class Recorder:
                 self._sender = LoopSender(self._stdin_fd, loop, self._lock, lambda: None)
             else:
                 self._sender = ThreadSender(self._stdin_fd, lambda: None)
+            self._stdin_fd = -1  # the sender owns (and closes) the pipe now
         return self._sender
 
     def _hurry_writer(self, process: subprocess.Popen[bytes], period: float = 0.25) -> None:
@@ -262,12 +263,13 @@ class Recorder:
         with self._lock:
             self._seal()
             sender, process = self._sender, self._process
+        with self._lock:
+            fd, self._stdin_fd = self._stdin_fd, -1
         if sender is not None:
             sender.drain(max(0.1, deadline - time.monotonic()))
             sender.close()
-        elif self._stdin_fd >= 0:
-            os.close(self._stdin_fd)
-        self._stdin_fd = -1
+        elif fd >= 0:
+            os.close(fd)
         if process is not None:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
@@ -513,15 +515,18 @@ class Recorder:
             controls += batch.controls
         lost = self._count_lost(frames)
         self._stats.restarts += 1
-        if old is not None:
-            threading.Thread(target=old.close, daemon=True).start()
-        elif self._stdin_fd >= 0:
-            os.close(self._stdin_fd)
+        old_fd = self._stdin_fd
         try:
-            self._spawn()
+            self._spawn()  # while the old pipe is still open: the new one cannot get its fd number
         except OSError as e:
+            self._sender, self._stdin_fd = None, -1  # the old pipe is released below
             self._give_up(code, f"; a new one could not start: {e}")
             return
+        finally:
+            if old is not None:
+                old.abandon()
+            elif old_fd >= 0:
+                os.close(old_fd)
         pending, self._batch = self._batch, BatchBuilder()
         for pickled in controls:
             self._batch.add_control(pickled)
@@ -540,6 +545,12 @@ class Recorder:
 
     def _give_up(self, code: int, why: str = "") -> None:
         self._gone.set()
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.abandon()
+        elif self._stdin_fd >= 0:
+            os.close(self._stdin_fd)
+        self._stdin_fd = -1
         frames: dict[str, int] = {}
         for batch in self._inflight:
             for sid, n in batch.frames.items():

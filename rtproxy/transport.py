@@ -160,6 +160,10 @@ class Sender:
     def close(self) -> None:
         raise NotImplementedError
 
+    def abandon(self) -> None:
+        """Stop writing (the writer is gone) and release the pipe, without waiting; may run on any thread."""
+        raise NotImplementedError
+
 
 class LoopSender(Sender):
     """The fast path: non-blocking writes from the event loop, the rest when the loop says the pipe has room.
@@ -214,9 +218,11 @@ class LoopSender(Sender):
 
     def _writable(self) -> None:
         with self.lock:
-            self._write_some()
+            if not self.broken:
+                self._write_some()
             if not self.waiting or self.broken:
-                self.loop.remove_writer(self.fd)
+                if self.watching and self.fd >= 0:
+                    self.loop.remove_writer(self.fd)
                 self.watching = False
 
     def _write_some(self) -> None:
@@ -270,10 +276,32 @@ class LoopSender(Sender):
             return not self.waiting
 
     def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def abandon(self) -> None:
+        self.broken = True  # from now on send() and the loop's callback write nothing
+
+        def release() -> None:
+            with self.lock:
+                self.waiting.clear()
+                self.backlog = 0
+                if self.watching:  # on the loop, before the fd number can be reused by another pipe
+                    self.loop.remove_writer(self.fd)
+                    self.watching = False
+            self.close()
+
+        if _in_loop(self.loop):
+            release()
+            return
         try:
-            os.close(self.fd)
-        except OSError:
-            pass
+            self.loop.call_soon_threadsafe(release)
+        except RuntimeError:  # the loop is closed: nothing watches the fd any more
+            self.close()
 
 
 class ThreadSender(Sender):
@@ -323,10 +351,16 @@ class ThreadSender(Sender):
     def close(self) -> None:
         self.queue.put(None)
         self.thread.join(5.0)
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def abandon(self) -> None:
+        self.broken = True
+        threading.Thread(target=self.close, name="rtproxy-recorder-sender-close", daemon=True).start()
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -135,16 +135,16 @@ async def test_sigkill_mid_stream_leaves_a_sound_database_marked_interrupted(
     assert status == "interrupted" and events == len(client)
 
 
-async def test_tls_serves_wss_with_a_reused_self_signed_certificate(
+async def test_tls_serves_wss_with_a_leaf_of_a_reused_local_ca(
     upstream: ScriptedUpstream, tmp_path: Path, proxy_process: list[ProxyProcess]
 ) -> None:
-    """--tls serves wss:// with a certificate made once, printed with the NODE_EXTRA_CA_CERTS hint."""
+    """--tls serves wss:// with a leaf of a local CA made once and reused; the hint's NODE_EXTRA_CA_CERTS is the CA."""
     env = {"RTPROXY_HOME": str(tmp_path / "home")}
     p = spawn_proxy(["--db", str(tmp_path / "rec.db"), "--upstream", upstream.url, "--tls"], env=env)
     proxy_process.append(p)
-    cert = tmp_path / "home" / "tls" / "localhost.pem"
-    first = cert.read_bytes()
-    ctx = ssl.create_default_context(cafile=str(cert))
+    ca, cert = tmp_path / "home" / "tls" / "ca.pem", tmp_path / "home" / "tls" / "localhost.pem"
+    first = ca.read_bytes(), cert.read_bytes()
+    ctx = ssl.create_default_context(cafile=str(ca))
     async with aiohttp.ClientSession() as http:
         for host in ("localhost", "127.0.0.1"):
             sock = await http.ws_connect(f"wss://{host}:{p.port}/v1/realtime?model=gpt-realtime", ssl=ctx)
@@ -152,12 +152,12 @@ async def test_tls_serves_wss_with_a_reused_self_signed_certificate(
             assert msg.type is WSMsgType.TEXT and "session.created" in msg.data
             await sock.close()
     code, out, _ = p.stop()
-    assert code == 0 and f"NODE_EXTRA_CA_CERTS={cert}" in out
+    assert code == 0 and f"NODE_EXTRA_CA_CERTS={ca} " in out
     again = spawn_proxy(["--db", str(tmp_path / "rec.db"), "--upstream", upstream.url, "--tls"], env=env)
     proxy_process.append(again)
     again.stop()
-    assert cert.read_bytes() == first
-    assert (tmp_path / "home" / "tls" / "localhost-key.pem").stat().st_mode & 0o777 == 0o600
+    assert (ca.read_bytes(), cert.read_bytes()) == first
+    assert (tmp_path / "home" / "tls" / "ca-key.pem").stat().st_mode & 0o777 == 0o600
 
 
 def test_bad_flags_get_one_line_and_exit_2(tmp_path: Path) -> None:

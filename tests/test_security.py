@@ -404,7 +404,7 @@ def test_upstream_userinfo_never_reaches_disk_or_exports(
 ) -> None:
     """With `--upstream http://USER:KEY@host`, the upstream gets the userinfo as Basic authorization (in place of
     the client's), and no 8-character window of the user or the key reaches the database, its WAL, the proxy's
-    stderr, an export, `sessions --json` or `show --json`; the session row shows the upstream masked."""
+    stdout and stderr, an export, `sessions --json` or `show --json`; the session row shows the upstream masked."""
     from rtproxy.cli import run as cli
 
     up = userinfo_upstream
@@ -417,7 +417,7 @@ def test_upstream_userinfo_never_reaches_disk_or_exports(
         number = len(up.handshakes)
         keys = dict.fromkeys(("authorization", "api-key", "query", "subprotocol"), client_key)
         asyncio.run(_use_keys(p.port, {**keys, "ephemeral": up.secret}, number))
-        code, _, err = p.stop()
+        code, out, err = p.stop()
     finally:
         if p.proc.poll() is None:
             p.proc.kill()
@@ -435,7 +435,8 @@ def test_upstream_userinfo_never_reaches_disk_or_exports(
     assert cli(["show", sid, "--db", str(db), "--json"]) == 0
     export = tmp / "out.jsonl"
     assert cli(["export", sid, "--db", str(db), "-o", str(export)]) == 0
-    haystack = b"\n".join([everything_on_disk(db), err.encode(), capsys.readouterr().out.encode(), export.read_bytes()])
+    printed = [err.encode(), out.encode(), capsys.readouterr().out.encode()]  # the proxy's banner included
+    haystack = b"\n".join([everything_on_disk(db), *printed, export.read_bytes()])
     for place, secret in (("user", user), ("password", password)):
         if secret:
             assert not leaked(secret, haystack), place

@@ -18,6 +18,7 @@ import click
 import orjson
 
 from ..errors import RtproxyError
+from ..protocol import redact_url
 from . import InputError, db_option, file_errors, open_store, os_error_line
 
 
@@ -61,7 +62,7 @@ def _banner(host: str, port: int, tls: bool, upstream: str, db: str, cert: Any, 
     shown = f"[{host}]" if ":" in host else host
     base = f"{http}://{shown}:{port}"
     wsbase = f"{ws}://{shown}:{port}"
-    _say(f"rtproxy: listening on {wsbase} (and {base} for REST), relaying to {upstream}")
+    _say(f"rtproxy: listening on {wsbase} (and {base} for REST), relaying to {redact_url(upstream)}")
     _say(f"rtproxy: recording to {os.path.abspath(db)}")
     _say("Point your client here (one setting):")
     _say(f'  openai-python   OPENAI_BASE_URL={base}/v1   or  websocket_base_url="{wsbase}/v1"')
@@ -219,7 +220,7 @@ def proxy(
     """
     parts = urlsplit(upstream)
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
-        raise InputError(f"--upstream must be an http(s) or ws(s) URL, got {upstream!r}")
+        raise InputError(f"--upstream must be an http(s) or ws(s) URL, got {redact_url(upstream)!r}")
     try:
         asyncio.run(_serve(host, port, upstream, db, tls, label, auth_token, connect_timeout))
     except RtproxyError as e:
