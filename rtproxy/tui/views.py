@@ -72,7 +72,7 @@ class ResponseView:
     @property
     def total_tokens(self) -> int | None:
         value = (self.usage or {}).get("total_tokens")
-        return value if isinstance(value, int) else None
+        return value if type(value) is int and 0 <= value < 2**63 else None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.text import Text
 
-from ...render import seconds, tokens
+from ...render import seconds, status_reason, tokens
 from ..views import ConversationView, ItemView, ResponseView, pretty_json, waveform
 
 SPEAKER_STYLES = {
@@ -32,8 +32,7 @@ def response_line(r: ResponseView) -> Text:
     line = Text("  ↳ ", style="dim")
     line.append(r.id, style="dim")
     line.append(f" {r.status or 'in progress'}", style=status_style if r.status else "italic")
-    details = r.status_details or {}
-    reason = details.get("reason") or (details.get("error") or {}).get("message") if isinstance(details, dict) else None
+    reason = status_reason(r.status_details)
     if reason:
         line.append(f" ({reason})", style=status_style)
     if r.usage:

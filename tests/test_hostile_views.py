@@ -1,0 +1,297 @@
+"""Every view survives any JSON the wire carries: realistic event types, arbitrary field values and shapes.
+
+The reducer, the text views (`show`, `show --events`, `show --json`), `diff`
+and the TUI's session screen are fed event sequences whose ``type`` comes from
+the event catalogue but whose fields hold anything JSON can: strings where
+objects are expected, lists, null, huge numbers, deep nesting. Nothing may
+raise, output stays bounded, and what the reducer could not use is an anomaly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from rtproxy import render
+from rtproxy.assemble import Conversation, assemble
+from rtproxy.assemble_model import MAX_OUTPUT_ITEMS, MAX_PARTS
+from rtproxy.diff import diff_frames
+from rtproxy.protocol import CLIENT, CLIENT_EVENTS, SERVER, SERVER_EVENTS, Frame
+from rtproxy.store import Store
+from rtproxy.tui.app import make_app
+from rtproxy.tui.payload import render_payload
+from rtproxy.tui.widgets.event_detail import highlight
+
+IDS = ["i1", "i2", "r1", "r2", "c1"]
+#: Fields the catalogue's events carry, and what they hold in a well-formed event.
+FIELDS = {
+    "event_id": st.sampled_from(["e1", "e2"]),
+    "item_id": st.sampled_from(IDS),
+    "response_id": st.sampled_from(IDS),
+    "previous_item_id": st.sampled_from([*IDS, None, "root"]),
+    "output_index": st.integers(0, 3),
+    "content_index": st.integers(0, 3),
+    "delta": st.sampled_from(["hi", "AAAA", '{"a"']),
+    "text": st.just("hello"),
+    "transcript": st.just("hello"),
+    "arguments": st.just('{"x": 1}'),
+    "name": st.just("f"),
+    "call_id": st.just("c1"),
+    "audio": st.just("AAAAAAAA"),
+    "audio_start_ms": st.integers(0, 1000),
+    "audio_end_ms": st.integers(0, 1000),
+}
+KEYS = [*FIELDS, "item", "response", "part", "session", "error", "status", "usage", "status_details", "output"]
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()  # json.dumps writes any int; orjson reads the ones past 64 bits as floats
+    | st.sampled_from([0, -1, 2**63 - 1, 10**9, 300_000, 1e308, -1e308, 0.5])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.sampled_from(IDS)
+)
+
+
+def json_values(keys: list[str]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        SCALARS,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.sampled_from(keys) | st.text(max_size=5), inner, max_size=5)
+        ),
+        max_leaves=12,
+    )
+
+
+ANY = json_values(KEYS)
+#: A value of the shape the wire uses for each object-valued field (so the handlers get past their first check).
+OBJECTS = {
+    "item": st.fixed_dictionaries(
+        {"id": st.sampled_from(IDS)},
+        optional={
+            "type": st.sampled_from(["message", "function_call", "function_call_output", "mcp_call"]) | ANY,
+            "role": st.sampled_from(["user", "assistant"]) | ANY,
+            "content": st.lists(st.dictionaries(st.sampled_from(["type", "text", "transcript", "audio"]), ANY)) | ANY,
+            "call_id": st.just("c1") | ANY,
+            "output": ANY,
+            "arguments": ANY,
+            "status": ANY,
+        },
+    ),
+    "response": st.fixed_dictionaries(
+        {"id": st.sampled_from(IDS)},
+        optional={
+            "status": st.sampled_from(["completed", "failed", "cancelled"]) | ANY,
+            "status_details": st.fixed_dictionaries({}, optional={"error": ANY, "reason": ANY, "type": ANY}) | ANY,
+            "usage": st.fixed_dictionaries(
+                {}, optional={"total_tokens": ANY, "input_tokens": ANY, "output_tokens": ANY}
+            )
+            | ANY,
+            "output": st.lists(ANY, max_size=3) | ANY,
+            "output_audio_format": ANY,
+            "audio": ANY,
+        },
+    ),
+    "session": st.fixed_dictionaries(
+        {},
+        optional={
+            "model": ANY,
+            "audio": st.fixed_dictionaries(
+                {}, optional={"input": st.fixed_dictionaries({"format": ANY}), "output": ANY}
+            )
+            | ANY,
+            "input_audio_format": ANY,
+            "output_audio_format": ANY,
+        },
+    ),
+    "error": st.fixed_dictionaries({}, optional={"message": ANY, "code": ANY, "type": ANY, "event_id": ANY}) | ANY,
+    "part": st.dictionaries(st.sampled_from(["type", "text", "transcript"]), ANY) | ANY,
+}
+
+
+@st.composite
+def events(draw: st.DrawFn) -> tuple[bool, Any]:
+    """(from the client, event): a catalogue type, fields well-formed, absent or anything at all."""
+    client = draw(st.booleans())
+    kind = draw(st.sampled_from(sorted(CLIENT_EVENTS if client else SERVER_EVENTS)))
+    event: dict[str, Any] = {"type": kind}
+    for key in draw(st.lists(st.sampled_from(KEYS), max_size=7, unique=True)):
+        good = FIELDS[key] if key in FIELDS else OBJECTS[key] if key in OBJECTS else ANY
+        event[key] = draw(good | ANY)
+    return client, event
+
+
+def deep(n: int) -> str:
+    """JSON text of a value nested n lists deep (kept as text: hypothesis cannot print it as a value)."""
+    return "[" * n + '"x"' + "]" * n
+
+
+#: Shapes that crashed a view once (each kept as an example of the property).
+KNOWN = [
+    (False, {"type": "response.created", "response": {"id": "r1", "status": "in_progress"}}),
+    (False, {"type": "response.output_item.added", "response_id": "r1", "item": {"id": "i1", "type": "message"}}),
+    (
+        False,
+        {"type": "response.done", "response": {"id": "r1", "status": "failed", "status_details": {"error": "boom"}}},
+    ),
+    (False, {"type": "response.output_text.delta", "item_id": "i1", "content_index": 10**9, "delta": "x"}),
+    (
+        False,
+        {"type": "response.done", "response": {"id": "r2", "usage": {"total_tokens": "many", "input_tokens": [1]}}},
+    ),
+    (False, '{"type": "response.done", "response": {"id": "r2", "status_details": {"reason": %s}}}' % deep(300)),
+    (False, '{"type": "error", "error": {"message": %s, "code": ["x", "y"]}}' % deep(300)),
+    (False, '{"type": "conversation.item.added", "item": {"id": "i1", "type": %s}}' % deep(300)),
+    (True, '{"type": "response.create", "response": %s}' % deep(300)),
+    (True, '{"type": "session.update", "session": %s}' % deep(1000)),
+    (True, {"event_id": "e1"}),
+    (False, {"type": "conversation.item.truncated", "item_id": "i1", "audio_end_ms": 1e308}),
+]
+
+
+def frames_of(evs: list[tuple[bool, Any]]) -> list[Frame]:
+    out = []
+    for seq, (client, event) in enumerate(evs):
+        text = json.dumps(event) if not isinstance(event, str | bytes) else event
+        out.append(Frame(seq, seq * 0.01, CLIENT if client else SERVER, text))
+    return out
+
+
+SESSION = {"id": "20260101-000000-hostil", "model": "gpt-realtime", "status": "closed", "dialect": None}
+sessions = st.lists(events() | st.tuples(st.booleans(), st.sampled_from(["not json", "[1]", b"\x00\x01"])), max_size=25)
+
+
+def check_views(evs: list[tuple[bool, Any]], other: list[tuple[bool, Any]]) -> Conversation:
+    """Reduce, render every text view and diff; assert bounded output and anomalies for what was unusable."""
+    frames, frames_b = frames_of(evs), frames_of(other)
+    size_in = sum(len(f.data) for f in frames) + 1
+    conv = assemble(frames, session=dict(SESSION))
+    model = orjson.dumps(conv.to_json(), option=orjson.OPT_NON_STR_KEYS)
+    text = "\n".join(render.conversation(conv, dict(SESSION), color=True))
+    events_text = "\n".join(render.timeline(frames, color=True))
+    result = diff_frames(("a", dict(SESSION), frames), ("b", dict(SESSION), frames_b))
+    diff_text = result.format()
+    diff_json = orjson.dumps(result.to_json(), option=orjson.OPT_NON_STR_KEYS)
+    bound = 50 * size_in + 20_000
+    for out in (model, text, events_text, diff_text, diff_json):
+        assert len(out) <= bound, (len(out), size_in)
+    for item in conv.items:
+        assert len(item.parts) <= MAX_PARTS
+    for r in conv.responses:
+        assert len(r.output_item_ids) <= MAX_OUTPUT_ITEMS
+    for frame in frames:  # the TUI's detail pane
+        highlight(*render_payload(frame.data, frame.direction, (conv.input_format, conv.output_format)))
+    flagged = {a.seq for a in conv.anomalies}
+    for frame, (_, event) in zip(frames, evs, strict=True):
+        if not isinstance(event, dict):
+            continue
+        kind = event.get("type")
+        index = event.get("content_index")
+        uses_index = kind in ("response.output_text.delta", "response.output_text.done", "response.content_part.added")
+        if uses_index and "content_index" in event and not (type(index) is int and 0 <= index < MAX_PARTS):
+            assert frame.seq in flagged, (frame.seq, event)
+        if kind == "response.done" and not (
+            isinstance(event.get("response"), dict) and isinstance(event["response"].get("id"), str)
+        ):
+            assert frame.seq in flagged, (frame.seq, event)
+        if kind == "response.output_text.delta" and type(event.get("delta")) is not str:
+            assert frame.seq in flagged, (frame.seq, event)
+    return conv
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(sessions, sessions)
+@example(KNOWN, KNOWN[:5])
+def test_every_text_view_survives_any_event_shapes(evs: list[tuple[bool, Any]], other: list[tuple[bool, Any]]) -> None:
+    """Reducer, show, show --events, show --json and diff never raise on any field shapes, and stay bounded."""
+    check_views(evs, other)
+
+
+def test_huge_indices_are_cheap_and_flagged() -> None:
+    """The 300000 and 10**9 content_index deltas of the issue reduce to anomalies, with no parts made."""
+    evs = [
+        (False, {"type": "conversation.item.added", "item": {"id": "i1", "type": "message", "content": []}}),
+        (False, {"type": "response.output_text.delta", "item_id": "i1", "content_index": 300_000, "delta": "x"}),
+        (False, {"type": "response.output_audio.delta", "item_id": "i1", "content_index": 10**9, "delta": "AAAA"}),
+    ]
+    conv = check_views(evs, evs)
+    assert [(a.seq, a.kind) for a in conv.anomalies] == [(1, "bad_index"), (2, "bad_index")]
+    assert conv.items[0].parts == []
+
+
+# --- the TUI -------------------------------------------------------------------------------------
+
+
+def build_db(path: Path, sessions: list[list[tuple[bool, Any]]]) -> list[str]:
+    """A real SQLite file holding one session per event list; their ids."""
+    sids = []
+    with Store(path, create=True) as store:
+        for n, evs in enumerate(sessions):
+            frames = frames_of(evs)
+            meta = dict(
+                SESSION,
+                id=f"20260101-0000{n:02d}-hostil",
+                started_at=f"2026-01-01T00:00:{n:02d}Z",
+                client_events=sum(f.direction is CLIENT for f in frames),
+                server_events=sum(f.direction is SERVER for f in frames),
+                duration=0.5,
+            )
+            sids.append(store.import_session(meta, frames))
+    return sids
+
+
+async def walk_sessions(db: Path, sids: list[str]) -> None:
+    """From the sessions table, open each session's screen, wait for it to load, visit every tab and event."""
+    from rtproxy.tui.screens.session import SessionScreen
+    from rtproxy.tui.screens.sessions import SessionsScreen
+    from rtproxy.tui.widgets.event_list import EventList
+
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for sid in sids:
+            deadline = time.monotonic() + 15
+            while not isinstance(app.screen, SessionsScreen):
+                assert time.monotonic() < deadline, "the sessions screen did not show"
+                await pilot.pause(0.02)
+            screen = SessionScreen(sid)
+            await app.push_screen(screen)
+            while not (screen.index_complete and screen.conversation_complete):
+                assert time.monotonic() < deadline, f"session {sid} did not load"
+                await pilot.pause(0.02)
+            await pilot.press("2")
+            event_list = screen.query_one(EventList)
+            lines = len(event_list.view)
+            for line in sorted({0, lines // 3, 2 * lines // 3, lines - 1}):
+                event_list.cursor = line  # the detail pane renders that event (every payload: check_views)
+                await pilot.pause()
+            await pilot.press("3")
+            await pilot.pause()
+            assert app.screen is screen and app.is_running
+            assert "cannot read" not in str(screen.query_one("#session-title").render())
+            app.pop_screen()
+
+
+def test_tui_opens_a_session_of_known_hostile_shapes(tmp_path: Path) -> None:
+    """The sessions table and a session screen show every tab and event of a session holding shapes that crashed it."""
+    db = tmp_path / "tui.db"
+    asyncio.run(walk_sessions(db, build_db(db, [KNOWN])))
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(many=st.lists(sessions, min_size=2, max_size=2))
+def test_tui_survives_any_event_shapes(tmp_path: Path, many: list[list[tuple[bool, Any]]]) -> None:
+    """The TUI's sessions table and session screens (conversation, events, detail pane, timeline) take any shapes."""
+    db = tmp_path / f"tui-{time.monotonic_ns()}.db"
+    asyncio.run(walk_sessions(db, build_db(db, many)))
