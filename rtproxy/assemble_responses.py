@@ -177,12 +177,12 @@ class ResponseRules:
             self._book.place_if_new(item, {})
 
     def _on_content_part(self, t: float, ev: Event, seq: int) -> None:
-        item = self._delta_item(ev, seq, t)
         part_data = ev.get("part")
         if not isinstance(part_data, dict):
             self._malformed(seq, ev, "part")
             return
-        index = self._index(ev, seq)
+        index = self._content_index(ev, seq)
+        item = self._delta_item(ev, seq, t) if index is not None else None
         if item is not None and index is not None:
             self._book.merge_part(item, index, part_data, seq)
 
@@ -207,11 +207,14 @@ class ResponseRules:
         return item
 
     def _delta_part(self, ev: Event, seq: int, t: float, kind: str) -> Part | None:
+        index = self._content_index(ev, seq)
+        if index is None:
+            return None
         item = self._delta_item(ev, seq, t)
         if item is None:
             return None
         self._first_delta(ev, t)
-        return self._part_of(item, ev, seq, kind)
+        return _part(item, index, kind)
 
     def _first_delta(self, ev: Event, t: float) -> Response | None:
         """The response a delta belongs to, its first-delta time noted."""
@@ -247,15 +250,15 @@ class ResponseRules:
 
     def _reconcile(self, ev: Event, seq: int, t: float, attr: str) -> None:
         """A .done event's final value wins over the concatenated deltas; a difference is flagged."""
-        item = self._delta_item(ev, seq, t)
         final = ev.get(attr)
         if not isinstance(final, str):
             self._malformed(seq, ev, attr)
             return
-        index = self._index(ev, seq)
+        index = self._content_index(ev, seq)
+        item = self._delta_item(ev, seq, t) if index is not None else None
         if item is None or index is None:
             return
-        part = item.part(index, "text" if attr == "text" else "audio")
+        part = _part(item, index, "text" if attr == "text" else "audio")
         part.done = True
         if attr == "transcript" and part.truncated_ms is not None:
             return
@@ -268,12 +271,13 @@ class ResponseRules:
         if type(delta) is not str:
             self._malformed(seq, ev, "delta")
             return
+        index = self._content_index(ev, seq)
+        if index is None:
+            return
         item = self._delta_item(ev, seq, t)
         if item is None:
             return
-        part = self._part_of(item, ev, seq, "audio")
-        if part is None:
-            return
+        part = _part(item, index, "audio")
         n = b64_size(delta)
         r = self._first_delta(ev, t)
         if r is not None:
@@ -321,13 +325,15 @@ class ResponseRules:
             self._flag(seq, "done_mismatch", f"item {item.id}: arguments differ from their deltas")
         item.arguments = final
 
-    def _part_of(self, item: Item, ev: Event, seq: int, kind: str) -> Part | None:
-        """The content part a delta names by its content_index (made if new); None, flagged, if unusable."""
+    def _content_index(self, ev: Event, seq: int) -> int | None:
+        """The content_index of a delta (0 if absent): checked before anything is looked up or made."""
         ci = ev.get("content_index", 0)
-        parts = item.parts
-        if type(ci) is int and 0 <= ci < len(parts):
-            return parts[ci]
         if type(ci) is int and 0 <= ci < MAX_PARTS:
-            return item.part(ci, kind)
-        index = self._index(ev, seq)
-        return None if index is None else item.part(index, kind)
+            return ci
+        return self._index(ev, seq)
+
+
+def _part(item: Item, index: int, kind: str) -> Part:
+    """The content part at a checked index (made, with those before it, if new)."""
+    parts = item.parts
+    return parts[index] if index < len(parts) else item.part(index, kind)

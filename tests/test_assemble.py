@@ -216,7 +216,7 @@ def test_unknown_types_non_json_binary_and_malformed_fields_never_raise() -> Non
     assert c.unknown_types == {"brand.new.event": 2, "<no type>": 1}
     assert (c.non_json, c.binary_frames, c.events_fed) == (2, 1, 10)
     assert [a.kind for a in c.anomalies].count("unknown_type") == 2
-    assert c.item("x") is not None and c.item("x").text == ""  # type: ignore[union-attr]  # kept, its delta dropped
+    assert c.item("x") is None  # the delta with an unusable content_index is dropped, flagged
     flagged = {(a.seq, a.kind) for a in c.anomalies}
     assert {(6, "bad_index"), (7, "malformed"), (8, "malformed"), (9, "malformed")} <= flagged
 

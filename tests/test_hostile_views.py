@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from rtproxy import render
 from rtproxy.assemble import Conversation, assemble
-from rtproxy.assemble_model import MAX_OUTPUT_ITEMS, MAX_PARTS
+from rtproxy.assemble_model import MAX_AUDIO_MS, MAX_OUTPUT_ITEMS, MAX_PARTS
 from rtproxy.diff import diff_frames
-from rtproxy.protocol import CLIENT, CLIENT_EVENTS, SERVER, SERVER_EVENTS, Frame
+from rtproxy.protocol import CLIENT, CLIENT_EVENTS, SERVER, SERVER_EVENTS, Frame, canonical_type
 from rtproxy.store import Store
 from rtproxy.tui.app import make_app
 from rtproxy.tui.payload import render_payload
@@ -166,6 +166,63 @@ def frames_of(evs: list[tuple[bool, Any]]) -> list[Frame]:
     return out
 
 
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _has_id(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("id"), str)
+
+
+#: What each handled event needs to be usable (canonical type -> test of the event), as the reducer reads it.
+DELTAS = ("response.output_text.delta", "response.output_audio_transcript.delta", "response.output_audio.delta")
+NEEDS: dict[str, Any] = {
+    **{k: lambda e: type(e.get("delta")) is str and _index_ok(e) for k in DELTAS},
+    "response.function_call_arguments.delta": lambda e: type(e.get("delta")) is str,
+    "response.output_text.done": lambda e: isinstance(e.get("text"), str) and _index_ok(e),
+    "response.output_audio_transcript.done": lambda e: isinstance(e.get("transcript"), str) and _index_ok(e),
+    "response.content_part.added": lambda e: isinstance(e.get("part"), dict) and _index_ok(e),
+    "response.content_part.done": lambda e: isinstance(e.get("part"), dict) and _index_ok(e),
+    "response.function_call_arguments.done": lambda e: isinstance(e.get("arguments"), str),
+    "response.created": lambda e: _has_id(e.get("response")),
+    "response.done": lambda e: _has_id(e.get("response")),
+    "conversation.item.added": lambda e: _has_id(e.get("item")),
+    "conversation.item.created": lambda e: _has_id(e.get("item")),
+    "conversation.item.done": lambda e: _has_id(e.get("item")),
+    "response.output_item.added": lambda e: _has_id(e.get("item")) and _index_ok(e, "output_index"),
+    "response.output_item.done": lambda e: _has_id(e.get("item")) and _index_ok(e, "output_index"),
+    "conversation.item.deleted": lambda e: isinstance(e.get("item_id"), str),
+    "session.created": lambda e: isinstance(e.get("session"), dict),
+    "session.updated": lambda e: isinstance(e.get("session"), dict),
+    "error": lambda e: isinstance(e.get("error"), dict),
+    "input_audio_buffer.speech_started": lambda e: isinstance(e.get("item_id"), str) and _ms_ok(e, "audio_start_ms"),
+    "input_audio_buffer.speech_stopped": lambda e: isinstance(e.get("item_id"), str) and _ms_ok(e, "audio_end_ms"),
+}
+CLIENT_NEEDS: dict[str, Any] = {
+    "input_audio_buffer.append": lambda e: isinstance(e.get("audio"), str),
+    "session.update": lambda e: isinstance(e.get("session"), dict),
+}
+
+
+def _index_ok(event: dict[str, Any], key: str = "content_index") -> bool:
+    value = event.get(key)
+    return value is None or (type(value) is int and 0 <= value < MAX_PARTS)
+
+
+def _ms_ok(event: dict[str, Any], key: str) -> bool:
+    value = event.get(key)
+    return value is None or (_is(value, int | float) and 0 <= value <= MAX_AUDIO_MS)
+
+
+def unusable(client: bool, event: dict[str, Any]) -> bool:
+    """Whether the reducer cannot use an event (so it must have recorded an anomaly for it)."""
+    kind = event.get("type")
+    if not isinstance(kind, str):
+        return False
+    needs = (CLIENT_NEEDS if client else NEEDS).get(canonical_type(kind))
+    return needs is not None and not needs(event)
+
+
 SESSION = {"id": "20260101-000000-hostil", "model": "gpt-realtime", "status": "closed", "dialect": None}
 sessions = st.lists(events() | st.tuples(st.booleans(), st.sampled_from(["not json", "[1]", b"\x00\x01"])), max_size=25)
 
@@ -191,20 +248,9 @@ def check_views(evs: list[tuple[bool, Any]], other: list[tuple[bool, Any]]) -> C
     for frame in frames:  # the TUI's detail pane
         highlight(*render_payload(frame.data, frame.direction, (conv.input_format, conv.output_format)))
     flagged = {a.seq for a in conv.anomalies}
-    for frame, (_, event) in zip(frames, evs, strict=True):
-        if not isinstance(event, dict):
-            continue
-        kind = event.get("type")
-        index = event.get("content_index")
-        uses_index = kind in ("response.output_text.delta", "response.output_text.done", "response.content_part.added")
-        if uses_index and "content_index" in event and not (type(index) is int and 0 <= index < MAX_PARTS):
-            assert frame.seq in flagged, (frame.seq, event)
-        if kind == "response.done" and not (
-            isinstance(event.get("response"), dict) and isinstance(event["response"].get("id"), str)
-        ):
-            assert frame.seq in flagged, (frame.seq, event)
-        if kind == "response.output_text.delta" and type(event.get("delta")) is not str:
-            assert frame.seq in flagged, (frame.seq, event)
+    for frame, (client, event) in zip(frames, evs, strict=True):
+        if isinstance(event, dict) and unusable(client, event):
+            assert frame.seq in flagged, (frame.seq, event, conv.anomalies)
     return conv
 
 
