@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import resource
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,8 @@ from rtproxy.store import Store
 from rtproxy.tui.app import make_app
 from rtproxy.tui.payload import render_payload
 from rtproxy.tui.widgets.event_detail import highlight
+
+from .conftest import rtproxy_exe
 
 IDS = ["i1", "i2", "r1", "r2", "c1"]
 #: Fields the catalogue's events carry, and what they hold in a well-formed event.
@@ -341,3 +346,51 @@ def test_tui_survives_any_event_shapes(tmp_path: Path, many: list[list[tuple[boo
     """The TUI's sessions table and session screens (conversation, events, detail pane, timeline) take any shapes."""
     db = tmp_path / f"tui-{time.monotonic_ns()}.db"
     asyncio.run(walk_sessions(db, build_db(db, many)))
+
+
+# --- the command line, end to end ------------------------------------------------------------------
+
+#: Address space a CLI subprocess may use: the 10**9 content_index once asked for far more.
+CLI_MEMORY = 1 << 30
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed `rtproxy` console script with its memory capped."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (CLI_MEMORY, CLI_MEMORY))
+
+    return subprocess.run(
+        [*rtproxy_exe(), *args], capture_output=True, text=True, timeout=60, preexec_fn=cap, env={**os.environ}
+    )
+
+
+def test_show_export_and_diff_survive_the_issues_events(tmp_path: Path) -> None:
+    """show (all three forms), export (JSONL and audio) and diff run on the issue's events: no traceback,
+    bounded output, the huge indices reported as anomalies."""
+    issue = [
+        (False, {"type": "conversation.item.added", "item": {"id": "i1", "type": "message", "content": []}}),
+        (False, {"type": "response.output_text.delta", "item_id": "i1", "content_index": 300_000, "delta": "x"}),
+        (False, {"type": "response.output_audio.delta", "item_id": "i1", "content_index": 10**9, "delta": "AAAA"}),
+        *KNOWN,
+    ]
+    db = tmp_path / "hostile.db"
+    a, b = build_db(db, [issue, KNOWN[3:]])
+    size_in = sum(len(f.data) for f in frames_of(issue))
+    runs = {
+        "show": cli("show", a, "--db", str(db)),
+        "events": cli("show", a, "--events", "--db", str(db)),
+        "json": cli("show", a, "--json", "--db", str(db)),
+        "export": cli("export", a, "-o", str(tmp_path / "a.jsonl"), "--db", str(db)),
+        "audio": cli("export", a, "--audio", str(tmp_path / "wav"), "--db", str(db)),
+        "diff": cli("diff", f"{db}#{a}", f"{db}#{b}"),
+        "diff --json": cli("diff", f"{db}#{a}", f"{db}#{b}", "--json"),
+    }
+    for name, r in runs.items():
+        assert "Traceback" not in r.stderr and r.returncode == (1 if name.startswith("diff") else 0), (name, r.stderr)
+        assert len(r.stdout) <= 50 * size_in, (name, len(r.stdout))
+    model = orjson.loads(runs["json"].stdout)
+    assert {(1, "bad_index"), (2, "bad_index")} <= {(x["seq"], x["kind"]) for x in model["anomalies"]}
+    assert model["items"][0]["parts"] == []
+    assert "anomalies" in runs["show"].stdout and "(boom)" in runs["show"].stdout
+    assert orjson.loads(runs["diff --json"].stdout)["same"] is False
