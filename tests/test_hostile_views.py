@@ -159,6 +159,21 @@ KNOWN = [
     (True, '{"type": "response.create", "response": %s}' % deep(300)),
     (True, '{"type": "session.update", "session": %s}' % deep(1000)),
     (True, {"event_id": "e1"}),
+    (
+        False,
+        {
+            "type": "response.output_item.done",
+            "response_id": "r1",
+            "item": {"id": "c2", "type": "function_call", "call_id": "c1", "name": "f", "arguments": deep(300)},
+        },
+    ),
+    (
+        False,
+        {
+            "type": "conversation.item.added",
+            "item": {"id": "c3", "type": "function_call_output", "call_id": "c1", "output": deep(1000)},
+        },
+    ),
     (False, {"type": "conversation.item.truncated", "item_id": "i1", "audio_end_ms": 1e308}),
 ]
 
@@ -394,3 +409,19 @@ def test_show_export_and_diff_survive_the_issues_events(tmp_path: Path) -> None:
     assert model["items"][0]["parts"] == []
     assert "anomalies" in runs["show"].stdout and "(boom)" in runs["show"].stdout
     assert orjson.loads(runs["diff --json"].stdout)["same"] is False
+
+
+def test_a_huge_function_call_renders_in_bounded_lines() -> None:
+    """A function call whose arguments are a megabyte on one line (or JSON nested past orjson's limit)
+    renders in the conversation tab as a bounded number of characters."""
+    from rich.console import Console
+
+    from rtproxy.tui.views import ConversationView, ItemView
+    from rtproxy.tui.widgets.item_render import MAX_JSON_CHARS, item_lines
+
+    for arguments in ("x" * 1_000_000, '{"a": "' + "y" * 1_000_000 + '"}', deep(1000)):
+        item = ItemView(
+            "c1", "function_call", None, None, "", "", "f", "c1", arguments, deep(300), 0.0, (), None, None, 0, 1, 0.0
+        )
+        lines = item_lines(item, ConversationView(), Console(width=100), 100)
+        assert sum(len(line.plain) for line in lines) <= 3 * MAX_JSON_CHARS

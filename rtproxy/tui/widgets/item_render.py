@@ -19,6 +19,8 @@ SPEAKER_STYLES = {
     "function output": "bold yellow",
 }
 MAX_JSON_LINES = 40
+#: Arguments or output longer than this are cut before highlighting (Pygments runs on the UI thread here).
+MAX_JSON_CHARS = 8_000
 
 
 def ms_text(ms: float) -> str:
@@ -66,6 +68,8 @@ def _json_lines(text: str, console: Console, width: int) -> list[Text]:
     if cut > 0:
         lines = lines[:MAX_JSON_LINES]
     code = "\n".join(lines)
+    if len(code) > MAX_JSON_CHARS:  # a few very long lines
+        code = code[:MAX_JSON_CHARS] + "…"
     highlighted = Syntax(code, "json", theme="ansi_dark").highlight(code)
     out = [Text("    ") + part for part in highlighted.split("\n")]
     if cut > 0:
