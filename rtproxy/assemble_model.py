@@ -44,7 +44,8 @@ MAX_AUDIO_MS = 24 * 3600 * 1000.0
 #: so every view (and ``orjson.dumps``, which stops at 255) can walk them.
 MAX_DEPTH = 16
 #: Sample rates the model accepts from a session config; others are an anomaly (the format is not used).
-RATES = range(1000, 384_001)
+#: The API speaks 24 kHz PCM and 8 kHz G.711; the bound keeps resampling between parts within 6x.
+RATES = range(8000, 48_001)
 #: Anomaly messages are cut to this many characters (ids and values from the wire can be megabytes).
 MAX_MESSAGE = 200
 

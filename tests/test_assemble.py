@@ -986,7 +986,7 @@ def test_unusable_audio_offsets_are_anomalies(ms: Any) -> None:
     assert render_all(c)  # every view copes
 
 
-@pytest.mark.parametrize("rate", [1, 10**12, 0, -24000])
+@pytest.mark.parametrize("rate", [1, 96_000, 10**12, 0, -24000])
 def test_an_absurd_sample_rate_is_an_anomaly(rate: int) -> None:
     """A session config naming a sample rate far outside what audio uses is flagged and ignored."""
     s = Script()
@@ -994,7 +994,7 @@ def test_an_absurd_sample_rate_is_an_anomaly(rate: int) -> None:
     s.server("session.created", session={"audio": {"input": {"format": fmt}, "output": {"format": fmt}}})
     c = s.conv()
     assert c.input_format.rate == c.output_format.rate == 24000
-    assert len([a for a in c.anomalies if a.kind == "bad_index"]) == (2 if rate in (1, 10**12) else 0)
+    assert len([a for a in c.anomalies if a.kind == "bad_index"]) == (2 if rate > 0 else 0)
 
 
 def render_all(c: Conversation) -> str:
