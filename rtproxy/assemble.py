@@ -18,7 +18,13 @@ rules (which event fills what, how user audio is cut from the client's own
 in :mod:`rtproxy.assemble_items`, the user's microphone stream in
 :mod:`rtproxy.assemble_mic`; this module routes events to them. Bad input
 never raises: it becomes an :class:`Anomaly`, a count in ``unknown_types``,
-``non_json`` or ``binary_frames``.
+``non_json`` or ``binary_frames``. A field of the wrong shape is a
+``malformed`` anomaly; an index or offset that would size something
+(``content_index``, ``output_index``, ``audio_*_ms``, a ``content`` or
+``output`` list) outside the bounds in :mod:`rtproxy.assemble_model`
+(``MAX_PARTS``, ``MAX_OUTPUT_ITEMS``, ``MAX_AUDIO_MS``) is a ``bad_index``
+anomaly and the content it carries is dropped: nothing is ever allocated
+from a number on the wire.
 
 Speed: one ``orjson.loads`` per frame, one dict lookup to find the handler,
 text kept as lists of chunks and audio as the base64 strings it arrived in
@@ -36,7 +42,19 @@ import orjson
 
 from .assemble_items import ItemBook
 from .assemble_mic import Microphone
-from .assemble_model import Anomaly, ErrorInfo, Item, Part, Response, index_of, ms_or_none, str_or_none
+from .assemble_model import (
+    MAX_MESSAGE,
+    RATES,
+    Anomaly,
+    ErrorInfo,
+    Item,
+    Part,
+    Response,
+    audio_ms_of,
+    index_of,
+    short,
+    str_or_none,
+)
 from .assemble_responses import ResponseRules
 from .protocol import (
     CLIENT,
@@ -252,7 +270,7 @@ class Conversation(ResponseRules):
         try:
             handler(t, event, seq)
         except Exception as e:  # noqa: BLE001 - bad input becomes an anomaly, never an exception
-            self.anomalies.append(Anomaly(seq, "malformed", f"{etype}: {type(e).__name__}: {e}"))
+            self._flag(seq, "malformed", f"{short(etype)}: {type(e).__name__}: {short(str(e), 100)}")
 
     def _resolve(self, client: bool, etype: Any, seq: int) -> Handler:
         """The handler for a type seen for the first time (remembered by the caller)."""
@@ -284,19 +302,41 @@ class Conversation(ResponseRules):
         self.unknown_types[name] += 1
 
     def _flag(self, seq: int, kind: str, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 1] + "…"
         self.anomalies.append(Anomaly(seq, kind, message))
+
+    def _malformed(self, seq: int, ev: Event, field: str) -> None:
+        """An event field the reducer cannot use (missing, or of the wrong shape)."""
+        self._flag(seq, "malformed", f"{short(ev.get('type'))}: unusable {field} {short(ev.get(field), 40)}")
+
+    def _index(self, ev: Event, seq: int, key: str = "content_index") -> int | None:
+        """The content index an event names (0 if absent); None, flagged, if unusable."""
+        value = ev.get(key)
+        index = index_of(value)
+        if index is None:
+            self._flag(seq, "bad_index", f"{short(ev.get('type'))}: {key} {short(value, 40)} unusable, content dropped")
+        return index
+
+    def _format_ok(self, fmt: AudioFormat | None, seq: int) -> AudioFormat | None:
+        """An audio format from the wire, None (flagged) if its sample rate is out of range."""
+        if fmt is not None and fmt.rate not in RATES:
+            self._flag(seq, "bad_index", f"sample rate {short(fmt.rate)} out of range, format ignored")
+            return None
+        return fmt
 
     # --- session config --------------------------------------------------------------
 
     def _on_session(self, t: float, ev: Event, seq: int) -> None:
         session = ev.get("session")
         if not isinstance(session, dict):
+            self._malformed(seq, ev, "session")
             return
         self.configs.append((t, session))
         dialect = dialect_from_event(ev.get("type", ""), ev)
         if dialect is not None:
             self._saw_dialect(dialect.value)
-        inp, out = session_audio_formats(session)
+        inp, out = (self._format_ok(f, seq) for f in session_audio_formats(session))
         if inp is not None:
             self.input_format = inp
         if out is not None:
@@ -305,10 +345,12 @@ class Conversation(ResponseRules):
     def _on_session_update(self, t: float, ev: Event, seq: int) -> None:
         """The server reads the appends after a session.update in its input format: so do we."""
         session = ev.get("session")
-        if isinstance(session, dict):
-            inp, _ = session_audio_formats(session)
-            if inp is not None:
-                self.input_format = inp
+        if not isinstance(session, dict):
+            self._malformed(seq, ev, "session")
+            return
+        inp = self._format_ok(session_audio_formats(session)[0], seq)
+        if inp is not None:
+            self.input_format = inp
 
     # --- items -------------------------------------------------------------------------
 
@@ -326,15 +368,26 @@ class Conversation(ResponseRules):
         item_id = ev.get("item_id")
         if isinstance(item_id, str):
             self._book.delete(item_id)
+        else:
+            self._malformed(seq, ev, "item_id")
 
     def _on_item_truncated(self, t: float, ev: Event, seq: int) -> None:
         item_id = ev.get("item_id")
-        if not isinstance(item_id, str) or item_id in self.deleted:
+        if not isinstance(item_id, str):
+            self._malformed(seq, ev, "item_id")
+            return
+        if item_id in self.deleted:
+            return
+        end_ms = audio_ms_of(ev.get("audio_end_ms"))
+        if end_ms is None:
+            end = short(ev.get("audio_end_ms"))
+            self._flag(seq, "bad_index", f"truncation of {short(item_id)}: audio_end_ms {end} unusable, ignored")
+            return
+        index = self._index(ev, seq)
+        if index is None:
             return
         item = self._book.touch(item_id, seq, t)
-        end = ev.get("audio_end_ms")
-        end_ms = float(end) if isinstance(end, int | float) and not isinstance(end, bool) else 0.0
-        part = item.part(index_of(ev.get("content_index")), "audio")
+        part = item.part(index, "audio")
         part.truncated_ms = end_ms
         part.transcript = ""
         item.truncated_ms = end_ms
@@ -343,15 +396,23 @@ class Conversation(ResponseRules):
 
     def _on_input_transcript_delta(self, t: float, ev: Event, seq: int) -> None:
         item_id, delta = ev.get("item_id"), ev.get("delta")
-        if isinstance(item_id, str) and isinstance(delta, str) and item_id not in self.deleted:
+        if not isinstance(item_id, str) or not isinstance(delta, str):
+            self._malformed(seq, ev, "item_id" if not isinstance(item_id, str) else "delta")
+            return
+        index = self._index(ev, seq)
+        if index is not None and item_id not in self.deleted:
             item = self._book.touch(item_id, seq, t)
-            item.part(index_of(ev.get("content_index")), "input_audio")._transcript.append(delta)
+            item.part(index, "input_audio")._transcript.append(delta)
 
     def _on_input_transcript_done(self, t: float, ev: Event, seq: int) -> None:
         item_id, final = ev.get("item_id"), ev.get("transcript")
-        if not isinstance(item_id, str) or not isinstance(final, str) or item_id in self.deleted:
+        if not isinstance(item_id, str) or not isinstance(final, str):
+            self._malformed(seq, ev, "item_id" if not isinstance(item_id, str) else "transcript")
             return
-        part = self._book.touch(item_id, seq, t).part(index_of(ev.get("content_index")), "input_audio")
+        index = self._index(ev, seq)
+        if index is None or item_id in self.deleted:
+            return
+        part = self._book.touch(item_id, seq, t).part(index, "input_audio")
         current = part.transcript
         if current and current != final:
             self._flag(seq, "done_mismatch", f"item {item_id}: transcript differs from its deltas")
@@ -360,8 +421,8 @@ class Conversation(ResponseRules):
 
     def _on_input_transcript_failed(self, t: float, ev: Event, seq: int) -> None:
         err = ev.get("error")
-        message = err.get("message") if isinstance(err, dict) else None
-        self._flag(seq, "transcription_failed", f"item {ev.get('item_id')}: {message or 'transcription failed'}")
+        message = str_or_none(err.get("message")) if isinstance(err, dict) else None
+        self._flag(seq, "transcription_failed", f"item {short(ev.get('item_id'))}: {message or 'transcription failed'}")
 
     # --- user audio: the client's microphone stream ------------------------------------
 
@@ -369,6 +430,8 @@ class Conversation(ResponseRules):
         data = ev.get("audio")
         if type(data) is str:
             self._mic.append(t, data, self.input_format)
+        else:
+            self._malformed(seq, ev, "audio")
 
     def _on_commit(self, t: float, ev: Event, seq: int) -> None:
         self._mic.commit(str_or_none(ev.get("event_id")))
@@ -380,16 +443,30 @@ class Conversation(ResponseRules):
     def _on_speech_started(self, t: float, ev: Event, seq: int) -> None:
         item_id = ev.get("item_id")
         if isinstance(item_id, str):
-            self._mic.speech_started(item_id, ms_or_none(ev.get("audio_start_ms")))
+            self._mic.speech_started(item_id, self._offset(ev, seq, "audio_start_ms"))
+        else:
+            self._malformed(seq, ev, "item_id")
 
     def _on_speech_stopped(self, t: float, ev: Event, seq: int) -> None:
         item_id = ev.get("item_id")
         if isinstance(item_id, str):
-            self._mic.speech_stopped(item_id, ms_or_none(ev.get("audio_end_ms")))
+            self._mic.speech_stopped(item_id, self._offset(ev, seq, "audio_end_ms"))
+        else:
+            self._malformed(seq, ev, "item_id")
         self._turn_trigger = ("input_audio_buffer.speech_stopped", seq, t)
+
+    def _offset(self, ev: Event, seq: int, key: str) -> float | None:
+        """An audio offset (ms) an event gives; None if absent, None and flagged if unusable."""
+        value = ev.get(key)
+        ms = audio_ms_of(value)
+        if ms is None and value is not None:
+            self._flag(seq, "bad_index", f"{short(ev.get('type'))}: {key} {short(value, 40)} unusable, ignored")
+        return ms
 
     def _on_committed(self, t: float, ev: Event, seq: int) -> None:
         item_id = str_or_none(ev.get("item_id"))
+        if item_id is None:
+            self._malformed(seq, ev, "item_id")
         start, end = self._mic.committed(item_id)
         if item_id is not None and item_id not in self.deleted:
             item = self._book.touch(item_id, seq, t)
@@ -401,7 +478,9 @@ class Conversation(ResponseRules):
 
     def _on_error(self, t: float, ev: Event, seq: int) -> None:
         err = ev.get("error")
-        err = err if isinstance(err, dict) else {}
+        if not isinstance(err, dict):
+            self._malformed(seq, ev, "error")
+            err = {}
         eid = str_or_none(err.get("event_id"))
         field = [str_or_none(err.get(k)) for k in ("type", "code", "message", "param")]
         info = ErrorInfo(seq, t, field[0], field[1], field[2], field[3], eid)

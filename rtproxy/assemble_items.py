@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .assemble_model import Item
+from .assemble_model import MAX_PARTS, Item, short
 
 __all__ = ["ItemBook"]
 
@@ -52,6 +52,9 @@ class ItemBook:
         order, placed = self.order, self.placed
         has_prev = "previous_item_id" in ev
         prev = ev.get("previous_item_id") if has_prev else None
+        if prev is not None and not isinstance(prev, str):
+            self.flag(item.last_seq, "malformed", f"item {short(item.id)}: previous_item_id {short(prev, 40)}")
+            has_prev, prev = False, None
         if has_prev:
             item.previous_item_id = prev
         if item.id in placed:  # moved only behind a known item: a late null must not reorder what is placed
@@ -86,9 +89,13 @@ class ItemBook:
     def upsert(self, data: Any, t: float, seq: int) -> Item | None:
         """Merge an announced item object into the model; None if it is not one."""
         if not isinstance(data, dict):
+            self.flag(seq, "malformed", f"an item that is not an object: {short(data, 40)}")
             return None
         item_id = data.get("id")
-        if not isinstance(item_id, str) or item_id in self.deleted:
+        if not isinstance(item_id, str):
+            self.flag(seq, "malformed", f"an item without a string id: {short(item_id, 40)}")
+            return None
+        if item_id in self.deleted:
             return None
         item = self.touch(item_id, seq, t)
         item.data = data
@@ -101,9 +108,13 @@ class ItemBook:
                 setattr(item, key, value)
         content = data.get("content")
         if isinstance(content, list):
-            for i, c in enumerate(content):
+            if len(content) > MAX_PARTS:
+                self.flag(seq, "bad_index", f"item {short(item_id)}: {len(content)} parts, {MAX_PARTS} kept")
+            for i, c in enumerate(content[:MAX_PARTS]):
                 if isinstance(c, dict):
                     self.merge_part(item, i, c, seq)
+        elif content is not None:
+            self.flag(seq, "malformed", f"item {short(item_id)}: content is not a list: {short(content, 40)}")
         args = data.get("arguments")
         if isinstance(args, str):
             current = item.arguments

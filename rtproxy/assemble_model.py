@@ -13,10 +13,41 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
+
 from . import audio
 from .protocol import AudioFormat
 
-__all__ = ["Part", "Item", "Response", "ErrorInfo", "Anomaly", "b64_size"]
+__all__ = [
+    "Part",
+    "Item",
+    "Response",
+    "ErrorInfo",
+    "Anomaly",
+    "b64_size",
+    "MAX_PARTS",
+    "MAX_OUTPUT_ITEMS",
+    "MAX_AUDIO_MS",
+    "MAX_DEPTH",
+]
+
+#: Content parts an item may have: a ``content_index`` at or past this (or a longer ``content`` list) is an
+#: anomaly, never a list that size. Real items have one or two parts.
+MAX_PARTS = 256
+#: Output items a response may list: more (in ``response.done``'s ``output`` or ``output_item.added``
+#: events) are an anomaly. Real responses have a handful.
+MAX_OUTPUT_ITEMS = 256
+#: Audio offsets from the wire (``audio_start_ms``, ``audio_end_ms``) past this, negative or not numbers
+#: are an anomaly: a day of audio.
+MAX_AUDIO_MS = 24 * 3600 * 1000.0
+#: JSON objects the model keeps as they came (``status_details``, ``usage``) are cut below this depth,
+#: so every view (and ``orjson.dumps``, which stops at 255) can walk them.
+MAX_DEPTH = 16
+#: Sample rates the model accepts from a session config; others are an anomaly (the format is not used).
+#: The API speaks 24 kHz PCM and 8 kHz G.711; the bound keeps resampling between parts within 6x.
+RATES = range(8000, 48_001)
+#: Anomaly messages are cut to this many characters (ids and values from the wire can be megabytes).
+MAX_MESSAGE = 200
 
 
 def b64_size(data: str) -> int:
@@ -36,9 +67,60 @@ def ms_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def index_of(value: Any) -> int:
-    """A content index from an event field (0 if missing or not a non-negative int)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+def index_of(value: Any, limit: int = MAX_PARTS) -> int | None:
+    """An index from an event field: 0 if missing (None), the int if in [0, limit), else None (unusable)."""
+    if value is None:
+        return 0
+    if type(value) is int and 0 <= value < limit:
+        return value
+    return None
+
+
+def audio_ms_of(value: Any) -> float | None:
+    """Milliseconds of audio from an event field, None unless a number in [0, MAX_AUDIO_MS]."""
+    ms = ms_or_none(value)
+    return ms if ms is not None and 0.0 <= ms <= MAX_AUDIO_MS else None
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """Any JSON value as at most ``limit`` characters of text (strings as they are, containers as JSON)."""
+    if isinstance(value, str):
+        text = value
+    elif value is None or isinstance(value, bool | int | float):
+        text = repr(value) if not isinstance(value, int) or abs(value) < 10**100 else "<huge int>"
+    else:
+        try:
+            text = orjson.dumps(clip(value, 4)).decode()
+        except (orjson.JSONEncodeError, TypeError):
+            text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clip(value: Any, depth: int = MAX_DEPTH) -> Any:
+    """A JSON value with whatever lies deeper than ``depth`` replaced by ``"…"`` (no recursion past it)."""
+    if isinstance(value, dict):
+        if depth <= 0:
+            return "…"
+        return {str(k): clip(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        if depth <= 0:
+            return "…"
+        return [clip(v, depth - 1) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return float(value) if abs(value) < 10**300 else "…"  # what orjson.dumps can write
+    return value
+
+
+def too_deep(value: Any, depth: int = MAX_DEPTH) -> bool:
+    """Whether a JSON value nests deeper than ``depth`` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            if d >= depth:
+                return True
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return False
 
 
 def _decode_chunk(chunk: str | bytes) -> bytes:
@@ -201,8 +283,10 @@ class Item:
         return b"".join(out)
 
     def part(self, index: int, kind: str) -> Part:
-        """The part at ``index``, created (with any missing before it) if absent."""
+        """The part at ``index``, created (with any missing before it) if absent; at most MAX_PARTS."""
         parts = self.parts
+        if not 0 <= index < MAX_PARTS:
+            raise ValueError(f"content index {index} out of range")
         while len(parts) <= index:
             parts.append(Part(len(parts), kind))
         return parts[index]
@@ -329,7 +413,7 @@ class Anomaly(NamedTuple):
     """Something in the stream that does not add up (never fatal)."""
 
     seq: int
-    kind: str  # done_mismatch | unknown_item | unknown_type | malformed | transcription_failed
+    kind: str  # done_mismatch | unknown_item | unknown_type | malformed | bad_index | transcription_failed
     message: str
 
     def to_json(self) -> dict[str, Any]:

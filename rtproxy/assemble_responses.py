@@ -16,7 +16,19 @@ from collections.abc import Callable
 from typing import Any
 
 from .assemble_items import ItemBook
-from .assemble_model import Item, Part, Response, b64_size, index_of, str_or_none
+from .assemble_model import (
+    MAX_OUTPUT_ITEMS,
+    MAX_PARTS,
+    Item,
+    Part,
+    Response,
+    b64_size,
+    clip,
+    index_of,
+    short,
+    str_or_none,
+    too_deep,
+)
 from .protocol import AudioFormat, audio_format
 
 Event = dict[str, Any]
@@ -44,17 +56,43 @@ class ResponseRules:
     _creates: deque[tuple[str | None, int, float, AudioFormat | None]]
     _turn_trigger: tuple[str, int, float] | None
     _flag: Callable[[int, str, str], None]
+    _malformed: Callable[[int, Event, str], None]
+    _index: Callable[..., int | None]
+    _format_ok: Callable[[AudioFormat | None, int], AudioFormat | None]
 
-    def _on_response_create(self, t: float, ev: Event, seq: int) -> None:
-        resp = ev.get("response")
-        override = _response_format(resp) if isinstance(resp, dict) else None
-        self._creates.append((str_or_none(ev.get("event_id")), seq, t, override))
-
-    def _on_response_created(self, t: float, ev: Event, seq: int) -> None:
+    def _response_of(self, ev: Event, seq: int) -> tuple[str, dict[str, Any]] | None:
+        """(id, object) of the response a response.created/.done carries; None, flagged, if unusable."""
         data = ev.get("response")
         rid = data.get("id") if isinstance(data, dict) else None
         if not isinstance(rid, str) or not isinstance(data, dict):
+            self._malformed(seq, ev, "response")
+            return None
+        return rid, data
+
+    def _kept(self, value: Any, seq: int, what: str, old: dict[str, Any] | None) -> dict[str, Any] | None:
+        """An object the model keeps as it came (status_details, usage): cut if too deep; else the old one."""
+        if value is None:
+            return old
+        if not isinstance(value, dict):
+            self._flag(seq, "malformed", f"response {what} is not an object: {short(value, 40)}")
+            return old
+        if too_deep(value):
+            self._flag(seq, "malformed", f"response {what} nests too deep, cut")
+        kept: dict[str, Any] = clip(value)
+        return kept
+
+    def _on_response_create(self, t: float, ev: Event, seq: int) -> None:
+        resp = ev.get("response")
+        if resp is not None and not isinstance(resp, dict):
+            self._malformed(seq, ev, "response")
+        override = self._format_ok(_response_format(resp), seq) if isinstance(resp, dict) else None
+        self._creates.append((str_or_none(ev.get("event_id")), seq, t, override))
+
+    def _on_response_created(self, t: float, ev: Event, seq: int) -> None:
+        found = self._response_of(ev, seq)
+        if found is None:
             return
+        rid, data = found
         r = self._responses.get(rid)
         if r is None:
             r = self._responses[rid] = Response(rid)
@@ -70,34 +108,55 @@ class ResponseRules:
         elif self._turn_trigger is not None:
             r.trigger_type, r.trigger_seq, r.t_trigger = self._turn_trigger
             self._turn_trigger = None
-        r.audio_format = override or _response_format(data) or self.output_format
+        r.audio_format = override or self._format_ok(_response_format(data), seq) or self.output_format
 
     def _on_response_done(self, t: float, ev: Event, seq: int) -> None:
-        data = ev.get("response")
-        rid = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(rid, str) or not isinstance(data, dict):
+        found = self._response_of(ev, seq)
+        if found is None:
             return
+        rid, data = found
         r = self._responses.get(rid)
         if r is None:  # created was not recorded
             r = self._responses[rid] = Response(rid, audio_format=self.output_format)
             self._response_order.append(r)
         r.t_done, r.done_seq = t, seq
         r.status = str_or_none(data.get("status")) or r.status
-        details, usage = data.get("status_details"), data.get("usage")
-        r.status_details = details if isinstance(details, dict) else r.status_details
-        r.usage = usage if isinstance(usage, dict) else r.usage
+        r.status_details = self._kept(data.get("status_details"), seq, "status_details", r.status_details)
+        r.usage = self._kept(data.get("usage"), seq, "usage", r.usage)
         output = data.get("output")
         if isinstance(output, list):
-            for obj in output:
+            if len(output) > MAX_OUTPUT_ITEMS:
+                self._flag(seq, "bad_index", f"response {short(rid)}: {len(output)} outputs, {MAX_OUTPUT_ITEMS} kept")
+            for obj in output[:MAX_OUTPUT_ITEMS]:
                 item = self._book.upsert(obj, t, seq)
                 if item is None:
                     continue
                 item.response_id = item.response_id or rid
-                if item.id not in r.output_item_ids:
-                    r.output_item_ids.append(item.id)
+                self._add_output(r, item.id, seq)
                 self._book.place_if_new(item, {})
+        elif output is not None:
+            self._malformed(seq, data, "output")
+
+    def _add_output(self, r: Response, item_id: str, seq: int) -> None:
+        """List an item as an output of a response (at most MAX_OUTPUT_ITEMS of them)."""
+        ids = r.output_item_ids
+        if item_id in ids:
+            return
+        if len(ids) >= MAX_OUTPUT_ITEMS:
+            self._flag(seq, "bad_index", f"response {short(r.id)}: more than {MAX_OUTPUT_ITEMS} output items")
+            return
+        ids.append(item_id)
+
+    def _output_index_ok(self, ev: Event, seq: int) -> bool:
+        """Whether an event's output_index (if any) is usable; an unusable one is flagged."""
+        value = ev.get("output_index")
+        if index_of(value, MAX_OUTPUT_ITEMS) is None:
+            self._flag(seq, "bad_index", f"{short(ev.get('type'))}: output_index {short(value, 40)} unusable")
+            return False
+        return True
 
     def _on_output_item_added(self, t: float, ev: Event, seq: int) -> None:
+        self._output_index_ok(ev, seq)
         item = self._book.upsert(ev.get("item"), t, seq)
         if item is None:
             return
@@ -105,31 +164,39 @@ class ResponseRules:
         if isinstance(rid, str):
             item.response_id = rid
             r = self._responses.get(rid)
-            if r is not None and item.id not in r.output_item_ids:
-                r.output_item_ids.append(item.id)
+            if r is not None:
+                self._add_output(r, item.id, seq)
         if item.role is None and item.type == "message":
             item.role = "assistant"
         self._book.place_if_new(item, {})
 
     def _on_output_item_done(self, t: float, ev: Event, seq: int) -> None:
+        self._output_index_ok(ev, seq)
         item = self._book.upsert(ev.get("item"), t, seq)
         if item is not None:
             self._book.place_if_new(item, {})
 
     def _on_content_part(self, t: float, ev: Event, seq: int) -> None:
-        item = self._delta_item(ev, seq, t)
         part_data = ev.get("part")
-        if item is not None and isinstance(part_data, dict):
-            self._book.merge_part(item, index_of(ev.get("content_index")), part_data, seq)
+        if not isinstance(part_data, dict):
+            self._malformed(seq, ev, "part")
+            return
+        index = self._content_index(ev, seq)
+        item = self._delta_item(ev, seq, t) if index is not None else None
+        if item is not None and index is not None:
+            self._book.merge_part(item, index, part_data, seq)
 
     def _delta_item(self, ev: Event, seq: int, t: float) -> Item | None:
         """The item a response event is about; an unknown one is created, placed and flagged."""
         item_id = ev.get("item_id")
-        item = self._items.get(item_id)  # type: ignore[arg-type]
+        if type(item_id) is not str:
+            self._malformed(seq, ev, "item_id")
+            return None
+        item = self._items.get(item_id)
         if item is not None:
             item.last_seq = seq
             return item
-        if not isinstance(item_id, str) or item_id in self.deleted:
+        if item_id in self.deleted:
             return None
         self._flag(seq, "unknown_item", f"{ev.get('type')} for unknown item {item_id}")
         item = self._book.touch(item_id, seq, t)
@@ -140,15 +207,19 @@ class ResponseRules:
         return item
 
     def _delta_part(self, ev: Event, seq: int, t: float, kind: str) -> Part | None:
+        index = self._content_index(ev, seq)
+        if index is None:
+            return None
         item = self._delta_item(ev, seq, t)
         if item is None:
             return None
         self._first_delta(ev, t)
-        return _part_of(item, ev, kind)
+        return _part(item, index, kind)
 
     def _first_delta(self, ev: Event, t: float) -> Response | None:
         """The response a delta belongs to, its first-delta time noted."""
-        r = self._responses.get(ev.get("response_id"))  # type: ignore[arg-type]
+        rid = ev.get("response_id")
+        r = self._responses.get(rid) if type(rid) is str else None
         if r is not None and r.t_first_delta is None:
             r.t_first_delta = t
         return r
@@ -159,6 +230,8 @@ class ResponseRules:
             part = self._delta_part(ev, seq, t, "text")
             if part is not None:
                 part._text.append(delta)
+        else:
+            self._malformed(seq, ev, "delta")
 
     def _on_transcript_delta(self, t: float, ev: Event, seq: int) -> None:
         delta = ev.get("delta")
@@ -166,6 +239,8 @@ class ResponseRules:
             part = self._delta_part(ev, seq, t, "audio")
             if part is not None and part.truncated_ms is None:
                 part._transcript.append(delta)
+        else:
+            self._malformed(seq, ev, "delta")
 
     def _on_text_done(self, t: float, ev: Event, seq: int) -> None:
         self._reconcile(ev, seq, t, "text")
@@ -175,11 +250,15 @@ class ResponseRules:
 
     def _reconcile(self, ev: Event, seq: int, t: float, attr: str) -> None:
         """A .done event's final value wins over the concatenated deltas; a difference is flagged."""
-        item = self._delta_item(ev, seq, t)
         final = ev.get(attr)
-        if item is None or not isinstance(final, str):
+        if not isinstance(final, str):
+            self._malformed(seq, ev, attr)
             return
-        part = item.part(index_of(ev.get("content_index")), "text" if attr == "text" else "audio")
+        index = self._content_index(ev, seq)
+        item = self._delta_item(ev, seq, t) if index is not None else None
+        if item is None or index is None:
+            return
+        part = _part(item, index, "text" if attr == "text" else "audio")
         part.done = True
         if attr == "transcript" and part.truncated_ms is not None:
             return
@@ -190,10 +269,15 @@ class ResponseRules:
     def _on_audio_delta(self, t: float, ev: Event, seq: int) -> None:
         delta = ev.get("delta")
         if type(delta) is not str:
+            self._malformed(seq, ev, "delta")
+            return
+        index = self._content_index(ev, seq)
+        if index is None:
             return
         item = self._delta_item(ev, seq, t)
         if item is None:
             return
+        part = _part(item, index, "audio")
         n = b64_size(delta)
         r = self._first_delta(ev, t)
         if r is not None:
@@ -203,7 +287,6 @@ class ResponseRules:
             fmt = r.audio_format or self.output_format
         else:
             fmt = self.output_format
-        part = _part_of(item, ev, "audio")
         if part.audio_format is None:
             part.audio_format = fmt
         part._nbytes += n
@@ -216,6 +299,7 @@ class ResponseRules:
     def _on_args_delta(self, t: float, ev: Event, seq: int) -> None:
         delta = ev.get("delta")
         if type(delta) is not str:
+            self._malformed(seq, ev, "delta")
             return
         item = self._delta_item(ev, seq, t)
         if item is None:
@@ -229,7 +313,10 @@ class ResponseRules:
     def _on_args_done(self, t: float, ev: Event, seq: int) -> None:
         item = self._delta_item(ev, seq, t)
         final = ev.get("arguments")
-        if item is None or not isinstance(final, str):
+        if not isinstance(final, str):
+            self._malformed(seq, ev, "arguments")
+            return
+        if item is None:
             return
         name = ev.get("name")
         if isinstance(name, str):
@@ -238,11 +325,15 @@ class ResponseRules:
             self._flag(seq, "done_mismatch", f"item {item.id}: arguments differ from their deltas")
         item.arguments = final
 
+    def _content_index(self, ev: Event, seq: int) -> int | None:
+        """The content_index of a delta (0 if absent): checked before anything is looked up or made."""
+        ci = ev.get("content_index", 0)
+        if type(ci) is int and 0 <= ci < MAX_PARTS:
+            return ci
+        return self._index(ev, seq)
 
-def _part_of(item: Item, ev: Event, kind: str) -> Part:
-    """The content part a delta names by its content_index (made if new)."""
-    ci = ev.get("content_index", 0)
+
+def _part(item: Item, index: int, kind: str) -> Part:
+    """The content part at a checked index (made, with those before it, if new)."""
     parts = item.parts
-    if type(ci) is int and 0 <= ci < len(parts):
-        return parts[ci]
-    return item.part(index_of(ci), kind)
+    return parts[index] if index < len(parts) else item.part(index, kind)

@@ -8,6 +8,10 @@ the responses (status, details, usage, audio duration), and the session's
 model and dialect. Ids (event ids, and the item, call and response ids a
 client echoes back), timings and chunking are ignored, so two runs of the
 same client against the same server compare equal.
+
+Whatever the wire carried, comparing never raises: payloads are cut below
+``MAX_DEPTH`` levels of nesting before they are walked, and every value is
+shown through a bounded preview.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import orjson
 
 from .assemble import Item, Response, assemble
+from .assemble_model import MAX_DEPTH, clip, short
 from .protocol import PCM16, AudioFormat, Direction, Frame, audio_format, session_audio_formats
 from .replay import AUDIO_APPEND, b64_len, classify, normalise
 
@@ -106,6 +111,8 @@ def client_sequence(frames: Iterable[Frame]) -> list[dict[str, Any]]:
     run: dict[str, Any] | None = None
     for frame in frames:
         kind, event = classify(frame.data)
+        if event is not None:
+            event = clip(event, MAX_DEPTH)
         if event is not None and kind in ("session.update", "session.created", "session.updated"):
             session = event.get("session")
             if isinstance(session, dict):
@@ -123,7 +130,7 @@ def client_sequence(frames: Iterable[Frame]) -> list[dict[str, Any]]:
         run = None
         out.append(_without_ids(normalise(event)) if event is not None else {"type": kind})
     for entry in out:
-        if entry["type"] == AUDIO_APPEND:
+        if entry.get("type") == AUDIO_APPEND:
             entry["audio_ms"] = round(entry["audio_ms"], 1)
     return out
 
@@ -140,7 +147,7 @@ def _arguments(value: str | None) -> Any:
     if value is None:
         return None
     try:
-        return orjson.loads(value)
+        return clip(orjson.loads(value), MAX_DEPTH)
     except orjson.JSONDecodeError:
         return value
 
@@ -194,7 +201,10 @@ def _same(a: Any, b: Any, key: str = "") -> bool:
 
 
 def _show(value: Any, width: int = 70) -> str:
-    text = orjson.dumps(value).decode()
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        text = short(value, width)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -203,10 +213,10 @@ def _label(entry: dict[str, Any]) -> str:
     if kind == AUDIO_APPEND:
         return f"audio ({entry['audio_ms']:.0f} ms in {entry['appends']} appends)"
     if kind is None and "status" in entry:
-        return f"response ({entry['status']})"
+        return f"response ({short(entry['status'], 30)})"
     if kind == "message":
-        return f"{entry.get('role')} message"
-    return str(kind)
+        return f"{short(entry.get('role'), 30)} message"
+    return short(kind, 60)
 
 
 def _key(entry: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .assemble_model import short
 from .protocol import PCM16, AudioFormat, Direction, Frame, canonical_type, is_known, parse_event, session_audio_formats
 
 if TYPE_CHECKING:
@@ -62,6 +63,13 @@ def preview(text: str, limit: int = PREVIEW) -> str:
     """One line of at most `limit` characters, quoted."""
     flat = " ".join(text.split())
     return repr(flat if len(flat) <= limit else flat[: limit - 1] + "…")
+
+
+def count(value: Any) -> int:
+    """A count (of tokens) from the wire as an int: 0 unless it is a non-negative whole number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**63:
+        return 0
+    return int(value)
 
 
 def b64_len(value: Any) -> int:
@@ -145,20 +153,20 @@ def _ids(event: Mapping[str, Any]) -> list[str]:
 
 def event_details(event: Mapping[str, Any]) -> str:
     """The few fields of an event that say what happened, on one line."""
-    kind = canonical_type(str(event.get("type")))
-    bits = _ids(event)
+    kind = canonical_type(short(event.get("type"), 200))
+    bits = [short(i, PREVIEW) for i in _ids(event)]
     err = event.get("error")
     if kind == "error" and isinstance(err, Mapping):
-        bits += [str(err.get("code") or err.get("type") or ""), preview(str(err.get("message") or ""))]
+        bits += [short(err.get("code") or err.get("type") or ""), preview(short(err.get("message") or "", 1000))]
     resp = event.get("response")
     if isinstance(resp, Mapping):
-        bits.append(str(resp.get("status") or ""))
+        bits.append(short(resp.get("status") or ""))
         usage = resp.get("usage")
         if isinstance(usage, Mapping) and usage.get("total_tokens") is not None:
-            bits.append(f"{usage['total_tokens']} tokens")
+            bits.append(f"{short(usage['total_tokens'], 20)} tokens")
     item = event.get("item")
     if isinstance(item, Mapping):
-        bits += [str(item.get(k)) for k in ("type", "role", "name") if item.get(k)]
+        bits += [short(item.get(k)) for k in ("type", "role", "name") if item.get(k)]
         said = _item_text(item)
         if said:
             bits.append(preview(said))
@@ -170,7 +178,7 @@ def event_details(event: Mapping[str, Any]) -> str:
             bits.append(preview(event[key]))
     session = event.get("session")
     if isinstance(session, Mapping) and session.get("model"):
-        bits.append(str(session["model"]))
+        bits.append(short(session["model"]))
     return "  ".join(b for b in bits if b)
 
 
@@ -315,8 +323,9 @@ def tokens(usage: Mapping[str, Any] | None) -> str:
     def side(name: str, total: Any, details: Any) -> str:
         parts = []
         if isinstance(details, Mapping):
-            parts = [f"{k.removesuffix('_tokens')} {v}" for k, v in details.items() if isinstance(v, int) and v]
-        return f"{name} {total}" + (f": {', '.join(parts)}" if parts else "")
+            parts = [f"{short(k, 30).removesuffix('_tokens')} {count(v)}" for k, v in details.items() if count(v)]
+            parts = parts[:8]
+        return f"{name} {short(total, 20)}" + (f": {', '.join(parts)}" if parts else "")
 
     inner = " · ".join(
         side(name, usage.get(f"{key}_tokens"), usage.get(f"{key}_token_details"))
@@ -324,7 +333,9 @@ def tokens(usage: Mapping[str, Any] | None) -> str:
         if usage.get(f"{key}_tokens") is not None
     )
     total = usage.get("total_tokens")
-    return f"{total} tokens" + (f" ({inner})" if inner else "") if total is not None else inner or "no usage"
+    if total is None:
+        return inner or "no usage"
+    return f"{short(total, 20)} tokens" + (f" ({inner})" if inner else "")
 
 
 def latency(response: Response) -> str:
@@ -341,10 +352,8 @@ def response_lines(response: Response, style: Styler) -> list[str]:
     """The per-response summary: status and tokens, then latency and the audio produced."""
     bits = [f"╰ {response.id}", _status(response.status or "in_progress", style)]
     details = response.status_details
-    if isinstance(details, Mapping) and (details.get("reason") or details.get("error")):
-        reason = details.get("reason") or details.get("error")
-        if isinstance(reason, Mapping):
-            reason = reason.get("message") or reason.get("code")
+    reason = status_reason(details)
+    if reason:
         bits.append(f"({reason})")
     bits += ["·", tokens(response.usage)]
     second = latency(response)
@@ -354,6 +363,16 @@ def response_lines(response: Response, style: Styler) -> list[str]:
             second += f" made in {seconds(max(0.0, response.t_done - response.t_first_audio))}"
     pad = INDENT[:-2]
     return [pad + style(" ".join(bits), dim=True), pad + "  " + style(second, dim=True)]
+
+
+def status_reason(details: Any) -> str:
+    """Why a response ended as it did, from its status_details of any shape ("" if it does not say)."""
+    if not isinstance(details, Mapping):
+        return ""
+    reason = details.get("reason") or details.get("error")
+    if isinstance(reason, Mapping):
+        reason = reason.get("message") or reason.get("code") or reason.get("type")
+    return short(reason, PREVIEW) if reason else ""
 
 
 def _speaker(item: Item) -> str:
@@ -444,7 +463,7 @@ def footer(conv: Conversation, style: Styler) -> Iterator[str]:
     items = conv.items
     user_ms = sum(i.audio_ms for i in items if i.role == "user")
     bot_ms = sum(i.audio_ms for i in items if i.role != "user")
-    total = sum(int((r.usage or {}).get("total_tokens") or 0) for r in conv.responses)
+    total = sum(count((r.usage or {}).get("total_tokens")) for r in conv.responses)
     yield ""
     yield style(
         f"{len(items)} items · {len(conv.responses)} responses · {total} tokens · "

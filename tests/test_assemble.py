@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from rtproxy import audio
 from rtproxy.assemble import Conversation, assemble
+from rtproxy.assemble_model import MAX_OUTPUT_ITEMS, MAX_PARTS
 from rtproxy.protocol import CLIENT, GA_TO_BETA, SERVER, Direction, Frame
 
 DIALECTS = ["ga", "beta"]
@@ -215,7 +216,9 @@ def test_unknown_types_non_json_binary_and_malformed_fields_never_raise() -> Non
     assert c.unknown_types == {"brand.new.event": 2, "<no type>": 1}
     assert (c.non_json, c.binary_frames, c.events_fed) == (2, 1, 10)
     assert [a.kind for a in c.anomalies].count("unknown_type") == 2
-    assert c.item("x").text == "ok"  # type: ignore[union-attr]
+    assert c.item("x") is None  # the delta with an unusable content_index is dropped, flagged
+    flagged = {(a.seq, a.kind) for a in c.anomalies}
+    assert {(6, "bad_index"), (7, "malformed"), (8, "malformed"), (9, "malformed")} <= flagged
 
 
 # --- function calls ----------------------------------------------------------------------------
@@ -890,3 +893,112 @@ def test_synthetic_text_session_round_trips_through_jsonl_and_the_store(tmp_path
     with Store(tmp_path / "t.db") as store:
         assert assemble(store.frames(sid)).to_json() == expected
     assert len(expected["items"]) > 20 and expected["anomalies"] == []
+
+
+# --- indices and offsets from the wire are bounded ------------------------------------------
+
+
+def _model_size(c: Conversation) -> tuple[int, int]:
+    """(content parts, output item ids) the model holds in all."""
+    return sum(len(i.parts) for i in c.items), sum(len(r.output_item_ids) for r in c.responses)
+
+
+@pytest.mark.parametrize("index", [300_000, 10**9, 2**63 - 1, -1, True, 1.5, "3", [0], {"i": 0}])
+@pytest.mark.parametrize(
+    "kind, fields",
+    [
+        ("response.output_text.delta", {"delta": "hi"}),
+        ("response.output_audio.delta", {"delta": "AAAA"}),
+        ("response.output_audio_transcript.delta", {"delta": "hi"}),
+        ("response.output_text.done", {"text": "hi"}),
+        ("response.content_part.added", {"part": {"type": "text", "text": "hi"}}),
+        ("conversation.item.input_audio_transcription.delta", {"delta": "hi"}),
+        ("conversation.item.input_audio_transcription.completed", {"transcript": "hi"}),
+        ("conversation.item.truncated", {"audio_end_ms": 10}),
+    ],
+)
+def test_an_unusable_content_index_is_an_anomaly_not_an_allocation(index: Any, kind: str, fields: Any) -> None:
+    """A content_index that is huge, negative, a bool or not an int is a bad_index anomaly and sizes nothing."""
+    s = Script()
+    s.item({"id": "a1", "type": "message", "role": "assistant", "content": []})
+    s.server(kind, item_id="a1", response_id="r1", output_index=0, content_index=index, **fields)
+    c = s.conv()
+    assert [(a.seq, a.kind) for a in c.anomalies] == [(1, "bad_index")]
+    assert "content_index" in c.anomalies[0].message and len(c.anomalies[0].message) <= 200
+    assert _model_size(c) == (0, 0)
+
+
+def test_a_valid_content_index_below_the_cap_is_used() -> None:
+    """A content_index inside the bound still makes its part (the parts before it too), with no anomaly."""
+    s = Script()
+    s.item({"id": "a1", "type": "message", "role": "assistant", "content": []})
+    s.server("response.output_text.delta", item_id="a1", response_id="r1", content_index=MAX_PARTS - 1, delta="hi")
+    c = s.conv()
+    assert c.anomalies == [] and len(c.item("a1").parts) == MAX_PARTS  # type: ignore[union-attr]
+    assert c.item("a1").parts[-1].text == "hi"  # type: ignore[union-attr]
+
+
+def test_long_content_and_output_lists_are_cut_at_the_bound() -> None:
+    """An item with 100k content parts, or a response with 100k outputs, keeps the first MAX_* and says so."""
+    s = Script()
+    s.item({"id": "a1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}] * 100_000})
+    outputs = [{"id": f"o{n}", "type": "message", "role": "assistant", "content": []} for n in range(100_000)]
+    s.server("response.done", response={"id": "r1", "status": "completed", "output": outputs})
+    c = s.conv()
+    assert len(c.item("a1").parts) == MAX_PARTS  # type: ignore[union-attr]
+    assert len(c.response("r1").output_item_ids) == MAX_OUTPUT_ITEMS  # type: ignore[union-attr]
+    assert [(a.seq, a.kind) for a in c.anomalies] == [(0, "bad_index"), (1, "bad_index")]
+
+
+def test_output_item_added_events_beyond_the_bound_are_flagged() -> None:
+    """More output_item.added events for one response than MAX_OUTPUT_ITEMS list only the first ones."""
+    s = Script()
+    s.server("response.created", response={"id": "r1", "status": "in_progress"})
+    for n in range(MAX_OUTPUT_ITEMS + 3):
+        s.server(
+            "response.output_item.added",
+            response_id="r1",
+            output_index=min(n, MAX_OUTPUT_ITEMS - 1),
+            item={"id": f"o{n}", "type": "message", "content": []},
+        )
+    s.server("response.output_item.added", response_id="r1", output_index=10**9, item={"id": "late", "content": []})
+    c = s.conv()
+    assert len(c.response("r1").output_item_ids) == MAX_OUTPUT_ITEMS  # type: ignore[union-attr]
+    kinds = [a.kind for a in c.anomalies]
+    assert kinds == ["bad_index"] * 5 and "output_index" in c.anomalies[-2].message
+
+
+@pytest.mark.parametrize("ms", [1e308, -1, 10**18, "100", True, None])
+def test_unusable_audio_offsets_are_anomalies(ms: Any) -> None:
+    """audio_end_ms / audio_start_ms that are negative, past a day or not numbers are flagged and not used."""
+    s = Script()
+    s.session()
+    appends(s, tone(500))
+    s.server("input_audio_buffer.speech_started", item_id="u1", audio_start_ms=ms)
+    s.server("input_audio_buffer.speech_stopped", item_id="u1", audio_end_ms=ms)
+    s.server("input_audio_buffer.committed", item_id="u1", previous_item_id=None)
+    s.server("conversation.item.truncated", item_id="u1", content_index=0, audio_end_ms=ms)
+    c = s.conv()
+    flagged = [a for a in c.anomalies if a.kind == "bad_index"]
+    assert len(flagged) == (1 if ms is None else 3)
+    user = c.item("u1")
+    assert user is not None and user.truncated_ms is None and 490 <= user.audio_ms <= 510
+    assert render_all(c)  # every view copes
+
+
+@pytest.mark.parametrize("rate", [1, 96_000, 10**12, 0, -24000])
+def test_an_absurd_sample_rate_is_an_anomaly(rate: int) -> None:
+    """A session config naming a sample rate far outside what audio uses is flagged and ignored."""
+    s = Script()
+    fmt = {"type": "audio/pcm", "rate": rate}
+    s.server("session.created", session={"audio": {"input": {"format": fmt}, "output": {"format": fmt}}})
+    c = s.conv()
+    assert c.input_format.rate == c.output_format.rate == 24000
+    assert len([a for a in c.anomalies if a.kind == "bad_index"]) == (2 if rate > 0 else 0)
+
+
+def render_all(c: Conversation) -> str:
+    """Every text view of a conversation, joined (show, show --json)."""
+    from rtproxy import render
+
+    return "\n".join(render.conversation(c)) + orjson.dumps(c.to_json()).decode()

@@ -8,6 +8,7 @@ not shared between threads) unless handed one by a long-running worker.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -104,12 +105,21 @@ def session_status(store: Store, session_id: str) -> str | None:
 
 
 def session_tokens_for(store: Store, session_id: str) -> int | None:
+    """Tokens of a session's responses: the integer total_tokens of each response.done, whatever else they hold.
+
+    ``total()`` (a float, never an overflow) of the values that are JSON integers: a string, a list or a
+    number too big for SQLite in one event must not make the screen fail.
+    """
     row = store.conn.execute(
-        "SELECT sum(json_extract(text, '$.response.usage.total_tokens')) FROM events"
-        " WHERE session_id = ? AND type = 'response.done'",
+        "SELECT count(v), total(v) FROM (SELECT CASE WHEN json_valid(text)"
+        " AND json_type(text, '$.response.usage.total_tokens') = 'integer'"
+        " THEN json_extract(text, '$.response.usage.total_tokens') END AS v"
+        " FROM events WHERE session_id = ? AND type = 'response.done')",
         (session_id,),
     ).fetchone()
-    return None if row[0] is None else int(row[0])
+    if not row[0] or not math.isfinite(row[1]):
+        return None
+    return int(row[1])
 
 
 def index_rows(store: Store, session_id: str, *, after_seq: int = -1, limit: int | None = None) -> list[Row]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from ..assemble_model import too_deep
 from ..protocol import PCM16, AudioFormat, Direction
 from ..render import b64_len
 
@@ -19,6 +20,8 @@ AUDIO_DELTA_TYPES = frozenset({"response.audio.delta", "response.output_audio.de
 AUDIO_KEYS = frozenset({"audio"})
 #: A string shorter than this is shown as it is.
 MIN_AUDIO_CHARS = 64
+#: JSON nested deeper than this is shown as the text it came as (orjson writes at most 255 levels).
+MAX_PRETTY_DEPTH = 100
 
 
 def audio_placeholder(b64: str, fmt: AudioFormat | None) -> str:
@@ -58,6 +61,8 @@ def render_payload(
     try:
         event = orjson.loads(data)
     except orjson.JSONDecodeError:
+        return data, "text"
+    if too_deep(event, MAX_PRETTY_DEPTH):
         return data, "text"
     fmt = formats[0] if direction is Direction.CLIENT else formats[1]
     delta_is_audio = isinstance(event, dict) and event.get("type") in AUDIO_DELTA_TYPES

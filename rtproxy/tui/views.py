@@ -72,7 +72,7 @@ class ResponseView:
     @property
     def total_tokens(self) -> int | None:
         value = (self.usage or {}).get("total_tokens")
-        return value if isinstance(value, int) else None
+        return value if type(value) is int and 0 <= value < 2**63 else None
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def pretty_json(text: str | None) -> str:
         return ""
     try:
         return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON, or nested past what orjson writes
         return text
 
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.text import Text
 
-from ...render import seconds, tokens
+from ...render import seconds, status_reason, tokens
 from ..views import ConversationView, ItemView, ResponseView, pretty_json, waveform
 
 SPEAKER_STYLES = {
@@ -19,6 +19,8 @@ SPEAKER_STYLES = {
     "function output": "bold yellow",
 }
 MAX_JSON_LINES = 40
+#: Arguments or output longer than this are cut before highlighting (Pygments runs on the UI thread here).
+MAX_JSON_CHARS = 8_000
 
 
 def ms_text(ms: float) -> str:
@@ -32,8 +34,7 @@ def response_line(r: ResponseView) -> Text:
     line = Text("  ↳ ", style="dim")
     line.append(r.id, style="dim")
     line.append(f" {r.status or 'in progress'}", style=status_style if r.status else "italic")
-    details = r.status_details or {}
-    reason = details.get("reason") or (details.get("error") or {}).get("message") if isinstance(details, dict) else None
+    reason = status_reason(r.status_details)
     if reason:
         line.append(f" ({reason})", style=status_style)
     if r.usage:
@@ -67,6 +68,8 @@ def _json_lines(text: str, console: Console, width: int) -> list[Text]:
     if cut > 0:
         lines = lines[:MAX_JSON_LINES]
     code = "\n".join(lines)
+    if len(code) > MAX_JSON_CHARS:  # a few very long lines
+        code = code[:MAX_JSON_CHARS] + "…"
     highlighted = Syntax(code, "json", theme="ansi_dark").highlight(code)
     out = [Text("    ") + part for part in highlighted.split("\n")]
     if cut > 0:

@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from ...render import count
 from ..views import ConversationView, ResponseView
 from .item_render import ms_text
 
@@ -92,8 +93,8 @@ def timeline_text(conv: ConversationView) -> Text:
         out.append("\n")
     out.append("\n")
     out.append(f"total: {len(responses)} responses, {conv.total_tokens} tokens", style="bold")
-    usage_in = sum(int((r.usage or {}).get("input_tokens") or 0) for r in responses)
-    usage_out = sum(int((r.usage or {}).get("output_tokens") or 0) for r in responses)
+    usage_in = sum(count((r.usage or {}).get("input_tokens")) for r in responses)
+    usage_out = sum(count((r.usage or {}).get("output_tokens")) for r in responses)
     out.append(f" ({usage_in} in, {usage_out} out)", style="dim")
     return out
 
