@@ -9,6 +9,8 @@ mistake or their machine's.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -87,6 +89,27 @@ def resolve_session(store: Store, ref: str) -> str:
         return store.resolve(ref)
     except RtproxyError as e:
         raise InputError(f"{e} (in {store.path})") from e
+
+
+def on_stop_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None], portable: bool) -> None:
+    """Call `stop` on SIGINT / SIGTERM (and Windows' SIGBREAK, Ctrl-Break).
+
+    The loop's own handlers where it has them (POSIX); otherwise, and on the portable path, plain
+    ``signal.signal`` handlers that hand the stop to the loop thread-safely (Windows' proactor loop has no
+    ``add_signal_handler``; Python runs the handler in the main thread, and waking the loop's self-pipe ends
+    its wait).
+    """
+    names = ("SIGINT", "SIGTERM", "SIGBREAK")
+    signals = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    if not portable:
+        try:
+            for sig in signals:
+                loop.add_signal_handler(sig, stop)
+            return
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    for sig in signals:
+        signal.signal(sig, lambda _sig, _frame: loop.call_soon_threadsafe(stop))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -7,7 +7,6 @@ import gc
 import ipaddress
 import logging
 import os
-import signal
 import sqlite3
 import sys
 from contextlib import suppress
@@ -19,7 +18,7 @@ import orjson
 
 from ..errors import RtproxyError
 from ..protocol import redact_url
-from . import InputError, db_option, file_errors, open_store, os_error_line
+from . import InputError, db_option, file_errors, on_stop_signals, open_store, os_error_line
 
 
 def _is_loopback(host: str) -> bool:
@@ -87,6 +86,7 @@ async def _serve(
     label: str | None,
     auth_token: str | None,
     connect_timeout: float,
+    portable: bool,
 ) -> None:
     from aiohttp import web
 
@@ -113,7 +113,7 @@ async def _serve(
         except OSError as e:
             raise InputError(f"cannot prepare the TLS certificate: {os_error_line(e)}") from e
     with file_errors(db, "cannot record to"):
-        recorder = Recorder(db, on_overflow=overflow, on_error=failed)
+        recorder = Recorder(db, on_overflow=overflow, on_error=failed, portable=portable)
     if recorder.interrupted:
         _say(f"rtproxy: marked {recorder.interrupted} session(s) left open by a stopped proxy as interrupted")
     try:
@@ -147,8 +147,7 @@ async def _serve(
     gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: whoever reads it may signal at once
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(loop, stop.set, portable)  # before the banner: whoever reads it may signal at once
     _banner(host, bound, tls, upstream, db, cert, auth_token is not None)
     try:
         await stop.wait()
@@ -186,7 +185,15 @@ async def _serve(
 @click.option(
     "--tls",
     is_flag=True,
-    help="Serve wss:// with a self-signed certificate for 127.0.0.1/localhost (the Node SDK needs it).",
+    help="Serve wss:// with a certificate from rtproxy's local CA for localhost/127.0.0.1/::1 (the Node SDK "
+    "needs it; trust ~/.rtproxy/tls/ca.pem).",
+)
+@click.option(
+    "--portable",
+    is_flag=True,
+    envvar="RTPROXY_PORTABLE",
+    help="Use the recorder path every OS has (a sender thread, the writer at normal priority, plain signal "
+    "handlers) instead of the fast POSIX one; the default on Windows. Env: RTPROXY_PORTABLE=1.",
 )
 @click.option("--label", help="A label stored with every session recorded by this run.")
 @click.option(
@@ -211,6 +218,7 @@ def proxy(
     label: str | None,
     auth_token: str | None,
     connect_timeout: float,
+    portable: bool,
 ) -> None:
     """Run the recording proxy.
 
@@ -222,7 +230,8 @@ def proxy(
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
         raise InputError(f"--upstream must be an http(s) or ws(s) URL, got {redact_url(upstream)!r}")
     try:
-        asyncio.run(_serve(host, port, upstream, db, tls, label, auth_token, connect_timeout))
+        portable = portable or os.name == "nt"
+        asyncio.run(_serve(host, port, upstream, db, tls, label, auth_token, connect_timeout, portable))
     except RtproxyError as e:
         raise InputError(str(e)) from e
 

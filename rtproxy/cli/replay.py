@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import orjson
 from ..errors import RtproxyError
 from ..protocol import Frame
 from ..replay import POLICIES
-from . import InputError, db_option, open_store, resolve_session
+from . import InputError, db_option, on_stop_signals, open_store, resolve_session
 
 if TYPE_CHECKING:
     from ..replay import Report, Script
@@ -53,8 +52,9 @@ async def _serve(
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    from ..recorder import portable_default
+
+    on_stop_signals(loop, stop.set, portable_default())
     waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     if once:
         waiters.append(asyncio.ensure_future(server.wait_closed(1)))
@@ -110,7 +110,11 @@ async def _serve(
     help="Also write the report as JSON to this file.",
 )
 @click.option("--once", is_flag=True, help="Exit after the first connection closes (for CI scripts).")
-@click.option("--tls", is_flag=True, help="Serve wss:// with rtproxy's self-signed certificate (as the proxy does).")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve wss:// with a certificate from rtproxy's local CA (as the proxy does; trust ~/.rtproxy/tls/ca.pem).",
+)
 def replay(
     recording: Path | None,
     db: str,
