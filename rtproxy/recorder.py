@@ -69,6 +69,36 @@ def portable_default() -> bool:
     return os.name == "nt" or os.environ.get("RTPROXY_PORTABLE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+#: The pipe to the writer holds this much where the OS lets us choose (Linux; elsewhere its default).
+PIPE_BYTES = 4 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    """Let the pipe hold PIPE_BYTES (or the most an unprivileged process may ask for), so a writer that is a
+    moment late does not make the proxy keep batches itself."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the pipe keeps its size
+        return
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is None:  # macOS
+        return
+    for size in (PIPE_BYTES, 1 << 20):
+        try:
+            fcntl.fcntl(fd, setsize, size)
+            return
+        except OSError:
+            continue
+
+
+def _threads(pid: int) -> list[int]:
+    """The thread ids of a process (Linux), where a scheduling policy is set one thread at a time."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
 @dataclass
 class RecorderStats:
     queued: int = 0
@@ -107,6 +137,7 @@ class Recorder:
         path: str,
         *,
         flush_interval: float = 0.05,
+        batch_interval: float = 0.002,
         max_frames: int = 200_000,
         max_bytes: int = 64 * 1024 * 1024,
         writer_priority: str | None = None,
@@ -116,6 +147,7 @@ class Recorder:
     ) -> None:
         self.path = path
         self.flush_interval = flush_interval
+        self.batch_interval = batch_interval
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.portable = portable_default() if portable is None else portable
@@ -182,6 +214,7 @@ class Recorder:
         self._generation += 1
         self._stdin_fd = os.dup(process.stdin.fileno())
         process.stdin.close()
+        _widen_pipe(self._stdin_fd)
         self._sender = None  # made at the first batch, for the loop that sends it (see _sender_for)
         threading.Thread(
             target=self._read_acks,
@@ -222,10 +255,11 @@ class Recorder:
             before = oldest
             if stuck >= 2:
                 stuck = 0
-                try:
-                    os.sched_setscheduler(process.pid, os.SCHED_BATCH, os.sched_param(0))
-                except (OSError, AttributeError):
-                    pass
+                for tid in _threads(process.pid):
+                    try:
+                        os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
+                    except (OSError, AttributeError):
+                        pass
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything recorded so far is committed; False on timeout."""
@@ -386,14 +420,18 @@ class Recorder:
             self._schedule_seal()
 
     def _schedule_seal(self) -> None:
-        """Seal the open batch on the loop's next turn, or now when not called from a running loop."""
+        """Seal the open batch ``batch_interval`` seconds from now on the loop (what the loop records meanwhile
+        joins it: one pipe write, one wake-up of the writer), or now when not called from a running loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._seal()
             return
         self._seal_scheduled = True
-        loop.call_soon(self._seal_later)
+        if self.batch_interval > 0:
+            loop.call_later(self.batch_interval, self._seal_later)
+        else:
+            loop.call_soon(self._seal_later)
 
     def _seal_later(self) -> None:
         with self._lock:
