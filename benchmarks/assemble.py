@@ -106,20 +106,21 @@ def run(cmd: list[str], repeat: int) -> tuple[float, float, str]:
 
 
 def export_in_process(frames: list[Frame], directory: Path) -> int:
-    """What `export --audio` does, without the store: every item's WAV and conversation.wav."""
-    conv = assemble(frames, keep_audio=True)
-    left: list[tuple[float, bytes]] = []
-    right: list[tuple[float, bytes]] = []
-    rate = 24000
+    """What `export --audio` does, without the store: every item's WAV and conversation.wav (causal placement)."""
+    speech_started: dict[str, float] = {}
+    conv = assemble(audio.note_speech_started(frames, speech_started), keep_audio=True)
+    user, assistant = conv.audio_tracks()
+    rate = max((item.audio_rate for _, item in user + assistant), default=24000)
+    at_rate: dict[str, bytes] = {}
     n = 0
     for i, item in enumerate(conv.items):
-        pcm = item.pcm16()
-        if not pcm:
+        if item.audio_ms <= 0:
             continue
+        pcm = item.pcm16()
         audio.write_wav(directory / f"{i:04d}-{item.role}-{item.id}.wav", pcm, item.audio_rate)
         n += 1
-        pcm = audio.resample(pcm, item.audio_rate, rate)
-        (left if item.role == "user" else right).append((item.t_start or 0.0, pcm))
+        at_rate[item.id] = pcm if item.audio_rate == rate else audio.resample(pcm, item.audio_rate, rate)
+    left, right = audio.causal_tracks(audio.conversation_clips(conv, at_rate, speech_started), rate)
     audio.write_wav(directory / "conversation.wav", audio.stereo_mix(left, right, rate), rate, channels=2)
     return n + 1
 

@@ -214,16 +214,29 @@ ULAW = AudioFormat("g711_ulaw", 8000)
 ALAW = AudioFormat("g711_alaw", 8000)
 
 
-def audio_format(value: Any) -> AudioFormat | None:
+def audio_format(value: Any, *, any_rate: bool = False) -> AudioFormat | None:
     """An audio format from a beta string (``"pcm16"``) or a GA object
-    (``{"type": "audio/pcm", "rate": 24000}``); None if unrecognised."""
+    (``{"type": "audio/pcm", "rate": 24000}``); None if unrecognised.
+
+    A GA ``rate`` outside 8-48 kHz (``assemble_model.RATES``) makes the format
+    unrecognised, so a hostile session config cannot skew the durations
+    computed from it; a missing or non-integer one means 24 kHz. With
+    ``any_rate`` any positive integer rate is taken as it is (the reducer
+    does, to record an out-of-range one as an anomaly).
+    """
     if isinstance(value, str):
         return {"pcm16": PCM16, "g711_ulaw": ULAW, "g711_alaw": ALAW}.get(value)
     if isinstance(value, Mapping):
         kind = value.get("type")
         if kind == "audio/pcm":
             rate = value.get("rate")
-            return AudioFormat("pcm16", rate if isinstance(rate, int) and rate > 0 else 24000)
+            if not isinstance(rate, int) or isinstance(rate, bool):
+                return PCM16
+            if any_rate:
+                return AudioFormat("pcm16", rate if rate > 0 else 24000)
+            from .assemble_model import RATES  # here: assemble_model imports this module
+
+            return AudioFormat("pcm16", rate) if rate in RATES else None
         if kind == "audio/pcmu":
             return ULAW
         if kind == "audio/pcma":
@@ -231,16 +244,21 @@ def audio_format(value: Any) -> AudioFormat | None:
     return None
 
 
-def session_audio_formats(session: Mapping[str, Any]) -> tuple[AudioFormat | None, AudioFormat | None]:
-    """(input, output) formats named by a session config of either dialect."""
+def session_audio_formats(
+    session: Mapping[str, Any], *, any_rate: bool = False
+) -> tuple[AudioFormat | None, AudioFormat | None]:
+    """(input, output) formats named by a session config of either dialect (``any_rate``: see :func:`audio_format`)."""
     audio = session.get("audio")
     if isinstance(audio, Mapping):
         inp, out = audio.get("input"), audio.get("output")
         return (
-            audio_format(inp.get("format")) if isinstance(inp, Mapping) else None,
-            audio_format(out.get("format")) if isinstance(out, Mapping) else None,
+            audio_format(inp.get("format"), any_rate=any_rate) if isinstance(inp, Mapping) else None,
+            audio_format(out.get("format"), any_rate=any_rate) if isinstance(out, Mapping) else None,
         )
-    return audio_format(session.get("input_audio_format")), audio_format(session.get("output_audio_format"))
+    return (
+        audio_format(session.get("input_audio_format"), any_rate=any_rate),
+        audio_format(session.get("output_audio_format"), any_rate=any_rate),
+    )
 
 
 def decode_b64(value: Any) -> bytes:

@@ -8,7 +8,10 @@ line per frame in seq order::
     {"t": 0.0300, "dir": "server", "binary": "..."}  a binary frame, base64
 
 JSON object frames are kept as objects, keys in their order, so a recording
-reads well in a diff; whitespace inside them is normalised. The format has a
+reads well in a diff; whitespace inside them is normalised. ``t`` is seconds
+since the session started: finite, from 0 to ``MAX_T`` (7 days), and never
+smaller than the line before's (a recording is in time order); the reader
+refuses any other with the file and line, as it does a malformed line. The format has a
 version number of its own (``FORMAT_VERSION``), independent of the package.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +32,11 @@ from .errors import RecordingError
 from .protocol import Direction, Frame, parse_event, redact_bytes
 
 FORMAT_VERSION = 1
+
+#: The latest frame time a recording may carry (seconds; 7 days). A frame's
+#: ``t`` sizes buffers downstream (``export --audio`` lays audio out on a
+#: timeline of ``t`` x rate samples), so an absurd one is refused on reading.
+MAX_T = 7 * 24 * 3600.0
 
 #: Session columns a recording's header carries (the rest are per-database).
 HEADER_FIELDS = (
@@ -199,8 +208,13 @@ def _load(path: str, lineno: int, line: bytes) -> dict[str, Any]:
 def _frame(path: str, lineno: int, line: bytes, seq: int) -> Frame:
     obj = _load(path, lineno, line)
     t = obj.get("t")
-    if not isinstance(t, int | float) or isinstance(t, bool) or t < 0:
+    if not isinstance(t, int | float) or isinstance(t, bool):
         raise RecordingError(path, lineno, '"t" must be a number of seconds ≥ 0')
+    t = float(t)
+    if not math.isfinite(t) or t < 0:
+        raise RecordingError(path, lineno, f'"t" must be a finite number of seconds ≥ 0, got {t!r}')
+    if t > MAX_T:
+        raise RecordingError(path, lineno, f'"t" is {t:g} s, more than {MAX_T / 86400:g} days into the session')
     try:
         direction = Direction(str(obj.get("dir")))
     except ValueError as e:
@@ -221,4 +235,4 @@ def _frame(path: str, lineno: int, line: bytes, seq: int) -> Frame:
             raise RecordingError(path, lineno, '"binary" must be base64') from e
     else:
         raise RecordingError(path, lineno, 'a frame needs "event", "text" or "binary"')
-    return Frame(seq, float(t), direction, data)
+    return Frame(seq, t, direction, data)

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from .assemble_model import MAX_DEPTH, clip
 from .errors import ReplayError
 from .protocol import Direction, Frame
 
@@ -172,9 +173,16 @@ def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = No
 VOLATILE_KEYS = frozenset({"event_id"})
 
 
-def normalise(event: Any, kind: str | None = None) -> Any:
-    """An event minus volatile fields: event ids, client-made item ids, audio as its length."""
+def normalise(event: Any, kind: str | None = None, depth: int = MAX_DEPTH) -> Any:
+    """An event minus volatile fields: event ids, client-made item ids, audio as its length.
+
+    Objects and lists nested deeper than ``depth`` (``MAX_DEPTH``) become one
+    stable string each (:func:`deep_text`), so an event nested to orjson's
+    1024-level limit is compared without recursion and still equals itself.
+    """
     if isinstance(event, dict):
+        if depth <= 0:
+            return deep_text(event)
         kind = kind or event.get("type")
         out: dict[str, Any] = {}
         for key, value in event.items():
@@ -183,13 +191,52 @@ def normalise(event: Any, kind: str | None = None) -> Any:
             if key == "audio" and isinstance(value, str):
                 out[key] = f"<{b64_len(value)} bytes>"
             elif key == "item" and kind == "conversation.item.create" and isinstance(value, dict):
-                out[key] = normalise({k: v for k, v in value.items() if k != "id"}, "item")
+                out[key] = normalise({k: v for k, v in value.items() if k != "id"}, "item", depth - 1)
             else:
-                out[key] = normalise(value, "nested")
+                out[key] = normalise(value, "nested", depth - 1)
         return out
     if isinstance(event, list):
-        return [normalise(v, "nested") for v in event]
+        if depth <= 0:
+            return deep_text(event)
+        return [normalise(v, "nested", depth - 1) for v in event]
     return event
+
+
+def deep_text(value: Any) -> str:
+    """A JSON value as ``<nested ...>`` text, walked without recursion: keys sorted, event ids
+    dropped and audio as its length (as :func:`normalise` does), so equal values give equal text."""
+    out: list[str] = []
+    stack: list[tuple[bool, Any]] = [(False, value)]  # (already text, item)
+    while stack:
+        done, v = stack.pop()
+        if done:
+            out.append(v)
+        elif isinstance(v, dict):
+            todo: list[tuple[bool, Any]] = [(True, "{")]
+            pairs = sorted(((str(k), x) for k, x in v.items() if k not in VOLATILE_KEYS), key=lambda kx: kx[0])
+            for i, (k, x) in enumerate(pairs):
+                todo.append((True, ("," if i else "") + _scalar(k) + ":"))
+                todo.append((True, f'"<{b64_len(x)} bytes>"') if k == "audio" and isinstance(x, str) else (False, x))
+            todo.append((True, "}"))
+            stack.extend(reversed(todo))
+        elif isinstance(v, list):
+            todo = [(True, "[")]
+            for i, x in enumerate(v):
+                if i:
+                    todo.append((True, ","))
+                todo.append((False, x))
+            todo.append((True, "]"))
+            stack.extend(reversed(todo))
+        else:
+            out.append(_scalar(v))
+    return f"<nested {''.join(out)}>"
+
+
+def _scalar(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return repr(value)
 
 
 def differences(expected: Any, received: Any, path: str = "", limit: int = 5) -> list[str]:
@@ -249,8 +296,8 @@ class Mismatch:
             "message": self.message,
             "t": round(self.t, 6),
             "turn": self.step,
-            "expected": self.expected,
-            "received": self.received,
+            "expected": clip(self.expected),  # events from the wire may nest past what orjson writes
+            "received": clip(self.received),
             "details": self.details,
             "count": self.count,
         }
@@ -572,7 +619,7 @@ class Player:
                 "code": "rtproxy_replay_mismatch",
                 "message": f"rtproxy replay: {m.message}",
                 "param": None,
-                "event_id": (event or {}).get("event_id"),
+                "event_id": clip((event or {}).get("event_id")),
             },
         }
         return [Send(orjson.dumps(error).decode())]

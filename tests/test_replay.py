@@ -335,3 +335,51 @@ def test_loose_accepts_any_order_within_each_turn(case: tuple[list[Frame], list[
     player, out = play_all(build_script(fs), events, "loose")
     assert player.report.ok, player.report.mismatches
     assert sorted(str(s.data) for s in out) == sorted(str(f.data) for f in fs if f.direction is Direction.SERVER)
+
+
+def nested_text(kind: str, levels: int, leaf: str = "1", event_id: str = '"c1"') -> str:
+    """A client event whose `session` nests `levels` objects deep (orjson reads 1024, writes only 255)."""
+    return f'{{"type":"{kind}","event_id":{event_id},"session":' + '{"a":' * levels + leaf + "}" * levels + "}"
+
+
+def test_normalise_of_an_event_nested_1000_deep_is_bounded_and_stable() -> None:
+    """normalise walks a 1000-level event without RecursionError; the deep part becomes one stable string,
+    equal for equal events (event ids still dropped) and different for a different leaf."""
+    deep = orjson.loads(nested_text("session.update", 1000))
+    same = orjson.loads(nested_text("session.update", 1000, event_id='"other"'))
+    other = orjson.loads(nested_text("session.update", 1000, leaf="2"))
+    n = normalise(deep)
+    assert n == normalise(same) and n != normalise(other)
+    assert "event_id" not in n
+    orjson.dumps(n)  # shallow enough to write (a report, a diff)
+    depth, node = 0, n["session"]
+    while isinstance(node, dict):
+        depth, node = depth + 1, node["a"]
+    assert isinstance(node, str) and node.startswith("<nested {") and depth < 20
+
+
+def test_a_1000_deep_client_event_matches_itself_in_a_replay() -> None:
+    """A recorded client event nested 1000 deep replays under strict matching: the same event plays its turn
+    without a mismatch, a different leaf is a payload mismatch whose report still serialises."""
+    recorded = [
+        Frame(0, 0.0, Direction.SERVER, orjson.dumps(ev("session.created", event_id="e1")).decode()),
+        Frame(1, 0.01, Direction.CLIENT, nested_text("session.update", 1000)),
+        Frame(2, 0.02, Direction.SERVER, orjson.dumps(ev("session.updated", event_id="e2")).decode()),
+    ]
+    script = build_script(recorded)
+    for policy in ("strict", "ordered", "loose"):
+        player = Player(script, policy)
+        out = player.start() + player.receive(nested_text("session.update", 1000, event_id='"x"'), 0.01)
+        player.close(1.0)
+        assert player.report.ok and types(out) == ["session.created", "session.updated"], policy
+    player = Player(script, "strict")
+    out = player.start() + player.receive(
+        nested_text("session.update", 1000, "2", event_id="[" * 900 + "]" * 900), 0.01
+    )
+    (m,) = player.report.mismatches
+    assert m.kind == "payload" and types(out) == ["session.created", "error", "session.updated"]
+    assert errors(out)[0]["code"] == "rtproxy_replay_mismatch"
+    from rtproxy.replay import Report
+
+    data = orjson.loads(orjson.dumps(Report("t.jsonl", "strict", connections=[player.report]).to_json()))
+    assert data["connections"][0]["mismatches"][0]["kind"] == "payload"

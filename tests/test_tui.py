@@ -1080,3 +1080,89 @@ def test_real_command_in_a_terminal(db: Path) -> None:
         os.close(fd)
     assert sent, out[-2000:]
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# --- the conversation export matches the CLI's ------------------------------------------------
+
+
+def cli_import_and_export(recording: Path, tmp_path: Path) -> tuple[Path, str, bytes]:
+    """`rtproxy import` the recording into a fresh DB and `rtproxy export --audio` it (real subprocesses):
+    the DB, the session id and the CLI's conversation.wav bytes."""
+    import os
+    import subprocess
+
+    from .conftest import rtproxy_exe
+
+    db = tmp_path / "rt.db"
+    env = {**os.environ}
+    done = subprocess.run(
+        [*rtproxy_exe(), "import", str(recording), "--db", str(db)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    sid = done.stdout.strip().splitlines()[-1]
+    out = tmp_path / "cli"
+    done = subprocess.run(
+        [*rtproxy_exe(), "export", sid, "--audio", str(out), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return db, sid, (out / "conversation.wav").read_bytes()
+
+
+RECORDINGS = Path(__file__).parent.parent / "recordings"
+
+
+async def test_conversation_export_is_the_clis_conversation_wav(tmp_path: Path) -> None:
+    """`W` in the session screen writes the same conversation.wav, byte for byte, as `rtproxy export --audio`
+    for voice-ga.jsonl: the answer placed after the question it answers, not on top of it."""
+    import wave
+
+    db, sid, cli_wav = cli_import_and_export(RECORDINGS / "voice-ga.jsonl", tmp_path)
+    out = tmp_path / "tui"
+    app = make_app(db, sid, export_dir=out)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        with screen.feed.lock:
+            conv = screen.feed.conversation
+            user = next(i for i in conv.items if i.role == "user" and i.audio_ms > 0)
+            answer = next(i for i in conv.items if i.role == "assistant" and i.audio_ms > 0)
+            spans = user.audio_ms, answer.audio_ms, answer.t_start
+        await pilot.press("W")
+        await wait_until(pilot, lambda: "conversation.wav" in screen.last_notice, what="conversation exported")
+    tui_wav = (out / f"{sid}-conversation.wav").read_bytes()
+    assert tui_wav == cli_wav
+    with wave.open(str(out / f"{sid}-conversation.wav")) as w:
+        frames = w.getnframes() / w.getframerate() * 1000
+    user_ms, answer_ms, answer_at = spans
+    assert answer_at is not None and answer_at * 1000 < user_ms  # recorded on top of the question...
+    assert abs(frames - (user_ms + answer_ms)) <= 1  # ...played after it
+
+
+def test_conversation_export_keeps_a_barge_in_as_the_cli_does(tmp_path: Path) -> None:
+    """export_conversation (what `W` runs), given the speech_started times, writes the CLI's conversation.wav
+    for a session where the user spoke over an answer still being generated (the overlap kept); called
+    directly, because the session screen's feed does not yet note speech_started."""
+    from rtproxy.assemble import assemble
+    from rtproxy.audio import note_speech_started
+    from rtproxy.recording import write_recording
+    from rtproxy.tui.player import export_conversation
+
+    from .test_audio import barge_in_script
+
+    events = sorted(barge_in_script("speech_started").events, key=lambda e: e[1])  # in time order, as recorded
+    recording = tmp_path / "barge-in.jsonl"
+    session = {"id": "20261201-000000-barge0", "started_at": "2026-12-01T00:00:00.000Z", "dialect": "ga"}
+    frames = [Frame(n, t, Direction(d), orjson.dumps(e).decode()) for n, (d, t, e) in enumerate(events)]
+    write_recording(recording, session, frames)
+    db, sid, cli_wav = cli_import_and_export(recording, tmp_path)
+    speech_started: dict[str, float] = {}
+    with Store(db) as store:
+        conv = assemble(note_speech_started(store.frames(sid), speech_started), keep_audio=True)
+    assert speech_started  # the barge-in is told by speech_started alone (no truncate, no cancel)
+    path = export_conversation(tmp_path / "tui", sid, conv, speech_started)
+    assert path is not None and path.read_bytes() == cli_wav
+    without = export_conversation(tmp_path / "tui-without", sid, conv)
+    assert without is not None and without.read_bytes() != cli_wav  # the times are what keeps the overlap

@@ -12,11 +12,12 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import audio
-from ..assemble import Conversation, Item
+from ..assemble import Conversation
 
 PLAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aplay", ("-q",)),
@@ -55,23 +56,38 @@ def export_item(directory: Path, session_id: str, item_id: str, pcm16: bytes, ra
     return path
 
 
-def export_conversation(directory: Path, session_id: str, conv: Conversation) -> Path | None:
-    """The stereo WAV `rtproxy export --audio` writes (user left, assistant right); None without audio."""
+def conversation_audio(conv: Conversation, speech_started: Mapping[str, float] | None = None) -> tuple[bytes, int]:
+    """The stereo PCM16 of `rtproxy export --audio`'s conversation.wav (user left, assistant right) and its rate.
+
+    The same steps as the CLI: every item with audio at the highest rate among
+    them, clips in conversation order (:func:`audio.conversation_clips`, a
+    barge-in told by ``speech_started``: item id to when its
+    ``speech_started`` arrived, see :func:`audio.note_speech_started`), each
+    placed no earlier than the clip it answers has ended (:func:`audio.causal_tracks`).
+    """
+    user, assistant = conv.audio_tracks()
+    rate = max((item.audio_rate for _, item in user + assistant), default=24000)
+    at_rate: dict[str, bytes] = {}
+    for item in conv.items:
+        if item.audio_ms > 0:
+            pcm = item.pcm16()
+            at_rate[item.id] = pcm if item.audio_rate == rate else audio.resample(pcm, item.audio_rate, rate)
+    left, right = audio.causal_tracks(audio.conversation_clips(conv, at_rate, speech_started), rate)
+    return audio.stereo_mix(left, right, rate), rate
+
+
+def export_conversation(
+    directory: Path, session_id: str, conv: Conversation, speech_started: Mapping[str, float] | None = None
+) -> Path | None:
+    """The stereo WAV `rtproxy export --audio` writes as conversation.wav (:func:`conversation_audio`);
+    None without audio."""
     user, assistant = conv.audio_tracks()
     if not user and not assistant:
         return None
-    rate = max(item.audio_rate for _, item in user + assistant)
-
-    def track(pairs: list[tuple[float, Item]]) -> list[tuple[float, bytes]]:
-        out = []
-        for t, item in pairs:
-            pcm = item.pcm16()
-            out.append((t, pcm if item.audio_rate == rate else audio.resample(pcm, item.audio_rate, rate)))
-        return out
-
+    pcm, rate = conversation_audio(conv, speech_started)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{safe_name(session_id)}-conversation.wav"
-    audio.write_wav(path, audio.stereo_mix(track(user), track(assistant), rate), rate, channels=2)
+    audio.write_wav(path, pcm, rate, channels=2)
     return path
 
 
@@ -92,13 +108,15 @@ class AudioJob:
     lock: threading.Lock
     session_id: str
     directory: Path
+    #: item id to when its ``speech_started`` arrived (:func:`audio.note_speech_started`), for barge-ins
+    speech_started: Mapping[str, float] = field(default_factory=dict)
 
     def run(self, what: str, item_id: str | None) -> Outcome:
         """``what``: ``play`` or ``export`` (the item), or ``conversation`` (the stereo WAV)."""
         try:
             with self.lock:
                 if what == "conversation":
-                    path = export_conversation(self.directory, self.session_id, self.conversation)
+                    path = export_conversation(self.directory, self.session_id, self.conversation, self.speech_started)
                     return Outcome(f"wrote {path}") if path else Outcome("this conversation has no audio", True)
                 item = self.conversation.item(item_id or "")
                 if item is None or item.audio_ms <= 0:
