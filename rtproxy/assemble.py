@@ -336,7 +336,7 @@ class Conversation(ResponseRules):
         dialect = dialect_from_event(ev.get("type", ""), ev)
         if dialect is not None:
             self._saw_dialect(dialect.value)
-        inp, out = (self._format_ok(f, seq) for f in session_audio_formats(session))
+        inp, out = (self._format_ok(f, seq) for f in session_audio_formats(session, any_rate=True))
         if inp is not None:
             self.input_format = inp
         if out is not None:
@@ -348,7 +348,7 @@ class Conversation(ResponseRules):
         if not isinstance(session, dict):
             self._malformed(seq, ev, "session")
             return
-        inp = self._format_ok(session_audio_formats(session)[0], seq)
+        inp = self._format_ok(session_audio_formats(session, any_rate=True)[0], seq)
         if inp is not None:
             self.input_format = inp
 

@@ -28,8 +28,8 @@ loop is waiting for. So recording is split across two processes::
 * Two paths, chosen at run time: the *fast* path writes batches from the event
   loop (non-blocking, POSIX selector loops) and runs the writer at idle CPU
   priority where Linux lets it come back up; the *portable* path (any OS, any
-  event loop) writes from a sender thread and leaves the writer's priority
-  alone. ``RTPROXY_PORTABLE=1`` (or ``portable=True``) forces the portable path.
+  event loop) writes from a sender thread and runs the writer at plain nice 10
+  (POSIX; normal priority on Windows). ``RTPROXY_PORTABLE=1`` (or ``portable=True``) forces the portable path.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class Recorder:
         self.max_bytes = max_bytes
         self.portable = portable_default() if portable is None else portable
         if writer_priority is None:
-            writer_priority = "normal" if self.portable or not may_leave_idle() else "adaptive"
+            writer_priority = "low" if self.portable or not may_leave_idle() else "adaptive"
         self.writer_priority = writer_priority
         self.on_overflow = on_overflow
         self.on_error = on_error
@@ -330,19 +330,21 @@ class Recorder:
 
     def record_frame(self, session_id: str, seq: int, t: float, direction: str, data: str | bytes) -> bool:
         """Queue one frame; False if too much is on its way already and it was dropped (counted, reported)."""
-        if isinstance(data, str):
-            payload, flags = data.encode("utf-8", "surrogatepass"), SERVER if direction == "server" else 0
-        else:
-            payload, flags = data, (SERVER if direction == "server" else 0) | BINARY
-        n = len(payload)
+        room = (
+            self._held_frames < self.max_frames
+            and self._held_bytes + len(data) <= self.max_bytes
+            and not (self._started and self._gone.is_set())
+        )  # checked before the frame is copied: a flood over budget costs no copy of what is dropped
+        if room:
+            if isinstance(data, str):
+                payload, flags = data.encode("utf-8", "surrogatepass"), SERVER if direction == "server" else 0
+            else:
+                payload, flags = data, (SERVER if direction == "server" else 0) | BINARY
+            n = len(payload)
         with self._lock:
             if self._closed:
                 return False
-            if (
-                self._held_frames < self.max_frames
-                and self._held_bytes + n <= self.max_bytes
-                and not (self._started and self._gone.is_set())
-            ):
+            if room and self._held_bytes + n <= self.max_bytes:
                 self._batch.add_frame(session_id, flags, seq, t, payload)
                 self._held_bytes += n
                 self._held_frames += 1
@@ -571,12 +573,7 @@ class Recorder:
             self._held_bytes += len(pickled)
         for sid in sorted(self._open_sessions | set(frames)):
             self._control(("update", sid, {"unrecorded": self._dropped.get(sid, 0)}))
-        self._batch.parts += pending.parts  # what was recorded since, after them
-        self._batch.records += pending.records
-        self._batch.nbytes += pending.nbytes
-        for sid, n in pending.frames.items():
-            self._batch.frames[sid] = self._batch.frames.get(sid, 0) + n
-        self._batch.controls += pending.controls
+        self._batch.extend(pending)  # what was recorded since, after them
         self._seal()
         gone = f"{lost} frame(s) it had not stored are counted as unrecorded" if lost else "no frame was lost"
         self._report_soon(f"the recorder process stopped (exit code {code}); started a new one; {gone}")

@@ -68,10 +68,11 @@ def encode_record(kind: int, flags: int, sid: bytes, seq: int, t: float, payload
 class BatchBuilder:
     """The open batch: encoded records, their count and size, frames per session, and its controls."""
 
-    __slots__ = ("parts", "records", "nbytes", "frames", "controls")
+    __slots__ = ("parts", "length", "records", "nbytes", "frames", "controls")
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.parts: list[bytes] = [b""]  # [0]: the batch header, filled in by seal
+        self.length = 0  # of the body
         self.records = 0
         self.nbytes = 0
         self.frames: dict[str, int] = {}
@@ -81,6 +82,7 @@ class BatchBuilder:
         sid_bytes = sid.encode()
         self.parts.append(RECORD.pack(FRAME, flags, len(sid_bytes), len(payload), seq, t) + sid_bytes)
         self.parts.append(payload)
+        self.length += RECORD.size + len(sid_bytes) + len(payload)
         self.records += 1
         self.nbytes += len(payload)
         frames = self.frames
@@ -89,13 +91,25 @@ class BatchBuilder:
     def add_control(self, pickled: bytes) -> None:
         self.parts.append(RECORD.pack(CONTROL, 0, 0, len(pickled), 0, 0.0))
         self.parts.append(pickled)
+        self.length += RECORD.size + len(pickled)
         self.records += 1
         self.nbytes += len(pickled)
         self.controls.append(pickled)
 
     def seal(self, number: int) -> bytes:
-        body = b"".join(self.parts)
-        return BATCH.pack(MAGIC, number, len(body), self.records) + body
+        """The batch as one bytes object (a single copy of the payloads)."""
+        self.parts[0] = BATCH.pack(MAGIC, number, self.length, self.records)
+        return b"".join(self.parts)
+
+    def extend(self, other: BatchBuilder) -> None:
+        """Append another open batch's records to this one."""
+        self.parts += other.parts[1:]
+        self.length += other.length
+        self.records += other.records
+        self.nbytes += other.nbytes
+        for sid, n in other.frames.items():
+            self.frames[sid] = self.frames.get(sid, 0) + n
+        self.controls += other.controls
 
 
 Record = tuple[int, int, str, int, float, "str | bytes"]

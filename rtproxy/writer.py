@@ -302,13 +302,18 @@ class Writer:
 # --- CPU priority ----------------------------------------------------------------------
 
 
-def lower_priority(priority: str) -> None:
-    """Make the writer yield the CPU to the proxy where the OS allows it; ``normal`` (the portable choice, and
-    the only one on Windows) leaves it alone.
+#: The writer's nice value under ``low`` and while hurried under ``adaptive``: a share of a busy CPU small
+#: enough that a flood keeps its throughput (weight 110 against the proxy's 1024), never none (it cannot starve).
+NICE = 10
 
-    ``batch``: nice 19 and SCHED_BATCH (Linux), so that waking up never preempts the proxy, yet it keeps a small
-    share on a busy machine. ``idle``: SCHED_IDLE, only CPU time nothing else wants. ``low``: nice 19 only.
-    ``adaptive`` is handled by :class:`AdaptivePriority`.
+
+def lower_priority(priority: str) -> None:
+    """Make the writer yield the CPU to the proxy where the OS allows it.
+
+    ``low`` (the portable choice: POSIX nice, so Linux and macOS; Windows keeps normal priority): nice NICE.
+    ``batch``: also SCHED_BATCH (Linux), so that waking up never preempts the proxy. ``idle``: SCHED_IDLE, only
+    CPU time nothing else wants (it can starve). ``normal``: as the proxy. ``adaptive`` is handled by
+    :class:`AdaptivePriority`.
     """
     try:
         if priority == "idle" and hasattr(os, "SCHED_IDLE"):
@@ -317,7 +322,7 @@ def lower_priority(priority: str) -> None:
         if priority == "batch" and hasattr(os, "SCHED_BATCH"):
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         if priority != "normal" and hasattr(os, "nice"):
-            os.nice(19)
+            os.nice(NICE)
     except OSError:
         pass
 
@@ -338,11 +343,11 @@ def may_leave_idle() -> bool:
 
 
 class AdaptivePriority:
-    """SCHED_IDLE while the writer keeps up, so it never takes a core the proxy wants; SCHED_BATCH at the
-    proxy's own nice value once it falls behind (a backlog over ``high`` bytes, or frames waiting longer than
+    """SCHED_IDLE while the writer keeps up, so it never takes a core the proxy wants; SCHED_BATCH at nice NICE
+    once it falls behind (a backlog over ``high`` bytes, or frames waiting longer than
     ``patience`` seconds: a machine busy with other work must not starve it), back to idle once it has caught
     up. Only where the process may leave SCHED_IDLE again (Linux, privileged or RLIMIT_NICE); elsewhere the
-    writer runs at normal priority (it must never starve)."""
+    writer runs at plain nice NICE (it must never starve)."""
 
     def __init__(self, capacity: int, patience: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
         self.high = capacity // 8  # of the bytes the writer may have waiting
@@ -352,6 +357,10 @@ class AdaptivePriority:
         self.behind_since: float | None = None
         self.enabled = may_leave_idle()
         if self.enabled:
+            try:
+                os.nice(NICE)  # what it runs at when hurried (nice is inherited by the threads it starts)
+            except OSError:
+                pass
             self._set(os.SCHED_IDLE)
 
     def __call__(self, backlog: int) -> None:

@@ -63,7 +63,7 @@ def children(pid: int) -> list[int]:
 async def test_the_portable_path_records_and_stops_cleanly(
     upstream: ScriptedUpstream, tmp_path: Path, proxy_process: list[ProxyProcess], how: str
 ) -> None:
-    """`rtproxy proxy --portable` (or RTPROXY_PORTABLE=1) records every frame, runs its writer at normal priority,
+    """`rtproxy proxy --portable` (or RTPROXY_PORTABLE=1) records every frame, runs its writer at plain nice 10,
     stops on SIGTERM through a plain signal handler, and leaves no file in its temporary directory."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -74,7 +74,7 @@ async def test_the_portable_path_records_and_stops_cleanly(
     proxy_process.append(p)
     (writer,) = children(p.proc.pid)
     if hasattr(os, "sched_getscheduler"):
-        assert os.sched_getscheduler(writer) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, writer) == 0
+        assert os.sched_getscheduler(writer) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, writer) == 10
     await stream_audio(p.port)
     code, out, err = p.stop(signal.SIGTERM)
     assert code == 0 and "stopped;" in out, err

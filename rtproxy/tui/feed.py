@@ -16,6 +16,7 @@ from collections.abc import Callable
 from textual.message import Message
 
 from ..assemble import Conversation
+from ..audio import note_speech_started
 from ..errors import RtproxyError
 from ..store import Store
 from . import data
@@ -36,6 +37,7 @@ class SessionFeed:
         self.session_id = session_id
         self.poll_interval = poll_interval
         self.conversation = Conversation(keep_audio=True)
+        self.speech_started: dict[str, float] = {}  # for barge-ins in the conversation export
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.index_shown = threading.Event()  # set by the screen once the index is on screen
@@ -77,7 +79,7 @@ class SessionFeed:
         """Feed every frame after the last one fed; post snapshots as it goes. The number fed."""
         fed = 0
         last_post = time.monotonic()
-        frames = store.frames(self.session_id, after_seq=self.conv_seq)
+        frames = note_speech_started(store.frames(self.session_id, after_seq=self.conv_seq), self.speech_started)
         done = False
         while not done and not cancelled():
             with self.lock:

@@ -187,7 +187,13 @@ class SessionScreen(Screen[None]):
     def audio_job(self, what: str, item_id: str | None) -> None:
         if self.feed is None:
             return
-        job = player.AudioJob(self.feed.conversation, self.feed.lock, self.session_id, Path(self.rt_app.export_dir))
+        job = player.AudioJob(
+            self.feed.conversation,
+            self.feed.lock,
+            self.session_id,
+            Path(self.rt_app.export_dir),
+            self.feed.speech_started,
+        )
         outcome = job.run(what, item_id)
         if outcome.process is not None:
             self._players.append(outcome.process)
