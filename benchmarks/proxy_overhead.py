@@ -303,15 +303,18 @@ class Plan:
 
 
 def count_events(db: Path) -> int:
+    """Frames the database accounts for: stored, or counted on their session as not recorded."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        rows = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        return rows + int(conn.execute("SELECT coalesce(sum(unrecorded), 0) FROM sessions").fetchone()[0])
     finally:
         conn.close()
 
 
 async def caught_up(db: Path | None, frames: int, timeout: float = 120.0) -> float:
-    """Seconds until the database holds `frames` rows (rtproxy's recorder drains a burst after it); 0 without db."""
+    """Seconds until the database accounts for `frames` frames (rtproxy's recorder drains a burst after it; what
+    it had to drop is counted on the session); 0 without db."""
     if db is None:
         return 0.0
     t0 = time.perf_counter()

@@ -353,6 +353,8 @@ class Relay:
                 try:
                     await send(data)
                 except Exception as e:  # the other side's connection failed under the send
+                    if self.seq == seq:  # give its number back: seq stays gap-free unless the other side took one
+                        self.seq = seq - 1
                     return _End(SERVER if direction is CLIENT else CLIENT, error=e, dropped=1)
                 record(sid, seq, t, value, data)
                 count += 1

@@ -28,7 +28,7 @@ loop is waiting for. So recording is split across two processes::
 * Two paths, chosen at run time: the *fast* path writes batches from the event
   loop (non-blocking, POSIX selector loops) and runs the writer at idle CPU
   priority where Linux lets it come back up; the *portable* path (any OS, any
-  event loop) writes from a sender thread and runs the writer at plain nice 10
+  event loop) writes from a sender thread and runs the writer at plain nice 19
   (POSIX; normal priority on Windows). ``RTPROXY_PORTABLE=1`` (or ``portable=True``) forces the portable path.
 """
 
@@ -68,6 +68,10 @@ def portable_default() -> bool:
     """Is the portable path forced (``RTPROXY_PORTABLE`` set to 1/true/yes), or the only one (Windows)?"""
     return os.name == "nt" or os.environ.get("RTPROXY_PORTABLE", "").strip().lower() in ("1", "true", "yes", "on")
 
+
+#: What the writer's CPU priority may be (see :func:`rtproxy.writer.lower_priority`); ``RTPROXY_WRITER_PRIORITY``
+#: picks one, else ``adaptive`` where Linux allows it and ``low`` elsewhere.
+WRITER_PRIORITIES = ("adaptive", "idle", "batch", "low", "normal")
 
 #: The pipe to the writer holds this much where the OS lets us choose (Linux; elsewhere its default).
 PIPE_BYTES = 4 << 20
@@ -152,6 +156,8 @@ class Recorder:
         self.max_bytes = max_bytes
         self.portable = portable_default() if portable is None else portable
         if writer_priority is None:
+            writer_priority = os.environ.get("RTPROXY_WRITER_PRIORITY", "").strip().lower() or None
+        if writer_priority not in WRITER_PRIORITIES:
             writer_priority = "low" if self.portable or not may_leave_idle() else "adaptive"
         self.writer_priority = writer_priority
         self.on_overflow = on_overflow
@@ -207,8 +213,7 @@ class Recorder:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,  # same session: with autogroup scheduling, only then does its priority count
-            bufsize=0,
-        )
+        )  # buffered: the ack thread reads lines (a raw pipe would cost a system call per byte)
         assert process.stdin is not None and process.stdout is not None
         self._process = process
         self._generation += 1
@@ -447,10 +452,10 @@ class Recorder:
             return
         self._batch = BatchBuilder()
         number = next(self._batch_numbers)
-        sealed = batch.seal(number)
+        parts = batch.seal_parts(number)
         nframes = sum(batch.frames.values())
         if not self._started:
-            self._local.append(sealed)
+            self._local.append(b"".join(parts))
             self._inflight.append(_InFlight(number, batch.nbytes, batch.frames, batch.controls))
             return
         if self._gone.is_set():  # no writer any more: what the batch held is unrecorded
@@ -459,7 +464,7 @@ class Recorder:
             self._count_lost(batch.frames)
             return
         self._inflight.append(_InFlight(number, batch.nbytes, batch.frames, batch.controls))
-        self._sender_for().send(sealed)
+        self._sender_for().send(parts, BATCH.size + batch.length)
 
     def _committed(self, number: int) -> None:
         """A commit covered every batch up to `number`: forget them."""

@@ -39,6 +39,7 @@ Publication protocol
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import queue
 import struct
@@ -96,10 +97,14 @@ class BatchBuilder:
         self.nbytes += len(pickled)
         self.controls.append(pickled)
 
-    def seal(self, number: int) -> bytes:
-        """The batch as one bytes object (a single copy of the payloads)."""
+    def seal_parts(self, number: int) -> list[bytes]:
+        """The batch as the buffers it is made of, header first (written with writev: no copy here)."""
         self.parts[0] = BATCH.pack(MAGIC, number, self.length, self.records)
-        return b"".join(self.parts)
+        return self.parts
+
+    def seal(self, number: int) -> bytes:
+        """The batch as one bytes object."""
+        return b"".join(self.seal_parts(number))
 
     def extend(self, other: BatchBuilder) -> None:
         """Append another open batch's records to this one."""
@@ -158,13 +163,38 @@ class BatchReader:
 # --- senders -------------------------------------------------------------------------
 
 
+Buffer = bytes | memoryview
+#: Buffers per writev call (POSIX guarantees at least 16; Linux and macOS allow 1024).
+IOV_MAX = 1024
+
+
+def write_some(fd: int, buffers: deque[Buffer]) -> int:
+    """One write of what `buffers` hold (writev where the OS has it, so batches are never joined); the buffers
+    written are removed, a partly written one cut. Returns the bytes written; raises what the write raises."""
+    if hasattr(os, "writev"):
+        done = os.writev(fd, list(itertools.islice(buffers, IOV_MAX)))
+    else:  # Windows: one buffer at a time
+        done = os.write(fd, buffers[0])
+    left = done
+    while left:
+        head = buffers[0]
+        if len(head) <= left:
+            left -= len(head)
+            buffers.popleft()
+        else:
+            buffers[0] = memoryview(head)[left:]
+            left = 0
+    return done
+
+
 class Sender:
     """Writes sealed batches to a pipe, in order, never blocking the caller's event loop."""
 
     #: Bytes handed to the sender and not yet written into the pipe.
     backlog: int = 0
 
-    def send(self, batch: bytes) -> None:
+    def send(self, batch: list[bytes], size: int) -> None:
+        """Queue a sealed batch (its buffers, `size` bytes in all) for the pipe."""
         raise NotImplementedError
 
     def drain(self, timeout: float) -> bool:
@@ -193,30 +223,21 @@ class LoopSender(Sender):
         self.loop = loop
         self.lock = lock
         self.on_broken = on_broken
-        self.waiting: deque[memoryview] = deque()
+        self.waiting: deque[Buffer] = deque()
         self.backlog = 0
         self.watching = False
         self.broken = False
 
-    def send(self, batch: bytes) -> None:  # caller holds self.lock
+    def send(self, batch: list[bytes], size: int) -> None:  # caller holds self.lock
         if self.broken:
             return
-        if not self.waiting:
-            try:
-                done = os.write(self.fd, batch)
-            except BlockingIOError:
-                done = 0
-            except OSError:
-                self._broke()
-                return
-            if done == len(batch):
-                return
-            rest = memoryview(batch)[done:]
-        else:
-            rest = memoryview(batch)
-        self.waiting.append(rest)
-        self.backlog += len(rest)
-        self._watch()
+        idle = not self.waiting
+        self.waiting.extend(batch)
+        self.backlog += size
+        if idle:
+            self._write_some()
+        if self.waiting and not self.broken:
+            self._watch()
 
     def _watch(self) -> None:
         if self.watching:
@@ -242,19 +263,14 @@ class LoopSender(Sender):
     def _write_some(self) -> None:
         waiting = self.waiting
         while waiting:
-            head = waiting[0]
             try:
-                done = os.write(self.fd, head)
+                done = write_some(self.fd, waiting)
             except BlockingIOError:
                 return
             except OSError:
                 self._broke()
                 return
             self.backlog -= done
-            if done < len(head):
-                waiting[0] = head[done:]
-                return
-            waiting.popleft()
 
     def _broke(self) -> None:
         self.broken = True
@@ -282,9 +298,7 @@ class LoopSender(Sender):
             os.set_blocking(self.fd, True)
             try:
                 while self.waiting and not self.broken:
-                    head = self.waiting.popleft()
-                    os.write(self.fd, head)  # a pipe write of a blocking fd writes all of it
-                    self.backlog -= len(head)
+                    self.backlog -= write_some(self.fd, self.waiting)
             except OSError:
                 self._broke()
             return not self.waiting
@@ -324,7 +338,7 @@ class ThreadSender(Sender):
     def __init__(self, fd: int, on_broken: Callable[[], None]) -> None:
         self.fd = fd
         self.on_broken = on_broken
-        self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[list[bytes], int] | None] = queue.SimpleQueue()
         self.backlog = 0
         self.broken = False
         self.idle = threading.Event()
@@ -333,29 +347,30 @@ class ThreadSender(Sender):
         self.thread = threading.Thread(target=self._run, name="rtproxy-recorder-sender", daemon=True)
         self.thread.start()
 
-    def send(self, batch: bytes) -> None:
+    def send(self, batch: list[bytes], size: int) -> None:
         if self.broken:
             return
         with self.count_lock:
-            self.backlog += len(batch)
+            self.backlog += size
             self.idle.clear()
-        self.queue.put(batch)
+        self.queue.put((batch, size))
 
     def _run(self) -> None:
         while True:
-            batch = self.queue.get()
-            if batch is None:
+            item = self.queue.get()
+            if item is None:
                 return
+            batch, size = item
             if not self.broken:
                 try:
-                    view, done = memoryview(batch), 0
-                    while done < len(batch):
-                        done += os.write(self.fd, view[done:])
+                    buffers: deque[Buffer] = deque(batch)
+                    while buffers:
+                        write_some(self.fd, buffers)
                 except OSError:
                     self.broken = True
                     self.on_broken()
             with self.count_lock:
-                self.backlog -= len(batch)
+                self.backlog -= size
                 if self.backlog == 0:
                     self.idle.set()
 

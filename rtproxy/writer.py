@@ -302,9 +302,10 @@ class Writer:
 # --- CPU priority ----------------------------------------------------------------------
 
 
-#: The writer's nice value under ``low`` and while hurried under ``adaptive``: a share of a busy CPU small
-#: enough that a flood keeps its throughput (weight 110 against the proxy's 1024), never none (it cannot starve).
-NICE = 10
+#: The writer's nice value under ``low`` and while first hurried under ``adaptive``: a share of a busy CPU
+#: small enough that a flood keeps its throughput (weight 15 against the proxy's 1024; nice 10's 110 cost a
+#: 13 KB flood a third of its rate on two cores), never none.
+NICE = 19
 
 
 def lower_priority(priority: str) -> None:
@@ -344,16 +345,25 @@ def may_leave_idle() -> bool:
 
 class AdaptivePriority:
     """SCHED_IDLE while the writer keeps up, so it never takes a core the proxy wants; SCHED_BATCH at nice NICE
-    once it falls behind (a backlog over ``high`` bytes, or frames waiting longer than
-    ``patience`` seconds: a machine busy with other work must not starve it), back to idle once it has caught
-    up. Only where the process may leave SCHED_IDLE again (Linux, privileged or RLIMIT_NICE); elsewhere the
-    writer runs at plain nice NICE (it must never starve)."""
+    once it falls behind (a backlog over ``high`` bytes, or frames waiting longer than ``patience`` seconds); nice
+    0 if it is still behind after ``insist`` seconds (a machine busy with other work for long must not starve it,
+    while a burst of a few seconds keeps the CPU for forwarding); back to idle at nice NICE once it has caught
+    up. Only where the process may leave SCHED_IDLE and lower its nice value again (Linux, privileged or
+    RLIMIT_NICE); elsewhere the writer runs at plain nice NICE."""
 
-    def __init__(self, capacity: int, patience: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        patience: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        insist: float = 5.0,
+    ) -> None:
         self.high = capacity // 8  # of the bytes the writer may have waiting
         self.patience = patience
+        self.insist = insist
         self.clock = clock
         self.urgent = False
+        self.desperate = False
         self.behind_since: float | None = None
         self.enabled = may_leave_idle()
         if self.enabled:
@@ -368,6 +378,8 @@ class AdaptivePriority:
             return
         if backlog <= 0:
             self.behind_since = None
+            if self.desperate:
+                self.desperate = not self._renice(NICE)
             if self.urgent or self._policy() != os.SCHED_IDLE:
                 self.urgent = not self._set(os.SCHED_IDLE)
             return
@@ -376,6 +388,23 @@ class AdaptivePriority:
             self.behind_since = now
         if not self.urgent and (backlog > self.high or now - self.behind_since > self.patience):
             self.urgent = self._set(os.SCHED_BATCH)
+        if self.urgent and not self.desperate and now - self.behind_since > self.insist:
+            self.desperate = self._renice(0)
+
+    @staticmethod
+    def _renice(value: int) -> bool:
+        """Every thread of the process to this nice value (per thread on Linux)."""
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            return False
+        ok = True
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, value)
+            except OSError:
+                ok = False
+        return ok
 
     @staticmethod
     def _policy() -> int:

@@ -22,6 +22,8 @@ import aiohttp
 import orjson
 import pytest
 
+from rtproxy.writer import NICE
+
 from .conftest import LISTENING, ProxyProcess, rtproxy_exe, spawn_proxy
 from .upstream import ScriptedUpstream
 
@@ -63,7 +65,7 @@ def children(pid: int) -> list[int]:
 async def test_the_portable_path_records_and_stops_cleanly(
     upstream: ScriptedUpstream, tmp_path: Path, proxy_process: list[ProxyProcess], how: str
 ) -> None:
-    """`rtproxy proxy --portable` (or RTPROXY_PORTABLE=1) records every frame, runs its writer at plain nice 10,
+    """`rtproxy proxy --portable` (or RTPROXY_PORTABLE=1) records every frame, runs its writer at plain nice 19,
     stops on SIGTERM through a plain signal handler, and leaves no file in its temporary directory."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -73,8 +75,10 @@ async def test_the_portable_path_records_and_stops_cleanly(
     p = spawn_proxy(args, env=env)
     proxy_process.append(p)
     (writer,) = children(p.proc.pid)
-    if hasattr(os, "sched_getscheduler"):
-        assert os.sched_getscheduler(writer) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, writer) == 10
+    deadline = time.monotonic() + 10
+    while os.getpriority(os.PRIO_PROCESS, writer) != NICE and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)  # the writer sets its own priority once it has started: poll, bounded
+    assert os.sched_getscheduler(writer) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, writer) == NICE
     await stream_audio(p.port)
     code, out, err = p.stop(signal.SIGTERM)
     assert code == 0 and "stopped;" in out, err

@@ -277,3 +277,40 @@ async def test_a_flush_from_the_loop_itself_does_not_wait_on_the_loop(tmp_path: 
     assert time.monotonic() - started < 10.0
     rec.close()
     assert rows(db, "SELECT count(*) FROM events")[0][0] == 100
+
+
+def test_a_writer_behind_for_long_is_hurried_further() -> None:
+    """Adaptive priority: idle while caught up; SCHED_BATCH at nice 19 once behind; nice 0 only after `insist`
+    seconds still behind (a flood of a few seconds keeps the CPU for forwarding); all undone once caught up."""
+    import os as _os
+
+    from rtproxy.writer import NICE, AdaptivePriority
+
+    now = [0.0]
+    calls: list[tuple[str, int]] = []
+
+    class Recording(AdaptivePriority):
+        def _set(self, policy: int) -> bool:  # type: ignore[override]
+            calls.append(("policy", policy))
+            return True
+
+        def _policy(self) -> int:  # type: ignore[override]
+            return [v for k, v in calls if k == "policy"][-1]
+
+        def _renice(self, value: int) -> bool:  # type: ignore[override]
+            calls.append(("nice", value))
+            return True
+
+    p = Recording(64 << 20, patience=0.5, clock=lambda: now[0], insist=5.0)
+    if not p.enabled:
+        pytest.skip("this process may not leave SCHED_IDLE again: the writer runs at plain nice 19")
+    calls.clear()
+    for t in (0.0, 0.6, 4.9):
+        now[0] = t
+        p(1000)
+    assert calls == [("policy", _os.SCHED_BATCH)]
+    now[0] = 5.1
+    p(1000)
+    assert calls[-1] == ("nice", 0) and p.desperate
+    p(0)
+    assert calls[-2:] == [("nice", NICE), ("policy", _os.SCHED_IDLE)] and not p.urgent and not p.desperate

@@ -192,7 +192,7 @@ async def _serve(
     "--portable",
     is_flag=True,
     envvar="RTPROXY_PORTABLE",
-    help="Use the recorder path every OS has (a sender thread, the writer at nice 10, plain signal "
+    help="Use the recorder path every OS has (a sender thread, the writer at nice 19, plain signal "
     "handlers) instead of the fast POSIX one; the default on Windows. Env: RTPROXY_PORTABLE=1.",
 )
 @click.option("--label", help="A label stored with every session recorded by this run.")
