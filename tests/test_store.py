@@ -249,3 +249,51 @@ def test_adaptive_priority_idles_while_caught_up_and_hurries_when_behind() -> No
     assert policies[-1] == os.SCHED_IDLE and not p.urgent
     p(9 << 20)  # a large backlog hurries it at once
     assert policies[-1] == os.SCHED_BATCH
+
+
+_bulk = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", min_size=0, max_size=4000)
+_short = st.one_of(st.none(), st.text(max_size=12), st.integers(-(2**63), 2**63 - 1), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    typ=_short,
+    eid=_short,
+    iid=_short,
+    rid=_short,
+    bulk=_bulk,
+    key=st.sampled_from(["audio", "delta", "transcript"]),
+    nested=st.booleans(),
+    escaped=st.booleans(),
+    extra=st.text(max_size=30),
+)
+def test_describing_a_frame_from_its_skeleton_gives_what_the_whole_frame_gives(
+    typ: Any, eid: Any, iid: Any, rid: Any, bulk: str, key: str, nested: bool, escaped: bool, extra: str
+) -> None:
+    """Cutting a long audio/delta string out before parsing (the writer's fast path) never changes the type
+    and ids found, wherever the bulk sits, whatever else the frame holds (quotes and escapes included)."""
+    from rtproxy.store import skeleton
+
+    value = bulk + ('\\"' if escaped else "")
+    body: dict[str, Any] = {"type": typ, "event_id": eid, "note": extra}
+    holder = {"item": {"id": iid, "content": [{key: value}]}} if nested else {key: value, "item_id": iid}
+    ev = {**body, **holder, "response": {"id": rid}}
+    text = orjson.dumps(ev).decode()
+    whole = orjson.loads(text)
+    expected = tuple(
+        v if isinstance(v, str) else None
+        for v in (
+            whole.get("type"),
+            whole.get("event_id"),
+            whole.get("item_id") if whole.get("item_id") is not None else whole.get("item", {}).get("id"),
+            whole["response"]["id"],
+        )
+    )
+    assert store_describe(text) == expected
+    assert orjson.loads(skeleton(text)).keys() == whole.keys()
+
+
+def store_describe(text: str) -> tuple[str | None, ...]:
+    from rtproxy.store import describe
+
+    return describe(text)
