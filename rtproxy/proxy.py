@@ -53,9 +53,7 @@ from .protocol import (
     CLIENT,
     SERVER,
     Direction,
-    dialect_from_handshake,
     mask,
-    model_from_query,
     redact_headers,
     redact_query,
     redact_subprotocols,
@@ -63,6 +61,7 @@ from .protocol import (
     redact_url,
     url_credentials,
 )
+from .protocols import Api, classify_handshake, model_from_handshake
 from .store import Recorder, utcnow
 
 log = logging.getLogger("rtproxy")
@@ -221,13 +220,15 @@ class Relay:
     def _session_fields(self, offered: list[str]) -> dict[str, Any]:
         req = self.request
         query = redact_query(_strip_token(req).partition("?")[2])
-        dialect = dialect_from_handshake(req.headers, offered)
+        kind = classify_handshake(req.path, req.query_string, req.headers, offered)
         peer = req.transport.get_extra_info("peername") if req.transport else None
         return {
             "path": req.path,
             "query": query,
-            "model": model_from_query(req.query_string),
-            "dialect": dialect.value if dialect else None,
+            "model": model_from_handshake(kind, req.query_string),
+            "api": kind.api.value,
+            "variant": kind.variant,
+            "dialect": kind.variant if kind.api is Api.REALTIME else None,
             "upstream": self.proxy.upstream_shown,
             "client_addr": f"{peer[0]}:{peer[1]}" if peer else None,
             "request_headers": redact_headers(req.headers.items()),

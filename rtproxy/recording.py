@@ -47,6 +47,8 @@ HEADER_FIELDS = (
     "query",
     "model",
     "dialect",
+    "api",
+    "variant",
     "upstream",
     "request_headers",
     "response_headers",

@@ -272,11 +272,22 @@ INDENT = " " * 11
 MAX_LISTED = 20
 
 
+def api_label(session: Mapping[str, Any]) -> str:
+    """``api/variant`` of a session (``realtime/ga``, ``live/sideband``, ``responses``); sessions recorded before
+    rtproxy stored the API are Realtime ones of their dialect."""
+    api = session.get("api") or ("realtime" if session.get("dialect") else None)
+    variant = session.get("variant") or (session.get("dialect") if api == "realtime" else None)
+    if not api:
+        return "-"
+    return f"{api}/{variant}" if variant else str(api)
+
+
 def session_title(session: Mapping[str, Any], style: Styler) -> list[str]:
-    """Two lines naming the session: id, model, dialect, status; when, how long, how much."""
+    """Two lines naming the session: id, model, API/variant, status; when, how long, how much."""
     first = "  ".join(
         [style(f"Session {session.get('id', '?')}", bold=True)]
-        + [str(session[k]) for k in ("model", "dialect") if session.get(k)]
+        + ([str(session["model"])] if session.get("model") else [])
+        + [api_label(session)]
         + [_status(str(session.get("status") or "?"), style)]
     )
     bits = []

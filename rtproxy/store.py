@@ -26,7 +26,7 @@ from .errors import SessionNotFound, StoreError
 from .protocol import Direction, Frame, has_secret, redact_bytes, redact_text
 
 #: ``PRAGMA user_version`` once every migration below has run; a database with a higher one is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SESSION_COLUMNS: dict[str, type] = {
     "id": str,
@@ -57,6 +57,8 @@ SESSION_COLUMNS: dict[str, type] = {
     "label": str,
     "owner_pid": int,
     "owner": str,
+    "api": str,
+    "variant": str,
 }
 
 #: Columns of a session row that belong to the recorder that wrote it, not to the session (never exported or
@@ -233,7 +235,7 @@ def _migrations() -> Any:
 
     @migrations()
     def m001_sessions_events_http(db: Database) -> None:
-        v1 = {k: v for k, v in SESSION_COLUMNS.items() if k != "owner"}
+        v1 = {k: v for k, v in SESSION_COLUMNS.items() if k not in ("owner", "api", "variant")}
         counts = ("client_events", "server_events", "client_bytes", "server_bytes", "unrecorded")
         db.table("sessions").create(v1, pk="id", defaults=dict.fromkeys(counts, 0), if_not_exists=True)
         events = db.table("events")
@@ -297,6 +299,17 @@ def _migrations() -> Any:
         if "owner" not in sessions.columns_dict:
             sessions.add_column("owner", str)
         sessions.create_index(["status"], index_name="sessions_status", if_not_exists=True)
+
+    @migrations()
+    def m003_session_api_and_variant(db: Database) -> None:
+        """Which WebSocket API a session spoke (realtime, live, responses, unknown) and its variant (Realtime:
+        beta/ga; Live: primary/sideband/fork). Every session recorded before is a Realtime one."""
+        sessions = db.table("sessions")
+        for column in ("api", "variant"):
+            if column not in sessions.columns_dict:
+                sessions.add_column(column, str)
+        db.execute("UPDATE sessions SET api = 'realtime', variant = dialect WHERE api IS NULL")
+        sessions.create_index(["api"], index_name="sessions_api", if_not_exists=True)
 
     return migrations
 
@@ -593,12 +606,13 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def sessions(self, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """Sessions newest first, with live counts for sessions still open."""
-        sql = "SELECT * FROM sessions ORDER BY started_at DESC, id DESC"
+    def sessions(self, *, limit: int | None = None, api: str | None = None) -> list[dict[str, Any]]:
+        """Sessions newest first (only those of one API if `api` is given), with live counts for sessions still
+        open."""
+        sql = "SELECT * FROM sessions" + (" WHERE api = ?" if api else "") + " ORDER BY started_at DESC, id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = [dict(r) for r in self.conn.execute(sql)]
+        rows = [dict(r) for r in self.conn.execute(sql, (api,) if api else ())]
         for row in rows:
             if row["status"] == "open":
                 row.update(self._live_counts(row["id"]))
@@ -704,6 +718,9 @@ class Store:
         """
         fields = {k: v for k, v in session.items() if k in SESSION_COLUMNS and k not in OWNER_COLUMNS}
         fields.setdefault("started_at", utcnow())
+        if not fields.get("api"):  # a recording made before sessions carried their API: a Realtime one
+            fields["api"] = "realtime"
+            fields.setdefault("variant", fields.get("dialect"))
         if fields.get("status") in (None, "open"):
             fields["status"] = "closed"
         wanted = fields.get("id")

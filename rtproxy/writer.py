@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .protocol import dialect_from_event, parse_event, redact_bytes, redact_text
-from .store import INSERT_EVENT, connect, describe, heartbeat, insert_session_sql, mark_interrupted
+from .protocol import parse_event, redact_bytes, redact_text
+from .protocols import Api, Kind, model_from_event, refine, settled
+from .store import INSERT_EVENT, connect, describe, heartbeat, insert_session_sql, mark_interrupted, skeleton
 from .transport import BINARY, CONTROL, FRAME, SERVER, BatchReader, decode_batch
 
 Record = tuple[int, int, str, int, float, Any]
@@ -261,23 +262,34 @@ class Writer:
             self._update_session(op[1], {})
 
     def _sniff(self, row: tuple[Any, ...]) -> None:
-        """Learn a session's dialect (and model) from the events it carries."""
-        sid, typ = row[0], row[4]
+        """Learn a session's API, variant and model from its first events (:mod:`rtproxy.protocols`): what its
+        handshake said is confirmed or corrected; after SNIFF_FRAMES typed frames it is left as it is."""
+        sid, direction, typ, text = row[0], row[3], row[4], row[9]
         state = self.sniffing[sid]
-        event = parse_event(row[9]) if typ in ("session.created", "session.updated") else None
-        if event is not None and not state.get("model"):
-            session = event.get("session")
-            if isinstance(session, dict) and isinstance(session.get("model"), str):
-                state["model"] = session["model"]
-                self._update_session(sid, {"model": session["model"]})
-        dialect = dialect_from_event(typ, event)
-        if dialect is not None:
-            self._update_session(sid, {"dialect": dialect.value})
+        state["seen"] += 1
+        event = parse_event(skeleton(text)) if isinstance(text, str) else None
+        kind: Kind = state["kind"]
+        changes: dict[str, Any] = {}
+        better = refine(kind, direction, typ, event)
+        if better is not None and better != kind:
+            state["kind"] = kind = better
+            changes.update(api=kind.api.value, variant=kind.variant)
+            if kind.api is Api.REALTIME and kind.variant:
+                changes["dialect"] = kind.variant
+        if not state["model"]:
+            model = model_from_event(kind, direction, typ, event)
+            if model:
+                state["model"] = changes["model"] = model
+        if changes:
+            self._update_session(sid, changes)
+        if (settled(kind) and state["model"]) or state["seen"] >= SNIFF_FRAMES:
             del self.sniffing[sid]
 
     def _insert_session(self, fields: dict[str, Any]) -> None:
-        if fields.get("status") == "open" and not fields.get("dialect"):
-            self.sniffing[fields["id"]] = {"model": fields.get("model")}
+        if fields.get("status") == "open":
+            api = fields.get("api") or Api.UNKNOWN.value
+            kind = Kind(Api(api) if api in Api._value2member_map_ else Api.UNKNOWN, fields.get("variant"))
+            self.sniffing[fields["id"]] = {"kind": kind, "model": fields.get("model"), "seen": 0}
         # OR IGNORE, never OR REPLACE: a session sent again to a new writer (its first one died after the commit
         # but before saying so) is already there; no insert ever replaces another session's row.
         sql = insert_session_sql(fields).replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
@@ -433,6 +445,8 @@ CHUNK = 1 << 20
 QUEUED = 32
 #: With the pipe dry, the writer waits this long for more before it commits (fewer commits under a trickle).
 LINGER = 0.005
+#: Typed frames of a session the writer looks at to learn its API, variant and model.
+SNIFF_FRAMES = 64
 #: Seconds between the recorder's heartbeats, and between sweeps for sessions other recorders abandoned.
 HEARTBEAT, SWEEP = 2.0, 10.0
 #: A checkpoint once the WAL has grown by this much, whatever the traffic; else when the pipe is dry for IDLE s.

@@ -203,9 +203,13 @@ async def test_sessions_lists_newest_first_as_table_and_json(
     r = await asyncio.to_thread(run, "sessions", "--db", str(proxy.db))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split()[:6] == ["ID", "START", "DURATION", "MODEL", "DIALECT", "STATUS"]
+    assert lines[0].split()[:6] == ["ID", "START", "DURATION", "MODEL", "API", "STATUS"]
     assert sorted(ln.split()[0] for ln in lines[1:]) == sorted(ids)
-    assert "gpt-realtime-mini" in lines[1] and " ga " in lines[1] and "closed" in lines[1]
+    assert "gpt-realtime-mini" in lines[1] and " realtime/ga " in lines[1] and "closed" in lines[1]
+    r = await asyncio.to_thread(run, "sessions", "--db", str(proxy.db), "--api", "realtime")
+    assert sorted(ln.split()[0] for ln in r.stdout.splitlines()[1:]) == sorted(ids)
+    r = await asyncio.to_thread(run, "sessions", "--db", str(proxy.db), "--api", "live")
+    assert r.returncode == 0 and r.stdout.strip() == f"no live sessions in {proxy.db}"
     r = await asyncio.to_thread(run, "sessions", "--db", str(proxy.db), "--json")
     data = orjson.loads(r.stdout)
     assert [s["model"] for s in data] == ["gpt-realtime-mini", "gpt-realtime"]

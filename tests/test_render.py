@@ -316,7 +316,7 @@ def test_conversation_shows_turns_responses_and_trouble() -> None:
     in_order(
         text,
         [
-            "Session sess_1  gpt-4o-realtime-preview  beta  closed",
+            "Session sess_1  gpt-4o-realtime-preview  realtime/beta  closed",
             "lasted 2.5 s · 24 events (5 client, 19 server)",
             "label 'demo'",
             "0:00.2  USER",

@@ -84,13 +84,17 @@ def columns(conn: sqlite3.Connection, table: str) -> list[str]:
 
 
 def test_a_schema_1_database_is_upgraded_in_place_and_keeps_every_row(tmp_path: Path) -> None:
-    """Opening a schema-1 database adds `recorders` and `sessions.owner`, records the migrations, sets the new
-    user_version, and keeps its sessions, frames and REST exchanges readable."""
+    """Opening a schema-1 database adds `recorders`, `sessions.owner`, `sessions.api` and `.variant` (its
+    sessions become Realtime ones of their dialect), records the migrations, sets the new user_version, and keeps
+    its sessions, frames and REST exchanges readable."""
     db = tmp_path / "old.db"
     make_v1(db, dead_pid())
     conn = connect(str(db))
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        kinds = conn.execute("SELECT DISTINCT api, coalesce(variant, dialect, '-') FROM sessions").fetchall()
+        dialects = conn.execute("SELECT DISTINCT 'realtime', coalesce(dialect, '-') FROM sessions").fetchall()
+        assert kinds and sorted(kinds) == sorted(dialects)
         assert "owner" in columns(conn, "sessions") and "owner_pid" in columns(conn, "sessions")
         assert columns(conn, "recorders") == [
             "token",
@@ -102,7 +106,11 @@ def test_a_schema_1_database_is_upgraded_in_place_and_keeps_every_row(tmp_path: 
             "retired_at",
         ]
         applied = conn.execute("SELECT migration_set, name FROM _sqlite_migrations ORDER BY id").fetchall()
-        assert applied == [("rtproxy", "m001_sessions_events_http"), ("rtproxy", "m002_recorders_and_session_owner")]
+        assert applied == [
+            ("rtproxy", "m001_sessions_events_http"),
+            ("rtproxy", "m002_recorders_and_session_owner"),
+            ("rtproxy", "m003_session_api_and_variant"),
+        ]
     finally:
         conn.close()
     with Store(db) as store:
@@ -160,7 +168,7 @@ def test_several_processes_opening_an_old_database_at_once_migrate_it_once(tmp_p
     assert [out.strip() for out, _ in results] == ["2", "2", "2"]
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 3
     finally:
         conn.close()
 

@@ -18,6 +18,7 @@ import orjson
 
 from ..errors import RtproxyError
 from ..protocol import redact_url
+from ..render import api_label
 from . import InputError, db_option, file_errors, on_stop_signals, open_store, os_error_line
 
 
@@ -255,14 +256,20 @@ def _size(n: int | None) -> str:
 @click.command()
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the sessions as a JSON array.")
-def sessions(db: str, as_json: bool) -> None:
+@click.option(
+    "--api",
+    type=click.Choice(["realtime", "live", "responses", "unknown"]),
+    help="Only sessions of this WebSocket API.",
+)
+def sessions(db: str, as_json: bool, api: str | None) -> None:
     """List recorded sessions, newest first.
 
-    Columns: id, start (UTC), duration, model, dialect, status, events
-    (client+server), bytes, label.
+    Columns: id, start (UTC), duration, model, API/variant (realtime/beta,
+    realtime/ga, live/primary, live/sideband, live/fork, responses, unknown),
+    status, events (client+server), bytes, label.
     """
     with open_store(db) as store:
-        rows = store.sessions()
+        rows = store.sessions(api=api)
     if as_json:
         for row in rows:
             for key in ("request_headers", "response_headers"):
@@ -271,9 +278,9 @@ def sessions(db: str, as_json: bool) -> None:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
     if not rows:
-        click.echo(f"no sessions in {db}")
+        click.echo(f"no {api + ' ' if api else ''}sessions in {db}")
         return
-    header = ("ID", "START", "DURATION", "MODEL", "DIALECT", "STATUS", "EVENTS", "BYTES", "LABEL")
+    header = ("ID", "START", "DURATION", "MODEL", "API", "STATUS", "EVENTS", "BYTES", "LABEL")
     table: list[tuple[str, ...]] = [header]
     for r in rows:
         events = (r.get("client_events") or 0) + (r.get("server_events") or 0)
@@ -287,7 +294,7 @@ def sessions(db: str, as_json: bool) -> None:
                 (r["started_at"] or "")[:19].replace("T", " "),
                 _duration(r.get("duration")),
                 r.get("model") or "-",
-                r.get("dialect") or "-",
+                api_label(r),
                 status,
                 str(events),
                 _size(nbytes),

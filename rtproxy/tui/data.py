@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import Frame
+from ..render import api_label
 from ..store import Store
 from .index import Row
 
@@ -29,7 +30,7 @@ class SessionSummary:
     started_at: str
     duration: float | None
     model: str
-    dialect: str
+    dialect: str  # api/variant: realtime/ga, live/sideband, responses (see render.api_label)
     status: str
     events: int
     tokens: int | None
@@ -51,7 +52,7 @@ def summarise(row: dict[str, Any], tokens: int | None = None) -> SessionSummary:
         started_at=str(row.get("started_at") or ""),
         duration=row.get("duration"),
         model=str(row.get("model") or ""),
-        dialect=str(row.get("dialect") or ""),
+        dialect=api_label(row),
         status=str(row.get("status") or ""),
         events=int(row.get("client_events") or 0) + int(row.get("server_events") or 0),
         tokens=tokens,

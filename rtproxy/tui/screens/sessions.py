@@ -33,7 +33,7 @@ COLUMNS = (
     ("started (UTC)", "started"),
     ("duration", "duration"),
     ("model", "model"),
-    ("dialect", "dialect"),
+    ("api", "dialect"),
     ("status", "status"),
     ("events", "events"),
     ("tokens", "tokens"),
