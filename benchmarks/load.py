@@ -271,8 +271,8 @@ def own(pid: int, key: str) -> float:
 
 
 def pss_mb(pid: int) -> float:
-    """Proportional set size of a process and its children, in MB: pages they share (the recorder's ring is
-    mapped by both) are counted once, split between them, unlike RSS."""
+    """Proportional set size of a process and its children, in MB: pages they share (the interpreter's, say)
+    are counted once, split between them, unlike RSS."""
     total = 0
     for p in process_tree(pid):
         try:
@@ -608,9 +608,9 @@ def report(r: dict[str, Any]) -> None:
         f"{load['recorder_backlog_peak_at_s']:.0f} s"
     )
     print(
-        f"  proxy memory: peak PSS {load['proxy_peak_pss_mb']:.0f} MB (proxy + recorder, their shared ring counted "
+        f"  proxy memory: peak PSS {load['proxy_peak_pss_mb']:.0f} MB (proxy + writer, shared pages counted "
         f"once); peak RSS {load['proxy_own_peak_rss_mb']:.0f} MB proxy, {load['proxy_peak_rss_mb']:.0f} MB summed "
-        f"over both (ring counted twice)"
+        f"over both"
     )
     print(
         f"  database {load['db_mb']:.1f} MB for {load['audio_min']:.1f} min of audio (both directions): "
