@@ -695,6 +695,14 @@ class Store:
     def frame(self, session_id: str, seq: int) -> Frame | None:
         return next(self.frames(session_id, after_seq=seq - 1, limit=1), None)
 
+    def event_type_counts(self, session_id: str) -> list[dict[str, Any]]:
+        """How many events of each type each side sent: ``[{"direction", "type", "count"}]``."""
+        rows = self.conn.execute(
+            "SELECT direction, type, count(*) FROM events WHERE session_id = ? GROUP BY 1, 2 ORDER BY 1, 2",
+            (session_id,),
+        ).fetchall()
+        return [{"direction": d, "type": t, "count": n} for d, t, n in rows]
+
     def count_events(self, session_id: str) -> int:
         return int(self.conn.execute("SELECT count(*) FROM events WHERE session_id = ?", (session_id,)).fetchone()[0])
 

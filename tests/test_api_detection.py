@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import subprocess
 
 import aiohttp
 import orjson
 import pytest
 
-from .conftest import RunningProxy
+from .conftest import RunningProxy, rtproxy_exe
 from .upstream import ScriptedUpstream
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*rtproxy_exe(), *args], capture_output=True, text=True, timeout=60)
 
 
 async def one_session(proxy: RunningProxy, path: str, *events: dict[str, object]) -> dict[str, object]:
@@ -73,3 +79,19 @@ async def test_a_session_is_stored_with_its_api_variant_and_model(
     assert (row["api"], row["variant"]) == (api, variant)
     if model is not None:
         assert row["model"] == model
+
+
+async def test_show_of_a_live_session_is_its_events_not_a_misread_realtime_one(
+    proxy: RunningProxy, upstream: ScriptedUpstream
+) -> None:
+    """`rtproxy show` of an API without a reducer yet (here GPT-Live) says so and lists the events as they crossed
+    the wire, with no "unknown event type" anomalies; `--json` says it was not rebuilt and counts the types."""
+    row = await one_session(proxy, "/v1/live/sessions", {"type": "session.start", "session": {"model": "gpt-live-1"}})
+    r = await asyncio.to_thread(run, "show", str(row["id"]), "--db", str(proxy.db))
+    assert r.returncode == 0, r.stderr
+    assert "live/primary" in r.stdout and "does not rebuild live/primary conversations yet" in r.stdout
+    assert "session.start" in r.stdout and "unknown event type" not in r.stdout
+    r = await asyncio.to_thread(run, "show", str(row["id"]), "--db", str(proxy.db), "--json")
+    out = orjson.loads(r.stdout)
+    assert out["rebuilt"] is False and out["session"]["api"] == "live" and out["session"]["model"] == "gpt-live-1"
+    assert {"direction": "client", "type": "session.start", "count": 1} in out["event_types"]

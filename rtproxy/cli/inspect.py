@@ -180,6 +180,28 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
         if events:
             echo_lines(render.timeline(store.frames(sid), color=color), color=color)
             return
+        row = store.session(sid)
+        if row.get("api") not in (None, "realtime"):  # no reducer of its own yet: its events, not a misreading
+            note = (
+                f"rtproxy does not rebuild {render.api_label(row)} conversations yet; "
+                "these are the session's events as they crossed the wire (all recorded byte for byte)"
+            )
+            if as_json:
+                from ..recording import session_header
+
+                out = {
+                    "session": session_header(row),
+                    "rebuilt": False,
+                    "note": note,
+                    "event_types": store.event_type_counts(sid),
+                }
+                with pipe_may_close():
+                    click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+                return
+            style = render.Styler(color)
+            lines = [*render.session_title(row, style), "", note, ""]
+            echo_lines([*lines, *render.timeline(store.frames(sid), color=color)], color=color)
+            return
         conv, row = _assembled(store, sid)
     if as_json:
         out = _show_json(conv, row)
