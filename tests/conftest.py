@@ -68,8 +68,10 @@ class RunningProxy:
         return ids
 
 
-async def start_proxy(db: Path, upstream_url: str, **kwargs: object) -> tuple[RunningProxy, web.AppRunner]:
-    recorder = Recorder(str(db))
+async def start_proxy(
+    db: Path, upstream_url: str, *, portable: bool | None = None, **kwargs: object
+) -> tuple[RunningProxy, web.AppRunner]:
+    recorder = Recorder(str(db), portable=portable)
     recorder.start()
     proxy = Proxy(recorder, upstream=upstream_url, **kwargs)  # type: ignore[arg-type]
     runner = web.AppRunner(proxy.make_app(), handle_signals=False, access_log=None)
@@ -80,9 +82,13 @@ async def start_proxy(db: Path, upstream_url: str, **kwargs: object) -> tuple[Ru
     return RunningProxy(proxy, recorder, db, port), runner
 
 
-@pytest.fixture
-async def proxy(upstream: ScriptedUpstream, tmp_path: Path) -> AsyncIterator[RunningProxy]:
-    running, runner = await start_proxy(tmp_path / "rt.db", upstream.url)
+@pytest.fixture(params=[pytest.param(False, id="fast"), pytest.param(True, id="portable")])
+async def proxy(
+    upstream: ScriptedUpstream, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningProxy]:
+    """The proxy in-process, recording through a writer process: every test using it runs on both recorder
+    paths (the portable one is what Windows takes)."""
+    running, runner = await start_proxy(tmp_path / "rt.db", upstream.url, portable=request.param)
     try:
         yield running
     finally:
