@@ -49,7 +49,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Child, cpu_seconds, memory_kib, percentile, process_tree, python_argv, spawn  # noqa: E402
+from _common import Child, cpu_seconds, memory_kib, percentile, pss_kib, python_argv, spawn  # noqa: E402
 
 HOST = "127.0.0.1"
 RATE = 24000
@@ -271,17 +271,8 @@ def own(pid: int, key: str) -> float:
 
 
 def pss_mb(pid: int) -> float:
-    """Proportional set size of a process and its children, in MB: pages they share (the interpreter's, say)
-    are counted once, split between them, unlike RSS."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+    """Proportional set size of a process and its children, in MB (see _common.pss_kib)."""
+    return pss_kib(pid) / 1024
 
 
 class PeakPss:

@@ -58,8 +58,18 @@ from .store import (
     retire_recorder,
     utcnow,
 )
-from .transport import BATCH, BINARY, SERVER, BatchBuilder, LoopSender, Sender, ThreadSender, fast_path_available
-from .writer import AdaptivePriority, Writer, decode_records, event_row, lower_priority, may_leave_idle
+from .transport import (
+    BATCH,
+    BINARY,
+    SERVER,
+    BatchBuilder,
+    LoopSender,
+    Sender,
+    ThreadSender,
+    close_fd,
+    fast_path_available,
+)
+from .writer import AdaptivePriority, Writer, decode_records, event_row, lower_priority, may_leave_idle, thread_ids
 
 __all__ = ["AdaptivePriority", "Recorder", "RecorderStats", "Writer", "event_row", "lower_priority", "portable_default"]
 
@@ -93,14 +103,6 @@ def _widen_pipe(fd: int) -> None:
             return
         except OSError:
             continue
-
-
-def _threads(pid: int) -> list[int]:
-    """The thread ids of a process (Linux), where a scheduling policy is set one thread at a time."""
-    try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        return [pid]
 
 
 @dataclass
@@ -172,6 +174,8 @@ class Recorder:
         finally:
             conn.close()
         self._stats = RecorderStats()
+        self._writer_lost = 0  # frames failed SQLite writes lost, as the writers reported them
+        self._written_base = self._written_bytes_base = self._lost_base = 0  # the counts of writers now gone
         self._dropped: dict[str, int] = {}
         self._lock = threading.Lock()
         self._batch = BatchBuilder()
@@ -242,9 +246,9 @@ class Recorder:
                 loop = self._loop  # a writer started again from the ack thread: the proxy's loop still sends
             if not self.portable and loop is not None and fast_path_available(loop):
                 self._loop = loop
-                self._sender = LoopSender(self._stdin_fd, loop, self._lock, lambda: None)
+                self._sender = LoopSender(self._stdin_fd, loop, self._lock)
             else:
-                self._sender = ThreadSender(self._stdin_fd, lambda: None)
+                self._sender = ThreadSender(self._stdin_fd)
             self._stdin_fd = -1  # the sender owns (and closes) the pipe now
         return self._sender
 
@@ -260,7 +264,7 @@ class Recorder:
             before = oldest
             if stuck >= 2:
                 stuck = 0
-                for tid in _threads(process.pid):
+                for tid in thread_ids(process.pid):
                     try:
                         os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
                     except (OSError, AttributeError):
@@ -307,8 +311,8 @@ class Recorder:
         if sender is not None:
             sender.drain(max(0.1, deadline - time.monotonic()))
             sender.close()
-        elif fd >= 0:
-            os.close(fd)
+        else:
+            close_fd(fd)
         if process is not None:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
@@ -505,11 +509,6 @@ class Recorder:
         with self._lock:
             self._stats.dropped = sum(self._dropped.values()) + self._writer_lost
 
-    _writer_lost = 0  # frames failed SQLite writes lost, as the writers reported them
-    _written_base = 0  # frames and bytes written by writers that are gone
-    _written_bytes_base = 0
-    _lost_base = 0
-
     def _read_acks(self, process: subprocess.Popen[bytes], generation: int) -> None:
         """The ack thread of one writer: commits, barriers done, errors; then, if it died, a new writer."""
         assert process.stdout is not None
@@ -548,16 +547,7 @@ class Recorder:
     def _restart(self, code: int) -> None:
         """The writer died: count what it took with it, start a new one, send it every uncommitted control."""
         old = self._sender
-        inflight = list(self._inflight)
-        self._inflight.clear()
-        frames: dict[str, int] = {}
-        controls: list[bytes] = []
-        for batch in inflight:
-            self._held_bytes -= batch.nbytes
-            self._held_frames -= sum(batch.frames.values())
-            for sid, n in batch.frames.items():
-                frames[sid] = frames.get(sid, 0) + n
-            controls += batch.controls
+        frames, controls = self._take_inflight()
         lost = self._count_lost(frames)
         self._stats.restarts += 1
         old_fd = self._stdin_fd
@@ -570,8 +560,8 @@ class Recorder:
         finally:
             if old is not None:
                 old.abandon()
-            elif old_fd >= 0:
-                os.close(old_fd)
+            else:
+                close_fd(old_fd)
         pending, self._batch = self._batch, BatchBuilder()
         for pickled in controls:
             self._batch.add_control(pickled)
@@ -588,21 +578,26 @@ class Recorder:
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.abandon()
-        elif self._stdin_fd >= 0:
-            os.close(self._stdin_fd)
-        self._stdin_fd = -1
-        frames: dict[str, int] = {}
-        for batch in self._inflight:
-            for sid, n in batch.frames.items():
-                frames[sid] = frames.get(sid, 0) + n
-        self._inflight.clear()
-        self._count_lost(frames)
-        self._held_bytes = self._held_frames = 0
+        self._stdin_fd = close_fd(self._stdin_fd)
+        self._count_lost(self._take_inflight()[0])
         for event in self._barriers.values():
             event.set()
         self._report_soon(
             f"the recorder process stopped (exit code {code}){why}; frames are forwarded but no longer recorded"
         )
+
+    def _take_inflight(self) -> tuple[dict[str, int], list[bytes]]:
+        """Forget every batch sent and not committed: the frames they held per session, and their controls."""
+        frames: dict[str, int] = {}
+        controls: list[bytes] = []
+        for batch in self._inflight:
+            self._held_bytes -= batch.nbytes
+            self._held_frames -= sum(batch.frames.values())
+            for sid, n in batch.frames.items():
+                frames[sid] = frames.get(sid, 0) + n
+            controls += batch.controls
+        self._inflight.clear()
+        return frames, controls
 
     def _report_soon(self, message: str) -> None:
         """Report from a thread of its own (the caller holds the lock; on_error may call back into us)."""

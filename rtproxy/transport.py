@@ -45,7 +45,7 @@ import queue
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 #: A record: kind, flags, session-id length, payload length, seq, t (seconds); then session id and payload.
 RECORD = struct.Struct("<BBHIQd")
@@ -187,6 +187,17 @@ def write_some(fd: int, buffers: deque[Buffer]) -> int:
     return done
 
 
+def close_fd(fd: int) -> int:
+    """Close fd if it is one (-1 is none), ignoring errors; returns -1, for ``self.fd = close_fd(self.fd)``: an
+    fd is closed once, never a second time after its number may have gone to another file."""
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return -1
+
+
 class Sender:
     """Writes sealed batches to a pipe, in order, never blocking the caller's event loop."""
 
@@ -217,12 +228,11 @@ class LoopSender(Sender):
     backlog (``add_writer``), asked from other threads through ``call_soon_threadsafe``.
     """
 
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, lock: threading.Lock, on_broken: Callable[[], None]):
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, lock: threading.Lock) -> None:
         os.set_blocking(fd, False)
         self.fd = fd
         self.loop = loop
         self.lock = lock
-        self.on_broken = on_broken
         self.waiting: deque[Buffer] = deque()
         self.backlog = 0
         self.watching = False
@@ -276,7 +286,6 @@ class LoopSender(Sender):
         self.broken = True
         self.waiting.clear()
         self.backlog = 0
-        self.on_broken()
 
     def in_loop(self) -> bool:
         """Is the caller the loop this sender writes from?"""
@@ -304,12 +313,7 @@ class LoopSender(Sender):
             return not self.waiting
 
     def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.fd = close_fd(self.fd)
 
     def abandon(self) -> None:
         self.broken = True  # from now on send() and the loop's callback write nothing
@@ -335,9 +339,8 @@ class LoopSender(Sender):
 class ThreadSender(Sender):
     """The portable path: a thread writes batches with blocking writes (any OS, any event loop)."""
 
-    def __init__(self, fd: int, on_broken: Callable[[], None]) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.on_broken = on_broken
         self.queue: queue.SimpleQueue[tuple[list[bytes], int] | None] = queue.SimpleQueue()
         self.backlog = 0
         self.broken = False
@@ -366,9 +369,8 @@ class ThreadSender(Sender):
                     buffers: deque[Buffer] = deque(batch)
                     while buffers:
                         write_some(self.fd, buffers)
-                except OSError:
+                except OSError:  # the writer is gone: the recorder learns it from the writer's stdout ending
                     self.broken = True
-                    self.on_broken()
             with self.count_lock:
                 self.backlog -= size
                 if self.backlog == 0:
@@ -380,12 +382,7 @@ class ThreadSender(Sender):
     def close(self) -> None:
         self.queue.put(None)
         self.thread.join(5.0)
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.fd = close_fd(self.fd)
 
     def abandon(self) -> None:
         self.broken = True

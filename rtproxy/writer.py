@@ -101,6 +101,7 @@ class Writer:
         self.txn_bytes = 0
         self.txn_controls: list[tuple[Any, ...]] = []  # what to write again if the transaction fails
         self.retry: list[tuple[Any, ...]] = []
+        self.retry_at = 0.0  # a failed write is tried again no sooner (a full disk is not retried in a loop)
         self.lost_by: dict[str, int] = {}  # frames lost to failed writes, per session
         self.parent_unrecorded: dict[str, int] = {}  # the proxy's own count of dropped frames
         self.barriers: list[int] = []
@@ -124,7 +125,11 @@ class Writer:
 
     @property
     def open(self) -> bool:
-        return self.txn_started is not None or bool(self.barriers) or bool(self.retry)
+        return self.txn_started is not None or bool(self.barriers)
+
+    def retry_in(self) -> float | None:
+        """Seconds until what a failed write kept is tried again (None: nothing kept)."""
+        return max(0.0, self.retry_at - self.clock()) if self.retry else None
 
     def write(self, records: list[Record]) -> None:
         todo: list[Record] = [(CONTROL, 0, "", 0, 0.0, op) for op in self.retry] + records
@@ -163,7 +168,7 @@ class Writer:
 
     def commit(self) -> None:
         """Commit the open transaction; say which batch it covered and which barriers are done."""
-        if self.retry:
+        if self.retry and self.clock() >= self.retry_at:
             self.write([])
         try:
             self.conn.commit()
@@ -235,6 +240,7 @@ class Writer:
             retry.append(("lost", sid))
         self.lost += sum(lost.values())
         self.retry = retry + self.retry
+        self.retry_at = self.clock() + self.commit_interval
         self.txn_frames.clear()
         self.txn_bytes = 0
         self.txn_controls.clear()
@@ -287,8 +293,11 @@ class Writer:
 
     def _insert_session(self, fields: dict[str, Any]) -> None:
         if fields.get("status") == "open":
-            api = fields.get("api") or Api.UNKNOWN.value
-            kind = Kind(Api(api) if api in Api._value2member_map_ else Api.UNKNOWN, fields.get("variant"))
+            try:
+                api = Api(fields.get("api") or Api.UNKNOWN.value)
+            except ValueError:
+                api = Api.UNKNOWN
+            kind = Kind(api, fields.get("variant"))
             self.sniffing[fields["id"]] = {"kind": kind, "model": fields.get("model"), "seen": 0}
         # OR IGNORE, never OR REPLACE: a session sent again to a new writer (its first one died after the commit
         # but before saying so) is already there; no insert ever replaces another session's row.
@@ -338,6 +347,15 @@ def lower_priority(priority: str) -> None:
             os.nice(NICE)
     except OSError:
         pass
+
+
+def thread_ids(pid: int | None = None) -> list[int]:
+    """The thread ids of a process (this one by default), where Linux sets a scheduling policy or nice value one
+    thread at a time; the process id alone (0: the caller) where /proc cannot say."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{'self' if pid is None else pid}/task")]
+    except OSError:
+        return [0 if pid is None else pid]
 
 
 def may_leave_idle() -> bool:
@@ -406,12 +424,8 @@ class AdaptivePriority:
     @staticmethod
     def _renice(value: int) -> bool:
         """Every thread of the process to this nice value (per thread on Linux)."""
-        try:
-            tids = [int(t) for t in os.listdir("/proc/self/task")]
-        except OSError:
-            return False
         ok = True
-        for tid in tids:
+        for tid in thread_ids():
             try:
                 os.setpriority(os.PRIO_PROCESS, tid, value)
             except OSError:
@@ -425,12 +439,8 @@ class AdaptivePriority:
     @staticmethod
     def _set(policy: int) -> bool:
         """Every thread of the process (a policy is per thread on Linux: the pipe reader must follow)."""
-        try:
-            tids = [int(t) for t in os.listdir("/proc/self/task")]
-        except OSError:
-            tids = [0]
         ok = True
-        for tid in tids:
+        for tid in thread_ids():
             try:
                 os.sched_setscheduler(tid, policy, os.sched_param(0))
             except OSError:
@@ -474,8 +484,11 @@ def serve(writer: Writer, fd: int, adjust: Callable[[int], None] | None = None, 
     ended = False
     while not ended and not writer.stopping:
         writer.keep_alive()
+        retry = writer.retry_in()
         if writer.open:
             wait = linger
+        elif retry is not None:
+            wait = max(retry, 0.001)
         elif writer.since_checkpoint:
             wait = IDLE
         else:
@@ -483,8 +496,8 @@ def serve(writer: Writer, fd: int, adjust: Callable[[int], None] | None = None, 
         try:
             chunk = chunks.get(timeout=wait)
         except queue.Empty:
-            if writer.open:
-                writer.commit()  # the pipe is dry
+            if writer.open or retry is not None:
+                writer.commit()  # the pipe is dry (or a failed write is due again)
             elif wait == IDLE:
                 writer.checkpoint()  # and has been for a while
             if adjust is not None:

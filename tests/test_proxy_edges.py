@@ -20,6 +20,14 @@ from .conftest import RunningProxy, start_proxy
 from .test_close_shapes import CLOSE, TEXT, RawUpstream, code_of, raw_client
 from .upstream import ScriptedUpstream
 
+#: A WebSocket upgrade request, by hand (plain HTTP client: to see the proxy's answer as it is).
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
 
 async def ws(
     proxy: RunningProxy, query: str = "model=gpt-realtime", **kwargs: object
@@ -42,12 +50,7 @@ async def test_refusal_status_and_body_reach_the_client(proxy: RunningProxy, ups
         assert info.value.status == 401
         async with http.get(
             f"{proxy.http_base}/v1/realtime?model=x&reject=401",
-            headers={
-                "Upgrade": "websocket",
-                "Connection": "Upgrade",
-                "Sec-WebSocket-Version": "13",
-                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-            },
+            headers=UPGRADE,
         ) as resp:
             body = await resp.json()
             assert resp.status == 401 and body["error"]["message"] == "rejected with 401"
@@ -69,12 +72,7 @@ async def test_unreachable_upstream_is_a_clear_502(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as http:
             async with http.get(
                 f"{running.http_base}/v1/realtime?model=x",
-                headers={
-                    "Upgrade": "websocket",
-                    "Connection": "Upgrade",
-                    "Sec-WebSocket-Version": "13",
-                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-                },
+                headers=UPGRADE,
             ) as resp:
                 body = await resp.json()
         assert resp.status == 502

@@ -11,11 +11,9 @@ import asyncio
 import hashlib
 import os
 import random
-import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,15 +23,9 @@ from rtproxy.recorder import Recorder
 from rtproxy.transport import BATCH, CONTROL, FRAME, MAGIC, BatchBuilder, BatchReader, TransportError, decode_batch
 from rtproxy.writer import Writer, decode_records
 
+from .test_store import rows
+
 PATHS = [pytest.param(False, id="fast"), pytest.param(True, id="portable")]
-
-
-def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 def checked_frame(i: int, size: int) -> str:
