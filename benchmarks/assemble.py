@@ -4,7 +4,7 @@
     python benchmarks/assemble.py --minutes 10      # a shorter voice session for show/export
     python benchmarks/assemble.py --no-cli          # reducer only
 
-1. Events per second through :class:`rtproxy.assemble.Conversation` for a
+1. Events per second through :class:`rtproxy.conversation.realtime.Conversation` for a
    text-heavy and an audio-heavy synthetic recording (``benchmarks/synth.py``),
    next to a baseline measured in the same run on the same frames: a bare
    loop that only ``orjson.loads`` each frame. The ratio says what the
@@ -40,9 +40,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.synth import count_audio, text_session, voice_session, write_db  # noqa: E402
-from rtproxy import audio  # noqa: E402
-from rtproxy.assemble import Conversation, assemble  # noqa: E402
-from rtproxy.protocol import Frame  # noqa: E402
+from rtproxy.conversation import audio
+from rtproxy.conversation.realtime import Conversation, assemble  # noqa: E402
+from rtproxy.protocols.wire import Frame  # noqa: E402
 
 TEXT_BAR = 200_000  # events/s through the reducer
 SHOW_BAR = 5.0  # seconds for `show` on a one-hour session

@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 
 from benchmarks._common import cpu_seconds, median, ratio  # noqa: E402
-from rtproxy.protocol import Direction  # noqa: E402
+from rtproxy.protocols.wire import Direction  # noqa: E402
 from rtproxy.recording import iter_recording  # noqa: E402
 
 READY = re.compile(r"(?:listening|replaying .*) on ws://127\.0\.0\.1:(\d+)")

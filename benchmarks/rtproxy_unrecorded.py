@@ -8,8 +8,8 @@ Sessions and REST exchanges are still recorded; only frames are not. For measuri
 
 import sys
 
-from rtproxy import recorder
 from rtproxy.cli import entry
+from rtproxy.record import recorder
 
 recorder.Recorder.record_frame = lambda self, *args, **kwargs: True  # type: ignore[method-assign]
 sys.argv[0] = "rtproxy"

@@ -45,8 +45,8 @@ import orjson
 if __package__ in (None, ""):  # run as a script: make `rtproxy` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rtproxy import audio  # noqa: E402
-from rtproxy.protocol import CLIENT, SERVER, Direction, Frame  # noqa: E402
+from rtproxy.conversation import audio
+from rtproxy.protocols.wire import CLIENT, SERVER, Direction, Frame  # noqa: E402
 
 __all__ = ["voice_session", "text_session", "write_db", "write_jsonl", "count_audio"]
 

@@ -4,7 +4,7 @@
     python recordings/make_recordings.py voice-ga   # one
 
 Each recording is the real ``openai`` SDK talking through the real recording
-proxy (``rtproxy.proxy``) to ``tests/upstream.py``'s ScriptedUpstream, which
+proxy (``rtproxy.record.proxy``) to ``tests/upstream.py``'s ScriptedUpstream, which
 answers like the Realtime API with real PCM16 audio; the session is then
 exported with ``rtproxy.recording.write_recording``. The API key is made up
 at run time and masked by the proxy, so no file here holds one.

@@ -2,7 +2,7 @@
 
 What is compared: the sequence of client events (payloads minus volatile
 fields; a run of audio appends counts as one entry, by duration), the
-conversation items rebuilt by :mod:`rtproxy.assemble` (type, role, status,
+conversation items rebuilt by :mod:`rtproxy.conversation.realtime` (type, role, status,
 text, transcripts, function names, arguments and outputs, audio by duration),
 the responses (status, details, usage, audio duration), and the session's
 model and dialect. Ids (event ids, and the item, call and response ids a
@@ -23,10 +23,11 @@ from typing import Any
 
 import orjson
 
-from .assemble import Item, Response, assemble
-from .assemble_model import MAX_DEPTH, clip, short
-from .protocol import PCM16, AudioFormat, Direction, Frame, audio_format, session_audio_formats
-from .replay import AUDIO_APPEND, b64_len, classify, normalise
+from .conversation.model import MAX_DEPTH, clip, short
+from .conversation.realtime import Item, Response, assemble
+from .protocols.formats import PCM16, AudioFormat, audio_format, session_audio_formats
+from .protocols.wire import Direction, Frame
+from .replay.script import AUDIO_APPEND, b64_len, classify, normalise
 
 #: Audio durations closer than this compare equal (milliseconds).
 AUDIO_TOLERANCE_MS = 20.0

@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from .replay import Report
+from .replay.script import Report
 
 if TYPE_CHECKING:  # the server (aiohttp, the store) loads when a test first asks for a replay
-    from .replay_server import ReplayServer
+    from .replay.server import ReplayServer
 
 T = TypeVar("T")
 HANDLES = pytest.StashKey[list["RtproxyReplay"]]()
@@ -171,14 +171,14 @@ class RtproxyReplay:
     # -- lifecycle --
 
     def start_replay(self, match: str, pace: str, speed: float) -> None:
-        from .replay_server import ReplayServer, load_script, start
+        from .replay.server import ReplayServer, load_script, start
 
         script = load_script(self.path)
         self._server = ReplayServer(script, policy=match, pace=pace, speed=speed, keep_received=True)
         self._runner, self.port = self._loop.run(start(self._server))
 
     def start_recording(self, upstream: str) -> None:
-        from .proxy import Proxy
+        from .record.proxy import Proxy
         from .store import Recorder
 
         tmp = tempfile.TemporaryDirectory(prefix="rtproxy-record-")
@@ -233,7 +233,7 @@ class RtproxyReplay:
             self._write_recording()
 
     def _recorded_client_events(self) -> list[Any]:
-        from .protocol import Direction
+        from .protocols.wire import Direction
         from .store import Store
 
         if self._recording is None:

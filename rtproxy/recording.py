@@ -29,7 +29,8 @@ from typing import IO, Any
 import orjson
 
 from .errors import RecordingError
-from .protocol import Direction, Frame, parse_event, redact_bytes
+from .protocols.secrets import redact_bytes
+from .protocols.wire import Direction, Frame, parse_event
 
 FORMAT_VERSION = 1
 

@@ -30,7 +30,8 @@ from typing import Any
 
 import orjson
 
-from .protocol import CLIENT, PCM16, AudioFormat, Direction, Frame, decode_b64, parse_event, session_audio_formats
+from .protocols.formats import PCM16, AudioFormat, decode_b64, session_audio_formats
+from .protocols.wire import CLIENT, Direction, Frame, parse_event
 
 #: The byte that encodes silence in each format (PCM16 silence is two zero bytes).
 SILENCE_BYTE = {"pcm16": 0x00, "g711_ulaw": 0xFF, "g711_alaw": 0xD5}

@@ -1,7 +1,7 @@
 """The SQLite store: schema, the columns extracted from frames, and queries.
 
 Recording (the bounded ring the proxy writes into and the writer process
-that inserts in batches) lives in :mod:`rtproxy.recorder`; ``Recorder`` is
+that inserts in batches) lives in :mod:`rtproxy.record.recorder`; ``Recorder`` is
 importable from here too.
 """
 
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .errors import SessionNotFound, StoreError
-from .protocol import Direction, Frame, has_secret, redact_bytes, redact_text
+from .protocols.secrets import has_secret, redact_bytes, redact_text
+from .protocols.wire import Direction, Frame
 
 #: ``PRAGMA user_version`` once every migration below has run; a database with a higher one is refused.
 SCHEMA_VERSION = 3
@@ -569,21 +570,21 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --- the Recorder lives in rtproxy.recorder (which builds on this module) ------------
+# --- the Recorder lives in rtproxy.record.recorder (which builds on this module) ------------
 
 
 def __getattr__(name: str) -> Any:
-    """``from rtproxy.store import Recorder`` keeps working; the class lives in :mod:`rtproxy.recorder`."""
+    """``from rtproxy.store import Recorder`` keeps working; the class lives in :mod:`rtproxy.record.recorder`."""
     if name in ("Recorder", "RecorderStats"):
-        from . import recorder
+        from .record import recorder
 
         return getattr(recorder, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if TYPE_CHECKING:
-    from .recorder import Recorder as Recorder
-    from .recorder import RecorderStats as RecorderStats
+    from .record.recorder import Recorder as Recorder
+    from .record.recorder import RecorderStats as RecorderStats
 
 
 # --- reading ------------------------------------------------------------------------

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from rtproxy.proxy import Proxy
+from rtproxy.record.proxy import Proxy
 from rtproxy.store import Recorder
-
-from .upstream import ScriptedUpstream
+from tests.upstream import ScriptedUpstream
 
 pytest_plugins = ("pytester",)
 

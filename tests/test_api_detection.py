@@ -10,8 +10,8 @@ import aiohttp
 import orjson
 import pytest
 
-from .conftest import RunningProxy, rtproxy_exe
-from .upstream import ScriptedUpstream
+from tests.conftest import RunningProxy, rtproxy_exe
+from tests.upstream import ScriptedUpstream
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

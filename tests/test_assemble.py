@@ -1,4 +1,4 @@
-"""rtproxy.assemble: hand-written event sequences for every reassembly rule, in both dialects."""
+"""rtproxy.conversation.realtime: hand-written event sequences for every reassembly rule, in both dialects."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtproxy import audio
-from rtproxy.assemble import Conversation, assemble
-from rtproxy.assemble_model import MAX_OUTPUT_ITEMS, MAX_PARTS
-from rtproxy.protocol import CLIENT, GA_TO_BETA, SERVER, Direction, Frame
+from rtproxy.conversation import audio
+from rtproxy.conversation.model import MAX_OUTPUT_ITEMS, MAX_PARTS
+from rtproxy.conversation.realtime import Conversation, assemble
+from rtproxy.protocols.realtime import GA_TO_BETA
+from rtproxy.protocols.wire import CLIENT, SERVER, Direction, Frame
 
 DIALECTS = ["ga", "beta"]
 
@@ -730,8 +731,7 @@ async def test_a_recording_made_by_the_openai_sdk_reassembles(dialect: str, prox
     from openai import AsyncOpenAI
 
     from rtproxy.store import Store
-
-    from .upstream import tone as upstream_tone
+    from tests.upstream import tone as upstream_tone
 
     client = AsyncOpenAI(api_key=api_key, websocket_base_url=proxy.ws_base)
     tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
@@ -999,6 +999,6 @@ def test_an_absurd_sample_rate_is_an_anomaly(rate: int) -> None:
 
 def render_all(c: Conversation) -> str:
     """Every text view of a conversation, joined (show, show --json)."""
-    from rtproxy import render
+    from rtproxy.cli import render
 
     return "\n".join(render.conversation(c)) + orjson.dumps(c.to_json()).decode()

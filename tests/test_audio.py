@@ -1,4 +1,4 @@
-"""rtproxy.audio: G.711 against known samples, round trips, WAV, peaks, placement and the causal timeline."""
+"""rtproxy.conversation.audio: G.711 against known samples, round trips, WAV, peaks, placement, causal timeline."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtproxy import audio
-from rtproxy.assemble import Conversation
-from rtproxy.protocol import ALAW, CLIENT, PCM16, SERVER, ULAW, AudioFormat, Direction, Frame
-
-from .conftest import rtproxy_exe
+from rtproxy.conversation import audio
+from rtproxy.conversation.realtime import Conversation
+from rtproxy.protocols.formats import ALAW, PCM16, ULAW, AudioFormat
+from rtproxy.protocols.wire import CLIENT, SERVER, Direction, Frame
+from tests.conftest import rtproxy_exe
 
 
 def sine(n: int, rate: int, freq: float = 440.0, amplitude: float = 0.8) -> bytes:

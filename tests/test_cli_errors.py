@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rtproxy.protocol import Direction, Frame
+from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import write_recording
 from rtproxy.store import Store
-
-from .conftest import rtproxy_exe
+from tests.conftest import rtproxy_exe
 
 
 @pytest.fixture

@@ -18,12 +18,11 @@ from click.testing import CliRunner
 from openai import AsyncOpenAI
 
 from rtproxy.cli import main, run
-from rtproxy.protocol import parse_event
+from rtproxy.protocols.wire import parse_event
 from rtproxy.recording import HEADER_FIELDS
 from rtproxy.store import Store
-
-from .conftest import RunningProxy, rtproxy_exe
-from .upstream import RATE, ScriptedUpstream, tone
+from tests.conftest import RunningProxy, rtproxy_exe
+from tests.upstream import RATE, ScriptedUpstream, tone
 
 MODELS = {"ga": "gpt-realtime", "beta": "gpt-4o-realtime-preview"}
 TOOL = {

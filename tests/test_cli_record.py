@@ -16,8 +16,8 @@ import orjson
 from aiohttp import WSMsgType
 from openai import AsyncOpenAI
 
-from .conftest import ProxyProcess, RunningProxy, rtproxy_exe, spawn_proxy
-from .upstream import ScriptedUpstream
+from tests.conftest import ProxyProcess, RunningProxy, rtproxy_exe, spawn_proxy
+from tests.upstream import ScriptedUpstream
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from rtproxy.store import Store
-
-from .conftest import RunningProxy, start_proxy
+from tests.conftest import RunningProxy, start_proxy
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA

@@ -11,11 +11,10 @@ import orjson
 import pytest
 
 from rtproxy.diff import diff_frames
-from rtproxy.protocol import Direction, Frame
+from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import read_recording, write_recording
-
-from .conftest import rtproxy_exe
-from .test_replay_server import FLOWS
+from tests.conftest import rtproxy_exe
+from tests.test_replay_server import FLOWS
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "recordings"

@@ -28,9 +28,8 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from rtproxy.store import Store
-
-from .conftest import ProxyProcess, RunningProxy, spawn_proxy, start_proxy
-from .upstream import ScriptedUpstream
+from tests.conftest import ProxyProcess, RunningProxy, spawn_proxy, start_proxy
+from tests.upstream import ScriptedUpstream
 
 Script = Callable[[web.WebSocketResponse, web.Request], Awaitable[None]]
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="

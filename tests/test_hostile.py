@@ -17,12 +17,11 @@ import orjson
 import pytest
 from aiohttp import WSMsgType, web
 
-from rtproxy.protocol import Direction, Frame
+from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import write_recording
 from rtproxy.store import Store
-
-from .conftest import ProxyProcess, RunningProxy, rtproxy_exe, spawn_proxy
-from .test_faults import (
+from tests.conftest import ProxyProcess, RunningProxy, rtproxy_exe, spawn_proxy
+from tests.test_faults import (
     db_rows,
     raw_handshake,
     read_server_frame,
@@ -33,7 +32,7 @@ from .test_faults import (
     ws_frame,
     ws_upstream,
 )
-from .upstream import ScriptedUpstream
+from tests.upstream import ScriptedUpstream
 
 MiB = 1024 * 1024
 

@@ -23,17 +23,17 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rtproxy import render
-from rtproxy.assemble import Conversation, assemble
-from rtproxy.assemble_model import MAX_AUDIO_MS, MAX_OUTPUT_ITEMS, MAX_PARTS
+from rtproxy.cli import render
+from rtproxy.conversation.model import MAX_AUDIO_MS, MAX_OUTPUT_ITEMS, MAX_PARTS
+from rtproxy.conversation.realtime import Conversation, assemble
 from rtproxy.diff import diff_frames
-from rtproxy.protocol import CLIENT, CLIENT_EVENTS, SERVER, SERVER_EVENTS, Frame, canonical_type
+from rtproxy.protocols.realtime import CLIENT_EVENTS, SERVER_EVENTS, canonical_type
+from rtproxy.protocols.wire import CLIENT, SERVER, Frame
 from rtproxy.store import Store
 from rtproxy.tui.app import make_app
 from rtproxy.tui.payload import render_payload
 from rtproxy.tui.widgets.event_detail import highlight
-
-from .conftest import rtproxy_exe
+from tests.conftest import rtproxy_exe
 
 IDS = ["i1", "i2", "r1", "r2", "c1"]
 #: Fields the catalogue's events carry, and what they hold in a well-formed event.

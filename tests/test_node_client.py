@@ -17,9 +17,8 @@ import orjson
 import pytest
 
 from rtproxy.store import Store
-
-from .conftest import ProxyProcess, spawn_proxy
-from .upstream import ScriptedUpstream
+from tests.conftest import ProxyProcess, spawn_proxy
+from tests.upstream import ScriptedUpstream
 
 SCRIPT = r"""
 const { OpenAI } = require('openai');

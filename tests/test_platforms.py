@@ -22,10 +22,9 @@ import aiohttp
 import orjson
 import pytest
 
-from rtproxy.writer import NICE
-
-from .conftest import LISTENING, ProxyProcess, rtproxy_exe, spawn_proxy
-from .upstream import ScriptedUpstream
+from rtproxy.record.writer import NICE
+from tests.conftest import LISTENING, ProxyProcess, rtproxy_exe, spawn_proxy
+from tests.upstream import ScriptedUpstream
 
 FRAMES = 120  # of 13 KB each: well over a 1 MiB pipe buffer, and over a few hundred KiB of tmpfs pages
 

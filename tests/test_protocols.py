@@ -96,11 +96,29 @@ def test_unknown_api_has_no_catalogue() -> None:
     assert event_types(Api.UNKNOWN) == frozenset()
 
 
-def test_import_hygiene() -> None:
-    """Importing rtproxy.protocols loads no web, TUI, CLI or database library, nor the openai SDK."""
+@pytest.mark.parametrize(
+    "modules",
+    [
+        "rtproxy.protocols",
+        "rtproxy.conversation.realtime, rtproxy.conversation.audio, rtproxy.replay.player, rtproxy.diff",
+    ],
+)
+def test_import_hygiene(modules: str) -> None:
+    """The pure layers (protocols, conversation, the replay's script and player, diff, redact) load no web, TUI,
+    CLI or database library, nor the openai SDK."""
     code = (
-        "import sys, rtproxy.protocols; "
+        f"import sys, {modules}; "
         "print(sorted(m for m in ('aiohttp','websockets','textual','click','sqlite3','openai') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_store_imports_nothing_from_record() -> None:
+    """The store is below the recorder: it imports nothing of rtproxy.record (nor aiohttp)."""
+    code = (
+        "import sys, rtproxy.store; "
+        "print(sorted(m for m in sys.modules if m.startswith(('rtproxy.record', 'aiohttp'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.strip() == "[]"

@@ -11,9 +11,8 @@ import orjson
 from openai import AsyncOpenAI
 
 from rtproxy.store import Store
-
-from .conftest import RunningProxy
-from .upstream import ScriptedUpstream, tone
+from tests.conftest import RunningProxy
+from tests.upstream import ScriptedUpstream, tone
 
 
 def db_frames(db: Path, session_id: str) -> list[tuple[str, str | bytes]]:

@@ -15,10 +15,9 @@ import pytest
 from aiohttp import WSMsgType
 
 from rtproxy.store import Store
-
-from .conftest import RunningProxy, start_proxy
-from .test_close_shapes import CLOSE, TEXT, RawUpstream, code_of, raw_client
-from .upstream import ScriptedUpstream
+from tests.conftest import RunningProxy, start_proxy
+from tests.test_close_shapes import CLOSE, TEXT, RawUpstream, code_of, raw_client
+from tests.upstream import ScriptedUpstream
 
 #: A WebSocket upgrade request, by hand (plain HTTP client: to see the proxy's answer as it is).
 UPGRADE = {

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from .upstream import ScriptedUpstream
+from tests.upstream import ScriptedUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 

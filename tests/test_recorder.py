@@ -19,11 +19,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtproxy.recorder import Recorder
-from rtproxy.transport import BATCH, CONTROL, FRAME, MAGIC, BatchBuilder, BatchReader, TransportError, decode_batch
-from rtproxy.writer import Writer, decode_records
-
-from .test_store import rows
+from rtproxy.record.recorder import Recorder
+from rtproxy.record.transport import (
+    BATCH,
+    CONTROL,
+    FRAME,
+    MAGIC,
+    BatchBuilder,
+    BatchReader,
+    TransportError,
+    decode_batch,
+)
+from rtproxy.record.writer import Writer, decode_records
+from tests.test_store import rows
 
 PATHS = [pytest.param(False, id="fast"), pytest.param(True, id="portable")]
 
@@ -276,7 +284,7 @@ def test_a_writer_behind_for_long_is_hurried_further() -> None:
     seconds still behind (a flood of a few seconds keeps the CPU for forwarding); all undone once caught up."""
     import os as _os
 
-    from rtproxy.writer import NICE, AdaptivePriority
+    from rtproxy.record.writer import NICE, AdaptivePriority
 
     now = [0.0]
     calls: list[tuple[str, int]] = []

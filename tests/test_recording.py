@@ -11,8 +11,7 @@ import pytest
 
 from rtproxy.errors import RecordingError
 from rtproxy.recording import MAX_T, read_recording
-
-from .conftest import rtproxy_exe
+from tests.conftest import rtproxy_exe
 
 RECORDINGS = Path(__file__).parent.parent / "recordings"
 SOURCE = RECORDINGS / "voice-ga.jsonl"

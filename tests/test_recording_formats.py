@@ -7,9 +7,10 @@ import base64
 import orjson
 import pytest
 
-from rtproxy import render
+from rtproxy.cli import render
 from rtproxy.diff import client_sequence
-from rtproxy.protocol import CLIENT, PCM16, SERVER, AudioFormat, Frame, audio_format, session_audio_formats
+from rtproxy.protocols.formats import PCM16, AudioFormat, audio_format, session_audio_formats
+from rtproxy.protocols.wire import CLIENT, SERVER, Frame
 
 SECOND_AT_24K = base64.b64encode(bytes(48_000)).decode()  # one second of PCM16 at 24 kHz
 

@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai import AsyncOpenAI
 
-from rtproxy.protocol import CLIENT, SERVER, Direction, Frame, decode_b64
+from rtproxy.protocols.formats import decode_b64
+from rtproxy.protocols.wire import CLIENT, SERVER, Direction, Frame
 from rtproxy.recording import read_recording, write_recording
 from rtproxy.redact import JsonMask, Redactor, mask_text, redact_frames
 from rtproxy.store import Store
-
-from .conftest import RunningProxy, rtproxy_exe
-from .upstream import ScriptedUpstream, tone
+from tests.conftest import RunningProxy, rtproxy_exe
+from tests.upstream import ScriptedUpstream, tone
 
 SECRET_WORDS = ("pirate", "Paris", "sunny", "forecasts", "Hello", "help")
 
@@ -285,7 +285,8 @@ async def test_redact_file_in_place_keeps_shape_imports_and_replays(
     proxy: RunningProxy, upstream: ScriptedUpstream, api_key: str, tmp_path: Path
 ) -> None:
     """`rtproxy redact FILE` rewrites the file in place: no words left, same shape, still imports and replays."""
-    from rtproxy.replay import Player, build_script
+    from rtproxy.replay.player import Player
+    from rtproxy.replay.script import build_script
 
     sid = await record_tool_and_audio_session(proxy, api_key)
     path = tmp_path / "call.jsonl"
@@ -320,7 +321,7 @@ async def test_redact_file_in_place_keeps_shape_imports_and_replays(
     assert sent == sum(f.direction is SERVER for f in after.frames)
 
     # and the real `rtproxy replay` serves it to the original client's frames without a mismatch
-    from .test_replay_server import spawn_replay
+    from tests.test_replay_server import spawn_replay
 
     replay = spawn_replay([str(path), "--once"])
     try:

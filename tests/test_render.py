@@ -10,9 +10,10 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtproxy import render
-from rtproxy.assemble import Conversation
-from rtproxy.protocol import BETA_TO_GA, CLIENT, SERVER, Direction, Frame
+from rtproxy.cli import render
+from rtproxy.conversation.realtime import Conversation
+from rtproxy.protocols.realtime import BETA_TO_GA
+from rtproxy.protocols.wire import CLIENT, SERVER, Direction, Frame
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

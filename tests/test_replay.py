@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtproxy.errors import ReplayError
-from rtproxy.protocol import Direction, Frame
-from rtproxy.replay import AUDIO_APPEND, Player, Script, Send, b64_len, build_script, normalise
+from rtproxy.protocols.wire import Direction, Frame
+from rtproxy.replay.player import Player, Send
+from rtproxy.replay.script import AUDIO_APPEND, Script, b64_len, build_script, normalise
 
 
 def frames(*spec: tuple[float, str, dict[str, Any] | bytes]) -> list[Frame]:
@@ -255,7 +256,7 @@ def test_non_json_frames_are_steps_and_replies() -> None:
 def test_report_reads_well_and_serialises() -> None:
     """The text report names each mismatch with its turn; the JSON report carries the same facts."""
     player, _ = play_all(build_script(TEXT_TURN, source="t.jsonl"), client_events(TEXT_TURN)[1:])
-    from rtproxy.replay import Report
+    from rtproxy.replay.script import Report
 
     report = Report("t.jsonl", "ordered", connections=[player.report])
     text = report.format()
@@ -379,7 +380,7 @@ def test_a_1000_deep_client_event_matches_itself_in_a_replay() -> None:
     (m,) = player.report.mismatches
     assert m.kind == "payload" and types(out) == ["session.created", "error", "session.updated"]
     assert errors(out)[0]["code"] == "rtproxy_replay_mismatch"
-    from rtproxy.replay import Report
+    from rtproxy.replay.script import Report
 
     data = orjson.loads(orjson.dumps(Report("t.jsonl", "strict", connections=[player.report]).to_json()))
     assert data["connections"][0]["mismatches"][0]["kind"] == "payload"

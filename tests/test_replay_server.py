@@ -19,12 +19,11 @@ import aiohttp
 import orjson
 import pytest
 
-from rtproxy.protocol import Direction, Frame
+from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import write_recording
-from rtproxy.replay import build_script
-from rtproxy.replay_server import ReplayServer, start
-
-from .conftest import rtproxy_exe
+from rtproxy.replay.script import build_script
+from rtproxy.replay.server import ReplayServer, start
+from tests.conftest import rtproxy_exe
 
 
 def script_frames(delay: float = 0.0) -> list[Frame]:
@@ -354,7 +353,7 @@ FLOWS = load_flows()
 
 
 async def replay_file(path: Path, **kwargs: Any) -> AsyncIterator[Running]:
-    from rtproxy.replay_server import load_script
+    from rtproxy.replay.server import load_script
 
     server = ReplayServer(load_script(path), **kwargs)
     runner, port = await start(server)
@@ -438,9 +437,8 @@ async def test_openai_agents_runner_replays_under_loose(tmp_path: Path) -> None:
     """An openai-agents RealtimeRunner session recorded through the proxy replays to the same agent under loose."""
     from rtproxy.recording import write_recording
     from rtproxy.store import Store
-
-    from .conftest import start_proxy
-    from .upstream import ScriptedUpstream
+    from tests.conftest import start_proxy
+    from tests.upstream import ScriptedUpstream
 
     key = FLOWS.make_key()
     async with ScriptedUpstream(exact=True) as up:

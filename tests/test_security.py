@@ -28,11 +28,10 @@ from aiohttp import WSMsgType, web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtproxy.protocol import mask
-
-from .conftest import ProxyProcess, RunningProxy, spawn_proxy, start_proxy
-from .test_faults import db_rows, serving
-from .upstream import ScriptedUpstream
+from rtproxy.protocols.secrets import mask
+from tests.conftest import ProxyProcess, RunningProxy, spawn_proxy, start_proxy
+from tests.test_faults import db_rows, serving
+from tests.upstream import ScriptedUpstream
 
 WS_HEADERS = {
     "Upgrade": "websocket",
@@ -313,7 +312,8 @@ def _outputs(db: Path, sid: str, tmp: Path) -> bytes:
     """What rtproxy shows or writes of a session: export, sessions --json, show --json, a replay report."""
     from rtproxy.cli import run as cli
     from rtproxy.recording import read_recording
-    from rtproxy.replay import Player, build_script
+    from rtproxy.replay.player import Player
+    from rtproxy.replay.script import build_script
 
     export = tmp / f"{sid}.jsonl"
     assert cli(["export", sid, "--db", str(db), "-o", str(export)]) == 0

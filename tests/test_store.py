@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtproxy.protocol import Direction
-from rtproxy.recorder import event_row
+from rtproxy.protocols.wire import Direction
+from rtproxy.record.recorder import event_row
 from rtproxy.store import (
     INSERT_EVENT,
     Recorder,
@@ -221,7 +221,7 @@ def test_adaptive_priority_idles_while_caught_up_and_hurries_when_behind() -> No
     and goes back to idle once the ring is empty."""
     import os
 
-    from rtproxy.recorder import AdaptivePriority
+    from rtproxy.record.recorder import AdaptivePriority
 
     now = [0.0]
     policies: list[int] = []

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from rtproxy.errors import StoreError
-from rtproxy.protocol import Direction, Frame
+from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import write_recording
 from rtproxy.store import Store, insert_session, insert_session_sql, new_session_id
-
-from .conftest import rtproxy_exe
+from tests.conftest import rtproxy_exe
 
 NEW_ID = re.compile(r"^\d{8}-\d{6}-\d{3}[0-9a-f]{3}-[0-9a-f]{8}$")
 OLD_ID = "20261124-115200-3fa9c2"

@@ -15,8 +15,7 @@ from pathlib import Path
 import orjson
 
 from rtproxy.store import SCHEMA_VERSION, Store, connect, mark_interrupted
-
-from .conftest import rtproxy_exe
+from tests.conftest import rtproxy_exe
 
 #: The schema as rtproxy created it at user_version 1 (before `recorders` and `sessions.owner`).
 SCHEMA_V1 = """

@@ -19,9 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from rtproxy import tls
-
-from .conftest import ProxyProcess, spawn_proxy
+from rtproxy.record import tls
+from tests.conftest import ProxyProcess, spawn_proxy
 
 NOW = dt.datetime.now(dt.UTC)
 HOSTS = ["localhost", "127.0.0.1", "::1"]

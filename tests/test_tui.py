@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from rtproxy.protocol import CLIENT, SERVER, Direction, Frame
+from rtproxy.protocols.wire import CLIENT, SERVER, Direction, Frame
 from rtproxy.store import Recorder, Store
 from rtproxy.tui.app import RtproxyApp, make_app
 from rtproxy.tui.index import EventFilter, EventIndex
@@ -958,7 +958,7 @@ def test_index_views() -> None:
 
 def test_payload_rendering() -> None:
     """Audio fields become `<base64 audio, N bytes, X ms>` at the session's format; binary and text frames show."""
-    from rtproxy.protocol import ULAW
+    from rtproxy.protocols.formats import ULAW
 
     append = orjson.dumps({"type": "input_audio_buffer.append", "audio": b64(bytes(4800))}).decode()
     text, lexer = render_payload(append, CLIENT)
@@ -1046,7 +1046,7 @@ def test_real_command_in_a_terminal(db: Path) -> None:
     import select
 
     pty = pytest.importorskip("pty")
-    from .conftest import rtproxy_exe
+    from tests.conftest import rtproxy_exe
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: the real console script, never back into pytest
@@ -1091,7 +1091,7 @@ def cli_import_and_export(recording: Path, tmp_path: Path) -> tuple[Path, str, b
     import os
     import subprocess
 
-    from .conftest import rtproxy_exe
+    from tests.conftest import rtproxy_exe
 
     db = tmp_path / "rt.db"
     env = {**os.environ}
@@ -1145,12 +1145,11 @@ def test_conversation_export_keeps_a_barge_in_as_the_cli_does(tmp_path: Path) ->
     """export_conversation (what `W` runs), given the speech_started times, writes the CLI's conversation.wav
     for a session where the user spoke over an answer still being generated (the overlap kept); called
     directly, because the session screen's feed does not yet note speech_started."""
-    from rtproxy.assemble import assemble
-    from rtproxy.audio import note_speech_started
+    from rtproxy.conversation.audio import note_speech_started
+    from rtproxy.conversation.realtime import assemble
     from rtproxy.recording import write_recording
     from rtproxy.tui.player import export_conversation
-
-    from .test_audio import barge_in_script
+    from tests.test_audio import barge_in_script
 
     events = sorted(barge_in_script("speech_started").events, key=lambda e: e[1])  # in time order, as recorded
     recording = tmp_path / "barge-in.jsonl"

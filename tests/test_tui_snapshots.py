@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from rtproxy.tui.app import make_app
-
-from .test_tui import SESSION_META, SIZE, build_db, opened, wait_until
+from tests.test_tui import SESSION_META, SIZE, build_db, opened, wait_until
 
 Scene = Callable[[Any], Awaitable[None]]
 

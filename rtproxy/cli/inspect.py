@@ -1,7 +1,7 @@
 """`rtproxy show`, `rtproxy export` and `rtproxy import`: a recorded session for people and files.
 
 Thin shells: frames stream from the store into the reducer
-(:mod:`rtproxy.assemble`), the renderer (:mod:`rtproxy.render`) or the
+(:mod:`rtproxy.conversation.realtime`), the renderer (:mod:`rtproxy.cli.render`) or the
 JSONL writer (:mod:`rtproxy.recording`); nothing here holds a whole session
 in memory that it does not need.
 """
@@ -19,12 +19,12 @@ import click
 import orjson
 
 from ..errors import RtproxyError
-from ..protocol import Frame
+from ..protocols.wire import Frame
 from ..store import Store
 from . import InputError, db_option, open_store, resolve_session
 
 if TYPE_CHECKING:
-    from ..assemble import Conversation
+    from ..conversation.realtime import Conversation
 
 Advance = Callable[[int], None]
 
@@ -81,8 +81,8 @@ def export_jsonl(store: Store, sid: str, output: str) -> int:
 
 def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
     """One WAV per item with audio, in conversation order, and the stereo conversation.wav."""
-    from ..assemble import assemble
-    from ..audio import causal_tracks, conversation_clips, note_speech_started, stereo_mix, write_wav
+    from ..conversation.audio import causal_tracks, conversation_clips, note_speech_started, stereo_mix, write_wav
+    from ..conversation.realtime import assemble
 
     speech_started: dict[str, float] = {}
     with progress(f"assemble {sid}", store.count_events(sid)) as advance:
@@ -119,7 +119,7 @@ def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
 def _to_rate(pcm: bytes, rate: int, target: int) -> bytes:
     if rate == target:
         return pcm
-    from ..audio import resample
+    from ..conversation.audio import resample
 
     return resample(pcm, rate, target)
 
@@ -134,7 +134,7 @@ def _safe(name: str) -> str:
 
 def _assembled(store: Store, sid: str) -> tuple[Conversation, dict[str, Any]]:
     """The session row and its conversation, frames streamed through the reducer without audio."""
-    from ..assemble import assemble
+    from ..conversation.realtime import assemble
 
     row = store.session(sid)
     total = (row.get("client_events") or 0) + (row.get("server_events") or 0)
@@ -173,7 +173,7 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
     if events and as_json:
         raise InputError("--events and --json do not go together; pick one")
     color = sys.stdout.isatty()
-    from .. import render
+    from . import render
 
     with open_store(db) as store:
         sid = resolve_session(store, session)

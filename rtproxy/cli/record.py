@@ -17,9 +17,9 @@ import click
 import orjson
 
 from ..errors import RtproxyError
-from ..protocol import redact_url
-from ..render import api_label
+from ..protocols.secrets import redact_url
 from . import InputError, db_option, file_errors, on_stop_signals, open_store, os_error_line
+from .render import api_label
 
 
 def _is_loopback(host: str) -> bool:
@@ -91,7 +91,7 @@ async def _serve(
 ) -> None:
     from aiohttp import web
 
-    from ..proxy import Proxy
+    from ..record.proxy import Proxy
     from ..store import Recorder
 
     def overflow(session_id: str) -> None:
@@ -107,7 +107,7 @@ async def _serve(
     _setup_logging()
     ssl_ctx, cert = None, None
     if tls:  # before the database is touched: a certificate that cannot be made leaves nothing behind
-        from ..tls import server_context
+        from ..record.tls import server_context
 
         try:
             ssl_ctx, cert = server_context()

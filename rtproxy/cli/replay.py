@@ -12,12 +12,12 @@ import click
 import orjson
 
 from ..errors import RtproxyError
-from ..protocol import Frame
-from ..replay import POLICIES
+from ..protocols.wire import Frame
+from ..replay.script import POLICIES
 from . import InputError, db_option, on_stop_signals, open_store, resolve_session
 
 if TYPE_CHECKING:
-    from ..replay import Report, Script
+    from ..replay.script import Report, Script
 
 
 def _say(text: str, err: bool = False) -> None:
@@ -28,12 +28,12 @@ def _say(text: str, err: bool = False) -> None:
 async def _serve(
     script: Script, host: str, port: int, pace: str, speed: float, match: str, once: bool, tls: bool
 ) -> Report:
-    from ..replay_server import ReplayServer, start
+    from ..replay.server import ReplayServer, start
 
     server = ReplayServer(script, policy=match, pace=pace, speed=speed)
     ssl_ctx = None
     if tls:
-        from ..tls import server_context
+        from ..record.tls import server_context
 
         ssl_ctx, _ = server_context()
     try:
@@ -52,7 +52,7 @@ async def _serve(
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    from ..recorder import portable_default
+    from ..record.recorder import portable_default
 
     on_stop_signals(loop, stop.set, portable_default())
     waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
@@ -137,7 +137,7 @@ def replay(
     with a Realtime `error` event and reported; the exit code is 1 if any
     connection had one.
     """
-    from ..replay_server import load_script, load_script_from_db
+    from ..replay.server import load_script, load_script_from_db
 
     if (recording is None) == (session_ref is None):
         raise click.UsageError("give a RECORDING file or --session SESSION (with --db), not both")

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import Frame
-from ..render import api_label
+from ..cli.render import api_label
+from ..protocols.wire import Frame
 from ..store import Store
 from .index import Row
 

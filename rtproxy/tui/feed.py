@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from textual.message import Message
 
-from ..assemble import Conversation
-from ..audio import note_speech_started
+from ..conversation.audio import note_speech_started
+from ..conversation.realtime import Conversation
 from ..errors import RtproxyError
 from ..store import Store
 from . import data

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Final
 
-from ..render import collapsible
+from ..cli.render import collapsible
 
 #: One event, as the index keeps it.
 Row = tuple[int, float, str, str | None, str | None, str | None, int]

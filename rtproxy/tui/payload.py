@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 
-from ..assemble_model import too_deep
-from ..protocol import PCM16, AudioFormat, Direction
-from ..render import b64_len
+from ..cli.render import b64_len
+from ..conversation.model import too_deep
+from ..protocols.formats import PCM16, AudioFormat
+from ..protocols.wire import Direction
 
 #: Server events whose ``delta`` is base64 audio.
 AUDIO_DELTA_TYPES = frozenset({"response.audio.delta", "response.output_audio.delta"})

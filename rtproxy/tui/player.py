@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import audio
-from ..assemble import Conversation
+from ..conversation import audio
+from ..conversation.realtime import Conversation
 
 PLAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aplay", ("-q",)),

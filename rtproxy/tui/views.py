@@ -1,6 +1,6 @@
 """Immutable snapshots of a reassembled conversation, for the UI thread.
 
-The reducer (:class:`rtproxy.assemble.Conversation`) lives in a worker
+The reducer (:class:`rtproxy.conversation.realtime.Conversation`) lives in a worker
 thread and keeps changing while a session records; after each batch the
 worker builds a :class:`ConversationView` (plain frozen data, waveform peaks
 included) and posts it. Pure: no Textual, no I/O.
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..protocol import AudioFormat
+from ..protocols.formats import AudioFormat
 
 if TYPE_CHECKING:
-    from ..assemble import Conversation, Item, Response
+    from ..conversation.realtime import Conversation, Item, Response
 
 #: Width of a waveform, in buckets (one block character each).
 WAVE_BUCKETS = 48
@@ -192,9 +192,9 @@ def fast_peaks(pcm16: bytes, buckets: int, max_samples: int = 24_000) -> list[tu
     """Approximate (min, max) per bucket from at most ``max_samples`` evenly spaced samples.
 
     A waveform one line high needs no more, and an hour of audio then costs
-    milliseconds instead of seconds (:func:`rtproxy.audio.peaks` reads every sample).
+    milliseconds instead of seconds (:func:`rtproxy.conversation.audio.peaks` reads every sample).
     """
-    from .. import audio
+    from ..conversation import audio
 
     n = len(pcm16) // 2
     if n == 0 or buckets <= 0:

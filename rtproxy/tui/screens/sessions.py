@@ -15,8 +15,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.widgets.data_table import CellDoesNotExist
 
+from ...cli.render import seconds
 from ...errors import RtproxyError
-from ...render import seconds
 from .. import data
 from ..data import SessionSummary
 from ..messages import LoadFailed, SessionDeleted, SessionsChanged, SessionSelected, SessionsLoaded

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.text import Text
 
-from ...render import seconds, status_reason, tokens
+from ...cli.render import seconds, status_reason, tokens
 from ..views import ConversationView, ItemView, ResponseView, pretty_json, waveform
 
 SPEAKER_STYLES = {

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from ...render import count
+from ...cli.render import count
 from ..views import ConversationView, ResponseView
 from .item_render import ms_text
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import RtproxyError
+from ..errors import RtproxyError
 
 if TYPE_CHECKING:
     from cryptography import x509

@@ -1,6 +1,6 @@
 """Recorded sessions as text for people: the conversation, and the event timeline.
 
-Pure: functions take a session row, a :class:`~rtproxy.assemble.Conversation`
+Pure: functions take a session row, a :class:`~rtproxy.conversation.realtime.Conversation`
 or an iterable of frames, and yield lines. Styling (click's ANSI styles) is
 applied only when asked for, so the command line decides (a terminal gets
 colour, a pipe plain text).
@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .assemble_model import short
-from .protocol import PCM16, AudioFormat, Direction, Frame, canonical_type, is_known, parse_event, session_audio_formats
+from ..conversation.model import short
+from ..protocols.formats import PCM16, AudioFormat, session_audio_formats
+from ..protocols.realtime import canonical_type, is_known
+from ..protocols.wire import Direction, Frame, parse_event
 
 if TYPE_CHECKING:
-    from .assemble import Conversation
-    from .assemble_model import ErrorInfo, Item, Response
+    from ..conversation.model import ErrorInfo, Item, Response
+    from ..conversation.realtime import Conversation
 
 #: Text previews in the timeline are cut to this many characters.
 PREVIEW = 60

@@ -11,7 +11,7 @@ loop is waiting for. So recording is split across two processes::
 * :meth:`Recorder.record_frame` appends a small header and the payload to the
   open batch: no system call, no parsing, no lock anyone else holds long. The
   batch is sealed and written to the pipe on the loop's next turn (see
-  :mod:`rtproxy.transport` for the publication protocol and why it is correct
+  :mod:`rtproxy.record.transport` for the publication protocol and why it is correct
   on any CPU and OS). When more than ``max_bytes`` (or ``max_frames``) are on
   their way and not yet committed, a frame is dropped, counted per session,
   the session is marked (``unrecorded``) and ``on_overflow`` is called once
@@ -19,7 +19,7 @@ loop is waiting for. So recording is split across two processes::
 * Sessions, session updates and REST exchanges travel in the same batches, so
   the database sees everything in the order it happened. They are never
   dropped, and they are kept until a commit covers them.
-* The writer (:mod:`rtproxy.writer`) is started with ``sys.executable`` and
+* The writer (:mod:`rtproxy.record.writer`) is started with ``sys.executable`` and
   talks over its stdin and stdout only: no inherited descriptors, shared
   mappings or POSIX signals, so it runs the same on Linux, macOS and Windows.
   If it dies, the proxy notices at once (its stdout ends), says so, counts the
@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import (
+from ..store import (
     _body_text,
     _clean,
     connect,
@@ -79,7 +79,7 @@ def portable_default() -> bool:
     return os.name == "nt" or os.environ.get("RTPROXY_PORTABLE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-#: What the writer's CPU priority may be (see :func:`rtproxy.writer.lower_priority`); ``RTPROXY_WRITER_PRIORITY``
+#: What the writer's CPU priority may be (see :func:`rtproxy.record.writer.lower_priority`); ``RTPROXY_WRITER_PRIORITY``
 #: picks one, else ``adaptive`` where Linux allows it and ``low`` elsewhere.
 WRITER_PRIORITIES = ("adaptive", "idle", "batch", "low", "normal")
 
@@ -213,7 +213,7 @@ class Recorder:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         argv = [self.path, self.writer_priority, str(self.flush_interval), self.token]
         process = subprocess.Popen(
-            [sys.executable, "-c", "from rtproxy.writer import writer_main; writer_main()", *argv],
+            [sys.executable, "-c", "from rtproxy.record.writer import writer_main; writer_main()", *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,  # same session: with autogroup scheduling, only then does its priority count

@@ -7,7 +7,7 @@ session's first appended audio, and hands each committed user item its
 slice: the buffer between two manual commits or a clear, or, with server
 VAD, the span between ``speech_started.audio_start_ms`` and
 ``speech_stopped.audio_end_ms``. Pure, no I/O; owned by
-:class:`rtproxy.assemble.Conversation`.
+:class:`rtproxy.conversation.realtime.Conversation`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import deque
 
-from .assemble_model import Item, b64_size
-from .protocol import AudioFormat
+from ..protocols.formats import AudioFormat
+from .model import Item, b64_size
 
 __all__ = ["Microphone"]
 

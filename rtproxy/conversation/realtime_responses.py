@@ -1,6 +1,6 @@
 """How responses fill the conversation: triggers, lifecycle, deltas and their .done values.
 
-A mixin of :class:`rtproxy.assemble.Conversation` (kept apart only for
+A mixin of :class:`rtproxy.conversation.realtime.Conversation` (kept apart only for
 size): ``response.create`` / ``.created`` / ``.done``, output items and
 content parts, and the hot path, the text, transcript, audio and
 function-call-argument deltas with their ``.done`` reconciliation (the done
@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .assemble_items import ItemBook
-from .assemble_model import (
+from ..protocols.formats import AudioFormat, audio_format
+from .model import (
     MAX_OUTPUT_ITEMS,
     MAX_PARTS,
     Item,
@@ -29,7 +29,7 @@ from .assemble_model import (
     str_or_none,
     too_deep,
 )
-from .protocol import AudioFormat, audio_format
+from .realtime_items import ItemBook
 
 Event = dict[str, Any]
 

@@ -49,10 +49,8 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .protocol import (
-    CLIENT,
-    SERVER,
-    Direction,
+from ..protocols import Api, classify_handshake, model_from_handshake
+from ..protocols.secrets import (
     mask,
     redact_headers,
     redact_query,
@@ -61,8 +59,8 @@ from .protocol import (
     redact_url,
     url_credentials,
 )
-from .protocols import Api, classify_handshake, model_from_handshake
-from .store import Recorder, utcnow
+from ..protocols.wire import CLIENT, SERVER, Direction
+from ..store import Recorder, utcnow
 
 log = logging.getLogger("rtproxy")
 

@@ -1,8 +1,8 @@
-"""The replay server: a recording served as a fake Realtime server (the I/O around :mod:`rtproxy.replay`).
+"""The replay server: a recording served as a fake Realtime server (the I/O around :mod:`rtproxy.replay.player`).
 
 Any path and query is accepted the way the real server accepts them, and the
 ``realtime`` subprotocol is echoed when offered (browsers need it). Each
-connection gets a :class:`~rtproxy.replay.Player` over the same script: what
+connection gets a :class:`~rtproxy.replay.player.Player` over the same script: what
 the client sends goes in, what the player answers goes out, at once
 (``instant``) or at the recorded offsets scaled by ``speed`` (``recorded``).
 """
@@ -18,10 +18,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .protocol import redact_query
-from .recording import iter_recording
-from .replay import Player, Report, Script, Send, build_script
-from .store import Store
+from ..protocols.secrets import redact_query
+from ..recording import iter_recording
+from ..store import Store
+from .player import Player, Send
+from .script import Report, Script, build_script
 
 PACES = ("instant", "recorded")
 MAX_MESSAGE = 64 * 1024 * 1024

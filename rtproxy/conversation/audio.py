@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .protocol import SERVER, AudioFormat, Frame, parse_event
+from ..protocols.formats import AudioFormat
+from ..protocols.wire import SERVER, Frame, parse_event
 
 if TYPE_CHECKING:
-    from .assemble import Conversation
-    from .assemble_model import Item
+    from .model import Item
+    from .realtime import Conversation
 
 _BIG_ENDIAN = sys.byteorder == "big"
 

@@ -10,18 +10,18 @@ Feed frames (or parsed events) in seq order, read the state at any time::
     conv.to_json()    # the `rtproxy show --json` model
 
 Both dialects are understood, even mixed in one recording: event names go
-through :func:`rtproxy.protocol.canonical_type` once per distinct type. The
+through :func:`rtproxy.protocols.canonical_type` once per distinct type. The
 rules (which event fills what, how user audio is cut from the client's own
 ``input_audio_buffer.append`` stream, what counts as a trigger) are in
 ``realtime-protocol.md``. The model's classes live in
-:mod:`rtproxy.assemble_model`, item bookkeeping (order, merging, call links)
-in :mod:`rtproxy.assemble_items`, the user's microphone stream in
-:mod:`rtproxy.assemble_mic`; this module routes events to them. Bad input
+:mod:`rtproxy.conversation.model`, item bookkeeping (order, merging, call links)
+in :mod:`rtproxy.conversation.realtime_items`, the user's microphone stream in
+:mod:`rtproxy.conversation.realtime_mic`; this module routes events to them. Bad input
 never raises: it becomes an :class:`Anomaly`, a count in ``unknown_types``,
 ``non_json`` or ``binary_frames``. A field of the wrong shape is a
 ``malformed`` anomaly; an index or offset that would size something
 (``content_index``, ``output_index``, ``audio_*_ms``, a ``content`` or
-``output`` list) outside the bounds in :mod:`rtproxy.assemble_model`
+``output`` list) outside the bounds in :mod:`rtproxy.conversation.model`
 (``MAX_PARTS``, ``MAX_OUTPUT_ITEMS``, ``MAX_AUDIO_MS``) is a ``bad_index``
 anomaly and the content it carries is dropped: nothing is ever allocated
 from a number on the wire.
@@ -40,9 +40,10 @@ from typing import Any
 
 import orjson
 
-from .assemble_items import ItemBook
-from .assemble_mic import Microphone
-from .assemble_model import (
+from ..protocols.formats import PCM16, AudioFormat, session_audio_formats
+from ..protocols.realtime import canonical_type, dialect_from_event
+from ..protocols.wire import CLIENT, Direction, Frame
+from .model import (
     MAX_MESSAGE,
     RATES,
     Anomaly,
@@ -55,17 +56,9 @@ from .assemble_model import (
     short,
     str_or_none,
 )
-from .assemble_responses import ResponseRules
-from .protocol import (
-    CLIENT,
-    PCM16,
-    AudioFormat,
-    Direction,
-    Frame,
-    canonical_type,
-    dialect_from_event,
-    session_audio_formats,
-)
+from .realtime_items import ItemBook
+from .realtime_mic import Microphone
+from .realtime_responses import ResponseRules
 
 __all__ = ["Conversation", "assemble", "Item", "Part", "Response", "ErrorInfo", "Anomaly"]
 

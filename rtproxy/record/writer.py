@@ -1,6 +1,6 @@
 """The writer: a process of its own that stores what the proxy recorded, in batches, in SQLite.
 
-It reads batches from its stdin (see :mod:`rtproxy.transport` for the
+It reads batches from its stdin (see :mod:`rtproxy.record.transport` for the
 protocol), extracts type and ids, masks key-shaped strings, inserts with
 ``executemany`` and commits at least every ``commit_interval`` while there is
 work, and soon after the pipe runs dry. After each commit it tells the proxy,
@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .protocol import parse_event, redact_bytes, redact_text
-from .protocols import Api, Kind, model_from_event, refine, settled
-from .store import INSERT_EVENT, connect, describe, heartbeat, insert_session_sql, mark_interrupted, skeleton
+from ..protocols import Api, Kind, model_from_event, refine, settled
+from ..protocols.secrets import redact_bytes, redact_text
+from ..protocols.wire import parse_event
+from ..store import INSERT_EVENT, connect, describe, heartbeat, insert_session_sql, mark_interrupted, skeleton
 from .transport import BINARY, CONTROL, FRAME, SERVER, BatchReader, decode_batch
 
 Record = tuple[int, int, str, int, float, Any]

@@ -6,7 +6,7 @@ and are removed. :class:`ItemBook` keeps them by id, keeps the conversation
 order given by ``previous_item_id``, merges announced content into what the
 deltas built (the announced final value wins; a difference is flagged), and
 links each ``function_call`` to the ``function_call_output`` answering it.
-Pure, no I/O; owned by :class:`rtproxy.assemble.Conversation`.
+Pure, no I/O; owned by :class:`rtproxy.conversation.realtime.Conversation`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .assemble_model import MAX_PARTS, Item, short
+from .model import MAX_PARTS, Item, short
 
 __all__ = ["ItemBook"]
 

@@ -1,6 +1,6 @@
 """The conversation model the reducer builds: parts, items, responses, errors, anomalies.
 
-Plain mutable dataclasses owned by :class:`rtproxy.assemble.Conversation`,
+Plain mutable dataclasses owned by :class:`rtproxy.conversation.realtime.Conversation`,
 which fills them in as events arrive. Streamed text is kept as a list of
 chunks and joined when read; audio is kept as the base64 chunks it arrived
 in and decoded only when :meth:`Part.pcm16` is asked for, so feeding an hour
@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ..protocols.formats import AudioFormat
 from . import audio
-from .protocol import AudioFormat
 
 __all__ = [
     "Part",
