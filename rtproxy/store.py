@@ -147,6 +147,12 @@ def _reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
+#: Pages of new databases. Audio frames are 10-20 KB: in 4 KiB pages each is a chain of overflow pages, and
+#: the writer's cost per 13 KB frame (insert, WAL, checkpoint) halves in 64 KiB pages (45 -> 22 us on a
+#: 2-core x86 VM, batches of 250); older databases keep theirs.
+PAGE_SIZE = 65536
+
+
 def _create_private(path: str) -> None:
     """Create the database file 0600 (SQLite gives its -wal and -shm the same mode).
 
@@ -179,6 +185,8 @@ def connect(path: str, *, create: bool = True) -> sqlite3.Connection:
     except sqlite3.Error as e:
         raise StoreError(f"cannot open database {path}: {e}") from e
     try:
+        if path == ":memory:" or os.path.getsize(path) == 0:  # only a database not yet written can choose it
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]

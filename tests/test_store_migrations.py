@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from rtproxy.store import SCHEMA_VERSION, Store, connect, mark_interrupted
+from rtproxy.store import PAGE_SIZE, SCHEMA_VERSION, Store, connect, mark_interrupted
 from tests.conftest import rtproxy_exe
 
 #: The schema as rtproxy created it at user_version 1 (before `recorders` and `sessions.owner`).
@@ -181,3 +181,20 @@ def test_the_cli_reads_a_schema_1_database(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert sorted(s["id"] for s in orjson.loads(done.stdout)) == [CLOSED, OPEN]
+
+
+def test_new_databases_get_large_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
+    """A new database is made with 64 KiB pages (audio frames fit a page); one written before keeps its own."""
+    new = connect(str(tmp_path / "new.db"))
+    assert new.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 65536
+    new.close()
+    old_path = tmp_path / "old.db"
+    old = sqlite3.connect(old_path)
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE notes (x)")
+    old.commit()
+    old.close()
+    conn = connect(str(old_path))  # migrated in place: the schema is added, the page size stays
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
