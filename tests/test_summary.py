@@ -166,3 +166,26 @@ def test_to_json_is_plain_json() -> None:
     s = summary_of("function-call-ga")
     data = orjson.loads(orjson.dumps(s.to_json()))
     assert data["turns"][1]["tools"][0]["name"] == "get_weather" and data["usage"]["input_tokens"] == 240.0
+
+
+def test_errors_and_failed_responses_are_the_summary_errors() -> None:
+    """A server error event and a failed response each become one line of Summary.errors."""
+    frames = [
+        _frame(0, Direction.CLIENT, {"type": "response.create", "event_id": "c1"}),
+        _frame(1, Direction.SERVER, {"type": "error", "error": {"type": "invalid_request_error",
+                                                                "code": "unknown_parameter", "message": "Bad field"}}),
+        _frame(2, Direction.SERVER, {"type": "response.created", "response": {"id": "r1", "status": "in_progress"}}),
+        _frame(3, Direction.SERVER, {"type": "response.done", "response": {"id": "r1", "status": "failed",
+                "status_details": {"type": "failed", "error": {"type": "server_error", "message": "Boom"}}}}),
+    ]  # fmt: skip
+    s = summarize({"path": "/v1/realtime"}, frames)
+    assert s.errors == ["response failed: server_error: Boom", "unknown_parameter: Bad field"]
+    assert s.turns == [] and s.usage == {}
+
+
+def test_the_cli_offers_exactly_the_ignorable_names() -> None:
+    """`rtproxy diff --ignore` accepts every name diff.IGNORABLE defines and its aliases, nothing else."""
+    from rtproxy.cli.replay import _IGNORE_CHOICES
+    from rtproxy.diff import ALIASES, IGNORABLE
+
+    assert sorted(_IGNORE_CHOICES) == sorted([*IGNORABLE, *ALIASES])

@@ -204,9 +204,8 @@ def summarize_realtime(
         if r.status == "failed":
             err = (r.status_details or {}).get("error")
             err = err if isinstance(err, dict) else {}
-            out.errors.append(
-                f"response failed: {err.get('code') or err.get('type') or ''} {err.get('message') or ''}".strip()
-            )
+            what = [str(x)[:200] for x in (err.get("code") or err.get("type"), err.get("message")) if x]
+            out.errors.append(": ".join(["response failed", *what]))
         turn = by_response.get(r.id)
         if turn is None:
             continue
