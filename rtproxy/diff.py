@@ -283,41 +283,54 @@ class _Report:
         self,
         section: str,
         where: str,
-        a: str,
-        b: str,
+        shown: tuple[str, str],
         same: bool,
+        why: str = "",
+        values: tuple[Any, Any] = (None, None),
         *,
         ignored: bool = False,
-        message: str = "",
-        va: Any = None,
-        vb: Any = None,
         near: bool = False,
         of: str | None = None,
     ) -> None:
-        """A row; when not ``same`` and not ``ignored`` also a difference (``message``, values ``va``/``vb``) on
-        ``of`` (the turn or tool a detail row belongs to; the row's own label by default)."""
+        """A row showing A and B; when not ``same`` and not ``ignored`` also a difference (``why``, ``values``) on
+        ``of`` (the turn or tool a detail row belongs to; the row's own label by default). ``near``: the same by
+        meaning, not identical."""
         mark = SAME if same and not near else NEAR if same or ignored else DIFFERENT
-        self.rows.append(Row(section, where, a, b, mark))
+        self.rows.append(Row(section, where, shown[0], shown[1], mark))
         if not same and not ignored:
-            self.differences.append(Difference(section, of or where.strip(), message, va, vb))
+            self.differences.append(Difference(section, of or where.strip(), why, *values))
+
+    def one_side(
+        self, section: str, where: str, in_a: bool, shown: str, what: str, value: Any, ignored: bool = False
+    ) -> None:
+        """A row for what only one side has."""
+        side = "A" if in_a else "B"
+        self.row(
+            section,
+            where,
+            (shown, "—") if in_a else ("—", shown),
+            False,
+            f"only in {side}: {what}",
+            (value, None) if in_a else (None, value),
+            ignored=ignored,
+        )
+
+    def none(self, section: str) -> None:
+        self.row(section, "(none)", ("—", "—"), True)
 
 
 # --- sections ---------------------------------------------------------------------------------
 
 
 def _compare_session(r: _Report, a: Summary, b: Summary) -> None:
-    s = "session"
-    r.row(s, "api", a.api, b.api, True, near=a.api != b.api)  # across APIs by design: shown, not a difference
-    ignored = r.ignores("model")
-    if a.api == b.api:
-        va, vb = a.variant or "—", b.variant or "—"
-        r.row(
-            s, "variant", va, vb, va == vb, ignored=ignored, message=f"variant {va} vs {vb}", va=a.variant, vb=b.variant
-        )
-    ma, mb = a.model or "—", b.model or "—"
-    r.row(s, "model", ma, mb, ma == mb, ignored=ignored, message=f"model {ma} vs {mb}", va=a.model, vb=b.model)
+    s, ignored = "session", r.ignores("model")
+    r.row(s, "api", (a.api, b.api), True, near=a.api != b.api)  # across APIs by design: shown, not a difference
+    fields = [("variant", a.variant, b.variant)] if a.api == b.api else []
+    for what, va, vb in [*fields, ("model", a.model, b.model)]:
+        sa, sb = va or "—", vb or "—"
+        r.row(s, what, (sa, sb), sa == sb, f"{what} {sa} vs {sb}", (va, vb), ignored=ignored)
     if a.anomalies or b.anomalies:
-        r.row(s, "anomalies", str(a.anomalies), str(b.anomalies), True, near=a.anomalies != b.anomalies)
+        r.row(s, "anomalies", (str(a.anomalies), str(b.anomalies)), True, near=a.anomalies != b.anomalies)
 
 
 def spoken_turns(summary: Summary) -> list[Turn]:
@@ -331,64 +344,52 @@ def _turn_key(turn: Turn, wording: bool) -> str:
     return f"{turn.speaker}:{normal_text(turn.text)}"
 
 
+def _said(turn: Turn) -> str:
+    return _one_line(turn.text) or "(no text)"
+
+
 def _compare_turn(r: _Report, where: str, ta: Turn, tb: Turn) -> None:
     s, o = "turns", r.options
     na, nb = normal_text(ta.text), normal_text(tb.text)
     loose = r.ignores("wording") and ta.speaker == ASSISTANT
     same_text = na == nb or (loose and bool(na) == bool(nb))
-    r.row(
-        s,
-        where,
-        _one_line(ta.text) or "(no text)",
-        _one_line(tb.text) or "(no text)",
-        same_text,
-        near=ta.text != tb.text,
-        message=f"text {_show(ta.text)} vs {_show(tb.text)}",
-        va=ta.text,
-        vb=tb.text,
-    )
-    if ta.latency_ms is not None or tb.latency_ms is not None:
-        la, lb = ta.latency_ms, tb.latency_ms
-        if la is None or lb is None:
-            r.row(s, "  latency", _ms(la), _ms(lb), True, near=True, of=where)
-        else:
-            delta = lb - la
-            small = abs(delta) < o.latency_ms or abs(delta) < o.latency_pct / 100.0 * abs(la)
-            shown = _ms(lb) if _ms(la) == _ms(lb) else f"{_ms(lb)} ({_delta_ms(delta)})"
-            r.row(
-                s,
-                "  latency",
-                _ms(la),
-                shown,
-                small,
-                ignored=r.ignores("timing"),
-                near=_ms(la) != _ms(lb),
-                message=f"latency {_ms(la)} vs {_ms(lb)} ({_delta_ms(delta)})",
-                va=la,
-                vb=lb,
-                of=where,
-            )
+    why = f"text {_show(ta.text)} vs {_show(tb.text)}"
+    r.row(s, where, (_said(ta), _said(tb)), same_text, why, (ta.text, tb.text), near=ta.text != tb.text)
+    la, lb = ta.latency_ms, tb.latency_ms
+    if la is not None and lb is not None:
+        delta = lb - la
+        small = abs(delta) < o.latency_ms or abs(delta) < o.latency_pct / 100.0 * abs(la)
+        shown = _ms(lb) if _ms(la) == _ms(lb) else f"{_ms(lb)} ({_delta_ms(delta)})"
+        why = f"latency {_ms(la)} vs {_ms(lb)} ({_delta_ms(delta)})"
+        r.row(
+            s,
+            "  latency",
+            (_ms(la), shown),
+            small,
+            why,
+            (la, lb),
+            ignored=r.ignores("timing"),
+            near=_ms(la) != _ms(lb),
+            of=where,
+        )
+    elif la is not None or lb is not None:  # one side cannot tell: shown, not compared
+        r.row(s, "  latency", (_ms(la), _ms(lb)), True, near=True)
     if ta.audio_ms or tb.audio_ms:
         aa, ab = ta.audio_ms or 0.0, tb.audio_ms or 0.0
-        close = abs(aa - ab) <= o.audio_ms
         r.row(
             s,
             "  audio",
-            _ms(aa),
-            _ms(ab),
-            close,
+            (_ms(aa), _ms(ab)),
+            abs(aa - ab) <= o.audio_ms,
+            f"audio {_ms(aa)} vs {_ms(ab)}",
+            (ta.audio_ms, tb.audio_ms),
             ignored=r.ignores("audio"),
             near=round(aa) != round(ab),
-            message=f"audio {_ms(aa)} vs {_ms(ab)}",
-            va=ta.audio_ms,
-            vb=tb.audio_ms,
             of=where,
         )
     if ta.interrupted != tb.interrupted:
         ia, ib = ("interrupted" if t.interrupted else "complete" for t in (ta, tb))
-        r.row(
-            s, "  interrupted", ia, ib, False, message=f"{ia} vs {ib}", va=ta.interrupted, vb=tb.interrupted, of=where
-        )
+        r.row(s, "  interrupted", (ia, ib), False, f"{ia} vs {ib}", (ta.interrupted, tb.interrupted), of=where)
 
 
 def _compare_turns(r: _Report, a: Summary, b: Summary) -> None:
@@ -400,28 +401,12 @@ def _compare_turns(r: _Report, a: Summary, b: Summary) -> None:
             _compare_turn(r, where, ta[i], tb[j])
         elif i is not None:
             t = ta[i]
-            r.row(
-                "turns",
-                f"#{i + 1} {t.speaker}",
-                _one_line(t.text) or "(no text)",
-                "—",
-                False,
-                message=f"only in A: {t.speaker} {_show(t.text)}",
-                va=t.text,
-            )
+            r.one_side("turns", f"#{i + 1} {t.speaker}", True, _said(t), f"{t.speaker} {_show(t.text)}", t.text)
         elif j is not None:
             t = tb[j]
-            r.row(
-                "turns",
-                f"B#{j + 1} {t.speaker}",
-                "—",
-                _one_line(t.text) or "(no text)",
-                False,
-                message=f"only in B: {t.speaker} {_show(t.text)}",
-                vb=t.text,
-            )
+            r.one_side("turns", f"B#{j + 1} {t.speaker}", False, _said(t), f"{t.speaker} {_show(t.text)}", t.text)
     if not ta and not tb:
-        r.row("turns", "(none)", "—", "—", True)
+        r.none("turns")
 
 
 def effective_tools(summary: Summary) -> list[ToolUse]:
@@ -441,70 +426,39 @@ def _tool_name(tool: ToolUse) -> str:
     return tool.name if isinstance(tool.name, str) else tool.kind
 
 
+def _compare_tool(r: _Report, where: str, x: ToolUse, y: ToolUse) -> None:
+    s, ignored = "tools", r.ignores("tools")
+    prep: Callable[[Any], Any] = _mask_ids if r.ignores("ids") else (lambda v: v)
+    nx, ny = _tool_name(x), _tool_name(y)
+    if nx != ny:  # another tool: its name is the difference; its arguments and output are only shown
+        r.row(s, where, (nx, ny), False, f"name {nx} vs {ny}", (x.name, y.name), ignored=ignored)
+    for what, va, vb in (("arguments", x.arguments, y.arguments), ("output", x.output, y.output)):
+        same = prep(va) == prep(vb)
+        if nx != ny:
+            r.rows.append(Row(s, f"  {what}", _show(va), _show(vb), SAME if same else NEAR if ignored else DIFFERENT))
+            continue
+        label = where if what == "arguments" else f"  {what}"
+        why = f"{what} {_show(va)} vs {_show(vb)}"
+        r.row(s, label, (_show(va), _show(vb)), same, why, (va, vb), ignored=ignored, of=where)
+
+
 def _compare_tools(r: _Report, a: Summary, b: Summary) -> None:
     s, ignored = "tools", r.ignores("tools")
     ta, tb = effective_tools(a), effective_tools(b)
-    prep: Callable[[Any], Any] = _mask_ids if r.ignores("ids") else (lambda v: v)
     for i, j in _pairs(ta, tb, _tool_name, lambda t: "tool"):
         if i is not None and j is not None:
-            x, y = ta[i], tb[j]
-            where = f"#{i + 1} " + (_tool_name(x) if _tool_name(x) == _tool_name(y) else "tool")
-            if _tool_name(x) != _tool_name(y):
-                r.row(
-                    s,
-                    where,
-                    _tool_name(x),
-                    _tool_name(y),
-                    False,
-                    ignored=ignored,
-                    message=f"name {_tool_name(x)} vs {_tool_name(y)}",
-                    va=x.name,
-                    vb=y.name,
-                )
-            for what, va, vb in (("arguments", x.arguments, y.arguments), ("output", x.output, y.output)):
-                same = prep(va) == prep(vb)
-                if _tool_name(x) != _tool_name(y):  # another tool: its name is the difference, these only shown
-                    mark = SAME if same else NEAR if ignored else DIFFERENT
-                    r.rows.append(Row(s, f"  {what}", _show(va), _show(vb), mark))
-                    continue
-                r.row(
-                    s,
-                    where if what == "arguments" else f"  {what}",
-                    _show(va),
-                    _show(vb),
-                    same,
-                    ignored=ignored,
-                    message=f"{what} {_show(va)} vs {_show(vb)}",
-                    va=va,
-                    vb=vb,
-                    of=where,
-                )
+            same_name = _tool_name(ta[i]) == _tool_name(tb[j])
+            _compare_tool(r, f"#{i + 1} " + (_tool_name(ta[i]) if same_name else "tool"), ta[i], tb[j])
         elif i is not None:
             x = ta[i]
-            r.row(
-                s,
-                f"#{i + 1} {_tool_name(x)}",
-                _show(x.arguments),
-                "—",
-                False,
-                ignored=ignored,
-                message=f"only in A: {_tool_name(x)} {_show(x.arguments)}",
-                va=x.arguments,
-            )
+            what = f"{_tool_name(x)} {_show(x.arguments)}"
+            r.one_side(s, f"#{i + 1} {_tool_name(x)}", True, _show(x.arguments), what, x.arguments, ignored)
         elif j is not None:
             y = tb[j]
-            r.row(
-                s,
-                f"B#{j + 1} {_tool_name(y)}",
-                "—",
-                _show(y.arguments),
-                False,
-                ignored=ignored,
-                message=f"only in B: {_tool_name(y)} {_show(y.arguments)}",
-                vb=y.arguments,
-            )
+            what = f"{_tool_name(y)} {_show(y.arguments)}"
+            r.one_side(s, f"B#{j + 1} {_tool_name(y)}", False, _show(y.arguments), what, y.arguments, ignored)
     if not ta and not tb:
-        r.row(s, "(none)", "—", "—", True)
+        r.none(s)
 
 
 def _number(value: float) -> str:
@@ -514,47 +468,39 @@ def _number(value: float) -> str:
 def _compare_usage(r: _Report, a: Summary, b: Summary) -> None:
     s, ignored = "usage", r.ignores("usage")
     ua, ub = a.usage, b.usage
-    names = list(ua) + [k for k in ub if k not in ua]
-    for name in names:
+    for name in [*ua, *(k for k in ub if k not in ua)]:
         if name in ua and name in ub:
             va, vb = ua[name], ub[name]
             same = abs(va - vb) <= 1e-9 * max(1.0, abs(va), abs(vb))
             shown = _number(vb) if same else f"{_number(vb)} ({vb - va:+g})"
-            r.row(
-                s,
-                name,
-                _number(va),
-                shown,
-                same,
-                ignored=ignored,
-                message=f"{name} {_number(va)} vs {_number(vb)} ({vb - va:+g})",
-                va=va,
-                vb=vb,
-            )
-        else:  # a unit only one side counts: shown, the difference is named once below
+            why = f"{name} {_number(va)} vs {_number(vb)} ({vb - va:+g})"
+            r.row(s, name, (_number(va), shown), same, why, (va, vb), ignored=ignored)
+        else:  # a unit only one side counts: shown here, the difference named once below
             shown_a, shown_b = (_number(u[name]) if name in u else "—" for u in (ua, ub))
             r.rows.append(Row(s, name, shown_a, shown_b, NEAR if ignored else DIFFERENT))
     only_a, only_b = [k for k in ua if k not in ub], [k for k in ub if k not in ua]
     if (only_a or only_b) and not ignored:
-        parts = [
-            f"only in A: {', '.join(only_a)}" if only_a else "",
-            f"only in B: {', '.join(only_b)}" if only_b else "",
-        ]
-        r.differences.append(Difference(s, "units", "; ".join(p for p in parts if p), only_a, only_b))
-    if not names:
-        r.row(s, "(none)", "—", "—", True)
+        parts = [f"only in {side}: {', '.join(names)}" for side, names in (("A", only_a), ("B", only_b)) if names]
+        r.differences.append(Difference(s, "units", "; ".join(parts), only_a, only_b))
+    if not ua and not ub:
+        r.none(s)
 
 
 def _compare_errors(r: _Report, a: Summary, b: Summary) -> None:
     s, ignored = "errors", r.ignores("errors")
     for i, j in _pairs(a.errors, b.errors, normal_text, lambda e: "error"):
-        ea, eb = (a.errors[i] if i is not None else None), (b.errors[j] if j is not None else None)
-        where = f"#{(i if i is not None else j or 0) + 1}"
-        same = ea is not None and eb is not None and normal_text(ea) == normal_text(eb)
-        message = f"{_show(ea)} vs {_show(eb)}" if ea and eb else f"only in {'A' if ea else 'B'}: {_show(ea or eb)}"
-        r.row(s, where, ea or "—", eb or "—", same, ignored=ignored, message=message, va=ea, vb=eb)
+        if i is not None and j is not None:
+            ea, eb = a.errors[i], b.errors[j]
+            same = normal_text(ea) == normal_text(eb)
+            r.row(
+                s, f"#{i + 1}", (ea, eb), same, f"{_show(ea)} vs {_show(eb)}", (ea, eb), ignored=ignored, near=ea != eb
+            )
+        elif i is not None:
+            r.one_side(s, f"#{i + 1}", True, a.errors[i], _show(a.errors[i]), a.errors[i], ignored)
+        elif j is not None:
+            r.one_side(s, f"B#{j + 1}", False, b.errors[j], _show(b.errors[j]), b.errors[j], ignored)
     if not a.errors and not b.errors:
-        r.row(s, "(none)", "—", "—", True)
+        r.none(s)
 
 
 # --- client events (Realtime against Realtime) ----------------------------------------------------

@@ -180,7 +180,7 @@ def test_errors_and_failed_responses_are_the_summary_errors() -> None:
     ]  # fmt: skip
     s = summarize({"path": "/v1/realtime"}, frames)
     assert s.errors == ["response failed: server_error: Boom", "unknown_parameter: Bad field"]
-    assert s.turns == [] and s.usage == {}
+    assert [(t.speaker, t.text) for t in s.turns] == [(ASSISTANT, None)] and s.usage == {}
 
 
 def test_the_cli_offers_exactly_the_ignorable_names() -> None:

@@ -139,6 +139,17 @@ def _join(old: str | None, new: str) -> str | None:
     return new if not old else f"{old}\n{new}"
 
 
+def _insert_by_time(turns: list[Turn], turn: Turn) -> None:
+    """Put ``turn`` before the first turn that started after it (at the end when its time is unknown)."""
+    t = turn.t_start
+    at = (
+        len(turns)
+        if t is None
+        else next((i for i, x in enumerate(turns) if x.t_start is not None and x.t_start > t), len(turns))
+    )
+    turns.insert(at, turn)
+
+
 def summarize_realtime(
     conv_or_frames: Conversation | Sequence[Frame], session: Mapping[str, Any] | None = None
 ) -> Summary:
@@ -146,8 +157,9 @@ def summarize_realtime(
 
     User turns are the user's messages (typed text or the input audio's transcript); each response is one
     assistant turn (its messages' text or transcript, its function calls as tools with the output the client
-    sent back). A turn's latency is from the response's trigger to its first audio (else its first delta);
-    a response cancelled or incomplete, or an item truncated, marks its turn interrupted.
+    sent back; a response that produced nothing is an empty turn). A turn's latency is from the response's
+    trigger to its first audio (else its first delta); a response cancelled or incomplete, or an item
+    truncated, marks its turn interrupted.
     """
     from .realtime import Conversation, assemble
 
@@ -207,8 +219,9 @@ def summarize_realtime(
             what = [str(x)[:200] for x in (err.get("code") or err.get("type"), err.get("message")) if x]
             out.errors.append(": ".join(["response failed", *what]))
         turn = by_response.get(r.id)
-        if turn is None:
-            continue
+        if turn is None:  # a response that produced nothing (refused, cancelled at once) is a silent turn
+            turn = by_response[r.id] = Turn(ASSISTANT, t_start=r.t_created)
+            _insert_by_time(out.turns, turn)
         turn.t_end = r.t_done
         turn.interrupted |= r.status in ("cancelled", "incomplete")
         first = r.t_first_audio if r.t_first_audio is not None else r.t_first_delta
