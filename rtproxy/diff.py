@@ -12,7 +12,7 @@ reducer), so a Realtime recording compares with a GPT-Live one. Compared, sectio
 - ``usage``: cost units by name; units in both are compared, units only on one side (tokens against
   seconds) are shown side by side and named as one difference;
 - ``errors``;
-- ``client events``, when both sides are Realtime: what the client sent, in order (event and item ids
+- ``client events``, when both sides are Realtime of one dialect: what the client sent, in order (event and item ids
   ignored, audio by duration, not chunking).
 
 :data:`IGNORABLE` names what a migration is expected to change (``--ignore``): ignored comparisons are still

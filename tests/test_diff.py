@@ -395,3 +395,25 @@ def test_the_command_line_ignores_and_thresholds(tmp_path: Path) -> None:
     help_text = run_diff("--help").stdout
     for name in ("wording", "timing", "latency", "usage", "cost", "ids", "audio", "errors", "tools", "model"):
         assert name in help_text
+
+
+def test_an_answer_no_longer_interrupted_is_a_difference_on_its_turn() -> None:
+    """cancelled-ga without the client's cancel and truncation: the answer is complete and keeps its
+    transcript (the same 300 ms of audio were sent); the turn says so, and the client events name what the
+    client stopped sending."""
+    side = load("cancelled-ga")
+    frames = []
+    for f in side[2]:
+        ev = event(f)
+        if ev["type"] in ("response.cancel", "conversation.item.truncate", "conversation.item.truncated"):
+            continue
+        data = str(f.data).replace('"cancelled"', '"completed"').replace('"incomplete"', '"completed"')
+        frames.append(Frame(f.seq, f.t, f.direction, data))
+    result = diff_frames(side, edited(side, frames))
+    turn = [(d.where, d.message) for d in result.differences if d.section == "turns"]
+    assert turn == [
+        ("#2 assistant", 'text null vs "Hello! How can I help you today?"'),
+        ("#2 assistant", "interrupted vs complete"),
+    ]
+    client = sorted(d.message.split(":")[0] for d in result.differences if d.section == "client events")
+    assert client == ["only in A", "only in A"]
