@@ -4,8 +4,9 @@ Each side becomes a :class:`~rtproxy.conversation.summary.Summary` (:func:`summa
 reducer), so a Realtime recording compares with a GPT-Live one. Compared, section by section:
 
 - ``session``: the model, and the variant (Realtime's dialect) when both sides speak one API;
-- ``turns``: what the user and the assistant said, aligned (``difflib`` on speaker + normalised text: case,
-  whitespace and punctuation do not count), with each assistant turn's latency (a difference only past
+- ``turns``: what the user and the assistant said, each speaker's stretch as one turn (:func:`spoken_turns`),
+  aligned (``difflib`` on speaker + normalised text: case, whitespace and punctuation do not count), with
+  each assistant turn's latency (a difference only past
   :attr:`Options.latency_ms` *and* :attr:`Options.latency_pct`), audio duration and interruption;
 - ``tools``: which tools ran, with which arguments and results: Realtime function calls, and for GPT-Live
   the functions a delegation's backend ran (a delegation without any counts itself);
@@ -334,8 +335,43 @@ def _compare_session(r: _Report, a: Summary, b: Summary) -> None:
 
 
 def spoken_turns(summary: Summary) -> list[Turn]:
-    """The turns compared as speech: all but those that only ran tools (the tools section compares those)."""
-    return [t for t in summary.turns if t.text or t.audio_ms or not t.tools]
+    """The turns compared as speech: those that only ran tools left to the tools section, and each stretch of
+    one speaker taken as one turn (a Realtime tool call then its answer, or GPT-Live's "let me check" then
+    the answer, is what the assistant said between two user turns). A stretch's latency is its first
+    output's: the first of its turns with text or audio."""
+    out: list[Turn] = []
+    for turn in summary.turns:
+        if turn.tools and not (turn.text or turn.audio_ms):
+            continue
+        last = out[-1] if out else None
+        if last is None or last.speaker != turn.speaker:
+            out.append(
+                Turn(
+                    turn.speaker,
+                    turn.text,
+                    turn.t_start,
+                    turn.t_end,
+                    list(turn.tools),
+                    turn.latency_ms,
+                    turn.audio_ms,
+                    turn.interrupted,
+                    turn.overlaps,
+                )
+            )
+            continue
+        if turn.text:
+            last.text = f"{last.text} {turn.text}" if last.text else turn.text
+        if turn.audio_ms:
+            last.audio_ms = (last.audio_ms or 0.0) + turn.audio_ms
+        if last.latency_ms is None:
+            last.latency_ms = turn.latency_ms
+        last.t_end, last.interrupted, last.overlaps = (
+            turn.t_end,
+            last.interrupted or turn.interrupted,
+            last.overlaps or turn.overlaps,
+        )
+        last.tools += turn.tools
+    return out
 
 
 def _turn_key(turn: Turn, wording: bool) -> str:

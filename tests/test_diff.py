@@ -417,3 +417,21 @@ def test_an_answer_no_longer_interrupted_is_a_difference_on_its_turn() -> None:
     ]
     client = sorted(d.message.split(":")[0] for d in result.differences if d.section == "client events")
     assert client == ["only in A", "only in A"]
+
+
+def test_a_stretch_of_assistant_turns_is_compared_as_one() -> None:
+    """GPT-Live saying "Let me check." before the answer, where Realtime called the tool silently: one stretch
+    of the assistant each; a wording difference only, which --ignore wording removes."""
+    live = live_weather()
+    live.turns[1:] = [
+        Turn(ASSISTANT, "Let me check.", 1.6, 2.0, [], 700.0, 400.0),
+        Turn(ASSISTANT, "It is 18 degrees in Paris.", 2.2, 4.0, live.turns[1].tools, 300.0),
+    ]
+    rt = ("realtime", realtime_summary("function-call-ga"))
+    result = diff_summaries(rt, ("live", live), Options(MIGRATION.ignore | {"audio"}))
+    assert [(d.where, d.message) for d in result.differences] == [
+        ("#2 assistant", 'text "It is 18 degrees in Paris." vs "Let me check. It is 18 degrees in Paris."')
+    ]
+    latency = next(r for r in result.rows if r.where == "  latency")
+    assert (latency.a, latency.b) == ("0.3 ms", "700 ms (+700 ms)")  # the stretch's first output
+    assert diff_summaries(rt, ("live", live), Options(MIGRATION.ignore | {"audio", "wording"})).same

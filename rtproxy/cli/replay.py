@@ -221,7 +221,8 @@ def diff(a: str, b: str, as_json: bool, ignore: tuple[str, ...], latency_ms: flo
     A and B are JSONL recordings or DB#SESSION (e.g. rtproxy.db#latest), of
     any API: a Realtime recording compares with a GPT-Live one. Compared:
     the session's model; the turns aligned (what the user and the assistant
-    said, case, spacing and punctuation aside), each assistant turn's latency
+    said, case, spacing and punctuation aside; a speaker's consecutive turns
+    as one), each assistant turn's latency
     (a difference only past both --latency-ms and --latency-pct), audio
     duration and interruption; the tools run, with their arguments and
     outputs (a GPT-Live delegation counts as the functions its backend ran);
