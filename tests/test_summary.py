@@ -189,3 +189,17 @@ def test_the_cli_offers_exactly_the_ignorable_names() -> None:
     from rtproxy.diff import ALIASES, IGNORABLE
 
     assert sorted(_IGNORE_CHOICES) == sorted([*IGNORABLE, *ALIASES])
+
+
+def test_an_mcp_call_is_a_tool_with_its_output() -> None:
+    """A Realtime MCP call (an item of its own type, output inline) is a tool named as the wire names it."""
+    item = {"id": "m1", "type": "mcp_call", "name": "search", "arguments": '{"q": "paris"}', "output": '["a"]',
+            "server_label": "docs"}  # fmt: skip
+    frames = [
+        _frame(0, Direction.CLIENT, {"type": "response.create"}),
+        _frame(1, Direction.SERVER, {"type": "response.created", "response": {"id": "r1"}}),
+        _frame(2, Direction.SERVER, {"type": "response.output_item.added", "response_id": "r1", "item": item}),
+        _frame(3, Direction.SERVER, {"type": "response.done", "response": {"id": "r1", "status": "completed"}}),
+    ]
+    (tool,) = summarize({"path": "/v1/realtime"}, frames).tools()
+    assert (tool.kind, tool.name, tool.arguments, tool.output) == ("mcp_call", "search", {"q": "paris"}, ["a"])

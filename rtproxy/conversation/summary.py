@@ -205,10 +205,10 @@ def summarize_realtime(
             turn.interrupted |= item.truncated_ms is not None or item.status == "incomplete"
         elif item.type == "function_call" or item.name is not None:
             kind = "function" if item.type == "function_call" else item.type
-            tool = ToolUse(kind, item.name, parsed(item.arguments), t_start=item.t_start)
+            tool = ToolUse(kind, item.name, parsed(item.arguments), parsed(item.output), item.t_start)
             if item.call_id is not None:
                 calls[item.call_id] = tool
-                tool.output, tool.t_end = outputs.pop(item.call_id, (None, None))
+                tool.output, tool.t_end = outputs.pop(item.call_id, (tool.output, None))
             turn.tools.append(tool)
     for r in conv.responses:
         for name, n in flat_usage(r.usage).items():
