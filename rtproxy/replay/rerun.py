@@ -1,0 +1,683 @@
+"""Rerun planning: a recorded session becomes its client side, to be played against a new server (pure, no I/O).
+
+A :class:`Plan` is what ``rtproxy rerun`` sends and when. Its :class:`Step` s are the recording's client frames
+in order (``--instructions`` and ``--model`` applied), each with what the recorded client had seen of the server
+before sending it: so many ``response.created`` and ``response.done`` (Responses: ``response.completed``, ``.failed``
+or ``.incomplete``) events. A rerun sends a step once the new server has produced as many, and then after the
+step's recorded delay from that moment (or from the step before, whichever came later). The steps between two
+waits for a finished response are a :class:`Turn`. Only the first append of a run of ``input_audio_buffer.append``
+waits: a microphone's stream goes on while the model speaks.
+
+Ids the server made (items, calls, responses) that later client events name are mapped by kind and order: the
+recording's third assistant message is this run's third assistant message (:class:`IdLedger`). Function calls are
+compared at the step that answers one (:meth:`RunState.answer`): the same name and JSON-equal arguments get the
+recorded output; another call needs a handler (``--tools``), or the rerun stops with a :class:`Divergence`.
+
+Everything from the wire is bounded: ids per kind (``MAX_IDS``), calls (``MAX_CALLS``), nesting walked
+(``MAX_DEPTH``); junk teaches nothing and never raises.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+from ..conversation.model import MAX_DEPTH, short, too_deep
+from ..protocols import Api, classify_handshake, refine
+from ..protocols.secrets import SECRET_HEADERS, SECRET_PROTOCOL_PREFIXES
+from ..protocols.wire import Direction, Frame, parse_event
+
+AUDIO_APPEND = "input_audio_buffer.append"
+#: The server events that say a response is over, per API.
+FINISHED = {
+    Api.REALTIME: frozenset({"response.done"}),
+    Api.RESPONSES: frozenset({"response.completed", "response.failed", "response.incomplete"}),
+}
+CREATED = "response.created"
+#: Server events that show a function call whole (name and all its arguments).
+CALL_EVENTS = frozenset({"response.output_item.done", "response.done", "response.completed"})
+#: Keys whose string values may name an object the server made.
+REF_KEYS = frozenset({"id", "item_id", "previous_item_id", "call_id", "response_id", "previous_response_id"})
+#: Ids remembered per kind, and function calls per session; past these a session teaches nothing more.
+MAX_IDS = 10_000
+MAX_CALLS = 1_000
+MAX_ERRORS = 20
+#: An event nested deeper than this is sent exactly as recorded (orjson writes at most 254 levels).
+WRITE_DEPTH = 200
+#: The longest recorded pause a rerun reproduces (seconds, before --speed).
+MAX_DELAY = 300.0
+#: Request headers never repeated: one hop's, the WebSocket handshake's own, and every credential.
+DROPPED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+        *SECRET_HEADERS,
+    }
+)
+
+
+class PlanError(ValueError):
+    """A recording that cannot be rerun (the message is one line for a person)."""
+
+
+# --- what is played ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A function call a model made: its name and arguments (JSON text as sent)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+    def same_as(self, other: Call) -> bool:
+        """The same function with JSON-equal arguments (text compared if either is not JSON)."""
+        return self.name == other.name and _json_or_text(self.arguments) == _json_or_text(other.arguments)
+
+    def shown(self) -> str:
+        args = self.arguments if len(self.arguments) <= 120 else self.arguments[:119] + "…"
+        return f"{self.name}({args})"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One client frame to send, and what the recorded client had seen before sending it."""
+
+    index: int  # among the recording's client frames
+    t: float  # recorded time
+    delay: float  # seconds after its anchor (the step before, or the event it waited for)
+    type: str
+    data: str | bytes  # as recorded, with --instructions / --model applied
+    after_done: int  # finished responses the recorded client had seen
+    after_created: int  # created responses likewise
+    refs: tuple[str, ...] = ()  # server-made ids (of the recording) it names
+    answers: tuple[str, ...] = ()  # recorded call ids whose output it carries
+    calls_before: int = 0  # function calls the recording had made before it
+
+    @property
+    def event(self) -> dict[str, Any] | None:
+        return parse_event(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    number: int  # 1-based
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    api: Api
+    dialect: str | None
+    path: str
+    query: str
+    headers: dict[str, str]
+    subprotocols: tuple[str, ...]
+    auth_header: str  # where the API key goes: "Authorization" (Bearer), or Azure's "api-key" if recorded so
+    model: str | None
+    turns: tuple[Turn, ...]
+    greeting: bool  # the server spoke first (session.created): wait for it
+    final_done: int  # finished responses the recording had in all
+    final_type: str | None  # the recording's last server event, when it came after the last client frame
+    calls: tuple[Call, ...]  # the recording's function calls, in order
+    outputs: dict[str, Any]  # recorded call id -> the output the client sent
+    ids: IdLedger
+    expected: tuple[Frame, ...]  # the recording with the edits applied: what an unchanged server would give
+    session: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> list[Step]:
+        return [s for turn in self.turns for s in turn.steps]
+
+    def call_index(self, call_id: str) -> int | None:
+        return next((i for i, c in enumerate(self.calls) if c.call_id == call_id), None)
+
+
+# --- ids the server made ---------------------------------------------------------------
+
+
+class IdLedger:
+    """Server-made ids in order of first appearance, by kind (``response``, ``call``, ``item:TYPE:ROLE``).
+
+    Ids first seen in a client event are the client's own and are never mapped. Fed both directions in order.
+    """
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, list[str]] = {}
+        self.where: dict[str, tuple[str, int]] = {}
+        self.client_made: set[str] = set()
+
+    def _add(self, kind: str, value: Any) -> None:
+        if not isinstance(value, str) or not value or value in self.where or value in self.client_made:
+            return
+        ids = self.by_kind.setdefault(kind, [])
+        if len(ids) >= MAX_IDS or len(self.by_kind) > 64:
+            return
+        self.where[value] = (kind, len(ids))
+        ids.append(value)
+
+    def feed_client(self, event: Mapping[str, Any]) -> None:
+        for value in _ref_values(event):
+            if value not in self.where and len(self.client_made) < MAX_IDS:
+                self.client_made.add(value)
+
+    def feed_server(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        response = event.get("response")
+        if kind == CREATED and isinstance(response, Mapping):
+            self._add("response", response.get("id"))
+        for item in _items_of(event):
+            self._add(_item_kind(item), item.get("id"))
+            if item.get("type") in ("function_call", "function_call_output") and "call_id" in item:
+                self._add("call", item.get("call_id"))
+        if kind == "input_audio_buffer.committed":
+            self._add("item:message:user", event.get("item_id"))
+
+    def counterpart(self, recorded_id: str, other: IdLedger) -> str | None:
+        """The id `other` (this run's ledger) has where this one (the recording's) has `recorded_id`."""
+        where = self.where.get(recorded_id)
+        if where is None:
+            return None
+        ids = other.by_kind.get(where[0], [])
+        return ids[where[1]] if where[1] < len(ids) else None
+
+    def describe(self, recorded_id: str) -> str:
+        kind, n = self.where.get(recorded_id, ("object", 0))
+        nth = _ordinal(n + 1)
+        if kind.startswith("item:"):
+            _, itype, role = kind.split(":", 2)
+            return f"the {nth} {role + ' ' if role != '-' else ''}{itype} item"
+        return f"the {nth} {kind}"
+
+
+def _item_kind(item: Mapping[str, Any]) -> str:
+    itype, role = item.get("type"), item.get("role")
+    return f"item:{itype if isinstance(itype, str) else '-'}:{role if isinstance(role, str) else '-'}"
+
+
+def _items_of(event: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    item = event.get("item")
+    if isinstance(item, Mapping):
+        yield item
+    response = event.get("response")
+    output = response.get("output") if isinstance(response, Mapping) else None
+    if isinstance(output, list):
+        for it in output[:MAX_CALLS]:
+            if isinstance(it, Mapping):
+                yield it
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _walk(value: Any) -> Iterable[tuple[str, Any, dict[str, Any]]]:
+    """(key, value, the dict holding it) for every key of every dict in a JSON value, to MAX_DEPTH."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            continue
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield k, v, node
+                if isinstance(v, dict | list):
+                    stack.append((v, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _ref_values(event: Mapping[str, Any]) -> list[str]:
+    return [v for k, v, _ in _walk(event) if k in REF_KEYS and isinstance(v, str) and v]
+
+
+def rewrite_ids(event: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of a client event with the recorded server ids it names replaced by this run's."""
+    out = copy.deepcopy(event)
+    for k, v, holder in list(_walk(out)):
+        if k in REF_KEYS and isinstance(v, str) and v in mapping:
+            holder[k] = mapping[v]
+    return out
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _function_calls(event: Mapping[str, Any]) -> Iterable[Call]:
+    """Function calls a server event shows complete (an output item done, or a finished response's output)."""
+    if event.get("type") not in CALL_EVENTS:
+        return
+    for item in _items_of(event):
+        if item.get("type") != "function_call":
+            continue
+        call_id, name, args = item.get("call_id"), item.get("name"), item.get("arguments")
+        if isinstance(call_id, str) and isinstance(name, str) and isinstance(args, str):
+            yield Call(call_id, name, args)
+
+
+def _outputs(event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The function_call_output items a client event carries (Realtime's item, Responses' input list)."""
+    return [
+        holder
+        for k, v, holder in _walk(event)
+        if k == "type" and v == "function_call_output" and isinstance(holder.get("call_id"), str)
+    ]
+
+
+# --- building a plan ------------------------------------------------------------------------
+
+
+def detect_api(session: Mapping[str, Any], frames: Sequence[Frame]) -> tuple[Api, str | None]:
+    """The API and variant: the header's, else from the path and the first events."""
+    api = session.get("api")
+    variant = session.get("variant") or session.get("dialect")
+    if api in (Api.REALTIME.value, Api.RESPONSES.value, Api.LIVE.value):
+        kind_api = Api(api)
+        if kind_api is not Api.REALTIME or variant in ("beta", "ga"):
+            return kind_api, variant if isinstance(variant, str) else None
+    headers = session.get("request_headers")
+    kind = classify_handshake(
+        str(session.get("path") or ""), str(session.get("query") or ""), headers if isinstance(headers, dict) else {}
+    )
+    for frame in frames[:200]:
+        event = frame.event
+        if event is None or not isinstance(event.get("type"), str):
+            continue
+        new = refine(kind, frame.direction.value, event["type"], event)
+        if new is not None:
+            kind = new
+    return kind.api, kind.variant
+
+
+def _query_with_model(query: str, model: str | None) -> str:
+    if model is None:
+        return query
+    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "model"]
+    return urlencode([("model", model), *pairs])
+
+
+def _headers(session: Mapping[str, Any]) -> dict[str, str]:
+    headers = session.get("request_headers")
+    if isinstance(headers, str):
+        try:
+            headers = orjson.loads(headers)
+        except orjson.JSONDecodeError:
+            headers = None
+    if not isinstance(headers, dict):
+        return {}
+    return {
+        str(k): str(v)
+        for k, v in headers.items()
+        if isinstance(k, str) and isinstance(v, str) and k.lower() not in DROPPED_HEADERS
+    }
+
+
+def _auth_header(session: Mapping[str, Any]) -> str:
+    headers = session.get("request_headers")
+    if isinstance(headers, str):
+        try:
+            headers = orjson.loads(headers)
+        except orjson.JSONDecodeError:
+            headers = None
+    names = {str(k).lower() for k in headers} if isinstance(headers, dict) else set()
+    return "api-key" if "api-key" in names and "authorization" not in names else "Authorization"
+
+
+def _subprotocols(session: Mapping[str, Any]) -> tuple[str, ...]:
+    value = session.get("subprotocol")
+    if not isinstance(value, str):
+        return ()
+    offered = (p.strip() for p in value.split(","))
+    return tuple(p for p in offered if p and not p.startswith(SECRET_PROTOCOL_PREFIXES))
+
+
+def _edit(
+    api: Api, dialect: str | None, event: dict[str, Any], instructions: str | None, model: str | None
+) -> dict[str, Any] | None:
+    """The event with --instructions / --model applied; None if unchanged (or too deep to write back)."""
+    kind = event.get("type")
+    if too_deep(event, WRITE_DEPTH):
+        return None
+    if instructions is not None and api is Api.REALTIME and kind == "session.update":
+        session = event.get("session")
+        session = dict(session) if isinstance(session, dict) else {}
+        session["instructions"] = instructions
+        return {**event, "session": session}
+    if api is Api.RESPONSES and kind == "response.create":
+        edited = dict(event)
+        if instructions is not None:
+            edited["instructions"] = instructions
+        if model is not None and "model" in edited:
+            edited["model"] = model
+        return edited if edited != event else None
+    return None
+
+
+def _session_update(dialect: str | None, instructions: str) -> dict[str, Any]:
+    session: dict[str, Any] = {"instructions": instructions}
+    if dialect != "beta":
+        session = {"type": "realtime", **session}
+    return {"type": "session.update", "session": session}
+
+
+def build_plan(
+    session: Mapping[str, Any],
+    frames: Sequence[Frame],
+    *,
+    model: str | None = None,
+    instructions: str | None = None,
+) -> Plan:
+    """The rerun of a recording. Raises PlanError for one that cannot be rerun (another API, no client events)."""
+    api, dialect = detect_api(session, frames)
+    if api not in FINISHED:
+        raise PlanError(f"a {api.value} session cannot be rerun yet (Realtime and Responses WebSocket can)")
+    finished = FINISHED[api]
+    path = session.get("path")
+    path = path if isinstance(path, str) and path.startswith("/") else "/v1/realtime"
+    query = str(session.get("query") or "")
+    query = _query_with_model(query, model) if api is Api.REALTIME else query
+
+    ledger = IdLedger()
+    calls: list[Call] = []
+    outputs: dict[str, Any] = {}
+    steps: list[Step] = []
+    expected: list[Frame] = []
+    done = created = 0
+    last_client_t: float | None = None
+    anchor_t = 0.0  # when the latest awaited server event was recorded
+    greeting = False
+    in_audio_run = False
+    inserted = False
+    final_type: str | None = None
+    needs_update = (
+        instructions is not None
+        and api is Api.REALTIME
+        and not any((e := f.event) is not None and e.get("type") == "session.update" for f in frames)
+    )
+    run_counts = (0, 0)  # what the first append of the current run of appends waited for
+
+    def add(t: float, data: str | bytes, kind: str, event: dict[str, Any] | None) -> None:
+        nonlocal last_client_t, in_audio_run, run_counts
+        previous_t = last_client_t if last_client_t is not None else 0.0
+        if kind == AUDIO_APPEND and in_audio_run:
+            (after_done, after_created), base = run_counts, previous_t
+        else:
+            (after_done, after_created), base = (done, created), max(previous_t, anchor_t)
+        if kind == AUDIO_APPEND and not in_audio_run:
+            run_counts = (after_done, after_created)
+        in_audio_run = kind == AUDIO_APPEND
+        refs = tuple(v for v in _ref_values(event) if v in ledger.where) if event is not None else ()
+        answers = tuple(o["call_id"] for o in _outputs(event)) if event is not None else ()
+        steps.append(
+            Step(
+                index=len(steps),
+                t=t,
+                delay=min(MAX_DELAY, max(0.0, t - base)),
+                type=kind,
+                data=data,
+                after_done=after_done,
+                after_created=after_created,
+                refs=refs,
+                answers=answers,
+                calls_before=len(calls),
+            )
+        )
+        last_client_t = t
+
+    for frame in frames:
+        event = frame.event
+        kind = event.get("type") if event is not None else None
+        if frame.direction is Direction.SERVER:
+            expected.append(frame)
+            final_type = kind if isinstance(kind, str) else None
+            if event is None:
+                continue
+            if last_client_t is None:
+                greeting = True
+            ledger.feed_server(event)
+            for call in _function_calls(event):
+                if len(calls) < MAX_CALLS and all(c.call_id != call.call_id for c in calls):
+                    calls.append(call)
+            if kind in finished:
+                done += 1
+                anchor_t = frame.t
+            elif kind == CREATED:
+                created += 1
+                anchor_t = frame.t
+            continue
+        final_type = None
+        data: str | bytes = frame.data
+        if event is not None:
+            ledger.feed_client(event)
+            for out in _outputs(event):
+                outputs.setdefault(out["call_id"], out.get("output"))
+            edited = _edit(api, dialect, event, instructions, model)
+            if edited is not None:
+                event, data = edited, orjson.dumps(edited).decode()
+        if needs_update and instructions is not None and not inserted:
+            update = _session_update(dialect, instructions)
+            text = orjson.dumps(update).decode()
+            add(frame.t, text, "session.update", update)
+            expected.append(Frame(len(expected), frame.t, Direction.CLIENT, text))
+            inserted = True
+        add(frame.t, data, kind if isinstance(kind, str) else "<frame>", event)
+        expected.append(Frame(frame.seq, frame.t, Direction.CLIENT, data))
+    if not steps:
+        raise PlanError("the recording has no client events to send")
+    expected = [Frame(i, f.t, f.direction, f.data) for i, f in enumerate(expected)]
+
+    turns: list[Turn] = []
+    current: list[Step] = []
+    for step in steps:
+        if current and step.after_done > current[-1].after_done:
+            turns.append(Turn(len(turns) + 1, tuple(current)))
+            current = []
+        current.append(step)
+    turns.append(Turn(len(turns) + 1, tuple(current)))
+    header_model = model if model is not None else session.get("model")
+    return Plan(
+        api=api,
+        dialect=dialect,
+        path=path,
+        query=query,
+        headers=_headers(session),
+        subprotocols=_subprotocols(session),
+        auth_header=_auth_header(session),
+        model=header_model if isinstance(header_model, str) else None,
+        turns=tuple(turns),
+        greeting=greeting,
+        final_done=done,
+        final_type=None if final_type in finished else final_type,
+        calls=tuple(calls),
+        outputs=outputs,
+        ids=ledger,
+        expected=tuple(expected),
+        session=dict(session),
+    )
+
+
+# --- what the run has seen, and what to send ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """Why a rerun stopped early (one line for a person)."""
+
+    turn: int
+    message: str
+
+    def format(self) -> str:
+        return f"turn {self.turn}: {self.message}"
+
+
+Handler = Callable[..., Any]
+
+
+class RunState:
+    """What the new server has said so far, as the plan needs it: fed every server frame in order."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.finished = FINISHED[plan.api]
+        self.ids = IdLedger()
+        self.calls: list[Call] = []
+        self.done = 0
+        self.created = 0
+        self.frames = 0
+        self.types_since_send: set[str] = set()
+        self.handled: list[tuple[Call, str]] = []  # calls a --tools handler answered, and what it said
+        self.errors: list[str] = []  # the server's error events (their messages, the first MAX_ERRORS)
+
+    def feed_server(self, data: str | bytes) -> None:
+        self.frames += 1
+        event = parse_event(data)
+        if event is None:
+            return
+        kind = event.get("type")
+        if isinstance(kind, str) and len(self.types_since_send) < 256:
+            self.types_since_send.add(kind)
+        self.ids.feed_server(event)
+        for call in _function_calls(event):
+            if len(self.calls) < MAX_CALLS and all(c.call_id != call.call_id for c in self.calls):
+                self.calls.append(call)
+        if kind in self.finished:
+            self.done += 1
+        elif kind == CREATED:
+            self.created += 1
+        elif kind == "error" and len(self.errors) < MAX_ERRORS:
+            error = event.get("error")
+            message = error.get("message") if isinstance(error, Mapping) else None
+            self.errors.append(short(message if isinstance(message, str) else error, 200))
+
+    def sent(self, step: Step) -> None:
+        event = step.event
+        if event is not None:
+            self.ids.feed_client(event)
+        self.types_since_send.clear()
+
+    @property
+    def idle(self) -> bool:
+        """No response in progress: nothing more is coming unless the client asks."""
+        return self.created <= self.done
+
+    def ready(self, step: Step) -> bool:
+        """Has the server said what the recorded client had seen before sending `step`?"""
+        if self.plan.greeting and self.frames == 0:
+            return False
+        if self.done < step.after_done or self.created < step.after_created:
+            return False
+        return all(self.plan.ids.counterpart(r, self.ids) is not None for r in step.refs)
+
+    def stuck(self, step: Step) -> str | None:
+        """Why `step` can never become ready, if the server is idle and has done what was waited for."""
+        if not self.idle or self.done < step.after_done or self.created < step.after_created:
+            return None
+        missing = [r for r in step.refs if self.plan.ids.counterpart(r, self.ids) is None]
+        if not missing:
+            return None
+        r = missing[0]
+        idx = self.plan.call_index(r)
+        if idx is not None:
+            return f"the recording answered {self.plan.calls[idx].shown()} here; the new model made no such call"
+        return f"this run has no counterpart of {self.plan.ids.describe(r)} ({r}) that step {step.index + 1} names"
+
+    def waiting_for(self, step: Step) -> str:
+        if self.plan.greeting and self.frames == 0:
+            return "the server's first event"
+        if self.done < step.after_done:
+            return f"finished response #{step.after_done}"
+        if self.created < step.after_created:
+            return f"response #{step.after_created} to start"
+        missing = [r for r in step.refs if self.plan.ids.counterpart(r, self.ids) is None]
+        return f"{self.plan.ids.describe(missing[0])}" if missing else "nothing"
+
+    def final_ready(self) -> bool:
+        """After the last step: the responses the recording finished, and its last server event, are in."""
+        if self.done < self.plan.final_done:
+            return False
+        return self.plan.final_type is None or self.plan.final_type in self.types_since_send
+
+    def extra_call(self, step: Step | None, turn: int) -> Divergence | None:
+        """A call the new model made where the recording made none, once the server is idle (before a step, or
+        at the end)."""
+        recorded = step.calls_before if step is not None else len(self.plan.calls)
+        if self.idle and len(self.calls) > recorded:
+            call = self.calls[recorded]
+            return Divergence(turn, f"the new model called {call.shown()} where the recording made no call")
+        return None
+
+    def answer(self, step: Step, turn: int, handlers: Mapping[str, Handler]) -> tuple[str | bytes, Divergence | None]:
+        """The frame to send for `step`: ids mapped, function outputs answered; or why the rerun stops."""
+        event = step.event
+        if event is None or too_deep(event, WRITE_DEPTH):  # not JSON, or nested past what is walked: sent as recorded
+            return step.data, None
+        mapping: dict[str, str] = {}
+        for ref in _ref_values(event):
+            other = self.plan.ids.counterpart(ref, self.ids)
+            if other is not None:
+                mapping[ref] = other
+        out = rewrite_ids(event, mapping)
+        for holder in _outputs(out):
+            recorded_id = next((r for r, new in mapping.items() if new == holder["call_id"]), holder["call_id"])
+            idx = self.plan.call_index(recorded_id)
+            if idx is None:
+                continue  # a call the recording never showed: sent as recorded
+            if idx >= len(self.calls):
+                return step.data, Divergence(
+                    turn, f"the recording answered {self.plan.calls[idx].shown()} here; the new model made no call"
+                )
+            recorded, new = self.plan.calls[idx], self.calls[idx]
+            holder["call_id"] = new.call_id
+            if recorded.same_as(new):
+                continue
+            handler = handlers.get(new.name)
+            if handler is None:
+                return step.data, Divergence(
+                    turn,
+                    f"the new model called {new.shown()} where the recording called {recorded.shown()}; "
+                    f"no --tools handler for {new.name}",
+                )
+            try:
+                result = call_handler(handler, new.arguments)
+            except Exception as e:  # the user's handler: its failure is reported, never a traceback
+                return step.data, Divergence(turn, f"--tools handler {new.name} raised {type(e).__name__}: {e}")
+            holder["output"] = result
+            self.handled.append((new, result))
+        return orjson.dumps(out).decode(), None
+
+
+def call_handler(handler: Handler, arguments: str) -> str:
+    """Run a --tools handler on a call's JSON arguments; its result as the output text (a dict as JSON)."""
+    args = _json_or_text(arguments)
+    result = handler(**args) if isinstance(args, dict) else handler(args)
+    if isinstance(result, str):
+        return result
+    try:
+        return orjson.dumps(result).decode()
+    except TypeError:
+        return str(result)
