@@ -16,16 +16,9 @@ from rtproxy.errors import UpstreamError
 from rtproxy.protocols import Api
 from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import read_recording, write_recording
-from rtproxy.replay.rerun import (
-    Call,
-    IdLedger,
-    PlanError,
-    RunState,
-    build_plan,
-    call_handler,
-    rewrite_ids,
-)
+from rtproxy.replay.rerun import Call, IdLedger, PlanError, build_plan, rewrite_ids
 from rtproxy.replay.rerun_client import rerun
+from rtproxy.replay.rerun_state import Divergence, RunState, call_handler
 from rtproxy.store import Store
 from tests.conftest import make_key, rtproxy_exe
 from tests.upstream import ScriptedUpstream
@@ -174,7 +167,7 @@ def test_the_same_call_gets_the_recorded_output_under_the_new_call_id() -> None:
     plan = plan_of(FUNCTION_CALL)
     state = _run_state_after_call(plan, '{"unit": "celsius", "location": "Paris"}')
     step = plan.turns[1].steps[0]
-    assert state.ready(step) and state.extra_call(step, 2) is None
+    assert state.ready(step) and state.extra_call(step) is None
     data, divergence = state.answer(step, 2, {})
     assert divergence is None
     item = orjson.loads(data)["item"]
@@ -224,24 +217,53 @@ def test_a_missing_call_is_reported_once_the_server_is_idle() -> None:
     assert reason is not None and "get_weather" in reason and "no such call" in reason
 
 
-def test_an_extra_call_is_reported() -> None:
-    """A call the recording never made (the model called where it had answered) is a divergence."""
+def test_an_extra_call_stops_without_a_handler_and_is_answered_outside_the_count_with_one() -> None:
+    """A call the recording never made: a divergence without a handler; with one, its output and a
+    response.create, and the response that provokes does not count against the recording's."""
     frames = [
         client(0, 0.0, {"type": "response.create"}),
         server(1, 0.1, {"type": "response.created", "response": {"id": "r1"}}),
         server(2, 0.2, {"type": "response.done", "response": {"id": "r1", "output": []}}),
         client(3, 0.3, {"type": "response.create"}),
+        server(4, 0.4, {"type": "response.created", "response": {"id": "r2"}}),
+        server(5, 0.5, {"type": "response.done", "response": {"id": "r2", "output": []}}),
+        client(6, 0.6, {"type": "response.create"}),
     ]
     plan = build_plan({"path": "/v1/realtime", "api": "realtime", "dialect": "ga"}, frames)
     state = RunState(plan)
-    call = {"type": "function_call", "id": "i", "call_id": "c", "name": "lookup", "arguments": "{}"}
+    call = {"type": "function_call", "id": "i", "call_id": "c", "name": "lookup", "arguments": '{"q": "x"}'}
     for event in (
         {"type": "response.created", "response": {"id": "x"}},
         {"type": "response.done", "response": {"id": "x", "output": [call]}},
     ):
         state.feed_server(orjson.dumps(event).decode())
-    divergence = state.extra_call(plan.steps[1], 2)
-    assert divergence is not None and "called lookup({})" in divergence.message
+    extra = state.extra_call(plan.steps[1])
+    assert extra is not None and extra.name == "lookup"
+    stop = state.extra_answer(extra, {}, 2)
+    assert isinstance(stop, Divergence)
+    assert (
+        stop.message
+        == 'the new model called lookup({"q": "x"}) where the recording made no call; no --tools handler for lookup'
+    )
+    frames_out = state.extra_answer(extra, {"lookup": lambda q: f"found {q}"}, 2)
+    assert isinstance(frames_out, list)
+    assert [orjson.loads(f) for f in frames_out] == [
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": "c", "output": "found x"},
+        },
+        {"type": "response.create"},
+    ]
+    assert state.extra_call(plan.steps[1]) is None
+    assert not state.ready(plan.steps[1])  # until the response the output provokes is over
+    for event in (
+        {"type": "response.created", "response": {"id": "y"}},
+        {"type": "response.done", "response": {"id": "y", "output": []}},
+    ):
+        state.feed_server(orjson.dumps(event).decode())
+    assert state.ready(plan.steps[1])
+    assert not state.ready(plan.steps[2])  # the extra response is not the recording's second one
+    assert state.waiting_for(plan.steps[2]) == "finished response #2"
 
 
 def test_handlers_take_the_arguments_as_keywords() -> None:
@@ -395,6 +417,35 @@ async def test_a_new_model_changing_a_spoken_answer_shows_in_the_diff_and_ignore
         assert "transcript" in out and "It rains." in out
         code, out, err = await run_rerun(*base, "--ignore", "transcript", "--ignore", "text", key=make_key())
         assert code == 0, out + err
+
+
+async def test_a_call_the_recording_never_made_stops_or_is_answered_by_tools(tmp_path: Path) -> None:
+    """text-ga with a tool added to its session.update: the server calls it where the recording answered in text.
+    Without --tools the rerun stops naming the call; with a handler the call is answered and the rerun finishes."""
+    rec = read_recording(RECORDINGS / "text-ga.jsonl")
+    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
+    frames = []
+    for f in rec.frames:
+        event = f.event
+        if f.direction is Direction.CLIENT and event is not None and event["type"] == "session.update":
+            event["session"]["tools"] = [tool]
+            f = Frame(f.seq, f.t, f.direction, orjson.dumps(event).decode())
+        frames.append(f)
+    path, tools = tmp_path / "with-tool.jsonl", tmp_path / "tools.py"
+    write_recording(path, rec.session, frames)
+    tools.write_text("def lookup(**arguments):\n    return 'nothing found'\n")
+    async with ScriptedUpstream() as up:
+        base = [str(path), "--upstream", up.url, "--db", str(tmp_path / "r.db"), "--speed", "0"]
+        code, out, err = await run_rerun(*base, key=make_key())
+        assert code == 1, out + err
+        assert "stopped at turn 1: the new model called lookup(" in out and "no --tools handler for lookup" in out
+        code, out, err = await run_rerun(*base, "--tools", str(tools), key=make_key())
+        conn = up.connections[-1]
+    assert code == 1, out + err  # the conversation did change: a call and its output more
+    assert "stopped" not in out and "1 of 1 turns played" in out
+    assert "--tools answered lookup(" in out and "nothing found" in out
+    outputs = [orjson.loads(m) for m in conn.received if isinstance(m, str) and "function_call_output" in m]
+    assert [o["item"]["output"] for o in outputs] == ["nothing found"]
 
 
 async def test_ids_the_new_server_made_are_used_in_later_client_events(tmp_path: Path) -> None:

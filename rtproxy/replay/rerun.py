@@ -20,14 +20,14 @@ Everything from the wire is bounded: ids per kind (``MAX_IDS``), calls (``MAX_CA
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from ..conversation.model import MAX_DEPTH, short, too_deep
+from ..conversation.model import MAX_DEPTH, too_deep
 from ..protocols import Api, classify_handshake, refine
 from ..protocols.secrets import SECRET_HEADERS, SECRET_PROTOCOL_PREFIXES
 from ..protocols.wire import Direction, Frame, parse_event
@@ -92,7 +92,7 @@ class Call:
 
     def same_as(self, other: Call) -> bool:
         """The same function with JSON-equal arguments (text compared if either is not JSON)."""
-        return self.name == other.name and _json_or_text(self.arguments) == _json_or_text(other.arguments)
+        return self.name == other.name and json_or_text(self.arguments) == json_or_text(other.arguments)
 
     def shown(self) -> str:
         args = self.arguments if len(self.arguments) <= 120 else self.arguments[:119] + "…"
@@ -177,7 +177,7 @@ class IdLedger:
         ids.append(value)
 
     def feed_client(self, event: Mapping[str, Any]) -> None:
-        for value in _ref_values(event):
+        for value in ref_values(event):
             if value not in self.where and len(self.client_made) < MAX_IDS:
                 self.client_made.add(value)
 
@@ -192,6 +192,16 @@ class IdLedger:
                 self._add("call", item.get("call_id"))
         if kind == "input_audio_buffer.committed":
             self._add("item:message:user", event.get("item_id"))
+
+    def forget(self, value: str) -> None:
+        """Drop an id (a call the recording never made): the ones after it move up."""
+        where = self.where.pop(value, None)
+        if where is None:
+            return
+        ids = self.by_kind[where[0]]
+        ids.remove(value)
+        for i, v in enumerate(ids[where[1] :], start=where[1]):
+            self.where[v] = (where[0], i)
 
     def counterpart(self, recorded_id: str, other: IdLedger) -> str | None:
         """The id `other` (this run's ledger) has where this one (the recording's) has `recorded_id`."""
@@ -248,7 +258,7 @@ def _walk(value: Any) -> Iterable[tuple[str, Any, dict[str, Any]]]:
             stack.extend((v, depth + 1) for v in node)
 
 
-def _ref_values(event: Mapping[str, Any]) -> list[str]:
+def ref_values(event: Mapping[str, Any]) -> list[str]:
     return [v for k, v, _ in _walk(event) if k in REF_KEYS and isinstance(v, str) and v]
 
 
@@ -261,14 +271,14 @@ def rewrite_ids(event: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, 
     return out
 
 
-def _json_or_text(text: str) -> Any:
+def json_or_text(text: str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
 
 
-def _function_calls(event: Mapping[str, Any]) -> Iterable[Call]:
+def function_calls(event: Mapping[str, Any]) -> Iterable[Call]:
     """Function calls a server event shows complete (an output item done, or a finished response's output)."""
     if event.get("type") not in CALL_EVENTS:
         return
@@ -280,7 +290,7 @@ def _function_calls(event: Mapping[str, Any]) -> Iterable[Call]:
             yield Call(call_id, name, args)
 
 
-def _outputs(event: Mapping[str, Any]) -> list[dict[str, Any]]:
+def outputs_of(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The function_call_output items a client event carries (Realtime's item, Responses' input list)."""
     return [
         holder
@@ -431,8 +441,8 @@ def build_plan(
         if kind == AUDIO_APPEND and not in_audio_run:
             run_counts = (after_done, after_created)
         in_audio_run = kind == AUDIO_APPEND
-        refs = tuple(v for v in _ref_values(event) if v in ledger.where) if event is not None else ()
-        answers = tuple(o["call_id"] for o in _outputs(event)) if event is not None else ()
+        refs = tuple(v for v in ref_values(event) if v in ledger.where) if event is not None else ()
+        answers = tuple(o["call_id"] for o in outputs_of(event)) if event is not None else ()
         steps.append(
             Step(
                 index=len(steps),
@@ -460,7 +470,7 @@ def build_plan(
             if last_client_t is None:
                 greeting = True
             ledger.feed_server(event)
-            for call in _function_calls(event):
+            for call in function_calls(event):
                 if len(calls) < MAX_CALLS and all(c.call_id != call.call_id for c in calls):
                     calls.append(call)
             if kind in finished:
@@ -474,7 +484,7 @@ def build_plan(
         data: str | bytes = frame.data
         if event is not None:
             ledger.feed_client(event)
-            for out in _outputs(event):
+            for out in outputs_of(event):
                 outputs.setdefault(out["call_id"], out.get("output"))
             edited = _edit(api, dialect, event, instructions, model)
             if edited is not None:
@@ -519,165 +529,3 @@ def build_plan(
         expected=tuple(expected),
         session=dict(session),
     )
-
-
-# --- what the run has seen, and what to send ----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Divergence:
-    """Why a rerun stopped early (one line for a person)."""
-
-    turn: int
-    message: str
-
-    def format(self) -> str:
-        return f"turn {self.turn}: {self.message}"
-
-
-Handler = Callable[..., Any]
-
-
-class RunState:
-    """What the new server has said so far, as the plan needs it: fed every server frame in order."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.finished = FINISHED[plan.api]
-        self.ids = IdLedger()
-        self.calls: list[Call] = []
-        self.done = 0
-        self.created = 0
-        self.frames = 0
-        self.types_since_send: set[str] = set()
-        self.handled: list[tuple[Call, str]] = []  # calls a --tools handler answered, and what it said
-        self.errors: list[str] = []  # the server's error events (their messages, the first MAX_ERRORS)
-
-    def feed_server(self, data: str | bytes) -> None:
-        self.frames += 1
-        event = parse_event(data)
-        if event is None:
-            return
-        kind = event.get("type")
-        if isinstance(kind, str) and len(self.types_since_send) < 256:
-            self.types_since_send.add(kind)
-        self.ids.feed_server(event)
-        for call in _function_calls(event):
-            if len(self.calls) < MAX_CALLS and all(c.call_id != call.call_id for c in self.calls):
-                self.calls.append(call)
-        if kind in self.finished:
-            self.done += 1
-        elif kind == CREATED:
-            self.created += 1
-        elif kind == "error" and len(self.errors) < MAX_ERRORS:
-            error = event.get("error")
-            message = error.get("message") if isinstance(error, Mapping) else None
-            self.errors.append(short(message if isinstance(message, str) else error, 200))
-
-    def sent(self, step: Step) -> None:
-        event = step.event
-        if event is not None:
-            self.ids.feed_client(event)
-        self.types_since_send.clear()
-
-    @property
-    def idle(self) -> bool:
-        """No response in progress: nothing more is coming unless the client asks."""
-        return self.created <= self.done
-
-    def ready(self, step: Step) -> bool:
-        """Has the server said what the recorded client had seen before sending `step`?"""
-        if self.plan.greeting and self.frames == 0:
-            return False
-        if self.done < step.after_done or self.created < step.after_created:
-            return False
-        return all(self.plan.ids.counterpart(r, self.ids) is not None for r in step.refs)
-
-    def stuck(self, step: Step) -> str | None:
-        """Why `step` can never become ready, if the server is idle and has done what was waited for."""
-        if not self.idle or self.done < step.after_done or self.created < step.after_created:
-            return None
-        missing = [r for r in step.refs if self.plan.ids.counterpart(r, self.ids) is None]
-        if not missing:
-            return None
-        r = missing[0]
-        idx = self.plan.call_index(r)
-        if idx is not None:
-            return f"the recording answered {self.plan.calls[idx].shown()} here; the new model made no such call"
-        return f"this run has no counterpart of {self.plan.ids.describe(r)} ({r}) that step {step.index + 1} names"
-
-    def waiting_for(self, step: Step) -> str:
-        if self.plan.greeting and self.frames == 0:
-            return "the server's first event"
-        if self.done < step.after_done:
-            return f"finished response #{step.after_done}"
-        if self.created < step.after_created:
-            return f"response #{step.after_created} to start"
-        missing = [r for r in step.refs if self.plan.ids.counterpart(r, self.ids) is None]
-        return f"{self.plan.ids.describe(missing[0])}" if missing else "nothing"
-
-    def final_ready(self) -> bool:
-        """After the last step: the responses the recording finished, and its last server event, are in."""
-        if self.done < self.plan.final_done:
-            return False
-        return self.plan.final_type is None or self.plan.final_type in self.types_since_send
-
-    def extra_call(self, step: Step | None, turn: int) -> Divergence | None:
-        """A call the new model made where the recording made none, once the server is idle (before a step, or
-        at the end)."""
-        recorded = step.calls_before if step is not None else len(self.plan.calls)
-        if self.idle and len(self.calls) > recorded:
-            call = self.calls[recorded]
-            return Divergence(turn, f"the new model called {call.shown()} where the recording made no call")
-        return None
-
-    def answer(self, step: Step, turn: int, handlers: Mapping[str, Handler]) -> tuple[str | bytes, Divergence | None]:
-        """The frame to send for `step`: ids mapped, function outputs answered; or why the rerun stops."""
-        event = step.event
-        if event is None or too_deep(event, WRITE_DEPTH):  # not JSON, or nested past what is walked: sent as recorded
-            return step.data, None
-        mapping: dict[str, str] = {}
-        for ref in _ref_values(event):
-            other = self.plan.ids.counterpart(ref, self.ids)
-            if other is not None:
-                mapping[ref] = other
-        out = rewrite_ids(event, mapping)
-        for holder in _outputs(out):
-            recorded_id = next((r for r, new in mapping.items() if new == holder["call_id"]), holder["call_id"])
-            idx = self.plan.call_index(recorded_id)
-            if idx is None:
-                continue  # a call the recording never showed: sent as recorded
-            if idx >= len(self.calls):
-                return step.data, Divergence(
-                    turn, f"the recording answered {self.plan.calls[idx].shown()} here; the new model made no call"
-                )
-            recorded, new = self.plan.calls[idx], self.calls[idx]
-            holder["call_id"] = new.call_id
-            if recorded.same_as(new):
-                continue
-            handler = handlers.get(new.name)
-            if handler is None:
-                return step.data, Divergence(
-                    turn,
-                    f"the new model called {new.shown()} where the recording called {recorded.shown()}; "
-                    f"no --tools handler for {new.name}",
-                )
-            try:
-                result = call_handler(handler, new.arguments)
-            except Exception as e:  # the user's handler: its failure is reported, never a traceback
-                return step.data, Divergence(turn, f"--tools handler {new.name} raised {type(e).__name__}: {e}")
-            holder["output"] = result
-            self.handled.append((new, result))
-        return orjson.dumps(out).decode(), None
-
-
-def call_handler(handler: Handler, arguments: str) -> str:
-    """Run a --tools handler on a call's JSON arguments; its result as the output text (a dict as JSON)."""
-    args = _json_or_text(arguments)
-    result = handler(**args) if isinstance(args, dict) else handler(args)
-    if isinstance(result, str):
-        return result
-    try:
-        return orjson.dumps(result).decode()
-    except TypeError:
-        return str(result)

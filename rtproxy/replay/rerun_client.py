@@ -20,7 +20,8 @@ from yarl import URL
 from ..errors import UpstreamError
 from ..record.proxy import Proxy
 from ..store import Recorder
-from .rerun import Call, Divergence, Handler, Plan, RunState, Step
+from .rerun import Call, Plan, Step
+from .rerun_state import Divergence, Handler, RunState
 
 Progress = Callable[[str], None]
 
@@ -93,13 +94,46 @@ class _Player:
                 pass
         return None
 
+    async def _send_frame(self, data: str | bytes, what: str, turn: int) -> Divergence | None:
+        try:
+            if isinstance(data, bytes):
+                await self.ws.send_bytes(data)
+            else:
+                await self.ws.send_str(data)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as e:
+            return Divergence(turn, f"the connection failed while sending {what}: {e}")
+        self.last_sent = self.loop.time()
+        return None
+
+    async def answer_extra_calls(self, step: Step | None, turn: int) -> Divergence | None:
+        """Answer, with --tools handlers, the calls the new model made where the recording made none."""
+        state = self.state
+        while (call := state.extra_call(step)) is not None:
+            frames = state.extra_answer(call, self.handlers, turn)
+            if isinstance(frames, Divergence):
+                return frames
+            before = state.done
+            for data in frames:
+                failed = await self._send_frame(data, f"the output of {call.name}", turn)
+                if failed is not None:
+                    return failed
+                state.sent(None)
+            reason = await self.until(
+                lambda before=before: state.done > before and state.idle,  # type: ignore[misc]
+                lambda name=call.name: f"the answer after {name}'s output",  # type: ignore[misc]
+                lambda: None,
+            )
+            if reason is not None:
+                return Divergence(turn, reason)
+        return None
+
     async def send(self, step: Step, turn: int) -> Divergence | None:
         state = self.state
         waited = not state.ready(step)
         reason = await self.until(lambda: state.ready(step), lambda: state.waiting_for(step), lambda: state.stuck(step))
         if reason is not None:
             return Divergence(turn, reason)
-        extra = state.extra_call(step, turn)
+        extra = await self.answer_extra_calls(step, turn)
         if extra is not None:
             return extra
         now = self.loop.time()
@@ -111,15 +145,10 @@ class _Player:
         data, divergence = state.answer(step, turn, self.handlers)
         if divergence is not None:
             return divergence
-        try:
-            if isinstance(data, bytes):
-                await self.ws.send_bytes(data)
-            else:
-                await self.ws.send_str(data)
-        except (ConnectionError, aiohttp.ClientError, RuntimeError) as e:
-            return Divergence(turn, f"the connection failed while sending step {step.index + 1}: {e}")
-        state.sent(step)
-        self.last_sent = self.loop.time()
+        failed = await self._send_frame(data, f"step {step.index + 1}", turn)
+        if failed is not None:
+            return failed
+        state.sent(step.event)
         return None
 
     async def play(self, result: RerunResult) -> None:
@@ -135,17 +164,11 @@ class _Player:
             result.played += 1
         state = self.state
         last = turns[-1].number
-        reason = await self.until(state.final_ready, lambda: self._final_what(), lambda: None)
+        reason = await self.until(state.final_ready, state.final_waiting_for, lambda: None)
         if reason is not None:
             result.stopped = Divergence(last, reason)
             return
-        result.stopped = state.extra_call(None, last)
-
-    def _final_what(self) -> str:
-        state, plan = self.state, self.plan
-        if state.done < plan.final_done:
-            return f"finished response #{plan.final_done}"
-        return plan.final_type or "the end"
+        result.stopped = await self.answer_extra_calls(None, last)
 
 
 async def rerun(
