@@ -563,3 +563,131 @@ def test_help_explains_the_command() -> None:
     out = subprocess.run([*rtproxy_exe(), "rerun", "--help"], capture_output=True, text=True, timeout=30).stdout
     for words in ("--upstream", "--model", "--tools", "--speed", "OPENAI_API_KEY", "Exit 0", "DB#SESSION"):
         assert words in out
+
+
+# --- Responses WebSocket mode ---------------------------------------------------------------------
+
+
+class FakeResponses:
+    """A small Responses WebSocket server (``/v1/responses``): each ``response.create`` gets a response whose
+    output is a function call when the request has tools and no call output yet, else a text message. It notes,
+    for every client event, how many responses it had completed before it came."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, Any], int]] = []
+        self.completed = 0
+        self.response_ids: list[str] = []
+        self.call_ids: list[str] = []
+        self.url = ""
+        self._runner: Any = None
+
+    async def __aenter__(self) -> FakeResponses:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/v1/responses", self._ws)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+    async def _ws(self, request: Any) -> Any:
+        import secrets as _secrets
+
+        from aiohttp import WSMsgType, web
+
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        seq = 0
+
+        async def send(event: dict[str, Any]) -> None:
+            nonlocal seq
+            seq += 1
+            await ws.send_str(orjson.dumps({**event, "sequence_number": seq}).decode())
+
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            event = orjson.loads(msg.data)
+            self.received.append((event, self.completed))
+            if event.get("type") != "response.create":
+                continue
+            rid = f"resp_{_secrets.token_hex(6)}"
+            self.response_ids.append(rid)
+            inputs = event.get("input") if isinstance(event.get("input"), list) else []
+            has_output = any(i.get("type") == "function_call_output" for i in inputs)
+            if event.get("tools") and not has_output:
+                call_id = f"call_{_secrets.token_hex(6)}"
+                self.call_ids.append(call_id)
+                item = {"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id, "name": "get_weather"}
+                item["arguments"] = '{"location": "Paris"}'
+            else:
+                item = {"type": "message", "id": f"msg_{rid}", "role": "assistant", "content": []}
+                item["content"] = [{"type": "output_text", "text": "18 degrees."}]
+            response = {"id": rid, "object": "response", "model": event.get("model"), "status": "in_progress"}
+            await send({"type": "response.created", "response": response})
+            await send({"type": "response.output_item.done", "output_index": 0, "item": item})
+            self.completed += 1
+            await send(
+                {"type": "response.completed", "response": {**response, "status": "completed", "output": [item]}}
+            )
+        return ws
+
+
+async def record_responses_session(db: Path, url: str) -> tuple[dict[str, Any], list[Frame]]:
+    """A Responses session through the real proxy: a call, its output with previous_response_id, an answer."""
+    import aiohttp
+
+    from tests.conftest import start_proxy
+
+    running, runner = await start_proxy(db, url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {make_key()}"}
+            async with http.ws_connect(f"{running.http_base}/v1/responses", headers=headers) as ws:
+                tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+                await ws.send_json({"type": "response.create", "model": "gpt-5", "input": "Weather?", "tools": [tool]})
+                events = []
+                while len(events) < 3:
+                    events.append(orjson.loads((await ws.receive()).data))
+                call = events[1]["item"]
+                output = {"type": "function_call_output", "call_id": call["call_id"], "output": "18"}
+                first = events[0]["response"]["id"]
+                await ws.send_json(
+                    {"type": "response.create", "model": "gpt-5", "previous_response_id": first, "input": [output]}
+                )
+                for _ in range(3):
+                    await ws.receive()
+        (sid,) = await running.settle()
+    finally:
+        await running.proxy.shutdown()
+        await runner.cleanup()
+        running.recorder.close()
+    with Store(db) as store:
+        from rtproxy.recording import session_header
+
+        return session_header(store.session(sid)), list(store.frames(sid))
+
+
+async def test_a_responses_session_reruns_each_create_after_the_previous_completed(tmp_path: Path) -> None:
+    """Responses WebSocket mode: the creates go in order, each after the response before completed; the call
+    output goes to this run's call and previous_response_id names this run's response; --model replaces
+    the request's model."""
+    async with FakeResponses() as original:
+        session, frames = await record_responses_session(tmp_path / "orig.db", original.url)
+    plan = build_plan(session, frames, model="gpt-6")
+    assert plan.api is Api.RESPONSES and plan.path == "/v1/responses"
+    assert [s.after_done for s in plan.steps] == [0, 1] and len(plan.turns) == 2
+    async with FakeResponses() as up:
+        result = await rerun(plan, upstream=up.url, db=str(tmp_path / "r.db"), label="t", api_key=make_key())
+    assert result.complete, result.stopped
+    (first, done_before_first), (second, done_before_second) = up.received
+    assert (done_before_first, done_before_second) == (0, 1)
+    assert first["model"] == second["model"] == "gpt-6"
+    assert second["previous_response_id"] == up.response_ids[0]
+    assert second["input"][0]["call_id"] == up.call_ids[0] and second["input"][0]["output"] == "18"
