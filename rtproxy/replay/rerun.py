@@ -10,8 +10,8 @@ waits: a microphone's stream goes on while the model speaks.
 
 Ids the server made (items, calls, responses) that later client events name are mapped by kind and order: the
 recording's third assistant message is this run's third assistant message (:class:`IdLedger`). Function calls are
-compared at the step that answers one (:meth:`RunState.answer`): the same name and JSON-equal arguments get the
-recorded output; another call needs a handler (``--tools``), or the rerun stops with a :class:`Divergence`.
+compared at the step that answers one (:mod:`rtproxy.replay.rerun_state`): the same name and JSON-equal arguments
+get the recorded output; another call needs a handler (``--tools``), or the rerun stops with a divergence.
 
 Everything from the wire is bounded: ids per kind (``MAX_IDS``), calls (``MAX_CALLS``), nesting walked
 (``MAX_DEPTH``); junk teaches nothing and never raises.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -143,7 +143,6 @@ class Plan:
     outputs: dict[str, Any]  # recorded call id -> the output the client sent
     ids: IdLedger
     expected: tuple[Frame, ...]  # the recording with the edits applied: what an unchanged server would give
-    session: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steps(self) -> list[Step]:
@@ -366,9 +365,7 @@ def _subprotocols(session: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(p for p in offered if p and not p.startswith(SECRET_PROTOCOL_PREFIXES))
 
 
-def _edit(
-    api: Api, dialect: str | None, event: dict[str, Any], instructions: str | None, model: str | None
-) -> dict[str, Any] | None:
+def _edit(api: Api, event: dict[str, Any], instructions: str | None, model: str | None) -> dict[str, Any] | None:
     """The event with --instructions / --model applied; None if unchanged (or too deep to write back)."""
     kind = event.get("type")
     if too_deep(event, WRITE_DEPTH):
@@ -395,6 +392,103 @@ def _session_update(dialect: str | None, instructions: str) -> dict[str, Any]:
     return {"type": "session.update", "session": session}
 
 
+class _Builder:
+    """Walks a recording once: client frames become steps, server frames the counts they wait for."""
+
+    def __init__(self, api: Api, dialect: str | None, instructions: str | None, model: str | None) -> None:
+        self.api, self.dialect, self.instructions, self.model = api, dialect, instructions, model
+        self.finished = FINISHED[api]
+        self.ledger = IdLedger()
+        self.calls: list[Call] = []
+        self.outputs: dict[str, Any] = {}
+        self.steps: list[Step] = []
+        self.expected: list[Frame] = []
+        self.done = self.created = 0
+        self.last_client_t: float | None = None
+        self.anchor_t = 0.0  # when the latest awaited server event was recorded
+        self.greeting = False
+        self.in_audio_run = False
+        self.run_counts = (0, 0)  # what the first append of the current run of appends waited for
+        self.final_type: str | None = None
+        self.pending_update: dict[str, Any] | None = None  # a session.update to send first (--instructions)
+
+    def server(self, frame: Frame) -> None:
+        self.expected.append(frame)
+        event = frame.event
+        kind = event.get("type") if event is not None else None
+        self.final_type = kind if isinstance(kind, str) else None
+        if event is None:
+            return
+        if self.last_client_t is None:
+            self.greeting = True
+        self.ledger.feed_server(event)
+        for call in function_calls(event):
+            if len(self.calls) < MAX_CALLS and all(c.call_id != call.call_id for c in self.calls):
+                self.calls.append(call)
+        if kind in self.finished:
+            self.done += 1
+            self.anchor_t = frame.t
+        elif kind == CREATED:
+            self.created += 1
+            self.anchor_t = frame.t
+
+    def client(self, frame: Frame) -> None:
+        self.final_type = None
+        event, data = frame.event, frame.data
+        if event is not None:
+            self.ledger.feed_client(event)
+            for out in outputs_of(event):
+                self.outputs.setdefault(out["call_id"], out.get("output"))
+            edited = _edit(self.api, event, self.instructions, self.model)
+            if edited is not None:
+                event, data = edited, orjson.dumps(edited).decode()
+        if self.pending_update is not None:
+            update, self.pending_update = self.pending_update, None
+            self.add(frame.t, orjson.dumps(update).decode(), update)
+        self.add(frame.t, data, event)
+
+    def add(self, t: float, data: str | bytes, event: dict[str, Any] | None) -> None:
+        kind = event.get("type") if event is not None else None
+        kind = kind if isinstance(kind, str) else "<frame>"
+        previous_t = self.last_client_t if self.last_client_t is not None else 0.0
+        if kind == AUDIO_APPEND and self.in_audio_run:
+            (after_done, after_created), base = self.run_counts, previous_t
+        else:
+            (after_done, after_created), base = (self.done, self.created), max(previous_t, self.anchor_t)
+        if kind == AUDIO_APPEND and not self.in_audio_run:
+            self.run_counts = (after_done, after_created)
+        self.in_audio_run = kind == AUDIO_APPEND
+        refs = tuple(v for v in ref_values(event) if v in self.ledger.where) if event is not None else ()
+        answers = tuple(o["call_id"] for o in outputs_of(event)) if event is not None else ()
+        step = Step(
+            index=len(self.steps),
+            t=t,
+            delay=min(MAX_DELAY, max(0.0, t - base)),
+            type=kind,
+            data=data,
+            after_done=after_done,
+            after_created=after_created,
+            refs=refs,
+            answers=answers,
+            calls_before=len(self.calls),
+        )
+        self.steps.append(step)
+        self.expected.append(Frame(len(self.expected), t, Direction.CLIENT, data))
+        self.last_client_t = t
+
+    def turns(self) -> tuple[Turn, ...]:
+        """The steps cut where the next one waits for one more finished response."""
+        turns: list[Turn] = []
+        current: list[Step] = []
+        for step in self.steps:
+            if current and step.after_done > current[-1].after_done:
+                turns.append(Turn(len(turns) + 1, tuple(current)))
+                current = []
+            current.append(step)
+        turns.append(Turn(len(turns) + 1, tuple(current)))
+        return tuple(turns)
+
+
 def build_plan(
     session: Mapping[str, Any],
     frames: Sequence[Frame],
@@ -406,109 +500,18 @@ def build_plan(
     api, dialect = detect_api(session, frames)
     if api not in FINISHED:
         raise PlanError(f"a {api.value} session cannot be rerun yet (Realtime and Responses WebSocket can)")
-    finished = FINISHED[api]
     path = session.get("path")
     path = path if isinstance(path, str) and path.startswith("/") else "/v1/realtime"
     query = str(session.get("query") or "")
     query = _query_with_model(query, model) if api is Api.REALTIME else query
-
-    ledger = IdLedger()
-    calls: list[Call] = []
-    outputs: dict[str, Any] = {}
-    steps: list[Step] = []
-    expected: list[Frame] = []
-    done = created = 0
-    last_client_t: float | None = None
-    anchor_t = 0.0  # when the latest awaited server event was recorded
-    greeting = False
-    in_audio_run = False
-    inserted = False
-    final_type: str | None = None
-    needs_update = (
-        instructions is not None
-        and api is Api.REALTIME
-        and not any((e := f.event) is not None and e.get("type") == "session.update" for f in frames)
-    )
-    run_counts = (0, 0)  # what the first append of the current run of appends waited for
-
-    def add(t: float, data: str | bytes, kind: str, event: dict[str, Any] | None) -> None:
-        nonlocal last_client_t, in_audio_run, run_counts
-        previous_t = last_client_t if last_client_t is not None else 0.0
-        if kind == AUDIO_APPEND and in_audio_run:
-            (after_done, after_created), base = run_counts, previous_t
-        else:
-            (after_done, after_created), base = (done, created), max(previous_t, anchor_t)
-        if kind == AUDIO_APPEND and not in_audio_run:
-            run_counts = (after_done, after_created)
-        in_audio_run = kind == AUDIO_APPEND
-        refs = tuple(v for v in ref_values(event) if v in ledger.where) if event is not None else ()
-        answers = tuple(o["call_id"] for o in outputs_of(event)) if event is not None else ()
-        steps.append(
-            Step(
-                index=len(steps),
-                t=t,
-                delay=min(MAX_DELAY, max(0.0, t - base)),
-                type=kind,
-                data=data,
-                after_done=after_done,
-                after_created=after_created,
-                refs=refs,
-                answers=answers,
-                calls_before=len(calls),
-            )
-        )
-        last_client_t = t
-
+    builder = _Builder(api, dialect, instructions, model)
+    has_update = any((e := f.event) is not None and e.get("type") == "session.update" for f in frames)
+    if instructions is not None and api is Api.REALTIME and not has_update:
+        builder.pending_update = _session_update(dialect, instructions)
     for frame in frames:
-        event = frame.event
-        kind = event.get("type") if event is not None else None
-        if frame.direction is Direction.SERVER:
-            expected.append(frame)
-            final_type = kind if isinstance(kind, str) else None
-            if event is None:
-                continue
-            if last_client_t is None:
-                greeting = True
-            ledger.feed_server(event)
-            for call in function_calls(event):
-                if len(calls) < MAX_CALLS and all(c.call_id != call.call_id for c in calls):
-                    calls.append(call)
-            if kind in finished:
-                done += 1
-                anchor_t = frame.t
-            elif kind == CREATED:
-                created += 1
-                anchor_t = frame.t
-            continue
-        final_type = None
-        data: str | bytes = frame.data
-        if event is not None:
-            ledger.feed_client(event)
-            for out in outputs_of(event):
-                outputs.setdefault(out["call_id"], out.get("output"))
-            edited = _edit(api, dialect, event, instructions, model)
-            if edited is not None:
-                event, data = edited, orjson.dumps(edited).decode()
-        if needs_update and instructions is not None and not inserted:
-            update = _session_update(dialect, instructions)
-            text = orjson.dumps(update).decode()
-            add(frame.t, text, "session.update", update)
-            expected.append(Frame(len(expected), frame.t, Direction.CLIENT, text))
-            inserted = True
-        add(frame.t, data, kind if isinstance(kind, str) else "<frame>", event)
-        expected.append(Frame(frame.seq, frame.t, Direction.CLIENT, data))
-    if not steps:
+        (builder.server if frame.direction is Direction.SERVER else builder.client)(frame)
+    if not builder.steps:
         raise PlanError("the recording has no client events to send")
-    expected = [Frame(i, f.t, f.direction, f.data) for i, f in enumerate(expected)]
-
-    turns: list[Turn] = []
-    current: list[Step] = []
-    for step in steps:
-        if current and step.after_done > current[-1].after_done:
-            turns.append(Turn(len(turns) + 1, tuple(current)))
-            current = []
-        current.append(step)
-    turns.append(Turn(len(turns) + 1, tuple(current)))
     header_model = model if model is not None else session.get("model")
     return Plan(
         api=api,
@@ -519,13 +522,12 @@ def build_plan(
         subprotocols=_subprotocols(session),
         auth_header=_auth_header(session),
         model=header_model if isinstance(header_model, str) else None,
-        turns=tuple(turns),
-        greeting=greeting,
-        final_done=done,
-        final_type=None if final_type in finished else final_type,
-        calls=tuple(calls),
-        outputs=outputs,
-        ids=ledger,
-        expected=tuple(expected),
-        session=dict(session),
+        turns=builder.turns(),
+        greeting=builder.greeting,
+        final_done=builder.done,
+        final_type=None if builder.final_type in builder.finished else builder.final_type,
+        calls=tuple(builder.calls),
+        outputs=builder.outputs,
+        ids=builder.ledger,
+        expected=tuple(Frame(i, f.t, f.direction, f.data) for i, f in enumerate(builder.expected)),
     )
