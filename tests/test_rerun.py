@@ -78,6 +78,23 @@ def test_plan_connects_like_the_recorded_client_without_its_secrets_and_with_the
     assert not any("****" in v for v in plan.headers.values())
 
 
+def test_the_query_keeps_its_parameters_but_not_masked_credentials() -> None:
+    """Azure's api-key= was masked in the recording: it is left out (the key goes in a header); the rest stays."""
+    frames = [client(0, 0.0, {"type": "response.create"})]
+    session = {
+        "path": "/openai/realtime",
+        "query": "api-version=2025-04-01&deployment=rt&api-key=****abcd",
+        "api": "realtime",
+        "dialect": "ga",
+        "request_headers": {"api-key": "****abcd", "Host": "x"},
+    }
+    plan = build_plan(session, frames)
+    assert plan.query == "api-version=2025-04-01&deployment=rt" and plan.auth_header == "api-key"
+    assert build_plan(session, frames, model="m2").query == "api-version=2025-04-01&deployment=m2"
+    openai = {**session, "query": "model=gpt-realtime&x=1"}
+    assert build_plan(openai, frames, model="m2").query == "model=m2&x=1"
+
+
 def test_instructions_replace_the_session_updates_or_come_first_when_the_recording_had_none() -> None:
     """--instructions rewrites session.update's instructions; without a session.update one is sent first."""
     plan = plan_of(FUNCTION_CALL, instructions="Answer in French.")
@@ -691,3 +708,42 @@ async def test_a_responses_session_reruns_each_create_after_the_previous_complet
     assert first["model"] == second["model"] == "gpt-6"
     assert second["previous_response_id"] == up.response_ids[0]
     assert second["input"][0]["call_id"] == up.call_ids[0] and second["input"][0]["output"] == "18"
+
+
+async def test_instructions_reach_the_server_and_an_unchanged_model_still_compares_equal(tmp_path: Path) -> None:
+    """--instructions FILE: the server's session gets them; the original is compared with them applied: exit 0."""
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Answer like a pirate.\n")
+    async with ScriptedUpstream(text=FUNCTION_CALL_TEXT) as up:
+        args = [str(FUNCTION_CALL), "--upstream", up.url, "--db", str(tmp_path / "r.db"), "--instructions", str(prompt)]
+        code, out, err = await run_rerun(*args, "--speed", "0", key=make_key())
+        (conn,) = up.connections
+    assert code == 0, out + err
+    update = next(orjson.loads(m) for m in conn.received if isinstance(m, str) and "session.update" in m)
+    assert update["session"]["instructions"] == "Answer like a pirate."
+    assert update["session"]["tools"][0]["name"] == "get_weather"
+
+
+async def test_recorded_pauses_are_kept_and_scaled_by_speed(tmp_path: Path) -> None:
+    """A client pause of 0.6 s is kept at --speed 1 and a third of it at --speed 3 (times as the new recording
+    has them)."""
+    rec = tmp_path / "pause.jsonl"
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    frames = [
+        server(0, 0.0, {"type": "session.created", "session": {"type": "realtime"}}),
+        client(1, 0.01, {"type": "conversation.item.create", "item": item}),
+        client(2, 0.61, {"type": "conversation.item.create", "item": item}),
+    ]
+    write_recording(rec, {"path": "/v1/realtime", "query": "model=gpt-realtime", "api": "realtime"}, frames)
+    gaps = {}
+    async with ScriptedUpstream() as up:
+        for speed in (1.0, 3.0):
+            db = tmp_path / f"r{speed}.db"
+            plan = plan_of(rec)
+            result = await rerun(plan, upstream=up.url, db=str(db), label="t", api_key=make_key(), speed=speed)
+            assert result.complete and result.session_id is not None
+            with Store(db) as store:
+                sent = [f.t for f in store.frames(result.session_id) if f.direction is Direction.CLIENT]
+            gaps[speed] = sent[1] - sent[0]
+    assert 0.55 <= gaps[1.0] < 1.5
+    assert 0.15 <= gaps[3.0] < 0.45

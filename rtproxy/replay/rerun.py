@@ -29,7 +29,7 @@ import orjson
 
 from ..conversation.model import MAX_DEPTH, too_deep
 from ..protocols import Api, classify_handshake, refine
-from ..protocols.secrets import SECRET_HEADERS, SECRET_PROTOCOL_PREFIXES
+from ..protocols.secrets import SECRET_HEADERS, SECRET_PROTOCOL_PREFIXES, SECRET_QUERY_PARAMS
 from ..protocols.wire import Direction, Frame, parse_event
 
 AUDIO_APPEND = "input_audio_buffer.append"
@@ -323,11 +323,15 @@ def detect_api(session: Mapping[str, Any], frames: Sequence[Frame]) -> tuple[Api
     return kind.api, kind.variant
 
 
-def _query_with_model(query: str, model: str | None) -> str:
-    if model is None:
-        return query
-    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "model"]
-    return urlencode([("model", model), *pairs])
+def _query(query: str, model: str | None) -> str:
+    """The recorded query without its (masked) credentials; ``model=`` replaced when asked (Azure's
+    ``deployment=`` when that is what names the model)."""
+    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() not in SECRET_QUERY_PARAMS]
+    if model is not None:
+        names = {k for k, _ in pairs}
+        key = "deployment" if "deployment" in names and "model" not in names else "model"
+        pairs = [(k, model if k == key else v) for k, v in pairs] if key in names else [("model", model), *pairs]
+    return urlencode(pairs)
 
 
 def _headers(session: Mapping[str, Any]) -> dict[str, str]:
@@ -502,8 +506,7 @@ def build_plan(
         raise PlanError(f"a {api.value} session cannot be rerun yet (Realtime and Responses WebSocket can)")
     path = session.get("path")
     path = path if isinstance(path, str) and path.startswith("/") else "/v1/realtime"
-    query = str(session.get("query") or "")
-    query = _query_with_model(query, model) if api is Api.REALTIME else query
+    query = _query(str(session.get("query") or ""), model if api is Api.REALTIME else None)
     builder = _Builder(api, dialect, instructions, model)
     has_update = any((e := f.event) is not None and e.get("type") == "session.update" for f in frames)
     if instructions is not None and api is Api.REALTIME and not has_update:

@@ -197,9 +197,11 @@ async def rerun(
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         async with aiohttp.ClientSession(trust_env=False) as http:
             await _connect_and_play(http, port, plan, api_key, result, speed, timeout, handlers or {}, progress)
-        if result.session_id is None:
+        try:
             ids = await proxy.wait_finished(1, timeout=10.0)
-            result.session_id = ids[0] if ids else None
+        except (TimeoutError, asyncio.TimeoutError):
+            ids = []
+        result.session_id = ids[0] if ids else None
     finally:
         await proxy.shutdown()
         await runner.cleanup()
