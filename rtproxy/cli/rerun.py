@@ -174,7 +174,7 @@ def rerun(
     parts = urlsplit(upstream)
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
         raise InputError(f"--upstream must be an http(s) or ws(s) URL, got {redact_url(upstream)!r}")
-    api_key = os.environ.get("OPENAI_API_KEY", "")
+    api_key = os.environ.get("OPENAI_API_KEY", "").strip()
     if not api_key:
         raise InputError("OPENAI_API_KEY is not set: rerun sends it to --upstream as the API key")
     instructions = None
@@ -238,7 +238,8 @@ def rerun(
             f"  recorded as {db}#{result.session_id} ({label!r}); {result.played} of {result.turns} turns played"
         )
         for call, output in result.handled:
-            click.echo(f"  --tools answered {call.shown()} -> {output[:120]}")
+            shown = output if len(output) <= 120 else output[:119] + "…"
+            click.echo(f"  --tools answered {call.shown()} -> {' '.join(shown.split())}")
         for error in result.server_errors:
             click.echo(f"  the server sent an error: {error}")
         if result.stopped is not None:

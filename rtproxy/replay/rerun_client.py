@@ -112,20 +112,26 @@ class _Player:
             frames = state.extra_answer(call, self.handlers, turn)
             if isinstance(frames, Divergence):
                 return frames
-            before = state.done
-            for data in frames:
-                failed = await self._send_frame(data, f"the output of {call.name}", turn)
-                if failed is not None:
-                    return failed
-                state.sent(None)
-            reason = await self.until(
-                lambda before=before: state.done > before and state.idle,  # type: ignore[misc]
-                lambda name=call.name: f"the answer after {name}'s output",  # type: ignore[misc]
-                lambda: None,
-            )
-            if reason is not None:
-                return Divergence(turn, reason)
+            failed = await self._answer_one(call, frames, turn)
+            if failed is not None:
+                return failed
         return None
+
+    async def _answer_one(self, call: Call, frames: list[str], turn: int) -> Divergence | None:
+        """Send a call's output and response.create; wait until the response they provoke is over."""
+        state = self.state
+        before = state.done
+        for data in frames:
+            failed = await self._send_frame(data, f"the output of {call.name}", turn)
+            if failed is not None:
+                return failed
+            state.sent(None)
+
+        def answered() -> bool:
+            return state.done > before and state.idle
+
+        reason = await self.until(answered, lambda: f"the answer after {call.name}'s output", lambda: None)
+        return Divergence(turn, reason) if reason is not None else None
 
     async def send(self, step: Step, turn: int) -> Divergence | None:
         state = self.state
