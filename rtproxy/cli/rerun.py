@@ -151,7 +151,9 @@ def rerun(
 ) -> int:
     """Play a recorded conversation against a (new) model and diff the result with the original.
 
-    RECORDING is a JSONL file or DB#SESSION. The rerun connects to --upstream
+    RECORDING is a JSONL file or DB#SESSION of a Realtime session (GA or beta)
+    or a Responses WebSocket one (each response.create waits for the response
+    before to complete). The rerun connects to --upstream
     like the recorded client did (same path and query, recorded headers minus
     secrets, the key from $OPENAI_API_KEY) and sends the recorded client
     events in order: audio at the recorded pace, text items, session.update,
