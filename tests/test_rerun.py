@@ -425,14 +425,14 @@ async def test_tools_answer_the_new_call_and_the_diff_names_the_changed_argument
 
 
 async def test_a_new_model_changing_a_spoken_answer_shows_in_the_diff_and_ignore_drops_it(tmp_path: Path) -> None:
-    """A beta voice rerun whose answer says other words: exit 1 naming the transcript; --ignore transcript: 0."""
+    """A beta voice rerun whose answer says other words: exit 1 naming the answer's text; --ignore wording: 0."""
     db = tmp_path / "rerun.db"
     async with ScriptedUpstream(text=VOICE_TEXT, audio_ms=1000, new_model=NEW_MODEL, new_text="It rains.") as up:
         base = [str(VOICE_BETA), "--upstream", up.url, "--db", str(db), "--model", NEW_MODEL, "--speed", "0"]
         code, out, err = await run_rerun(*base, key=make_key())
         assert code == 1, out + err
-        assert "transcript" in out and "It rains." in out
-        code, out, err = await run_rerun(*base, "--ignore", "transcript", "--ignore", "text", key=make_key())
+        assert "#2 assistant: text" in out and "It rains." in out
+        code, out, err = await run_rerun(*base, "--ignore", "wording", key=make_key())
         assert code == 0, out + err
 
 

@@ -174,7 +174,7 @@ def _load_side(ref: str) -> tuple[str, dict[str, Any], list[Frame]]:
     return ref, rec.session, rec.frames
 
 
-def _ignore_help() -> str:
+def ignore_help() -> str:
     from ..diff import ALIASES, IGNORABLE
 
     aliases = {v: k for k, v in ALIASES.items()}
@@ -183,7 +183,7 @@ def _ignore_help() -> str:
     )
 
 
-_IGNORE_CHOICES = ["wording", "timing", "latency", "usage", "cost", "ids", "audio", "errors", "tools", "model"]
+IGNORE_CHOICES = ["wording", "timing", "latency", "usage", "cost", "ids", "audio", "errors", "tools", "model"]
 
 
 @click.command()
@@ -196,10 +196,8 @@ _IGNORE_CHOICES = ["wording", "timing", "latency", "usage", "cost", "ids", "audi
     "--ignore",
     "ignore",
     multiple=True,
-    type=click.Choice(_IGNORE_CHOICES),
-    help="Leave out what a migration is expected to change (repeatable; still shown, marked ~): "
-    + _ignore_help()
-    + ".",
+    type=click.Choice(IGNORE_CHOICES),
+    help="Leave out what a migration is expected to change (repeatable; still shown, marked ~): " + ignore_help() + ".",
 )
 @click.option(
     "--latency-ms",

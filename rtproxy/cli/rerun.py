@@ -23,6 +23,7 @@ from ..errors import RtproxyError
 from ..protocols.secrets import redact_url
 from ..protocols.wire import Frame
 from . import InputError, db_option, file_errors, open_store, resolve_session
+from .replay import IGNORE_CHOICES, ignore_help
 
 Side = tuple[str, dict[str, Any], list[Frame]]
 
@@ -67,24 +68,11 @@ def load_tools(path: Path) -> dict[str, Any]:
 
 
 def compare(original: Side, new: Side, ignore: tuple[str, ...]) -> Any:
-    """The diff of the original against the rerun, minus ignored differences (the one call into rtproxy.diff).
+    """The diff of the original against the rerun (the one call into rtproxy.diff): by meaning, `ignore` as
+    `rtproxy diff --ignore` takes it; timing is never compared (another server, another moment)."""
+    from ..diff import Options, diff_frames
 
-    An ignore names a section (``items``, ``responses``, ``client events``, ``session``) or a compared field
-    (``usage``, ``text``, ``arguments``…): a difference is dropped when its section is one, or its message starts
-    with one.
-    """
-    from ..diff import diff_frames
-
-    result = diff_frames(original, new)
-    if ignore:
-        kept = []
-        for d in result.differences:
-            section, message = str(getattr(d, "section", "")), str(getattr(d, "message", ""))
-            if any(section == name or message.split(" ", 1)[0] == name for name in ignore):
-                continue
-            kept.append(d)
-        result.differences = kept
-    return result
+    return diff_frames(original, new, Options(frozenset(ignore) | {"timing"}))
 
 
 def _say_err(text: str) -> None:
@@ -125,8 +113,9 @@ def _say_err(text: str) -> None:
 @click.option(
     "--ignore",
     multiple=True,
-    metavar="FIELD",
-    help="Leave a section or field out of the verdict (repeatable): usage, text, audio_ms, responses, ...",
+    type=click.Choice(IGNORE_CHOICES),
+    help="Leave out of the verdict what the change is expected to change, as `rtproxy diff --ignore` (repeatable; "
+    "timing is never compared): " + ignore_help() + ".",
 )
 @click.option(
     "--timeout",
