@@ -186,6 +186,8 @@ __all__ = [
     "handshake_variant",
     "model_from_event",
     "model_from_query",
+    "api_session_id_from_event",
+    "api_session_id_from_path",
     "refine_variant",
     "settled",
 ]
@@ -241,3 +243,17 @@ def model_from_event(direction: str, event_type: str, event: Mapping[str, Any] |
     session = event.get("session")
     model = session.get("model") if isinstance(session, Mapping) else None
     return model if isinstance(model, str) and model else None
+
+
+def api_session_id_from_path(path: str) -> str | None:
+    """A Realtime connection names no session in its path."""
+    return None
+
+
+def api_session_id_from_event(direction: str, event_type: str, event: Mapping[str, Any] | None) -> str | None:
+    """``session.id`` of ``session.created`` (the server's name for the session)."""
+    if direction != "server" or event_type != "session.created" or event is None:
+        return None
+    session = event.get("session")
+    sid = session.get("id") if isinstance(session, Mapping) else None
+    return sid if isinstance(sid, str) and sid else None

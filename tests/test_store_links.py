@@ -1,0 +1,48 @@
+"""Session links: a Live sideband (or fork) is linked to its primary by the API session id, whichever is
+recorded first, and Store.linked_sessions reads the link both ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rtproxy.store import Store, connect, insert_session, link_session
+
+
+def add(conn, sid: str, variant: str, started: str) -> None:  # type: ignore[no-untyped-def]
+    insert_session(conn, {"id": sid, "started_at": started, "status": "closed", "api": "live", "variant": variant})
+
+
+def test_a_sideband_recorded_after_its_primary_links_to_the_latest_primary(tmp_path: Path) -> None:
+    """The sideband takes the newest primary with its API id; an unrelated primary stays unlinked."""
+    db = tmp_path / "l.db"
+    conn = connect(str(db))
+    add(conn, "p-old", "primary", "2026-12-01T10:00:00Z")
+    add(conn, "p-new", "primary", "2026-12-01T11:00:00Z")
+    add(conn, "p-other", "primary", "2026-12-01T11:30:00Z")
+    link_session(conn, "p-old", "sess_1", "primary")
+    link_session(conn, "p-new", "sess_1", "primary")
+    link_session(conn, "p-other", "sess_2", "primary")
+    add(conn, "side", "sideband", "2026-12-01T12:00:00Z")
+    link_session(conn, "side", "sess_1", "sideband")
+    conn.commit()
+    conn.close()
+    with Store(db) as store:
+        assert store.session("side")["linked_to"] == "p-new"
+        assert [(r["id"], r["relation"]) for r in store.linked_sessions("p-new")] == [("side", "sideband")]
+        assert [(r["id"], r["relation"]) for r in store.linked_sessions("side")] == [("p-new", "primary")]
+        assert store.linked_sessions("p-other") == [] and store.linked_sessions("p-old") == []
+
+
+def test_a_primary_that_learns_its_id_after_the_sideband_takes_it(tmp_path: Path) -> None:
+    """A sideband recorded before its primary's session.started reached the writer is linked once it does."""
+    db = tmp_path / "l.db"
+    conn = connect(str(db))
+    add(conn, "side", "sideband", "2026-12-01T10:00:01Z")
+    link_session(conn, "side", "sess_9", "sideband")
+    add(conn, "prim", "primary", "2026-12-01T10:00:00Z")
+    link_session(conn, "prim", "sess_9", "primary")
+    conn.commit()
+    conn.close()
+    with Store(db) as store:
+        assert store.session("side")["linked_to"] == "prim" and store.session("prim")["linked_to"] is None
+        assert [r["id"] for r in store.linked_sessions("prim")] == ["side"]
