@@ -781,7 +781,9 @@ class Store:
         A session whose id is already present is never replaced: the import gets a fresh id, so importing
         the same file twice keeps both copies (compare the returned id with the file's to tell).
         """
-        fields = {k: v for k, v in session.items() if k in SESSION_COLUMNS and k not in OWNER_COLUMNS}
+        fields = {
+            k: v for k, v in session.items() if k in SESSION_COLUMNS and k not in OWNER_COLUMNS and k != "linked_to"
+        }
         fields.setdefault("started_at", utcnow())
         if not fields.get("api"):  # a recording made before sessions carried their API: a Realtime one
             fields["api"] = "realtime"
@@ -801,6 +803,9 @@ class Store:
             else:
                 raise StoreError(f"could not find a free session id in {self.path}")
             self.conn.executemany(INSERT_EVENT, (frame_row(sid, f.seq, f.t, f.direction.value, f.data) for f in frames))
+            api_sid = fields.get("api_session_id")
+            if isinstance(api_sid, str) and api_sid:  # a sideband finds its primary here (and the other way)
+                link_session(self.conn, sid, api_sid, fields.get("variant"))
         return sid
 
     def replace_frames(self, session_id: str, frames: Iterable[Frame]) -> None:

@@ -46,3 +46,29 @@ def test_a_primary_that_learns_its_id_after_the_sideband_takes_it(tmp_path: Path
     with Store(db) as store:
         assert store.session("side")["linked_to"] == "prim" and store.session("prim")["linked_to"] is None
         assert [r["id"] for r in store.linked_sessions("prim")] == ["side"]
+
+
+def test_imported_recordings_of_a_primary_and_its_sideband_link_again(tmp_path: Path) -> None:
+    """Exported (the API session id is in the header, the database-local link is not) and imported into another
+    database in either order, a sideband links to its primary again."""
+    from rtproxy.protocols.wire import Direction, Frame
+    from rtproxy.recording import read_recording, write_recording
+
+    db = tmp_path / "a.db"
+    conn = connect(str(db))
+    add(conn, "prim", "primary", "2026-12-01T10:00:00Z")
+    link_session(conn, "prim", "sess_7", "primary")
+    add(conn, "side", "sideband", "2026-12-01T10:00:01Z")
+    link_session(conn, "side", "sess_7", "sideband")
+    conn.commit()
+    conn.close()
+    frame = [Frame(0, 0.0, Direction.SERVER, '{"type":"info","event_id":"e","code":"x","message":"m"}')]
+    with Store(db) as store:
+        for sid in ("prim", "side"):
+            write_recording(tmp_path / f"{sid}.jsonl", store.session(sid), frame)
+    assert "linked_to" not in read_recording(tmp_path / "side.jsonl").session
+    for order in (("prim", "side"), ("side", "prim")):
+        with Store(tmp_path / f"{order[0]}-first.db", create=True) as store:
+            ids = {n: store.import_session(read_recording(tmp_path / f"{n}.jsonl").session, frame) for n in order}
+            assert store.session(ids["side"])["linked_to"] == ids["prim"]
+            assert [r["id"] for r in store.linked_sessions(ids["prim"])] == [ids["side"]]
