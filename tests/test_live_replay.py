@@ -241,3 +241,71 @@ def test_realtime_client_item_ids_and_metadata_are_echoed_from_this_run() -> Non
     (created,) = player.receive(dumps({"type": "response.create", "response": {"metadata": {"tag": "run_new"}}}), 0)
     assert orjson.loads(created.data)["response"]["metadata"] == {"tag": "run_new"}
     assert player.report.ok
+
+
+@pytest.mark.parametrize("name", LIVE.COMMITTED)
+async def test_the_committed_live_recordings_replay_to_their_client_under_strict(name: str) -> None:
+    """recordings/live-*.jsonl replay to the flow that made them with no mismatch under strict, and no error."""
+    async for server, url in serve(ROOT / "recordings" / f"{name}.jsonl", policy="strict"):
+        run = await LIVE.run_flow(LIVE.FLOWS[name], url)
+        await server.wait_closed(1, timeout=5)
+        assert server.report.ok, server.report.format()
+    types = [e["type"] for e in run.events]
+    assert types[0] == "session.started" and types[-1] == "session.closed" and "error" not in types
+
+
+async def test_recorded_pace_keeps_the_live_order(recorded: dict[str, tuple[Path, Any]]) -> None:
+    """With pace recorded (sped up) the gated Live replies still arrive complete and in the recorded order."""
+    path, rec = recorded["live-voice-delegation"]
+    async for server, url in serve(path, pace="recorded", speed=20.0):
+        run = await LIVE.run_flow(LIVE.FLOWS["live-voice-delegation"], url)
+        await server.wait_closed(1, timeout=5)
+        assert server.report.ok, server.report.format()
+    assert without_client_ids(run.events) == without_client_ids(rec.events)
+
+
+async def test_a_recorded_sideband_replays_to_the_sdk_sideband_client(tmp_path: Path) -> None:
+    """A sideband recorded beside its primary, exported, replays to `client.live.sideband.connect()`: the
+    observer receives the reflected events it was recorded receiving, up to session.closed."""
+    from rtproxy.recording import write_recording
+    from rtproxy.store import Store
+    from tests.conftest import start_proxy
+    from tests.live_upstream import LiveUpstream
+
+    seen: list[dict[str, Any]] = []
+    async with LiveUpstream() as up:
+        running, runner = await start_proxy(tmp_path / "rt.db", up.url)
+        try:
+            client = AsyncOpenAI(api_key=LIVE.make_key(), websocket_base_url=running.ws_base)
+
+            async def watch(sid: str) -> None:
+                async with client.live.sideband.connect(session_id=sid) as side:
+                    c = LIVE.Client(side)
+                    await c.until("session.closed")
+                    seen.extend(c.events)
+
+            async with asyncio.timeout(15), client.live.connect() as conn:
+                c = LIVE.Client(conn)
+                started = await c.start()
+                task = asyncio.create_task(watch(started["session"]["id"]))
+                await asyncio.wait_for(up.attached.wait(), 10)
+                await c.stream(LIVE.tone(800) + LIVE.silence(1500))
+                await c.until("session.usage.updated")
+                await c.close()
+                await asyncio.wait_for(task, 10)
+            await running.settle(2)
+        finally:
+            await running.proxy.shutdown()
+            await runner.cleanup()
+            running.recorder.close()
+    with Store(tmp_path / "rt.db") as store:
+        (side,) = [s for s in store.sessions() if s["variant"] == "sideband"]
+        write_recording(tmp_path / "side.jsonl", side, store.frames(side["id"]))
+    async for server, url in serve(tmp_path / "side.jsonl", policy="strict"):
+        client = AsyncOpenAI(api_key=LIVE.make_key(), websocket_base_url=url)
+        async with asyncio.timeout(10), client.live.sideband.connect(session_id=started["session"]["id"]) as side_conn:
+            replayed = LIVE.Client(side_conn)
+            await replayed.until("session.closed")
+        await server.wait_closed(1, timeout=5)
+        assert server.report.ok, server.report.format()
+    assert replayed.events == seen and server.report.connections[0].path.endswith("/attach")

@@ -72,3 +72,27 @@ def test_imported_recordings_of_a_primary_and_its_sideband_link_again(tmp_path: 
             ids = {n: store.import_session(read_recording(tmp_path / f"{n}.jsonl").session, frame) for n in order}
             assert store.session(ids["side"])["linked_to"] == ids["prim"]
             assert [r["id"] for r in store.linked_sessions(ids["prim"])] == [ids["side"]]
+
+
+async def test_a_realtime_session_keeps_the_api_session_id_of_session_created(tmp_path: Path) -> None:
+    """Realtime too: the writer stores session.created's session.id as the session's api_session_id."""
+    from openai import AsyncOpenAI
+
+    from tests.conftest import make_key, start_proxy
+    from tests.upstream import ScriptedUpstream
+
+    async with ScriptedUpstream() as up:
+        running, runner = await start_proxy(tmp_path / "rt.db", up.url)
+        try:
+            client = AsyncOpenAI(api_key=make_key(), websocket_base_url=running.ws_base)
+            async with client.realtime.connect(model="gpt-realtime") as conn:
+                created = await conn.recv()
+            (sid,) = await running.settle()
+        finally:
+            await running.proxy.shutdown()
+            await runner.cleanup()
+            running.recorder.close()
+    assert created.type == "session.created"
+    with Store(tmp_path / "rt.db") as store:
+        assert store.session(sid)["api_session_id"] == created.session.id
+        assert store.linked_sessions(sid) == []
