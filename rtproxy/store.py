@@ -24,7 +24,7 @@ import orjson
 
 from .errors import SessionNotFound, StoreError
 from .protocols.secrets import has_secret, redact_bytes, redact_text
-from .protocols.wire import Direction, Frame
+from .protocols.wire import Direction, Frame, skeleton
 
 #: ``PRAGMA user_version`` once every migration below has run; a database with a higher one is refused.
 SCHEMA_VERSION = 4
@@ -516,28 +516,6 @@ def mark_interrupted(conn: sqlite3.Connection, stale_after: float = STALE_AFTER)
 
 
 # --- extracting the columns queries need -------------------------------------------
-
-
-#: A frame longer than this is described from its skeleton: its bulk, a long "audio" or "delta" string (base64
-#: audio, most of every voice session's bytes), cut out first, so it is not copied into a Python string.
-BULK = 2048
-_BULK_KEYS = ('"audio":"', '"delta":"')
-
-
-def skeleton(data: str) -> str:
-    """`data` with the value of its first long "audio" or "delta" string emptied (when that value holds no
-    escape, so its end is the next quote): the same JSON but for that one value, whose type and ids are the
-    frame's. Anything else comes back unchanged."""
-    if len(data) < BULK:
-        return data
-    for key in _BULK_KEYS:
-        i = data.find(key)
-        if i != -1:
-            start = i + len(key)
-            end = data.find('"', start)
-            if end - start >= BULK // 2 and data.find("\\", start, end) == -1:
-                return data[:start] + data[end:]
-    return data
 
 
 def describe(data: str | bytes) -> tuple[str | None, str | None, str | None, str | None]:

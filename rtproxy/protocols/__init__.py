@@ -7,7 +7,7 @@ every input: anything from the wire that is not what it should be teaches nothin
 
 A new API is a new module with the same names (``API``, ``PATHS``, ``CLIENT_EVENTS``, ``SERVER_EVENTS``,
 ``handshake_variant``, ``refine_variant``, ``claims``, ``settled``, ``model_from_event``, ``model_from_query``,
-``api_session_id_from_path``, ``api_session_id_from_event``)
+``SESSION_ID_EVENTS``, ``api_session_id_from_path``, ``api_session_id_from_event``)
 plus one line in :data:`MODULES`.
 """
 
@@ -29,6 +29,7 @@ class ApiModule(Protocol):
     PATHS: tuple[tuple[Pattern[str], str | None], ...]
     CLIENT_EVENTS: frozenset[str]
     SERVER_EVENTS: frozenset[str]
+    SESSION_ID_EVENTS: frozenset[str]
 
     def handshake_variant(
         self, variant: str | None, query: str, headers: Mapping[str, str], subprotocols: Sequence[str]
@@ -198,6 +199,12 @@ def api_session_id_from_handshake(kind: Kind, path: str) -> str | None:
     return sid if isinstance(sid, str) and sid and len(sid) <= _MAX_ID else None
 
 
+def names_api_session_ids(kind: Kind) -> bool:
+    """Do this API's server events name the session by an id of the API's own (worth looking for)?"""
+    module = _BY_API.get(kind.api) if isinstance(kind, Kind) else None
+    return module is not None and bool(module.SESSION_ID_EVENTS)
+
+
 def api_session_id_from_event(
     kind: Kind, direction: str, event_type: str | None, event: Mapping[str, Any] | None
 ) -> str | None:
@@ -244,6 +251,7 @@ __all__ = [
     "event_types",
     "model_from_event",
     "model_from_handshake",
+    "names_api_session_ids",
     "refine",
     "server_event_types",
     "settled",

@@ -171,6 +171,10 @@ def model_from_query(query: str) -> str | None:
     return None
 
 
+#: Responses has no session id of its own.
+SESSION_ID_EVENTS: frozenset[str] = frozenset()
+
+
 def api_session_id_from_path(path: str) -> str | None:
     """Responses connections have no session of the API's own."""
     return None

@@ -30,11 +30,12 @@ from ..protocols import (
     api_session_id_from_event,
     api_session_id_from_handshake,
     model_from_event,
+    names_api_session_ids,
     refine,
     settled,
 )
 from ..protocols.secrets import redact_bytes, redact_text
-from ..protocols.wire import parse_event
+from ..protocols.wire import parse_event, skeleton
 from ..store import (
     INSERT_EVENT,
     connect,
@@ -43,7 +44,6 @@ from ..store import (
     insert_session_sql,
     link_session,
     mark_interrupted,
-    skeleton,
 )
 from .transport import BINARY, CONTROL, FRAME, SERVER, BatchReader, decode_batch
 
@@ -311,7 +311,8 @@ class Writer:
             if api_sid:
                 state["api_sid"] = api_sid
                 link_session(self.conn, sid, api_sid, kind.variant)
-        if (settled(kind) and state["model"] and state["api_sid"]) or state["seen"] >= SNIFF_FRAMES:
+        wants_id = not state["api_sid"] and names_api_session_ids(kind)
+        if (settled(kind) and state["model"] and not wants_id) or state["seen"] >= SNIFF_FRAMES:
             del self.sniffing[sid]
 
     def _insert_session(self, fields: dict[str, Any]) -> None:

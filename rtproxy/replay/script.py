@@ -45,7 +45,7 @@ import orjson
 
 from ..conversation.model import MAX_DEPTH, clip
 from ..errors import ReplayError
-from ..protocols.wire import Direction, Frame
+from ..protocols.wire import Direction, Frame, skeleton
 from .apis import TriggerRules, rules_for
 
 POLICIES = ("strict", "ordered", "loose")
@@ -206,7 +206,8 @@ def tag_client_ids(script: Script) -> Script:
     def tag(replies: tuple[Reply, ...]) -> tuple[Reply, ...]:
         out = []
         for r in replies:
-            found = tuple(sorted({orjson.loads(m) for m in tokens.findall(r.data)})) if isinstance(r.data, str) else ()
+            text = skeleton(r.data) if isinstance(r.data, str) else ""  # no id hides in a frame's audio
+            found = tuple(sorted({orjson.loads(m) for m in tokens.findall(text)}))
             out.append(replace(r, ids=found) if found else r)
         return tuple(out)
 
