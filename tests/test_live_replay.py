@@ -309,3 +309,50 @@ async def test_a_recorded_sideband_replays_to_the_sdk_sideband_client(tmp_path: 
         await server.wait_closed(1, timeout=5)
         assert server.report.ok, server.report.format()
     assert replayed.events == seen and server.report.connections[0].path.endswith("/attach")
+
+
+def test_hostile_client_ids_and_frames_never_break_a_live_replay() -> None:
+    """Ids that are not strings, or longer than MAX_ID, are never learnt; binary and non-JSON frames are
+    unexpected events answered with Live's error; the id map stays bounded."""
+    from rtproxy.replay.script import MAX_ID
+
+    script = build_script(
+        frames(
+            [
+                ("client", {"type": "session.start", "event_id": "rec_1", "session": {"model": "m"}}),
+                ("server", {"type": "session.started", "event_id": "s1", "client_event_id": "rec_1"}),
+                ("client", {"type": "session.close", "event_id": "rec_2"}),
+                ("server", {"type": "session.closed", "event_id": "s2", "client_event_id": "rec_2"}),
+            ]
+        ),
+        session={"api": "live"},
+    )
+    player = Player(script)
+    (started,) = player.receive(dumps({"type": "session.start", "event_id": "x" * (MAX_ID + 1)}), 0)
+    assert orjson.loads(started.data)["client_event_id"] == "rec_1" and player.ids == {}
+    (error,) = player.receive(b"\x00\x01", 0)
+    (error2,) = player.receive("not json", 0)
+    for e in (error, error2):
+        parsed = SERVER.validate_json(e.data)
+        assert isinstance(parsed, ErrorEvent) and parsed.client_event_id is None
+    (closed,) = player.receive(dumps({"type": "session.close", "event_id": {"not": "a string"}}), 0)
+    assert orjson.loads(closed.data)["client_event_id"] == "rec_2"
+    assert [m.kind for m in player.report.mismatches] == ["unexpected", "unexpected"]
+
+
+def test_junk_never_names_an_api_session_id() -> None:
+    """The protocol rules for API session ids take anything from the wire without raising."""
+    from rtproxy.protocols import Api, Kind, api_session_id_from_event, api_session_id_from_handshake
+
+    live = Kind(Api.LIVE, "primary")
+    assert api_session_id_from_event(live, "server", "session.started", {"session": {"id": "sess_1"}}) == "sess_1"
+    for event in ({"session": "x"}, {"session": {"id": 5}}, {"session": {"id": "s" * 300}}, None, {}):
+        assert api_session_id_from_event(live, "server", "session.started", event) is None
+    assert api_session_id_from_event(live, "client", "session.started", {"session": {"id": "a"}}) is None
+    side = Kind(Api.LIVE, "sideband")
+    assert api_session_id_from_handshake(side, "/v1/live/sessions/sess_9/attach?x=1") == "sess_9"
+    for path in ("", "/v1/live/sessions", "/" * 10000, None, 5):
+        assert api_session_id_from_handshake(side, path) is None  # type: ignore[arg-type]
+    rt = Kind(Api.REALTIME, "ga")
+    assert api_session_id_from_event(rt, "server", "session.created", {"session": {"id": "sess_r"}}) == "sess_r"
+    assert api_session_id_from_event(Kind(Api.RESPONSES), "server", "response.created", {"response": {}}) is None
