@@ -185,10 +185,10 @@ def test_errors_and_failed_responses_are_the_summary_errors() -> None:
 
 def test_the_cli_offers_exactly_the_ignorable_names() -> None:
     """`rtproxy diff --ignore` accepts every name diff.IGNORABLE defines and its aliases, nothing else."""
-    from rtproxy.cli.replay import _IGNORE_CHOICES
+    from rtproxy.cli.replay import IGNORE_CHOICES
     from rtproxy.diff import ALIASES, IGNORABLE
 
-    assert sorted(_IGNORE_CHOICES) == sorted([*IGNORABLE, *ALIASES])
+    assert sorted(IGNORE_CHOICES) == sorted([*IGNORABLE, *ALIASES])
 
 
 def test_an_mcp_call_is_a_tool_with_its_output() -> None:
