@@ -81,6 +81,8 @@ def export_jsonl(store: Store, sid: str, output: str) -> int:
 
 def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
     """One WAV per item with audio, in conversation order, and the stereo conversation.wav."""
+    if store.session(sid).get("api") == "live":
+        return export_live_audio(store, sid, directory)
     from ..conversation.audio import causal_tracks, conversation_clips, note_speech_started, stereo_mix, write_wav
     from ..conversation.realtime import assemble
 
@@ -108,6 +110,39 @@ def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
             written.append(path)
         at_rate = {item.id: _to_rate(tracks[item.id], item.audio_rate, rate) for item in items if item.id in tracks}
         left, right = causal_tracks(conversation_clips(conv, at_rate, speech_started), rate)
+        path = target / "conversation.wav"
+        write_wav(path, stereo_mix(left, right, rate), rate, channels=2)
+    except OSError as e:
+        raise InputError(f"cannot write to {directory}: {e.strerror or e}") from e
+    written.append(path)
+    return written
+
+
+def export_live_audio(store: Store, sid: str, directory: str) -> list[Path]:
+    """A GPT-Live session: one WAV per speech turn, and conversation.wav with the turns where they were spoken."""
+    from ..conversation.audio import live_tracks, stereo_mix, write_wav
+    from ..conversation.live import assemble_live
+
+    with progress(f"assemble {sid}", store.count_events(sid)) as advance:
+        live = assemble_live(counted(store.frames(sid), advance), keep_audio=True)
+    target = Path(directory)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {directory}: {e.strerror or e}") from e
+    turns = live.turns
+    width = max(3, len(str(len(turns))))
+    written: list[Path] = []
+    try:
+        for turn in turns:
+            stream = live.input if turn.speaker == "user" else live.output
+            pcm = stream.pcm16(turn.audio_start, turn.audio_end)
+            if not pcm:
+                continue
+            path = target / f"{turn.index + 1:0{width}d}-{turn.speaker}.wav"
+            write_wav(path, pcm, stream.format.rate)
+            written.append(path)
+        left, right, rate = live_tracks(live)
         path = target / "conversation.wav"
         write_wav(path, stereo_mix(left, right, rate), rate, channels=2)
     except OSError as e:
@@ -177,10 +212,13 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
 
     with open_store(db) as store:
         sid = resolve_session(store, session)
-        if events:
-            echo_lines(render.timeline(store.frames(sid), color=color), color=color)
-            return
         row = store.session(sid)
+        if events:
+            echo_lines(render.timeline(store.frames(sid), color=color, api=row.get("api")), color=color)
+            return
+        if row.get("api") == "live":
+            _show_live(store, sid, row, as_json=as_json, color=color)
+            return
         if row.get("api") not in (None, "realtime"):  # no reducer of its own yet: its events, not a misreading
             note = (
                 f"rtproxy does not rebuild {render.api_label(row)} conversations yet; "
@@ -209,6 +247,24 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
             click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
         return
     echo_lines(render.conversation(conv, row, color=color), color=color)
+
+
+def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, color: bool) -> None:
+    """`show` of a GPT-Live session: its conversation rebuilt by the Live reducer."""
+    from ..conversation.live import assemble_live
+    from ..recording import session_header
+    from .render_live import live_conversation
+
+    total = (row.get("client_events") or 0) + (row.get("server_events") or 0)
+    with progress(f"assemble {sid}", total or None) as advance:
+        live = assemble_live(counted(store.frames(sid), advance), row, keep_audio=False)
+    if as_json:
+        model = live.to_json()
+        out = {"session": {**session_header(row), **(model.pop("session", None) or {})}, **model}
+        with pipe_may_close():
+            click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+        return
+    echo_lines(live_conversation(live, row, color=color), color=color)
 
 
 def echo_lines(lines: Iterable[str], *, color: bool, batch: int = 512) -> None:

@@ -1,0 +1,179 @@
+"""`rtproxy show` / `show --events` / `show --json` / `export --audio` of a GPT-Live session, as a real subprocess
+on a real SQLite database made by `rtproxy import` of a JSONL recording (events validated by the SDK's models)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import wave
+from pathlib import Path
+
+import orjson
+import pytest
+
+import rtproxy
+from rtproxy.conversation.live import assemble_live
+from rtproxy.protocols.wire import CLIENT, SERVER, Frame
+from rtproxy.recording import write_recording
+from tests.conftest import rtproxy_exe
+from tests.test_live_reducer import LiveScript, responses_delegation, voice_turn
+
+ROOT = str(Path(rtproxy.__file__).resolve().parent.parent)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.run([*rtproxy_exe(), *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def imported(tmp_path: Path, frames: list[Frame], variant: str = "primary") -> tuple[str, str]:
+    """A JSONL recording of the frames imported into a fresh database: (db path, session id)."""
+    session = {
+        "id": "20261201-live-1",
+        "api": "live",
+        "variant": variant,
+        "path": "/v1/live/sessions",
+        "model": "gpt-live-1",
+        "status": "closed",
+        "started_at": "2026-12-01T10:00:00+00:00",
+    }
+    jsonl = tmp_path / "live.jsonl"
+    write_recording(jsonl, session, frames)
+    db = str(tmp_path / "live.db")
+    proc = run("import", str(jsonl), "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    return db, proc.stdout.strip()
+
+
+def scenario() -> list[Frame]:
+    s = LiveScript()
+    responses_delegation(s)
+    s.at(3.5).said("assistant", ["Anything ", "else ", "for ", "you"], 4200, 500)  # 4.2-6.2 s
+    s.said("user", ["No, ", "that's ", "all ", "thanks"], 5500, 400)  # 5.5-7.1 s: barges in
+    s.at(6.0).server("session.usage.updated", usage={"seconds": 6, "active_seconds": 6, "paused_seconds": 0})
+    s.client("session.update", session={"triggers": []}, event_id="c_bad")
+    s.server(
+        "error",
+        error={
+            "code": "unknown_parameter",
+            "message": "nope",
+            "type": "invalid_request_error",
+            "client_event_id": "c_bad",
+        },
+    )
+    s.at(7.0).client("session.close", event_id="c_close")
+    s.server(
+        "session.closed",
+        reason="close_requested",
+        client_event_id="c_close",
+        session={"id": "sess_1", "expires_at": 1_900_000_000, "model": "gpt-live-1", "status": "active"},
+        usage={"seconds": 7, "active_seconds": 7, "paused_seconds": 0},
+    )
+    return s.frames
+
+
+def test_show_prints_turns_delegations_usage_latency(tmp_path: Path) -> None:
+    """`show` of a Live session prints its turns on the timeline with transcripts, the barge-in, the delegation
+    with what was asked, the function call and its result, what came back and how long it took, billed seconds,
+    latency, the error and the close; no raw-events note."""
+    db, sid = imported(tmp_path, scenario())
+    proc = run("show", sid, "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "live/primary" in out and "does not rebuild" not in out
+    assert "USER #1" in out and "Weather in Oslo?" in out
+    assert "ASSISTANT #2" in out and "It's 4 degrees." in out and "latency 1300 ms" in out
+    assert "DELEGATION del_1 → responses" in out and "took 1.1 s" in out and "first result 300 ms" in out
+    assert "asked: 'Weather in Oslo?'" in out
+    assert '→ get_weather({"city":"Oslo"})' in out and '← {"temp_c": 4}' in out and "returned: 4 degrees" in out
+    assert "150 tokens (in 120 (cached 100) · out 30 (reasoning 10))" in out
+    assert "barge-in with turn" in out and "interrupted" in out
+    assert "billed 7.0 s (active 7.0 s, paused 0.0 s)" in out
+    assert "user → assistant median 1300 ms" in out and "first delegated result median 300 ms" in out
+    assert "unknown_parameter: nope" in out and "← session.update" in out
+    assert "closed: close_requested" in out
+    assert "anomal" not in out
+
+
+def test_show_json_turns_delegations_usage_latency(tmp_path: Path) -> None:
+    """`show --json` of a Live session: rebuilt, turns, delegations (tools with results), usage, latency."""
+    db, sid = imported(tmp_path, scenario())
+    proc = run("show", sid, "--db", db, "--json")
+    assert proc.returncode == 0, proc.stderr
+    model = orjson.loads(proc.stdout)
+    assert model["rebuilt"] is True and model["api"] == "live" and model["model"] == "gpt-live-1"
+    assert model["session"]["id"] == sid and model["session"]["variant"] == "primary"
+    assert [t["speaker"] for t in model["turns"]] == ["user", "assistant", "assistant", "user"]
+    assert model["turns"][1]["latency_ms"] == 1300
+    assert model["turns"][2]["interrupted"] is True
+    assert model["turns"][3]["overlaps"][0]["kind"] == "barge_in"
+    (d,) = model["delegations"]
+    assert d["target"] == "responses" and d["duration_ms"] == 1100.0 and d["returned"] == "4 degrees"
+    assert d["tools"][0]["name"] == "get_weather" and d["tools"][0]["result"] == '{"temp_c": 4}'
+    assert model["usage"] == {"seconds": 7.0, "active_seconds": 7.0, "paused_seconds": 0.0}
+    assert model["latency"]["turns_ms"] == [1300] and model["latency"]["first_result_ms"] == [300.0]
+    assert model["errors"][0]["client_type"] == "session.update"
+    assert model["anomalies"] == []
+
+
+def test_show_events_knows_live_types(tmp_path: Path) -> None:
+    """`show --events` of a Live session lists its events with Live's catalogue (none marked unknown), audio runs
+    collapsed with their duration, the nested Responses deltas collapsed per delegation."""
+    db, sid = imported(tmp_path, scenario())
+    proc = run("show", sid, "--db", db, "--events")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "(unknown type)" not in out
+    assert "15 × session.input_audio.append" in out and "1.5 s of audio" in out
+    assert "session.delegation.created" in out and "del_1" in out and "offset_ms=1250" in out
+    assert "2 × response.event response.function_call_arguments.delta  del_1" in out
+
+
+def test_show_of_a_garbage_live_session(tmp_path: Path) -> None:
+    """A Live session with nothing but garbage still shows (anomalies listed), never a traceback."""
+    frames = [Frame(0, 0.0, CLIENT, '{"type": "session.bogus"}'), Frame(1, 0.1, SERVER, '{"type": "error"}')]
+    db, sid = imported(tmp_path, frames)
+    proc = run("show", sid, "--db", db)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert "unknown event types: session.bogus ×1" in proc.stdout
+
+
+def test_export_audio_per_turn_and_stereo_overlap(tmp_path: Path) -> None:
+    """`export --audio` of a Live session writes one WAV per turn with audio and a stereo conversation.wav in
+    which the user's and the assistant's speech sit where they were spoken (overlapping in a barge-in)."""
+    s = LiveScript()
+    voice_turn(s)  # user 0-1.2 s (mic 2 s), assistant 1.5-2.7 s (1.2 s of audio)
+    db, sid = imported(tmp_path, s.frames)
+    out_dir = tmp_path / "wav"
+    proc = run("export", sid, "--db", db, "--audio", str(out_dir))
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["001-user.wav", "002-assistant.wav", "conversation.wav"]
+    with wave.open(str(out_dir / "conversation.wav")) as w:
+        assert w.getnchannels() == 2 and w.getframerate() == 24000
+        frames = w.getnframes()
+        data = w.readframes(frames)
+    assert frames == 24000 * 27 // 10  # ends with the assistant at 2.7 s
+    left = [int.from_bytes(data[i : i + 2], "little", signed=True) for i in range(0, len(data), 4)]
+    right = [int.from_bytes(data[i + 2 : i + 4], "little", signed=True) for i in range(0, len(data), 4)]
+    at = 24000 // 1000
+    assert any(left[: 1200 * at]) and not any(left[1200 * at :])
+    assert not any(right[: 1500 * at]) and any(right[1500 * at :])
+    live = assemble_live(s.frames)
+    assert live.turns[0].audio_ms == 1200
+
+
+@pytest.mark.parametrize("variant", ["sideband"])
+def test_show_of_a_sideband_session(tmp_path: Path, variant: str) -> None:
+    """A sideband session (reflected audio with timestamps) shows its turns too."""
+    s = LiveScript(sideband=True)
+    s.server(
+        "session.started",
+        session={"id": "sess_1", "expires_at": 1_900_000_000, "model": "gpt-live-1", "status": "active"},
+    )
+    s.at(1.0).said("user", ["Hello ", "there"], 0, 400)
+    s.server("session.input_audio.append", audio="AAAA" * 100)
+    db, sid = imported(tmp_path, s.frames, variant)
+    proc = run("show", sid, "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    assert "live/sideband" in proc.stdout and "Hello there" in proc.stdout
