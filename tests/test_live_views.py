@@ -177,3 +177,30 @@ def test_show_of_a_sideband_session(tmp_path: Path, variant: str) -> None:
     proc = run("show", sid, "--db", db)
     assert proc.returncode == 0, proc.stderr
     assert "live/sideband" in proc.stdout and "Hello there" in proc.stdout
+
+
+async def test_tui_shows_live_turns_delegations_and_latency(tmp_path: Path) -> None:
+    """The TUI's Conversation tab shows a Live session's turns (transcripts, audio) and its delegation (asked, the
+    function call with its result, what came back); the Timeline tab a latency bar per answer and delegation."""
+    from textual.widgets import Static
+
+    from rtproxy.tui.app import make_app
+    from rtproxy.tui.widgets.conversation import ConversationList
+    from tests.test_tui import SIZE, lines_of, opened
+
+    db, sid = imported(tmp_path, scenario())
+    app = make_app(db, sid)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        text = "\n".join(lines_of(screen.query_one(ConversationList)))
+        await pilot.press("3")
+        body = str(app.screen.query_one("#timeline-body", Static).render())
+    assert "Weather in Oslo?" in text and "It's 4 degrees." in text and "No, that's all thanks" in text
+    assert "delegation" in text and "→ responses: get_weather" in text
+    assert '"asked": "Weather in Oslo?",' in text and "4 degrees" in text
+    assert "♪ 1.5 s" not in text and "♪ 1.2 s" in text  # the user turn's slice of the microphone stream
+    assert "interrupted" in text
+    assert "turn-2 answer" in text and "first audio 1.3 s" in text
+    order = [text.index(s) for s in ("Weather in Oslo?", "→ responses", "It's 4 degrees.", "No, that's all")]
+    assert order == sorted(order)
+    assert "end of user speech" in body and "delegation" in body and "━" in body
