@@ -494,14 +494,15 @@ def test_sideband_merged_counts_each_event_once() -> None:
     sb_frames.append(Frame(len(sb_frames), 2.0, SERVER, orjson.dumps(reflected).decode()))
     merged = list(merge_connections(p.frames, sb_frames, offset=0.0))
     assert len(merged) == len(p.frames) + len(sb_frames)
-    live = LiveSession()
+    live = LiveSession(merged=True)
     for conn, frame in merged:
         live.feed(frame, conn)
+    assert live.duplicates == len(primary_server)  # every event the sideband repeated, the first one included
+    again = assemble_live(p.frames, sideband=sb_frames)
+    assert [t.text for t in again.turns] == [t.text for t in live.turns] and again.duplicates == live.duplicates
     assert [t.text for t in live.turns] == ["What's the weather?", "It is sunny today."]
     assert live.duplicates > 0 and live.output.source == "primary" and live.output.ms == 1200
-    alone = LiveSession()
-    for frame in sb_frames:
-        alone.feed(frame, "sideband")
+    alone = assemble_live(sb_frames, {"variant": "sideband"})  # a sideband session shown on its own
     assert alone.output.ms == 100 and alone.output.source == "sideband"
 
 
@@ -575,3 +576,31 @@ def test_hour_of_audio_is_cheap_without_keep_audio() -> None:
     for i in range(3000):
         live.feed_event(CLIENT, i * 0.02, {"type": "session.input_audio.append", "audio": chunk}, i)
     assert live.input.chunks == [] and round(live.input.ms) == 60_000
+
+
+def test_nested_events_without_delegation_id_follow_the_response_id() -> None:
+    """A response.event that names no delegation goes to the delegation whose response_id its response carries;
+    its output events (no response id of their own) follow their item."""
+    s = LiveScript()
+    s.start(delegation={"type": "responses", "responses": {"model": "gpt-5"}})
+    s.at(1.0).server(
+        "session.delegation.created",
+        delegation={"id": "del_9", "target": "responses", "type": "delegation", "response_id": "resp_9"},
+        offset_ms=900,
+    )
+    base = {
+        "id": "resp_9",
+        "object": "response",
+        "created_at": 1,
+        "model": "gpt-5",
+        "output": [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+    inner = {"type": "response.created", "sequence_number": 0, "response": {**base, "status": "in_progress"}}
+    _RESPONSES.validate_python(inner)
+    s.at(1.1).server("response.event", event=inner)
+    live = assemble_live(s.frames)
+    (d,) = live.delegations
+    assert [r.id for r in d.responses] == ["resp_9"] and live.anomalies == []

@@ -69,7 +69,7 @@ MAX_APPENDS = 10_000
 MAX_NOTES = 1_000  # configs, infos, mutes, pauses, decision triggers, correlations kept
 #: Client event ids remembered for correlation (the oldest forgotten past this).
 MAX_CLIENT_IDS = 100_000
-PRIMARY = "primary"
+PRIMARY, SIDEBAND = "primary", "sideband"
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -102,9 +102,14 @@ _IGNORED_CLIENT = frozenset(
 class LiveSession:
     """Incremental reducer of one GPT-Live session (one or more connections): feed in order, read any time."""
 
-    def __init__(self, *, keep_audio: bool = True, session: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, keep_audio: bool = True, session: dict[str, Any] | None = None, merged: bool = False) -> None:
+        """``session``: the session row (a ``sideband`` variant makes its frames the sideband's); ``merged``: frames
+        of more than one connection will be fed (each with its ``connection``), so server events are de-duplicated."""
         self.keep_audio = keep_audio
         self.session = session
+        variant = session.get("variant") if isinstance(session, dict) else None
+        #: the connection of frames fed without one: the session's own (a sideband's reflected audio is PCM16 24 kHz)
+        self.connection = SIDEBAND if variant == SIDEBAND else PRIMARY
         self.model: str | None = None
         self.session_id: str | None = None
         self.configs: list[tuple[float, str, dict[str, Any]]] = []  # (t, event type, session object)
@@ -135,11 +140,12 @@ class LiveSession:
         self._current: dict[str, SpeechTurn | None] = {USER: None, ASSISTANT: None}
         self._out_mark = 0  # output bytes when the latest assistant fragment arrived
         self._delegations: dict[str, Delegation] = {}
+        self._by_response_id: dict[str, Delegation] = {}
         self._calls: dict[str, Delegation] = {}  # call_id -> delegation (of tool calls seen)
         self._appends: dict[str, Appended] = {}  # client event id -> appended context awaiting its ack
         self._client_events: dict[str, tuple[int, str]] = {}
         self._seen: dict[str, str] = {}  # server event id -> connection, once a second connection is fed
-        self._multi = False
+        self._multi = merged
         self._handlers: tuple[dict[str, Handler], dict[str, Handler]] = (self._client_table(), self._server_table())
 
     def _client_table(self) -> dict[str, Handler]:
@@ -187,7 +193,7 @@ class LiveSession:
 
     # --- feeding -----------------------------------------------------------------------
 
-    def feed(self, frame: Frame, connection: str = PRIMARY) -> None:
+    def feed(self, frame: Frame, connection: str | None = None) -> None:
         """Take one frame of any kind; non-JSON and binary frames are only counted."""
         self.events_fed += 1
         data = frame.data
@@ -202,17 +208,23 @@ class LiveSession:
         if type(event) is not dict:
             self.non_json += 1
             return
-        self._dispatch(frame.direction, frame.t, event, frame.seq, connection)
+        self._dispatch(frame.direction, frame.t, event, frame.seq, connection or self.connection)
 
     def feed_event(
-        self, direction: Direction | str, t: float, event: dict[str, Any], seq: int = -1, connection: str = PRIMARY
+        self,
+        direction: Direction | str,
+        t: float,
+        event: dict[str, Any],
+        seq: int = -1,
+        connection: str | None = None,
     ) -> None:
         """Take one already-parsed event."""
         self.events_fed += 1
         if not isinstance(event, dict):
             self.non_json += 1
             return
-        self._dispatch(direction, float(t) if isinstance(t, int | float) else 0.0, event, seq, connection)
+        t = float(t) if isinstance(t, int | float) else 0.0
+        self._dispatch(direction, t, event, seq, connection or self.connection)
 
     def _dispatch(self, direction: Direction | str, t: float, event: Event, seq: int, conn: str) -> None:
         etype = event.get("type")
@@ -223,7 +235,7 @@ class LiveSession:
         handler = self._handlers[0 if client else 1].get(etype)
         if handler is None:
             handler = self._unknown
-        if conn != PRIMARY or self._multi:
+        if self._multi or conn != self.connection:
             if self._duplicate(client, event, conn):
                 return
         elif client:
@@ -408,7 +420,7 @@ class LiveSession:
         if fmt is not None:
             if fmt.rate not in RATES:
                 self._flag(seq, "bad_index", f"sample rate {short(fmt.rate)} out of range, format ignored")
-            elif conn == PRIMARY and self.input.nbytes == 0 and self.output.nbytes == 0:
+            elif conn != SIDEBAND and self.input.nbytes == 0 and self.output.nbytes == 0:
                 # the session's format is fixed at startup; reflected sideband audio is always PCM16 24 kHz
                 self.input.format = self.output.format = fmt
 
@@ -520,6 +532,8 @@ class LiveSession:
         target = short(obj.get("target"), 40) if obj.get("target") is not None else "client"
         d = Delegation(did[:MAX_MESSAGE], target, float(offset) if ok else None, t, seq)  # type: ignore[arg-type]
         d.response_id = str_or_none(obj.get("response_id"))
+        if d.response_id is not None:
+            self._by_response_id[d.response_id] = d
         self._delegations[did] = d
         self.delegations.append(d)
 
@@ -542,6 +556,8 @@ class LiveSession:
         self._answer(ev, seq)
         d = self._delegation_for(ev, seq)
         inner = ev.get("event")
+        if d is None and ev.get("delegation_id") is None and isinstance(inner, dict):
+            d = self._by_response(inner)
         resp = self.book.feed_event(t, inner, seq, key=d.id if d is not None else None)
         if d is None or resp is None:
             return
@@ -551,6 +567,14 @@ class LiveSession:
             if item.call_id is not None and item.call_id not in self._calls and len(self._calls) < MAX_CLIENT_IDS:
                 self._calls[item.call_id] = d
         self._touch(d, t, seq, result=resp.t_first_token is not None)
+
+    def _by_response(self, inner: Event) -> Delegation | None:
+        """The delegation of a nested event that names none: the one whose ``response_id`` it carries."""
+        obj = inner.get("response")
+        rid = obj.get("id") if isinstance(obj, dict) else inner.get("response_id")
+        if not isinstance(rid, str):
+            return None
+        return self._by_response_id.get(rid)
 
     def _on_item_create(self, t: float, ev: Event, seq: int, conn: str) -> None:
         item = ev.get("item")
@@ -686,7 +710,7 @@ def assemble_live(
 ) -> LiveSession:
     """A Live session from a whole recording (a loop over :meth:`LiveSession.feed`); with ``sideband``, the
     frames of its sideband connection too, merged on one timeline."""
-    live = LiveSession(keep_audio=keep_audio, session=session)
+    live = LiveSession(keep_audio=keep_audio, session=session, merged=sideband is not None)
     feed = live.feed
     if sideband is None:
         for frame in frames:
