@@ -166,6 +166,9 @@ def live_footer(live: LiveSession, style: Styler) -> Iterator[str]:
     overlaps = sum(1 for t in turns for o in t.overlaps if o.kind == "barge_in") // 2
     if overlaps:
         yield f"barge-ins: {overlaps}"
+    updates = sum(1 for _, kind, _ in live.configs if kind in ("session.update", "session.updated"))
+    if updates:
+        yield f"session updates: {updates} (sent and confirmed; details in `show --json`)"
     if live.mutes:
         yield f"mic muted/unmuted {len(live.mutes)} times"
     if live.closed is not None:

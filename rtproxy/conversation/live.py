@@ -561,7 +561,7 @@ class LiveSession:
         resp = self.book.feed_event(t, inner, seq, key=d.id if d is not None else None)
         if d is None or resp is None:
             return
-        if resp not in d.responses:
+        if (not d.responses or d.responses[-1] is not resp) and resp not in d.responses:
             d.responses.append(resp)
         for item in resp.items[-2:]:
             if item.call_id is not None and item.call_id not in self._calls and len(self._calls) < MAX_CLIENT_IDS:
@@ -665,6 +665,7 @@ class LiveSession:
             },
             audio={"input_ms": round(self.input.ms, 3), "output_ms": round(self.output.ms, 3)},
             appended=[a.to_json() for a in self.appended if a.delegation_id is None],
+            configs=[{"t": t, "type": kind, "session": cfg} for t, kind, cfg in self.configs],
             mutes=[{"t": t, "input_ms": ms, "muted": m} for t, ms, m in self.mutes],
             pauses=[{"t": t, "state": s} for t, s in self.pauses],
             infos=[{"seq": s, "t": t, "code": c, "message": m} for s, t, c, m in self.infos],

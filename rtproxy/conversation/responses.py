@@ -28,6 +28,8 @@ __all__ = ["OutputItem", "StreamedResponse", "ResponseStreams", "MAX_RESPONSES",
 
 #: Responses one book keeps; later ones are an anomaly (a Live session delegates a few hundred times at most).
 MAX_RESPONSES = 10_000
+#: Stream-level ``error`` events kept (later ones still mark their response).
+MAX_ERRORS = 1_000
 #: Reasoning summary parts one item keeps.
 MAX_SUMMARIES = 64
 
@@ -289,10 +291,12 @@ class ResponseStreams:
         if etype in ("response.output_item.added", "response.output_item.done"):
             return self._on_item(t, etype.endswith(".done"), ev, seq, key)
         if etype == "error":
-            self.errors.append((seq, t, {k: clip(ev.get(k), 4) for k in ("code", "message", "param")}))
+            error = {k: clip(ev.get(k), 4) for k in ("code", "message", "param")}
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append((seq, t, error))
             resp = self._latest.get(key)
             if resp is not None and resp.error is None:
-                resp.error = self.errors[-1][2]
+                resp.error = error
             return resp
         if etype in _IGNORED or etype.startswith("response."):
             return self._latest.get(key)
