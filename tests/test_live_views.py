@@ -50,6 +50,8 @@ def scenario() -> list[Frame]:
     responses_delegation(s)
     s.at(3.5).said("assistant", ["Anything ", "else ", "for ", "you"], 4200, 500)  # 4.2-6.2 s
     s.said("user", ["No, ", "that's ", "all ", "thanks"], 5500, 400)  # 5.5-7.1 s: barges in
+    s.at(5.9).client("session.instructions.append", content="Keep it short.", delegation_id=None, event_id="c_i")
+    s.server("session.instructions.appended", start_ms=5900, end_ms=5900, client_event_id="c_i")
     s.at(6.0).server("session.usage.updated", usage={"seconds": 6, "active_seconds": 6, "paused_seconds": 0})
     s.client("session.update", session={"triggers": []}, event_id="c_bad")
     s.server(
@@ -92,6 +94,7 @@ def test_show_prints_turns_delegations_usage_latency(tmp_path: Path) -> None:
     assert "user → assistant median 1300 ms" in out and "first delegated result median 300 ms" in out
     assert "unknown_parameter: nope" in out and "← session.update" in out
     assert "closed: close_requested" in out
+    assert "INSTRUCTIONS" in out and "Keep it short." in out
     assert "anomal" not in out
 
 
@@ -199,7 +202,7 @@ async def test_tui_shows_live_turns_delegations_and_latency(tmp_path: Path) -> N
     assert "delegation" in text and "→ responses: get_weather" in text
     assert '"asked": "Weather in Oslo?",' in text and "4 degrees" in text
     assert "♪ 1.5 s" not in text and "♪ 1.2 s" in text  # the user turn's slice of the microphone stream
-    assert "interrupted" in text
+    assert "interrupted" in text and "instructions: Keep it short." in text
     assert "turn-2 answer" in text and "first audio 1.3 s" in text
     order = [text.index(s) for s in ("Weather in Oslo?", "→ responses", "It's 4 degrees.", "No, that's all")]
     assert order == sorted(order)

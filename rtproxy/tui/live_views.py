@@ -2,9 +2,10 @@
 
 The Conversation and Timeline tabs read one shape whatever the API: a Live speech turn becomes an item
 (``turn-N``, its transcript, audio and waveform), a delegation an item of type ``delegation`` (what was asked,
-the backend's tool calls with their results, what came back), and the latency of each answer and each
-delegation a response row (``first audio`` = end of the user's speech → start of the answer; a delegation's
-``first delta`` = its first result), so the Timeline tab draws them as bars. Pure: no Textual, no I/O.
+the backend's tool calls with their results, what came back), context the client appended a system line, and
+the latency of each answer and each delegation a response row (``first audio`` = end of the user's speech →
+start of the answer; a delegation's ``first delta`` = its first result), so the Timeline tab draws them as
+bars. Pure: no Textual, no I/O.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import orjson
 
 from ..conversation.live import LiveSession
-from ..conversation.live_model import Delegation, SpeechTurn
+from ..conversation.live_model import Appended, Delegation, SpeechTurn
 from .views import ConversationView, ItemView, ResponseView, ViewBuilder, fast_peaks
 
 __all__ = ["LiveViewBuilder", "turn_id"]
@@ -103,6 +104,29 @@ def _delegation_item(d: Delegation) -> ItemView:
     )
 
 
+def _appended_item(a: Appended) -> ItemView:
+    """Context the client appended outside any delegation (instructions, thinking, commentary): a system line."""
+    return ItemView(
+        id=f"{a.kind}-{a.seq}",
+        type="message",
+        role="system",
+        status=None if a.t_acked is not None else "not acknowledged",
+        text=f"{a.kind}: {a.content}",
+        transcript="",
+        name=None,
+        call_id=None,
+        arguments=None,
+        output=None,
+        audio_ms=0.0,
+        peaks=(),
+        truncated_ms=None,
+        response_id=None,
+        first_seq=a.seq,
+        last_seq=a.seq,
+        t_start=a.start_ms / 1000 if a.start_ms is not None else None,
+    )
+
+
 class LiveViewBuilder:
     """Snapshots of a :class:`LiveSession`, reusing unchanged item views (as :class:`ViewBuilder` does)."""
 
@@ -151,6 +175,10 @@ class LiveViewBuilder:
         for d in live.delegations:
             at = d.offset_ms if d.offset_ms is not None else d.t_created * 1000
             entries.append((at, _delegation_item(d), _delegation_response(d)))
+        for a in live.appended:
+            if a.delegation_id is None:
+                at = a.start_ms if a.start_ms is not None else a.t * 1000
+                entries.append((at, _appended_item(a), None))
         entries.sort(key=lambda e: e[0])
         reuse = ViewBuilder._reuse
         items = tuple(reuse(self._items, item) for _, item, _ in entries)
