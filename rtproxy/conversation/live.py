@@ -46,9 +46,10 @@ import orjson
 
 from ..protocols.formats import audio_format
 from ..protocols.wire import CLIENT, Direction, Frame
-from .live_model import ASSISTANT, USER, Appended, AudioStream, Delegation, SpeechTurn, ToolResult
-from .live_turns import link_turns
-from .model import MAX_AUDIO_MS, MAX_MESSAGE, RATES, Anomaly, ErrorInfo, b64_size, clip, short, str_or_none
+from .live_delegations import DelegationRules
+from .live_model import ASSISTANT, USER, Appended, AudioStream, Delegation, SpeechTurn
+from .live_turns import BACKCHANNEL_MS, TURN_GAP_MS, TurnRules, link_turns
+from .model import MAX_MESSAGE, RATES, Anomaly, ErrorInfo, b64_size, clip, short, str_or_none
 from .responses import ResponseStreams
 
 if TYPE_CHECKING:
@@ -59,13 +60,6 @@ __all__ = ["LiveSession", "assemble_live", "merge_connections", "summarize_live"
 Event = dict[str, Any]
 Handler = Callable[[float, Event, int, str], None]
 
-#: A fragment starting more than this after its speaker's turn ended starts a new turn.
-TURN_GAP_MS = 700.0
-#: The other speaker's turn must be longer than this to end a turn (a shorter one is a backchannel).
-BACKCHANNEL_MS = 1000.0
-MAX_TURNS = 100_000
-MAX_DELEGATIONS = 10_000
-MAX_APPENDS = 10_000
 MAX_NOTES = 1_000  # configs, infos, mutes, pauses, decision triggers, correlations kept
 #: Client event ids remembered for correlation (the oldest forgotten past this).
 MAX_CLIENT_IDS = 100_000
@@ -99,7 +93,7 @@ _IGNORED_CLIENT = frozenset(
 )
 
 
-class LiveSession:
+class LiveSession(TurnRules, DelegationRules):
     """Incremental reducer of one GPT-Live session (one or more connections): feed in order, read any time."""
 
     def __init__(self, *, keep_audio: bool = True, session: dict[str, Any] | None = None, merged: bool = False) -> None:
@@ -332,72 +326,6 @@ class LiveSession:
             stream.chunks.append(data)
             stream.ends.append(stream.nbytes)
 
-    # --- speech turns ---------------------------------------------------------------------
-
-    def _on_user_transcript(self, t: float, ev: Event, seq: int, conn: str) -> None:
-        self._fragment(USER, t, ev, seq)
-
-    def _on_assistant_transcript(self, t: float, ev: Event, seq: int, conn: str) -> None:
-        self._fragment(ASSISTANT, t, ev, seq)
-
-    def _span(self, ev: Event, seq: int) -> tuple[float, float] | None:
-        start, end = ev.get("start_ms"), ev.get("end_ms")
-        ok = all(
-            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_AUDIO_MS for v in (start, end)
-        )
-        if not ok:
-            self._flag(
-                seq, "bad_index", f"{short(ev.get('type'))}: start_ms/end_ms {short(start)}/{short(end)} unusable"
-            )
-            return None
-        a, b = float(start), float(end)  # type: ignore[arg-type]
-        return (a, b) if a <= b else (b, a)
-
-    def _fragment(self, speaker: str, t: float, ev: Event, seq: int) -> None:
-        delta = ev.get("delta")
-        if not isinstance(delta, str):
-            self._malformed(seq, ev, "delta")
-            return
-        span = self._span(ev, seq)
-        if span is None:
-            return
-        start, end = span
-        self._answer(ev, seq)
-        turn = self._current[speaker]
-        if turn is None or self._starts_turn(turn, speaker, start):
-            if len(self.turns) >= MAX_TURNS:
-                self._flag(seq, "bad_index", f"more than {MAX_TURNS} turns, transcript dropped")
-                return
-            turn = SpeechTurn(len(self.turns), speaker, start, end, first_seq=seq, t_first=t)
-            if speaker is ASSISTANT:
-                turn.audio_format = self.output.format
-                turn.audio_start = self._out_mark
-                previous = self._current[ASSISTANT]
-                if previous is not None:
-                    previous.audio_end = self._out_mark
-            else:
-                turn.audio_format = self.input.format
-            self.turns.append(turn)
-            self._current[speaker] = turn
-        turn.start_ms = min(turn.start_ms, start)
-        turn.end_ms = max(turn.end_ms, end)
-        turn.last_seq = seq
-        turn.fragments += 1
-        turn._text.append(delta)
-        if speaker is ASSISTANT:
-            self._out_mark = self.output.nbytes
-
-    def _starts_turn(self, turn: SpeechTurn, speaker: str, start: float) -> bool:
-        if start - turn.end_ms > TURN_GAP_MS:
-            return True
-        other = self._current[ASSISTANT if speaker is USER else USER]
-        return (
-            other is not None
-            and other.start_ms >= turn.end_ms
-            and other.end_ms - other.start_ms > BACKCHANNEL_MS
-            and start >= other.start_ms
-        )
-
     # --- session config, usage, close ------------------------------------------------------
 
     def _on_config(self, t: float, ev: Event, seq: int, conn: str) -> None:
@@ -473,140 +401,6 @@ class LiveSession:
         self._answer(ev, seq)
         if len(self.infos) < MAX_NOTES:
             self.infos.append((seq, t, short(ev.get("code"), 60), short(ev.get("message"), 300)))
-
-    # --- appended context --------------------------------------------------------------------
-
-    def _on_append(self, t: float, ev: Event, seq: int, conn: str) -> None:
-        content, did = ev.get("content"), ev.get("delegation_id")
-        if not isinstance(content, str):
-            self._malformed(seq, ev, "content")
-            return
-        if did is not None and not isinstance(did, str):
-            self._malformed(seq, ev, "delegation_id")
-            did = None
-        if len(self.appended) >= MAX_APPENDS:
-            self._flag(seq, "bad_index", f"more than {MAX_APPENDS} appends, content dropped")
-            return
-        kind = str(ev.get("type")).split(".")[1]
-        entry = Appended(kind, content, did, t, seq, str_or_none(ev.get("event_id")))
-        self.appended.append(entry)
-        if entry.event_id is not None and len(self._appends) < MAX_CLIENT_IDS:
-            self._appends[entry.event_id] = entry
-        delegation = self._delegations.get(did) if did is not None else None
-        if did is not None and delegation is None:
-            self._flag(seq, "unknown_delegation", f"{kind} append names unknown delegation {short(did)}")
-        if delegation is not None:
-            delegation.replies.append(entry)
-            self._touch(delegation, t, seq, result=True)
-
-    def _on_appended(self, t: float, ev: Event, seq: int, conn: str) -> None:
-        self._answer(ev, seq)
-        cid = ev.get("client_event_id")
-        entry = self._appends.pop(cid, None) if isinstance(cid, str) else None
-        if entry is None:
-            return
-        span = self._span(ev, seq)
-        entry.t_acked = t
-        if span is not None:
-            entry.start_ms, entry.end_ms = span
-
-    # --- delegations ---------------------------------------------------------------------------
-
-    def _on_delegation(self, t: float, ev: Event, seq: int, conn: str) -> None:
-        obj = ev.get("delegation")
-        did = obj.get("id") if isinstance(obj, dict) else None
-        if not isinstance(obj, dict) or not isinstance(did, str):
-            self._malformed(seq, ev, "delegation")
-            return
-        self._answer(ev, seq)
-        if did in self._delegations:
-            self._flag(seq, "duplicate_delegation", f"delegation {short(did)} created twice")
-            return
-        if len(self.delegations) >= MAX_DELEGATIONS:
-            self._flag(seq, "bad_index", f"more than {MAX_DELEGATIONS} delegations, {short(did)} dropped")
-            return
-        offset = ev.get("offset_ms")
-        ok = isinstance(offset, int | float) and not isinstance(offset, bool) and 0 <= offset <= MAX_AUDIO_MS
-        if not ok and offset is not None:
-            self._flag(seq, "bad_index", f"delegation {short(did)}: offset_ms {short(offset)} unusable")
-        target = short(obj.get("target"), 40) if obj.get("target") is not None else "client"
-        d = Delegation(did[:MAX_MESSAGE], target, float(offset) if ok else None, t, seq)  # type: ignore[arg-type]
-        d.response_id = str_or_none(obj.get("response_id"))
-        if d.response_id is not None:
-            self._by_response_id[d.response_id] = d
-        self._delegations[did] = d
-        self.delegations.append(d)
-
-    def _delegation_for(self, ev: Event, seq: int) -> Delegation | None:
-        did = ev.get("delegation_id")
-        if did is None:
-            return None
-        d = self._delegations.get(did) if isinstance(did, str) else None
-        if d is None:
-            self._flag(seq, "unknown_delegation", f"{short(ev.get('type'))} names unknown delegation {short(did)}")
-        return d
-
-    def _touch(self, d: Delegation, t: float, seq: int, *, result: bool) -> None:
-        d.t_last = t
-        d.last_seq = seq
-        if result and d.t_first_result is None:
-            d.t_first_result = t
-
-    def _on_response_event(self, t: float, ev: Event, seq: int, conn: str) -> None:
-        self._answer(ev, seq)
-        d = self._delegation_for(ev, seq)
-        inner = ev.get("event")
-        if d is None and ev.get("delegation_id") is None and isinstance(inner, dict):
-            d = self._by_response(inner)
-        resp = self.book.feed_event(t, inner, seq, key=d.id if d is not None else None)
-        if d is None or resp is None:
-            return
-        if (not d.responses or d.responses[-1] is not resp) and resp not in d.responses:
-            d.responses.append(resp)
-        for item in resp.items[-2:]:
-            if item.call_id is not None and item.call_id not in self._calls and len(self._calls) < MAX_CLIENT_IDS:
-                self._calls[item.call_id] = d
-        self._touch(d, t, seq, result=resp.t_first_token is not None)
-
-    def _by_response(self, inner: Event) -> Delegation | None:
-        """The delegation of a nested event that names none: the one whose ``response_id`` it carries."""
-        obj = inner.get("response")
-        rid = obj.get("id") if isinstance(obj, dict) else inner.get("response_id")
-        if not isinstance(rid, str):
-            return None
-        return self._by_response_id.get(rid)
-
-    def _on_item_create(self, t: float, ev: Event, seq: int, conn: str) -> None:
-        item = ev.get("item")
-        if not isinstance(item, dict):
-            self._malformed(seq, ev, "item")
-            return
-        call_id = item.get("call_id")
-        if not isinstance(call_id, str) or "output" not in item:
-            return  # a message or other input item for the backend
-        d = self._calls.get(call_id)
-        if d is None:
-            self._flag(seq, "unknown_call", f"tool result for unknown call {short(call_id)}")
-            return
-        if len(d.tool_results) < MAX_NOTES:
-            d.tool_results.append(ToolResult(call_id[:MAX_MESSAGE], clip(item.get("output"), 8), t, seq))
-        self._touch(d, t, seq, result=False)
-
-    def _on_decision(self, t: float, ev: Event, seq: int, conn: str) -> None:
-        inner = ev.get("event")
-        decision = inner.get("decision") if isinstance(inner, dict) else None
-        if not isinstance(decision, dict):
-            self._malformed(seq, ev, "event")
-            return
-        kept = clip(decision, 8)
-        if ev.get("delegation_id") is None:
-            if len(self.triggers) < MAX_NOTES:
-                self.triggers.append({"t": t, "seq": seq, "trigger_id": str_or_none(ev.get("trigger_id")), **kept})
-            return
-        d = self._delegation_for(ev, seq)
-        if d is not None and len(d.decisions) < MAX_NOTES:
-            d.decisions.append(kept)
-            self._touch(d, t, seq, result=True)
 
     # --- errors ------------------------------------------------------------------------------------
 
