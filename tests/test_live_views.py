@@ -3,20 +3,23 @@ on a real SQLite database made by `rtproxy import` of a JSONL recording (events 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import wave
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 import rtproxy
 from rtproxy.conversation.live import assemble_live
 from rtproxy.protocols.wire import CLIENT, SERVER, Frame
 from rtproxy.recording import write_recording
 from tests.conftest import rtproxy_exe
-from tests.test_live_reducer import LiveScript, responses_delegation, voice_turn
+from tests.test_live_reducer import _SERVER, LiveScript, b64, responses_delegation, tone, voice_turn
 
 ROOT = str(Path(rtproxy.__file__).resolve().parent.parent)
 
@@ -207,3 +210,143 @@ async def test_tui_shows_live_turns_delegations_and_latency(tmp_path: Path) -> N
     order = [text.index(s) for s in ("Weather in Oslo?", "→ responses", "It's 4 degrees.", "No, that's all")]
     assert order == sorted(order)
     assert "end of user speech" in body and "delegation" in body and "━" in body
+
+
+# --- end to end: the openai SDK's Live client, through the real proxy, to a scripted Live server ------
+
+
+class LiveUpstream:
+    """A scripted GPT-Live server on 127.0.0.1 port 0: it answers the SDK's commands with the events a Live
+    session sends (each validated by the SDK's ServerEvent union), one voice turn and a client delegation."""
+
+    def __init__(self) -> None:
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        self.n = 0
+
+    def event(self, kind: str, **fields: Any) -> str:
+        self.n += 1
+        ev = {"type": kind, **fields}
+        if kind != "session.output_audio.delta":
+            ev.setdefault("event_id", f"up_{self.n}")
+        _SERVER.validate_python(ev)
+        return orjson.dumps(ev).decode()
+
+    async def handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        appended = 0
+        resource = {"id": "sess_up", "expires_at": 1_900_000_000, "model": "gpt-live-1", "status": "active"}
+        async for msg in ws:
+            ev = orjson.loads(msg.data)
+            kind = ev.get("type")
+            if kind == "session.start":
+                await ws.send_str(self.event("session.started", session=resource, client_event_id=ev.get("event_id")))
+            elif kind == "session.input_audio.append":
+                appended += 1
+                if appended == 10:  # a second of speech heard: transcript, delegation, an answer
+                    for i, word in enumerate(["Call ", "my ", "bank"]):
+                        await ws.send_str(
+                            self.event(
+                                "session.input_transcript.delta", delta=word, start_ms=i * 300, end_ms=(i + 1) * 300
+                            )
+                        )
+                    await ws.send_str(
+                        self.event(
+                            "session.delegation.created",
+                            offset_ms=950,
+                            delegation={"id": "del_up", "target": "client", "type": "delegation"},
+                        )
+                    )
+            elif kind == "session.commentary.append":
+                await ws.send_str(
+                    self.event(
+                        "session.commentary.appended", start_ms=1000, end_ms=1000, client_event_id=ev.get("event_id")
+                    )
+                )
+                for _ in range(5):
+                    await ws.send_str(self.event("session.output_audio.delta", delta=b64(tone(100))))
+                for i, word in enumerate(["Calling ", "now."]):
+                    await ws.send_str(
+                        self.event(
+                            "session.output_transcript.delta",
+                            delta=word,
+                            start_ms=1200 + i * 250,
+                            end_ms=1450 + i * 250,
+                        )
+                    )
+                await ws.send_str(self.event("session.usage.updated", usage={"seconds": 2, "active_seconds": 2}))
+            elif kind == "session.close":
+                await ws.send_str(
+                    self.event(
+                        "session.closed",
+                        reason="close_requested",
+                        session=resource,
+                        usage={"seconds": 2},
+                        client_event_id=ev.get("event_id"),
+                    )
+                )
+                await ws.close()
+        return ws
+
+    async def __aenter__(self) -> LiveUpstream:
+        app = web.Application()
+        app.router.add_get("/v1/live/sessions", self.handler)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+async def test_sdk_live_session_through_the_proxy_is_shown_as_a_conversation(tmp_path: Path) -> None:
+    """A GPT-Live session driven by the openai SDK's client.live.connect(), recorded through the real proxy from
+    a scripted Live server, shows as its turns and client delegation (with the SDK-sent reply) in `rtproxy show`."""
+    from openai import AsyncOpenAI
+
+    from tests.conftest import make_key, start_proxy
+
+    async with LiveUpstream() as up:
+        running, runner = await start_proxy(tmp_path / "rt.db", up.url)
+        try:
+            client = AsyncOpenAI(api_key=make_key(), websocket_base_url=running.ws_base)
+            async with asyncio.timeout(30), client.live.connect(max_retries=0) as conn:
+                await conn.send({"type": "session.start", "event_id": "c_start", "session": {"model": "gpt-live-1"}})
+                chunk = b64(tone(100))
+                for _ in range(10):
+                    await conn.send({"type": "session.input_audio.append", "audio": chunk})
+                async for event in conn:
+                    if event.type == "session.delegation.created":
+                        await conn.send(
+                            {
+                                "type": "session.commentary.append",
+                                "content": "Dialling the bank.",
+                                "delegation_id": event.delegation.id,
+                                "event_id": "c_reply",
+                            }
+                        )
+                    elif event.type == "session.usage.updated":
+                        await conn.send({"type": "session.close", "event_id": "c_close"})
+                    elif event.type == "session.closed":
+                        break
+            (sid,) = await running.settle(1)
+        finally:
+            await running.proxy.shutdown()
+            await runner.cleanup()
+            running.recorder.close()
+    proc = await asyncio.to_thread(run, "show", sid, "--db", str(running.db))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "live/primary" in out and "gpt-live-1" in out
+    assert "USER #1" in out and "Call my bank" in out and "ASSISTANT #2" in out and "Calling now." in out
+    assert "DELEGATION del_up → client  (answered" in out and "← commentary: Dialling the bank." in out
+    assert "latency 300 ms" in out and "billed 2.0 s" in out and "closed: close_requested" in out
+    model = orjson.loads((await asyncio.to_thread(run, "show", sid, "--db", str(running.db), "--json")).stdout)
+    assert model["audio"]["input_ms"] == 1000 and model["audio"]["output_ms"] == 500
+    assert model["turns"][0]["audio_ms"] == 900 and model["anomalies"] == []
