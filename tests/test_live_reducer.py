@@ -604,3 +604,23 @@ def test_nested_events_without_delegation_id_follow_the_response_id() -> None:
     live = assemble_live(s.frames)
     (d,) = live.delegations
     assert [r.id for r in d.responses] == ["resp_9"] and live.anomalies == []
+
+
+def test_client_event_ids_correlate_answers_and_unanswered_commands() -> None:
+    """Every server event naming a client event (client_event_id) is its answer; a command with an event_id that
+    nothing answered is listed as unanswered (audio appends, which are never acknowledged, are not)."""
+    s = LiveScript()
+    s.start()
+    s.client("session.input_audio.append", audio=b64(tone(20)), event_id="c_audio")
+    s.client("session.input_audio.unmute", event_id="c_unmute")
+    s.client("session.thinking.append", content="Consider the weather.", delegation_id=None, event_id="c_think")
+    s.server("session.thinking.appended", start_ms=10, end_ms=10, client_event_id="c_think")
+    live = assemble_live(s.frames)
+    assert (
+        live.answered["c_start"][1] == "session.started" and live.answered["c_think"][1] == "session.thinking.appended"
+    )
+    assert [u["event_id"] for u in live.unanswered()] == ["c_unmute"]
+    model = live.to_json()
+    assert model["unanswered"] == [{"event_id": "c_unmute", "seq": 3, "type": "session.input_audio.unmute"}]
+    (thinking,) = live.appended
+    assert (thinking.kind, thinking.start_ms, thinking.t_acked) == ("thinking", 10, 0.0)

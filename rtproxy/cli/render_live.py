@@ -171,6 +171,16 @@ def live_footer(live: LiveSession, style: Styler) -> Iterator[str]:
         yield f"session updates: {updates} (sent and confirmed; details in `show --json`)"
     if live.mutes:
         yield f"mic muted/unmuted {len(live.mutes)} times"
+    if live.pauses:
+        paused = sum(1 for _, state in live.pauses if state == "paused")
+        yield f"inference paused {paused} times (idle timeout), resumed {len(live.pauses) - paused}"
+    if live.triggers:
+        yield f"decision triggers fired: {len(live.triggers)} (their answers in `show --json`)"
+    unanswered = live.unanswered()
+    if unanswered:
+        listed = ", ".join(f"{short(u['type'], 40)} {short(u['event_id'], 40)}" for u in unanswered[:5])
+        more = f" and {len(unanswered) - 5} more" if len(unanswered) > 5 else ""
+        yield style(f"client commands never answered: {listed}{more}", fg="yellow")
     if live.closed is not None:
         yield f"closed: {live.closed.get('reason') or '?'} at {clock(live.closed.get('t')).strip()}"
     if live.errors:

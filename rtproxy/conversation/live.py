@@ -64,6 +64,10 @@ MAX_NOTES = 1_000  # configs, infos, mutes, pauses, decision triggers, correlati
 #: Client event ids remembered for correlation (the oldest forgotten past this).
 MAX_CLIENT_IDS = 100_000
 PRIMARY, SIDEBAND = "primary", "sideband"
+#: Entries of a list ``to_json`` cuts (the rest are counted in the reducer).
+MAX_LISTED = 100
+#: Client commands the server never acknowledges (their ids come back only in an error).
+_UNACKED = frozenset({"session.input_audio.append", "response.item.create", "response.create"})
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -230,7 +234,7 @@ class LiveSession(TurnRules, DelegationRules):
         if handler is None:
             handler = self._unknown
         if self._multi or conn != self.connection:
-            if self._duplicate(client, event, conn):
+            if self._duplicate(client, event, conn, seq):
                 return
         elif client:
             eid = event.get("event_id")
@@ -241,7 +245,7 @@ class LiveSession(TurnRules, DelegationRules):
         except Exception as e:  # noqa: BLE001 - bad input becomes an anomaly, never an exception
             self._flag(seq, "malformed", f"{short(etype)}: {type(e).__name__}: {short(str(e), 100)}")
 
-    def _duplicate(self, client: bool, event: Event, conn: str) -> bool:
+    def _duplicate(self, client: bool, event: Event, conn: str, seq: int) -> bool:
         """With two connections fed, is this server event one already taken from the other?"""
         self._multi = True
         self.connections[conn] += 1
@@ -249,7 +253,7 @@ class LiveSession(TurnRules, DelegationRules):
         if type(eid) is not str:
             return False
         if client:
-            self._remember_client(eid, -1, str(event.get("type")))
+            self._remember_client(eid, seq, str(event.get("type")))
             return False
         seen = self._seen.get(eid)
         if seen is not None and seen != conn:
@@ -420,6 +424,14 @@ class LiveSession(TurnRules, DelegationRules):
 
     # --- reading -------------------------------------------------------------------------------------
 
+    def unanswered(self) -> list[dict[str, Any]]:
+        """Client commands that named an ``event_id`` and got no server event or error naming it back."""
+        return [
+            {"event_id": eid, "seq": seq, "type": kind}
+            for eid, (seq, kind) in self._client_events.items()
+            if eid not in self.answered and kind not in _UNACKED
+        ]
+
     def finish(self) -> list[SpeechTurn]:
         """The turns with their audio ranges, overlaps, latency and delegations' asks worked out (idempotent)."""
         last = self._current[ASSISTANT]
@@ -469,6 +481,8 @@ class LiveSession(TurnRules, DelegationRules):
             unknown_types=dict(self.unknown_types),
             events=self.events_fed,
             duplicates=self.duplicates,
+            answered={cid: {"seq": seq, "type": kind} for cid, (seq, kind) in self.answered.items()},
+            unanswered=self.unanswered()[:MAX_LISTED],
         )
         return out
 
