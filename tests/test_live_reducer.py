@@ -624,3 +624,25 @@ def test_client_event_ids_correlate_answers_and_unanswered_commands() -> None:
     assert model["unanswered"] == [{"event_id": "c_unmute", "seq": 3, "type": "session.input_audio.unmute"}]
     (thinking,) = live.appended
     assert (thinking.kind, thinking.start_ms, thinking.t_acked) == ("thinking", 10, 0.0)
+
+
+def test_sideband_reflected_output_audio_is_placed_by_its_timestamps() -> None:
+    """On a sideband, reflected output audio carries start_ms/end_ms: each assistant turn gets the chunks placed
+    in its stretch of the timeline (not the order they came in), with or without keep_audio, and the stereo
+    track puts it where its first chunk sits."""
+    from rtproxy.conversation import audio
+
+    s = LiveScript(sideband=True)
+    s.server("session.started", session=resource())
+    s.at(1.0).said("assistant", ["Hello ", "there."], 1000, 300)  # 1.0-1.6 s
+    s.at(3.0).said("assistant", ["Second ", "answer."], 3000, 300)  # 3.0-3.6 s
+    chunk = b64(tone(100))
+    for start in (1100, 1200, 3000, 3100, 3200):  # all delivered late, after both transcripts
+        s.at(4.0).server("session.output_audio.delta", delta=chunk, start_ms=start, end_ms=start + 100)
+    for keep in (True, False):
+        live = assemble_live(s.frames, {"variant": "sideband"}, keep_audio=keep)
+        first, second = live.turns
+        assert (first.audio_ms, second.audio_ms) == (200, 300)
+    live = assemble_live(s.frames, {"variant": "sideband"})
+    _, right, rate = audio.live_tracks(live)
+    assert [(round(t, 3), len(pcm) // 2) for t, pcm in right] == [(1.1, 4800), (3.0, 7200)] and rate == 24000

@@ -441,7 +441,8 @@ def live_tracks(live: LiveSession) -> tuple[list[tuple[float, bytes]], list[tupl
     Live turns already sit on one timeline (ms from the session's start, from the transcript fragments), so
     no causal placing is needed: each turn's audio starts where the turn started, and speech over the other
     speaker (a barge-in, a backchannel) overlaps as it did. The user's audio is its slice of the input stream,
-    the assistant's the output audio its turn received; both at the higher of the two streams' rates.
+    the assistant's the output audio its turn received (from where its first chunk sits, when the stream is
+    timestamped: a sideband's reflected audio); both at the higher of the two streams' rates.
     """
     rate = max(live.input.format.rate, live.output.format.rate)
     sides: tuple[list[tuple[float, bytes]], list[tuple[float, bytes]]] = ([], [])
@@ -452,5 +453,6 @@ def live_tracks(live: LiveSession) -> tuple[list[tuple[float, bytes]], list[tupl
             continue
         if stream.format.rate != rate:
             pcm = resample(pcm, stream.format.rate, rate)
-        sides[0 if turn.speaker == "user" else 1].append((turn.start_ms / 1000.0, pcm))
+        at = stream.start_at(turn.audio_start) if turn.speaker != "user" else None  # timed: where it sits
+        sides[0 if turn.speaker == "user" else 1].append(((turn.start_ms if at is None else at) / 1000.0, pcm))
     return sides[0], sides[1], rate

@@ -329,6 +329,8 @@ class LiveSession(TurnRules, DelegationRules):
         if stream.keep:
             stream.chunks.append(data)
             stream.ends.append(stream.nbytes)
+        if stream.timed is not False:  # sideband-reflected audio says where it sits; primary audio does not
+            stream.add_timed(ev.get("start_ms"), stream.nbytes)
 
     # --- session config, usage, close ------------------------------------------------------
 
@@ -442,6 +444,12 @@ class LiveSession(TurnRules, DelegationRules):
                 stream = self.input
                 turn.audio_start = stream.byte_at(turn.start_ms)
                 turn.audio_end = stream.byte_at(turn.end_ms)
+        if self.output.timed:  # timestamped output: each turn's audio from the chunks placed in its stretch
+            answers = sorted((t for t in self.turns if t.speaker == ASSISTANT), key=lambda t: t.start_ms)
+            for n, turn in enumerate(answers):
+                start = turn.start_ms if n else 0.0
+                end = answers[n + 1].start_ms if n + 1 < len(answers) else float("inf")
+                turn.audio_start, turn.audio_end = self.output.chunk_range(start, end)
         link_turns(self.turns, self.delegations)
         return self.turns
 

@@ -8,7 +8,7 @@ dataclasses; the generic pieces (errors, anomalies) come from :mod:`rtproxy.conv
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ class AudioStream:
     kept, an append.
     """
 
-    __slots__ = ("keep", "format", "nbytes", "chunks", "ends", "source")
+    __slots__ = ("keep", "format", "nbytes", "chunks", "ends", "source", "timed", "starts")
 
     def __init__(self, *, keep: bool) -> None:
         self.keep = keep
@@ -39,6 +39,37 @@ class AudioStream:
         self.chunks: list[str] = []
         self.ends: list[int] = []  # cumulative encoded bytes at the end of each chunk
         self.source: str | None = None  # the connection it came from (one source per session)
+        #: whether every chunk so far carried its place on the timeline (sideband-reflected output audio does);
+        #: then ``starts`` holds each chunk's ``start_ms`` and ``ends`` is kept even without ``keep``
+        self.timed: bool | None = None
+        self.starts: list[float] = []
+
+    def add_timed(self, start_ms: object, nbytes: int) -> None:
+        """The place on the timeline of the chunk just added; a chunk without one ends timing for good."""
+        if type(start_ms) is int and 0 <= start_ms <= 86_400_000:
+            self.timed = True
+            self.starts.append(float(start_ms))
+            if not self.keep:
+                self.ends.append(nbytes)
+        else:
+            self.timed = False
+            self.starts.clear()
+
+    def start_at(self, byte: int) -> float | None:
+        """The timeline ms where the timed chunk holding ``byte`` starts (None for an untimed stream)."""
+        if not self.timed or not self.starts:
+            return None
+        i = min(bisect_right(self.ends, byte), len(self.starts) - 1)
+        return self.starts[i]
+
+    def chunk_range(self, start_ms: float, end_ms: float) -> tuple[int, int]:
+        """The byte range of the timed chunks starting in [start_ms, end_ms)."""
+        first = bisect_left(self.starts, start_ms)
+        last = bisect_left(self.starts, end_ms)
+        if first >= last:
+            return 0, 0
+        ends = self.ends
+        return (ends[first - 1] if first > 0 else 0), ends[last - 1]
 
     @property
     def ms(self) -> float:
