@@ -317,7 +317,7 @@ def test_responses_delegation_with_function_call() -> None:
     (fn,) = use.tools
     assert (fn.kind, fn.name, fn.arguments, fn.output) == ("function", "get_weather", {"city": "Oslo"}, {"temp_c": 4})
     assert summary.variant == "primary" and summary.model == MODEL
-    assert summary.usage["input_tokens"] == 120 and summary.usage["reasoning_tokens"] == 10
+    assert summary.usage["backend_input_tokens"] == 120 and summary.usage["backend_reasoning_tokens"] == 10
 
 
 def test_client_delegation_replies_and_acks() -> None:

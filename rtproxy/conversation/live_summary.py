@@ -4,7 +4,9 @@ Turns are the speech turns (seconds on the session timeline); each delegation is
 :class:`~rtproxy.conversation.summary.ToolUse` of kind ``delegation.<target>`` on the assistant turn that
 spoke over it (the one whose span holds its ``offset_ms``, else the next, else the last before; one with no
 assistant turn at all gets an empty one), the backend's tool calls under it. ``usage`` holds the session's
-billed seconds (``seconds``, ``active_seconds``, ``paused_seconds``) plus the delegations' backend tokens.
+billed seconds (``seconds``, ``active_seconds``, ``paused_seconds``) and the delegations' Responses backend tokens,
+prefixed ``backend_`` (``backend_input_tokens``, ``backend_cached_tokens``, ``backend_output_tokens``,
+``backend_reasoning_tokens``, ``backend_total_tokens``: another model, priced apart).
 """
 
 from __future__ import annotations
@@ -106,9 +108,9 @@ def summary_of(live: LiveSession, session: dict[str, Any] | None = None) -> Summ
             out[host.index].tools.append(use)
     summary_turns.sort(key=lambda t: t.t_start if t.t_start is not None else 0.0)
     usage = dict(live.usage)
-    for r in live.book.responses:
+    for r in live.book.responses:  # the delegations' backend, another model: its tokens kept apart
         for key, value in r.usage.items():
-            usage[key] = usage.get(key, 0.0) + value
+            usage[f"backend_{key}"] = usage.get(f"backend_{key}", 0.0) + value
     errors = [" ".join(b for b in (e.code or e.type or "error", e.message or "") if b).strip() for e in live.errors]
     s = session if session is not None else live.session or {}
     return Summary(
