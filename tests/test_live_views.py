@@ -350,3 +350,35 @@ async def test_sdk_live_session_through_the_proxy_is_shown_as_a_conversation(tmp
     model = orjson.loads((await asyncio.to_thread(run, "show", sid, "--db", str(running.db), "--json")).stdout)
     assert model["audio"]["input_ms"] == 1000 and model["audio"]["output_ms"] == 500
     assert model["turns"][0]["audio_ms"] == 900 and model["anomalies"] == []
+
+
+async def test_tui_jumps_between_live_turns_and_their_events(tmp_path: Path) -> None:
+    """Enter on a Live turn shows the events with the cursor on its first (no id filter: Live events name no item);
+    `o` on an event inside a delegation jumps back to the delegation."""
+    from textual.widgets import TabbedContent
+
+    from rtproxy.tui.app import make_app
+    from rtproxy.tui.widgets.conversation import ConversationList
+    from rtproxy.tui.widgets.event_list import EventList
+    from tests.test_tui import SIZE, opened, wait_until
+
+    db, sid = imported(tmp_path, scenario())
+    app = make_app(db, sid)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        tabs = screen.query_one(TabbedContent)
+        conv = screen.query_one(ConversationList)
+        events = screen.query_one(EventList)
+        assert conv.move_to_item("turn-2")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: tabs.active == "events", what="events of the turn")
+        turn = screen.conversation.by_id["turn-2"]
+        assert events.view.filter.is_empty
+        starts = events.view.starts  # the cursor is on the row (or collapsed run) holding the turn's first event
+        here, after = starts[events.cursor], starts[events.cursor + 1]
+        assert screen.index.rows[here][0] <= turn.first_seq < screen.index.rows[after][0]
+        delegation = screen.conversation.by_id["del_1"]
+        events.move_to_seq(delegation.first_seq + 3)
+        await pilot.press("o")
+        await wait_until(pilot, lambda: tabs.active == "conversation", what="to the delegation")
+        assert conv.cursor_item is not None and conv.cursor_item.id == "del_1"
