@@ -646,3 +646,65 @@ def test_sideband_reflected_output_audio_is_placed_by_its_timestamps() -> None:
     live = assemble_live(s.frames, {"variant": "sideband"})
     _, right, rate = audio.live_tracks(live)
     assert [(round(t, 3), len(pcm) // 2) for t, pcm in right] == [(1.1, 4800), (3.0, 7200)] and rate == 24000
+
+
+def test_backend_mcp_and_custom_tool_calls() -> None:
+    """A Responses delegation's MCP call (arguments streamed, output in its done item) and custom tool call
+    (input streamed) are tool uses of kinds mcp and custom under the delegation."""
+    s = LiveScript()
+    s.start(delegation={"type": "responses", "responses": {"model": "gpt-5"}})
+    s.at(0.5).said("user", ["Look ", "it up"], 0, 300)
+    s.at(1.0).server(
+        "session.delegation.created",
+        offset_ms=600,
+        delegation={"id": "del_m", "target": "responses", "type": "delegation"},
+    )
+    base = {
+        "id": "resp_m",
+        "object": "response",
+        "created_at": 1,
+        "model": "gpt-5",
+        "output": [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+    mcp = {"type": "mcp_call", "id": "mcp_1", "name": "search", "server_label": "docs", "arguments": ""}
+    custom = {"type": "custom_tool_call", "id": "ct_1", "call_id": "call_c", "name": "grammar", "input": ""}
+    events = [
+        {"type": "response.created", "sequence_number": 0, "response": {**base, "status": "in_progress"}},
+        {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": mcp},
+        {
+            "type": "response.mcp_call_arguments.delta",
+            "sequence_number": 2,
+            "item_id": "mcp_1",
+            "output_index": 0,
+            "delta": '{"q": "live"}',
+        },
+        {
+            "type": "response.output_item.done",
+            "sequence_number": 3,
+            "output_index": 0,
+            "item": {**mcp, "arguments": '{"q": "live"}', "output": "3 hits"},
+        },
+        {"type": "response.output_item.added", "sequence_number": 4, "output_index": 1, "item": custom},
+        {
+            "type": "response.custom_tool_call_input.delta",
+            "sequence_number": 5,
+            "item_id": "ct_1",
+            "output_index": 1,
+            "delta": "x = 1",
+        },
+        {"type": "response.completed", "sequence_number": 6, "response": {**base, "status": "completed"}},
+    ]
+    for n, inner in enumerate(events):
+        s.at(1.1 + n / 10).responses("del_m", inner)
+    live = assemble_live(s.frames)
+    assert live.anomalies == []
+    (use,) = summarize_live(s.frames).tools()
+    assert [(t.kind, t.name, t.arguments, t.output) for t in use.tools] == [
+        ("mcp", "search", {"q": "live"}, "3 hits"),
+        ("custom", "grammar", "x = 1", None),
+    ]
+    (resp,) = live.delegations[0].responses
+    assert resp.items[0].server_label == "docs"

@@ -24,6 +24,10 @@ from .summary import Summary, ToolUse, Turn
 __all__ = ["summarize_live", "summary_of"]
 
 
+#: Responses output item types as ToolUse kinds (others lose their ``_call``: ``web_search``, ``file_search``, …).
+_KINDS = {"function_call": "function", "custom_tool_call": "custom", "mcp_call": "mcp"}
+
+
 def _parsed(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -38,7 +42,7 @@ def _tool_use(d: Delegation) -> ToolUse:
     tools = []
     for resp in d.responses:
         for call in resp.tool_calls:
-            kind = "function" if call.type == "function_call" else call.type.removesuffix("_call")
+            kind = _KINDS.get(call.type) or call.type.removesuffix("_call")
             result = results.get(call.call_id or "")
             tools.append(
                 ToolUse(
