@@ -204,6 +204,9 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
     Each turn shows its speaker, text or transcript, audio duration and
     function calls with arguments and outputs; each response its status,
     tokens and latency (trigger → created → first delta/audio → done).
+    A GPT-Live session shows its speech turns on the session timeline
+    (overlaps marked, latency from the end of the user's speech), each
+    delegation (asked, done, returned, how long) and the billed seconds.
     """
     if events and as_json:
         raise InputError("--events and --json do not go together; pick one")
