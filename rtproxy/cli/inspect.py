@@ -319,7 +319,9 @@ def export(session: str, db: str, output: str | None, audio_dir: str | None) -> 
     without loss; keys are never in it. WAV files are named NNN-ROLE-ITEM.wav
     so they sort in conversation order; conversation.wav is stereo, the user
     on the left and the assistant on the right, each where it was heard, an
-    answer the user interrupted cut where it was cut.
+    answer the user interrupted cut where it was cut. A GPT-Live session
+    gets one NNN-SPEAKER.wav per speech turn, and its conversation.wav has
+    each turn where it was spoken on the session timeline.
     """
     if (output is None) == (audio_dir is None):
         raise InputError("export needs exactly one of -o FILE.jsonl or --audio DIR")
