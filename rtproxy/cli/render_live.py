@@ -180,7 +180,7 @@ def live_footer(live: LiveSession, style: Styler) -> Iterator[str]:
     if unanswered:
         listed = ", ".join(f"{short(u['type'], 40)} {short(u['event_id'], 40)}" for u in unanswered[:5])
         more = f" and {len(unanswered) - 5} more" if len(unanswered) > 5 else ""
-        yield style(f"client commands never answered: {listed}{more}", fg="yellow")
+        yield style(f"client commands no server event named (client_event_id): {listed}{more}", dim=True)
     if live.closed is not None:
         yield f"closed: {live.closed.get('reason') or '?'} at {clock(live.closed.get('t')).strip()}"
     if live.errors:
