@@ -121,6 +121,35 @@ async def function_call(conn: Any, beta: bool) -> Events:
     return events
 
 
+async def voice_function_call(conn: Any, beta: bool) -> Events:
+    """Realtime's side of recordings/live-voice-delegation.jsonl: the same spoken question ("What's the weather in
+    Paris?"), the same get_weather call and output, the same spoken answer (for a cross-API `rtproxy diff`)."""
+    events: Events = []
+    session = {
+        "type": "realtime",
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {"format": {"type": "audio/pcm", "rate": RATE}, "turn_detection": None},
+            "output": {"format": {"type": "audio/pcm", "rate": RATE}},
+        },
+        "tools": [WEATHER_TOOL],
+    }
+    await conn.session.update(session=session)
+    pcm = tone(1000, 180.0)
+    step = RATE * 2 // 10
+    for i in range(0, len(pcm), step):
+        await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + step]).decode())
+    await conn.input_audio_buffer.commit()
+    await conn.response.create()
+    done = await until(conn, "response.done", events)
+    call = next(i for i in done["response"]["output"] if i["type"] == "function_call")
+    output = {"type": "function_call_output", "call_id": call["call_id"], "output": '{"temperature_c": 18}'}
+    await conn.conversation.item.create(item=output)
+    await conn.response.create()
+    await until(conn, "response.done", events)
+    return events
+
+
 async def cancelled(conn: Any, beta: bool) -> Events:
     """The user interrupts a spoken answer: response.cancel after three audio deltas, then truncate what played."""
     events: Events = []
@@ -164,6 +193,12 @@ FLOWS = {
         Flow("voice-beta", True, voice_turn, {"audio_ms": 1000, "text": "It is sunny in Paris."}),
         Flow("function-call-ga", False, function_call, {"text": "It is 18 degrees in Paris."}),
         Flow("cancelled-ga", False, cancelled, {"audio_ms": 3000, "chunk_delay": 0.02}),
+        Flow(
+            "same-conversation-realtime",
+            False,
+            voice_function_call,
+            {"audio_ms": 800, "text": "It is 18 degrees and sunny in Paris."},
+        ),
     )
 }
 

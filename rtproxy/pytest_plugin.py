@@ -1,4 +1,4 @@
-"""pytest fixtures that replay recorded Realtime sessions, and record them when asked.
+"""pytest fixtures that replay recorded sessions (Realtime, GPT-Live), and record them when asked.
 
 ::
 
@@ -7,6 +7,11 @@
         client = AsyncOpenAI(api_key="test", websocket_base_url=replay.url)
         ...                                  # the code under test, unchanged
         assert replay.received[0]["type"] == "session.update"
+
+A GPT-Live recording is served the same way (``client.live.connect()`` with
+the same ``websocket_base_url``): the client's commands and the length of the
+audio it streams drive the replay, and its own event ids come back as
+``client_event_id``.
 
 The replay server runs in-process (on a thread of its own, so sync and async
 tests alike can use it) on 127.0.0.1. When the test's client departs from the
@@ -64,7 +69,7 @@ MARKER = "rtproxy"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("rtproxy", "rtproxy: replay recorded OpenAI Realtime sessions")
+    group = parser.getgroup("rtproxy", "rtproxy: replay recorded OpenAI Realtime and GPT-Live sessions")
     group.addoption(
         "--rtproxy-record-mode",
         choices=RECORD_MODES,

@@ -68,6 +68,7 @@ HEADER_FIELDS = (
     "unrecorded",
     "duration",
     "label",
+    "api_session_id",
 )
 
 

@@ -1,4 +1,5 @@
-"""`rtproxy diff`: two sessions compared by meaning (equal, reordered, changed), as a library and a command."""
+"""`rtproxy diff`: two sessions compared by meaning (equal, reordered, changed), across APIs, as a library and a
+command."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from rtproxy.diff import diff_frames
+from rtproxy.conversation.summary import ASSISTANT, USER, Summary, ToolUse, Turn, summarize
+from rtproxy.diff import DIFFERENT, NEAR, SAME, Options, diff_frames, diff_summaries
 from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import read_recording, write_recording
 from tests.conftest import rtproxy_exe
@@ -51,9 +53,10 @@ async def test_two_recordings_of_the_same_client_are_equal(tmp_path: Path) -> No
     a, _ = await FLOWS.record(flow, tmp_path / "a.jsonl", tmp_path / "a.db")
     b, _ = await FLOWS.record(flow, tmp_path / "b.jsonl", tmp_path / "b.db")
     assert a.read_bytes() != b.read_bytes()
-    r = run_diff(str(a), str(b))
+    r = run_diff(str(a), str(b), "--ignore", "timing")  # a loaded machine may answer 100 ms slower
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "client events:  4 vs 4  same" in r.stdout and "same meaning" in r.stdout
+    assert "same meaning" in r.stdout and DIFFERENT not in r.stdout
+    assert "  events                 4 sent" in r.stdout
 
 
 def test_audio_is_compared_by_duration_not_chunking() -> None:
@@ -105,9 +108,15 @@ def test_changed_function_arguments_are_a_difference_on_that_item() -> None:
         for f in side[2]
     ]
     result = diff_frames(side, edited(side, frames))
-    (d,) = [d for d in result.differences if "function_call" in d.where]
-    assert d.section == "items" and d.message.startswith("arguments")
+    (d,) = [d for d in result.differences if d.section == "tools"]
+    assert d.where == "#1 get_weather" and d.message.startswith("arguments")
     assert d.a == {"location": "Paris", "unit": "celsius"} and d.b == {"location": "Lyon", "unit": "celsius"}
+    # the server's echo of the user's question and the answer changed too; nothing else did
+    assert {(d.section, d.where) for d in result.differences} == {
+        ("tools", "#1 get_weather"),
+        ("turns", "#1 user"),
+        ("turns", "#2 assistant"),
+    }
 
 
 async def test_a_changed_answer_exits_1_with_a_readable_summary_and_json(tmp_path: Path) -> None:
@@ -118,12 +127,25 @@ async def test_a_changed_answer_exits_1_with_a_readable_summary_and_json(tmp_pat
     a = RECORDINGS / "text-ga.jsonl"
     r = run_diff(str(a), str(b))
     assert r.returncode == 1
-    assert 'items, #2 assistant message: text "Hello! How can I help you today?" vs "Bonjour!' in r.stdout
+    assert 'turns, #2 assistant: text "Hello! How can I help you today?" vs "Bonjour!' in r.stdout
+    assert any(line.startswith("  #2 assistant") and f" {DIFFERENT} Bonjour!" in line for line in r.stdout.splitlines())
     j = run_diff(str(a), str(b), "--json")
     assert j.returncode == 1
     data = orjson.loads(j.stdout)
-    assert data["same"] is False and data["a"]["items"] == data["b"]["items"] == 2
-    assert {d["section"] for d in data["differences"]} == {"items"}
+    assert data["same"] is False and data["a"]["turns"] == data["b"]["turns"] == 2
+    assert {d["section"] for d in data["differences"]} == {"turns"}
+    assert data["sections"]["turns"]["differences"] == 1
+    row = next(r for r in data["sections"]["turns"]["rows"] if r["where"] == "#2 assistant")
+    assert row == {
+        "where": "#2 assistant",
+        "a": "Hello! How can I help you today?",
+        "b": "Bonjour! Comment puis-je aider?",
+        "mark": DIFFERENT,
+    }
+    assert data["a"]["summary"]["turns"][1]["text"] == "Hello! How can I help you today?"
+    w = run_diff(str(a), str(b), "--ignore", "wording")
+    assert w.returncode == 0, w.stdout
+    assert "ignored: wording" in w.stdout and f" {NEAR} Bonjour!" in w.stdout
 
 
 def test_db_session_references_and_bad_input(tmp_path: Path) -> None:
@@ -150,6 +172,266 @@ async def test_every_example_equals_a_fresh_recording_of_its_client(name: str, t
     """Re-recorded (new server ids, call ids, timings), each example means the same as the committed file."""
     fresh, _ = await FLOWS.record(FLOWS.FLOWS[name], tmp_path / "fresh.jsonl", tmp_path / "fresh.db")
     rec = read_recording(fresh)
-    result = diff_frames(load(name), ("fresh", rec.session, rec.frames))
+    # timing ignored: a fresh run's latency is the fake server's and this machine's load, not the client's
+    result = diff_frames(load(name), ("fresh", rec.session, rec.frames), Options(frozenset({"timing"})))
     assert result.same, result.format()
-    assert result.a.client and result.a.items and result.a.responses
+    assert result.a.client and result.a.summary.turns and result.a.summary.usage
+
+
+# --- across APIs: a Realtime recording against a GPT-Live-shaped summary ----------------------------
+
+
+def realtime_summary(name: str) -> Summary:
+    rec = read_recording(RECORDINGS / f"{name}.jsonl")
+    return summarize(rec.session, rec.frames)
+
+
+def live_weather(**changes: Any) -> Summary:
+    """What a GPT-Live session of function-call-ga's conversation looks like: the same words, the weather
+    function run by the delegation's Responses backend, billed in seconds, slower to answer."""
+    backend = ToolUse(
+        "function",
+        "get_weather",
+        changes.get("arguments", {"location": "Paris", "unit": "celsius"}),
+        {"temperature_c": 18},
+    )
+    delegation = ToolUse("delegation.responses", None, "Look up the weather in Paris", tools=[backend])
+    return Summary(
+        "live",
+        "primary",
+        "gpt-live",
+        turns=[
+            Turn(USER, "what's the weather in Paris", 0.1, 1.4),
+            Turn(ASSISTANT, changes.get("answer", "It is 18 degrees in Paris!"), 2.2, 4.0, [delegation], 850.0),
+        ],
+        errors=changes.get("errors", []),
+        usage={"seconds": 12.0, "active_seconds": 12.0},
+    )
+
+
+MIGRATION = Options(frozenset({"model", "usage", "timing"}))
+
+
+def test_the_same_conversation_on_gpt_live_differs_only_where_a_migration_does() -> None:
+    """Same words (case and punctuation aside), the same function via a delegation: the only differences are
+    the model, the cost units (tokens against seconds) and the latency; ignoring them, the sessions are equal."""
+    result = diff_summaries(("realtime", realtime_summary("function-call-ga")), ("live", live_weather()))
+    assert {(d.section, d.where) for d in result.differences} == {
+        ("session", "model"),
+        ("usage", "units"),
+        ("turns", "#2 assistant"),
+    }
+    units = next(d for d in result.differences if d.section == "usage")
+    assert units.message.startswith("only in A: total_tokens, input_tokens") and units.b == [
+        "seconds",
+        "active_seconds",
+    ]
+    latency = next(d for d in result.differences if d.section == "turns")
+    assert latency.message.startswith("latency 0.3 ms vs 850 ms") and latency.b == 850.0
+    marks = {(r.section, r.where): r.mark for r in result.rows}
+    assert marks[("session", "api")] == NEAR  # across APIs by design
+    assert marks[("turns", "#1 user")] == NEAR and marks[("turns", "#2 assistant")] == NEAR  # same words, other case
+    assert marks[("tools", "#1 get_weather")] == SAME and marks[("tools", "  output")] == SAME
+    assert marks[("usage", "seconds")] == DIFFERENT and marks[("usage", "input_tokens")] == DIFFERENT
+    assert "client events" not in {r.section for r in result.rows}  # only between two Realtime sessions
+
+    ignored = diff_summaries(("realtime", realtime_summary("function-call-ga")), ("live", live_weather()), MIGRATION)
+    assert ignored.same, ignored.format()
+    assert "ignored: model, timing, usage" in ignored.format() and "same meaning" in ignored.format()
+
+
+def test_other_tool_arguments_or_words_across_apis_are_differences_until_ignored() -> None:
+    """A delegation's function called with other arguments is a tools difference; other words a turns one;
+    --ignore tools and --ignore wording remove exactly those."""
+    rt = ("realtime", realtime_summary("function-call-ga"))
+    live = ("live", live_weather(arguments={"location": "Lyon"}, answer="Eighteen degrees, sunny."))
+    result = diff_summaries(rt, live, MIGRATION)
+    assert [(d.section, d.where, d.message.split(" ")[0]) for d in result.differences] == [
+        ("turns", "#2 assistant", "text"),
+        ("tools", "#1 get_weather", "arguments"),
+    ]
+    assert result.differences[1].b == {"location": "Lyon"}
+    looser = Options(MIGRATION.ignore | {"tools", "wording"})
+    assert diff_summaries(rt, live, looser).same
+    silent = ("live", live_weather(answer=None))
+    assert [d.message for d in diff_summaries(rt, silent, looser).differences] == [
+        'only in A: assistant "It is 18 degrees in Paris."'
+    ]
+
+
+def test_a_delegation_without_backend_functions_counts_as_the_tool() -> None:
+    """A client delegation (no backend functions) is itself the tool compared: named by its kind."""
+    s = live_weather()
+    s.turns[1].tools = [ToolUse("delegation.client", None, {"task": "weather"})]
+    result = diff_summaries(("realtime", realtime_summary("function-call-ga")), ("live", s), MIGRATION)
+    (d,) = result.differences
+    assert (d.section, d.message) == ("tools", "name get_weather vs delegation.client")
+
+
+def test_errors_are_compared_by_text_and_can_be_ignored() -> None:
+    """An error only one side had is a difference; the same error worded in another case is not."""
+    rt = ("realtime", realtime_summary("function-call-ga"))
+    result = diff_summaries(rt, ("live", live_weather(errors=["rate_limit_exceeded: Slow down"])), MIGRATION)
+    (d,) = result.differences
+    assert (d.section, d.message) == ("errors", 'only in B: "rate_limit_exceeded: Slow down"')
+    assert diff_summaries(rt, ("live", live_weather(errors=["x"])), Options(MIGRATION.ignore | {"errors"})).same
+    a = Summary("live", turns=[], errors=["Rate limit exceeded."])
+    assert diff_summaries(("a", a), ("b", Summary("live", errors=["rate limit exceeded"]))).same
+
+
+def latency_pair(a_ms: float, b_ms: float, options: Options | None = None) -> list[str]:
+    turns = [Turn(USER, "hi"), Turn(ASSISTANT, "hello", latency_ms=a_ms)]
+    other = [Turn(USER, "hi"), Turn(ASSISTANT, "hello", latency_ms=b_ms)]
+    result = diff_summaries(("a", Summary("x", turns=turns)), ("b", Summary("x", turns=other)), options)
+    return [d.message for d in result.differences]
+
+
+def test_latency_is_a_difference_only_past_both_thresholds() -> None:
+    """Below 100 ms or below 20% of A's latency, a change is no difference; both thresholds are options."""
+    assert latency_pair(500, 580) == []  # 80 ms, 16%
+    assert latency_pair(500, 590) == []  # 90 ms, 18%
+    assert latency_pair(50, 140) == []  # 180% but 90 ms
+    assert latency_pair(500, 450) == []
+    assert latency_pair(500, 700) == ["latency 500 ms vs 700 ms (+200 ms)"]
+    assert latency_pair(900, 600) == ["latency 900 ms vs 600 ms (-300 ms)"]
+    assert latency_pair(50, 140, Options(latency_ms=50)) == ["latency 50.0 ms vs 140 ms (+90 ms)"]
+    assert latency_pair(500, 580, Options(latency_pct=10)) == []  # still under 100 ms
+    assert latency_pair(500, 700, Options(frozenset({"latency"}))) == []  # alias of timing
+
+
+def test_ignore_ids_treats_generated_ids_in_tool_outputs_as_equal() -> None:
+    """Tool outputs naming server-made ids (call_…, resp_…) differ by default, not with --ignore ids."""
+
+    def with_output(output: Any) -> Summary:
+        return Summary("x", turns=[Turn(ASSISTANT, None, tools=[ToolUse("function", "book", {}, output)])])
+
+    a, b = (
+        with_output({"booking": "resp_00072b015417", "ok": True}),
+        with_output({"booking": "resp_0099ffee1234", "ok": True}),
+    )
+    assert [(d.where, d.message[:6]) for d in diff_summaries(("a", a), ("b", b)).differences] == [("#1 book", "output")]
+    assert diff_summaries(("a", a), ("b", b), Options(frozenset({"ids"}))).same
+    other = with_output({"booking": "resp_0099ffee1234", "ok": False})
+    assert not diff_summaries(("a", a), ("b", other), Options(frozenset({"ids"}))).same
+
+
+def test_unknown_ignore_names_are_refused() -> None:
+    """Options names what it cannot ignore."""
+    with pytest.raises(ValueError, match="cannot ignore colour"):
+        Options(frozenset({"colour"}))
+
+
+def test_the_report_keeps_its_columns_aligned() -> None:
+    """Every row of the side-by-side report has its marker in the same column, and each side's value in
+    its own column (long values cut)."""
+    long = Summary("live", "primary", "gpt-live", turns=[Turn(USER, "What's the weather in Paris? " * 10)])
+    result = diff_summaries(("realtime", realtime_summary("function-call-ga")), ("live", long))
+    lines = result.format().splitlines()
+    rows = [line for line in lines if line.startswith("  ") and any(f" {m} " in line for m in (SAME, NEAR, DIFFERENT))]
+    assert len(rows) >= len(result.rows) - 1
+    columns = set()
+    for line in rows:
+        columns.add(
+            next(i for i, ch in enumerate(line) if ch in (SAME, NEAR, DIFFERENT) and i > 24 and line[i - 1] == " ")
+        )
+    assert len(columns) == 1, rows
+    assert max(len(line) for line in rows) <= 2 + 22 + 1 + 40 + 3 + 40
+
+
+def write_live_recording(path: Path) -> None:
+    """A GPT-Live session as rtproxy exports it (header naming the API, a few frames)."""
+    session = {
+        "id": "20261201-000000-live01",
+        "api": "live",
+        "variant": "primary",
+        "path": "/v1/live/sessions",
+        "model": "gpt-live",
+    }
+    frames = [
+        Frame(
+            0, 0.0, Direction.CLIENT, orjson.dumps({"type": "session.start", "session": {"model": "gpt-live"}}).decode()
+        ),
+        Frame(1, 0.05, Direction.SERVER, orjson.dumps({"type": "session.started", "event_id": "ev_1"}).decode()),
+    ]
+    write_recording(path, session, frames)
+
+
+def test_a_realtime_recording_against_a_live_one_on_the_command_line(tmp_path: Path) -> None:
+    """`rtproxy diff realtime.jsonl live.jsonl`: both APIs named, exit 1 (different conversations), --json
+    says which sides are which API; no traceback."""
+    import importlib.util
+
+    live = tmp_path / "live.jsonl"
+    write_live_recording(live)
+    rt = str(RECORDINGS / "text-ga.jsonl")
+    r = run_diff(rt, str(live))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "(realtime ga, gpt-realtime)" in r.stdout and "(live primary, gpt-live)" in r.stdout
+    no_reducer = importlib.util.find_spec("rtproxy.conversation.live") is None
+    assert ("note: no GPT-Live reducer in this build" in r.stdout) == no_reducer
+    j = run_diff(rt, str(live), "--json", "--ignore", "model", "--ignore", "cost")
+    data = orjson.loads(j.stdout)
+    assert j.returncode == 1 and (data["a"]["api"], data["b"]["api"]) == ("realtime", "live")
+    assert data["ignored"] == ["model", "usage"] and data["b"]["client_events"] is None
+    assert set(data["sections"]) == {"session", "turns", "tools", "usage", "errors"}
+    assert {d["section"] for d in data["differences"]} <= {"turns", "tools", "errors"}
+
+
+def test_the_command_line_ignores_and_thresholds(tmp_path: Path) -> None:
+    """--ignore is repeatable and checked (a bad name exits 2 with one line); --latency-ms moves the threshold;
+    every ignorable name is documented in --help."""
+    a = str(RECORDINGS / "voice-ga.jsonl")
+    b = str(RECORDINGS / "voice-beta.jsonl")
+    r = run_diff(a, b)
+    assert r.returncode == 1 and "session, model: model gpt-realtime vs gpt-4o-realtime-preview" in r.stdout
+    assert "beta wire, not compared" in r.stdout  # two dialects' client events are compared by their turns
+    r = run_diff(a, b, "--ignore", "model")
+    assert r.returncode == 0, r.stdout
+    # voice-ga answers in 10.6 ms, voice-beta in 10.8 ms: a difference only with thresholds of zero
+    r = run_diff(a, b, "--ignore", "model", "--latency-ms", "0", "--latency-pct", "0")
+    assert r.returncode == 1 and "turns, #2 assistant: latency 10.6 ms vs 10.8 ms" in r.stdout
+    bad = run_diff(a, b, "--ignore", "colour")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "colour" in bad.stderr
+    help_text = run_diff("--help").stdout
+    for name in ("wording", "timing", "latency", "usage", "cost", "ids", "audio", "errors", "tools", "model"):
+        assert name in help_text
+
+
+def test_an_answer_no_longer_interrupted_is_a_difference_on_its_turn() -> None:
+    """cancelled-ga without the client's cancel and truncation: the answer is complete and keeps its
+    transcript (the same 300 ms of audio were sent); the turn says so, and the client events name what the
+    client stopped sending."""
+    side = load("cancelled-ga")
+    frames = []
+    for f in side[2]:
+        ev = event(f)
+        if ev["type"] in ("response.cancel", "conversation.item.truncate", "conversation.item.truncated"):
+            continue
+        data = str(f.data).replace('"cancelled"', '"completed"').replace('"incomplete"', '"completed"')
+        frames.append(Frame(f.seq, f.t, f.direction, data))
+    result = diff_frames(side, edited(side, frames))
+    turn = [(d.where, d.message) for d in result.differences if d.section == "turns"]
+    assert turn == [
+        ("#2 assistant", 'text null vs "Hello! How can I help you today?"'),
+        ("#2 assistant", "interrupted vs complete"),
+    ]
+    client = sorted(d.message.split(":")[0] for d in result.differences if d.section == "client events")
+    assert client == ["only in A", "only in A"]
+
+
+def test_a_stretch_of_assistant_turns_is_compared_as_one() -> None:
+    """GPT-Live saying "Let me check." before the answer, where Realtime called the tool silently: one stretch
+    of the assistant each; a wording difference only, which --ignore wording removes."""
+    live = live_weather()
+    live.turns[1:] = [
+        Turn(ASSISTANT, "Let me check.", 1.6, 2.0, [], 700.0, 400.0),
+        Turn(ASSISTANT, "It is 18 degrees in Paris.", 2.2, 4.0, live.turns[1].tools, 300.0),
+    ]
+    rt = ("realtime", realtime_summary("function-call-ga"))
+    result = diff_summaries(rt, ("live", live), Options(MIGRATION.ignore | {"audio"}))
+    assert [(d.where, d.message) for d in result.differences] == [
+        ("#2 assistant", 'text "It is 18 degrees in Paris." vs "Let me check. It is 18 degrees in Paris."')
+    ]
+    latency = next(r for r in result.rows if r.where == "  latency")
+    assert (latency.a, latency.b) == ("0.3 ms", "700 ms (+700 ms)")  # the stretch's first output
+    assert diff_summaries(rt, ("live", live), Options(MIGRATION.ignore | {"audio", "wording"})).same

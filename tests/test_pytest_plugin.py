@@ -291,3 +291,63 @@ def test_an_unknown_record_mode_fails_the_test_with_one_line(
         [f"*rtproxy: record_mode 'sometimes' ({where}) is not one of none, once, new_episodes, all"]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+LIVE_CLIENT = """
+import asyncio
+import base64
+import secrets
+
+from openai import AsyncOpenAI
+
+
+async def _call(url, instructions):
+    client = AsyncOpenAI(api_key="sk-test-" + secrets.token_urlsafe(24), websocket_base_url=url)
+    start_id = "evt_" + secrets.token_hex(8)
+    session = {"model": "gpt-live-1", "instructions": instructions, "audio": {"format": {"type": "audio/pcm",
+               "rate": 24000}}}
+    async with client.live.connect() as conn:
+        await conn.session.start(session=session, event_id=start_id)
+        for _ in range(30):  # 3 s of microphone, 100 ms at a time (only the total length is matched)
+            await conn.session.input_audio.append(audio=base64.b64encode(bytes(4800)).decode())
+        await conn.session.close(event_id="evt_" + secrets.token_hex(8))
+        events = []
+        async for event in conn:
+            events.append(event)
+            if event.type == "session.closed" or len(events) > 500:
+                break
+    return start_id, events
+
+
+def call(url, instructions="You are a friendly weather assistant."):
+    return asyncio.run(asyncio.wait_for(_call(url, instructions), 15))
+"""
+
+
+def test_a_live_recording_is_served_to_the_sdk_live_client(inner: pytest.Pytester) -> None:
+    """The fixture serves a GPT-Live recording: the SDK's live client gets its session, with its own event id
+    echoed; a client whose session.start changed fails the test with the report (strict)."""
+    shutil.copy(ROOT / "recordings" / "live-barge-in.jsonl", inner.path / "live.jsonl")
+    inner.makepyfile(live_client=LIVE_CLIENT)
+    inner.makepyfile(
+        test_live="""
+        from live_client import call
+
+        def test_call(rtproxy_replay):
+            replay = rtproxy_replay("live.jsonl", match="strict")
+            start_id, events = call(replay.url)
+            types = [e.type for e in events]
+            assert types[0] == "session.started" and types[-1] == "session.closed"
+            assert "session.output_audio.delta" in types and "error" not in types
+            assert events[0].client_event_id == start_id
+            assert [e["type"] for e in replay.received][:2] == ["session.start", "session.input_audio.append"]
+
+        def test_changed(rtproxy_replay):
+            replay = rtproxy_replay("live.jsonl", match="strict")
+            start_id, events = call(replay.url, "Talk like a pirate.")
+            assert events[0].type == "error" and events[0].error.client_event_id == start_id
+    """
+    )
+    result = inner.runpytest(*QUIET)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*session.start: payload differs from the recording*"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from rtproxy.store import SCHEMA_VERSION, Store, connect, mark_interrupted
+from rtproxy.store import PAGE_SIZE, SCHEMA_VERSION, Store, connect, mark_interrupted
 from tests.conftest import rtproxy_exe
 
 #: The schema as rtproxy created it at user_version 1 (before `recorders` and `sessions.owner`).
@@ -84,13 +84,14 @@ def columns(conn: sqlite3.Connection, table: str) -> list[str]:
 
 def test_a_schema_1_database_is_upgraded_in_place_and_keeps_every_row(tmp_path: Path) -> None:
     """Opening a schema-1 database adds `recorders`, `sessions.owner`, `sessions.api` and `.variant` (its
-    sessions become Realtime ones of their dialect), records the migrations, sets the new user_version, and keeps
+    sessions become Realtime ones of their dialect), `sessions.api_session_id` and `.linked_to` (empty), records
+    the migrations, sets the new user_version, and keeps
     its sessions, frames and REST exchanges readable."""
     db = tmp_path / "old.db"
     make_v1(db, dead_pid())
     conn = connect(str(db))
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         kinds = conn.execute("SELECT DISTINCT api, coalesce(variant, dialect, '-') FROM sessions").fetchall()
         dialects = conn.execute("SELECT DISTINCT 'realtime', coalesce(dialect, '-') FROM sessions").fetchall()
         assert kinds and sorted(kinds) == sorted(dialects)
@@ -109,7 +110,10 @@ def test_a_schema_1_database_is_upgraded_in_place_and_keeps_every_row(tmp_path: 
             ("rtproxy", "m001_sessions_events_http"),
             ("rtproxy", "m002_recorders_and_session_owner"),
             ("rtproxy", "m003_session_api_and_variant"),
+            ("rtproxy", "m004_session_links"),
         ]
+        assert {"api_session_id", "linked_to"} <= set(columns(conn, "sessions"))
+        assert conn.execute("SELECT count(*) FROM sessions WHERE api_session_id IS NOT NULL").fetchone()[0] == 0
     finally:
         conn.close()
     with Store(db) as store:
@@ -167,7 +171,7 @@ def test_several_processes_opening_an_old_database_at_once_migrate_it_once(tmp_p
     assert [out.strip() for out, _ in results] == ["2", "2", "2"]
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 4
     finally:
         conn.close()
 
@@ -181,3 +185,58 @@ def test_the_cli_reads_a_schema_1_database(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert sorted(s["id"] for s in orjson.loads(done.stdout)) == [CLOSED, OPEN]
+
+
+def test_new_databases_get_large_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
+    """A new database is made with 64 KiB pages (audio frames fit a page); one written before keeps its own."""
+    new = connect(str(tmp_path / "new.db"))
+    assert new.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 65536
+    new.close()
+    old_path = tmp_path / "old.db"
+    old = sqlite3.connect(old_path)
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE notes (x)")
+    old.commit()
+    old.close()
+    conn = connect(str(old_path))  # migrated in place: the schema is added, the page size stays
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def make_v3(path: Path) -> None:
+    """A schema-3 database (what rtproxy made before session links) with one Live session."""
+    conn = connect(str(path))
+    conn.close()
+    raw = sqlite3.connect(path)
+    raw.execute("DROP INDEX sessions_api_session_id")
+    raw.execute("ALTER TABLE sessions DROP COLUMN linked_to")
+    raw.execute("ALTER TABLE sessions DROP COLUMN api_session_id")
+    raw.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_session_links'")
+    raw.execute("PRAGMA user_version=3")
+    raw.execute(
+        "INSERT INTO sessions (id, started_at, status, api, variant, path) VALUES"
+        " ('20261201-100000-aaaaaa', '2026-12-01T10:00:00.000Z', 'closed', 'live', 'primary', '/v1/live/sessions')"
+    )
+    raw.commit()
+    raw.close()
+
+
+def test_a_schema_3_database_gains_session_links_and_keeps_its_sessions(tmp_path: Path) -> None:
+    """m004 adds `api_session_id` and `linked_to` to a schema-3 database; its sessions stay, unlinked, and the
+    CLI lists them with the new fields in --json."""
+    db = tmp_path / "v3.db"
+    make_v3(db)
+    raw = sqlite3.connect(db)
+    assert "linked_to" not in [r[1] for r in raw.execute("PRAGMA table_info(sessions)")]
+    raw.close()
+    done = subprocess.run(
+        [*rtproxy_exe(), "sessions", "--db", str(db), "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = orjson.loads(done.stdout)
+    assert row["api"] == "live" and row["api_session_id"] is None and row["linked_to"] is None
+    assert row["linked"] == []
+    with Store(db) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store.linked_sessions(row["id"]) == []

@@ -19,6 +19,10 @@ interrupts it (status ``cancelled``), as on the real server.
 ``response.content_part.*`` parts stay ``audio``/``text``; ``usage`` on
 transcription events); openai-agents drops events that do not validate. The
 default keeps the original shapes.
+
+``new_model="NAME"`` makes a connection whose query says ``model=NAME`` behave
+like another model: its answers say ``new_text`` (when given) and its tool
+calls ask for ``"unit": "fahrenheit"``; every other connection is unchanged.
 """
 
 from __future__ import annotations
@@ -78,8 +82,12 @@ class ScriptedUpstream:
         audio_ms: int = 600,
         chunk_delay: float = 0.0,
         exact: bool = True,
+        new_model: str | None = None,
+        new_text: str | None = None,
     ) -> None:
         self.reply_text = text
+        self.new_model = new_model
+        self.new_text = new_text
         self.audio_ms = audio_ms
         self.chunk_delay = chunk_delay
         self.exact = exact
@@ -176,6 +184,7 @@ class Session:
         self.audio_start_ms = 0
         self.cancelled = False
         self.responding: asyncio.Task[None] | None = None
+        self.new_model = up.new_model is not None and conn.query.get("model") == up.new_model
 
     def _initial_config(self) -> dict[str, Any]:
         if self.beta:
@@ -424,7 +433,7 @@ class Session:
         }
         await self.send({"type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item})
         await self.item_added(dict(item))
-        args = '{"location": "Paris", "unit": "celsius"}'
+        args = '{"location": "Paris", "unit": "%s"}' % ("fahrenheit" if self.new_model else "celsius")
         for i in range(0, len(args), 7):
             await self.send(
                 {
@@ -478,7 +487,8 @@ class Session:
                 "part": dict(part),
             }
         )
-        words = [w + " " for w in self.up.reply_text.split(" ")]
+        text = self.up.new_text if self.new_model and self.up.new_text else self.up.reply_text
+        words = [w + " " for w in text.split(" ")]
         words[-1] = words[-1].rstrip()
         ids = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         if audio:

@@ -26,7 +26,7 @@ from ..store import Store, default_db_path
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Modules that add commands to the group, each with a `register(group)`.
-COMMAND_MODULES = ("record", "inspect", "replay", "tui", "redact")
+COMMAND_MODULES = ("record", "inspect", "replay", "tui", "redact", "rerun")
 
 
 class InputError(click.ClickException):

@@ -253,6 +253,14 @@ def _size(n: int | None) -> str:
     return f"{value:.1f} GB"
 
 
+def _link(row: dict[str, Any], children: dict[str, list[str]]) -> str:
+    """A session's LINK cell: ``-> PRIMARY`` for a sideband or fork, ``<- A, B`` for the sessions linked to it."""
+    if row.get("linked_to"):
+        return f"-> {row['linked_to']}"
+    linked = children.get(row["id"])
+    return f"<- {', '.join(linked)}" if linked else ""
+
+
 @click.command()
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the sessions as a JSON array.")
@@ -266,10 +274,19 @@ def sessions(db: str, as_json: bool, api: str | None) -> None:
 
     Columns: id, start (UTC), duration, model, API/variant (realtime/beta,
     realtime/ga, live/primary, live/sideband, live/fork, responses, unknown),
-    status, events (client+server), bytes, label.
+    status, events (client+server), bytes, label, and LINK when a session is
+    linked to another (a Live sideband "-> its primary", a primary "<- its
+    sidebands"). --json has api_session_id, linked_to and linked (the ids of
+    the sessions linked to it both ways).
     """
     with open_store(db) as store:
         rows = store.sessions(api=api)
+    children: dict[str, list[str]] = {}
+    for row in reversed(rows):
+        if row.get("linked_to"):
+            children.setdefault(row["linked_to"], []).append(row["id"])
+    for row in rows:
+        row["linked"] = ([row["linked_to"]] if row.get("linked_to") else []) + children.get(row["id"], [])
     if as_json:
         for row in rows:
             for key in ("request_headers", "response_headers"):
@@ -280,7 +297,7 @@ def sessions(db: str, as_json: bool, api: str | None) -> None:
     if not rows:
         click.echo(f"no {api + ' ' if api else ''}sessions in {db}")
         return
-    header = ("ID", "START", "DURATION", "MODEL", "API", "STATUS", "EVENTS", "BYTES", "LABEL")
+    header = ("ID", "START", "DURATION", "MODEL", "API", "STATUS", "EVENTS", "BYTES", "LABEL", "LINK")
     table: list[tuple[str, ...]] = [header]
     for r in rows:
         events = (r.get("client_events") or 0) + (r.get("server_events") or 0)
@@ -299,9 +316,12 @@ def sessions(db: str, as_json: bool, api: str | None) -> None:
                 str(events),
                 _size(nbytes),
                 r.get("label") or "",
+                _link(r, children),
             )
         )
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    if not children and not any(r.get("linked_to") for r in rows):
+        table = [line[:-1] for line in table]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 

@@ -128,14 +128,16 @@ def replay(
     once: bool,
     tls: bool,
 ) -> int:
-    """Serve a recording as a fake Realtime server, for offline tests.
+    """Serve a recording as a fake server (Realtime or GPT-Live), for offline tests.
 
     RECORDING is a JSONL file (`rtproxy export`); or give --session to replay
     a session of --db. The client under test connects here instead of the
     real API; each event it sends is matched against the recording and
-    answered with the server events recorded after it. A mismatch is answered
-    with a Realtime `error` event and reported; the exit code is 1 if any
-    connection had one.
+    answered with the server events recorded after it (GPT-Live: after its
+    commands, once it has streamed as much audio as was recorded before
+    them; its own event ids come back as client_event_id). A mismatch is
+    answered with the API's `error` event and reported; the exit code is 1 if
+    any connection had one.
     """
     from ..replay.server import load_script, load_script_from_db
 
@@ -174,24 +176,70 @@ def _load_side(ref: str) -> tuple[str, dict[str, Any], list[Frame]]:
     return ref, rec.session, rec.frames
 
 
+def ignore_help() -> str:
+    from ..diff import ALIASES, IGNORABLE
+
+    aliases = {v: k for k, v in ALIASES.items()}
+    return "; ".join(
+        f"{k}{'/' + aliases[k] if k in aliases else ''}: {v.split(' (alias')[0]}" for k, v in IGNORABLE.items()
+    )
+
+
+IGNORE_CHOICES = ["wording", "timing", "latency", "usage", "cost", "ids", "audio", "errors", "tools", "model"]
+
+
 @click.command()
 @click.argument("a", metavar="A")
 @click.argument("b", metavar="B")
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def diff(a: str, b: str, as_json: bool) -> int:
-    """Compare two sessions by meaning; exit 1 if they differ.
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the comparison as JSON (sections, differences, both sides)."
+)
+@click.option(
+    "--ignore",
+    "ignore",
+    multiple=True,
+    type=click.Choice(IGNORE_CHOICES),
+    help="Leave out what a migration is expected to change (repeatable; still shown, marked ~): " + ignore_help() + ".",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=100.0,
+    show_default=True,
+    help="A turn's latency change below this many milliseconds is no difference.",
+)
+@click.option(
+    "--latency-pct",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Nor one below this percentage of A's latency.",
+)
+def diff(a: str, b: str, as_json: bool, ignore: tuple[str, ...], latency_ms: float, latency_pct: float) -> int:
+    """Compare two sessions by meaning, across APIs; exit 1 if they differ.
 
-    A and B are JSONL recordings or DB#SESSION (e.g. rtproxy.db#latest).
-    Compared: the client events in order (volatile fields such as event ids
-    ignored, audio by duration, not chunking), the conversation items (text,
-    transcripts, function names, arguments and outputs), and the responses
-    (status and usage).
+    A and B are JSONL recordings or DB#SESSION (e.g. rtproxy.db#latest), of
+    any API: a Realtime recording compares with a GPT-Live one. Compared:
+    the session's model; the turns aligned (what the user and the assistant
+    said, case, spacing and punctuation aside; a speaker's consecutive turns
+    as one), each assistant turn's latency
+    (a difference only past both --latency-ms and --latency-pct), audio
+    duration and interruption; the tools run, with their arguments and
+    outputs (a GPT-Live delegation counts as the functions its backend ran);
+    cost units (tokens, seconds: units only one side has are named); errors;
+    and, when both sides are Realtime, the client events in order (ids
+    ignored, audio by duration, not chunking).
+
+    The report shows A and B side by side: = same, ~ same by meaning or
+    ignored, ≠ a difference. Exit 0 when the same, 1 when different, 2 on
+    bad input.
     """
-    from ..diff import diff_frames
+    from ..diff import Options, diff_frames
 
-    result = diff_frames(_load_side(a), _load_side(b))
+    options = Options(frozenset(ignore), latency_ms=latency_ms, latency_pct=latency_pct)
+    result = diff_frames(_load_side(a), _load_side(b), options)
     if as_json:
-        click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
     else:
         click.echo(result.format())
     return 0 if result.same else 1

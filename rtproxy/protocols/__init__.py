@@ -6,7 +6,8 @@ are. This package turns what a module says (plain strings and mappings) into :cl
 every input: anything from the wire that is not what it should be teaches nothing, and never raises.
 
 A new API is a new module with the same names (``API``, ``PATHS``, ``CLIENT_EVENTS``, ``SERVER_EVENTS``,
-``handshake_variant``, ``refine_variant``, ``claims``, ``settled``, ``model_from_event``, ``model_from_query``)
+``handshake_variant``, ``refine_variant``, ``claims``, ``settled``, ``model_from_event``, ``model_from_query``,
+``SESSION_ID_EVENTS``, ``api_session_id_from_path``, ``api_session_id_from_event``)
 plus one line in :data:`MODULES`.
 """
 
@@ -28,6 +29,7 @@ class ApiModule(Protocol):
     PATHS: tuple[tuple[Pattern[str], str | None], ...]
     CLIENT_EVENTS: frozenset[str]
     SERVER_EVENTS: frozenset[str]
+    SESSION_ID_EVENTS: frozenset[str]
 
     def handshake_variant(
         self, variant: str | None, query: str, headers: Mapping[str, str], subprotocols: Sequence[str]
@@ -39,6 +41,10 @@ class ApiModule(Protocol):
     def settled(self, variant: str | None) -> bool: ...
     def model_from_event(self, direction: str, event_type: str, event: Mapping[str, Any] | None) -> str | None: ...
     def model_from_query(self, query: str) -> str | None: ...
+    def api_session_id_from_path(self, path: str) -> str | None: ...
+    def api_session_id_from_event(
+        self, direction: str, event_type: str, event: Mapping[str, Any] | None
+    ) -> str | None: ...
 
 
 #: The API modules, in the order their paths are tried; one line per API.
@@ -68,6 +74,7 @@ class Kind:
 UNKNOWN = Kind(Api.UNKNOWN, None)
 _BY_API: dict[Api, ApiModule] = {Api(m.API): m for m in MODULES}
 _MAX_PATH = 8192
+_MAX_ID = 256
 
 #: Event types only one API defines: seeing one on an unknown path names the API.
 _OWN: dict[Api, frozenset[str]] = {
@@ -179,6 +186,41 @@ def model_from_handshake(kind: Kind, query: str) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
+def api_session_id_from_handshake(kind: Kind, path: str) -> str | None:
+    """The API's own session id an upgrade path names (a Live sideband's or fork's primary), if any."""
+    module = _BY_API.get(kind.api) if isinstance(kind, Kind) else None
+    clean, _ = _split_target(path, "")
+    if module is None or not clean:
+        return None
+    try:
+        sid = module.api_session_id_from_path(clean)
+    except Exception:
+        return None
+    return sid if isinstance(sid, str) and sid and len(sid) <= _MAX_ID else None
+
+
+def names_api_session_ids(kind: Kind) -> bool:
+    """Do this API's server events name the session by an id of the API's own (worth looking for)?"""
+    module = _BY_API.get(kind.api) if isinstance(kind, Kind) else None
+    return module is not None and bool(module.SESSION_ID_EVENTS)
+
+
+def api_session_id_from_event(
+    kind: Kind, direction: str, event_type: str | None, event: Mapping[str, Any] | None
+) -> str | None:
+    """The API's own id of the session a frame names (Live's ``session.started``, Realtime's
+    ``session.created``); None if it names none."""
+    module = _BY_API.get(kind.api) if isinstance(kind, Kind) else None
+    cleaned = _clean(direction, event_type, event)
+    if module is None or cleaned is None or cleaned[2] is None:
+        return None
+    try:
+        sid = module.api_session_id_from_event(*cleaned)
+    except Exception:
+        return None
+    return sid if isinstance(sid, str) and sid and len(sid) <= _MAX_ID else None
+
+
 def client_event_types(api: Api) -> frozenset[str]:
     """Every event type a client of this API may send."""
     module = _BY_API.get(api)
@@ -201,12 +243,15 @@ __all__ = [
     "ApiModule",
     "UNKNOWN",
     "Api",
+    "api_session_id_from_event",
+    "api_session_id_from_handshake",
     "Kind",
     "classify_handshake",
     "client_event_types",
     "event_types",
     "model_from_event",
     "model_from_handshake",
+    "names_api_session_ids",
     "refine",
     "server_event_types",
     "settled",

@@ -123,6 +123,24 @@ def session_id_from_path(path: str) -> str | None:
     return m.group(1) if m else None
 
 
+#: Server events whose ``session.id`` is the Live session id.
+SESSION_ID_EVENTS = MODEL_SERVER_EVENTS
+
+
+def api_session_id_from_path(path: str) -> str | None:
+    """The Live session a sideband or fork connection names in its path (its primary's id)."""
+    return session_id_from_path(path)
+
+
+def api_session_id_from_event(direction: str, event_type: str, event: Mapping[str, Any] | None) -> str | None:
+    """``session.id`` of ``session.started`` (and of the later snapshots a sideband may see first)."""
+    if direction != "server" or event is None or event_type not in SESSION_ID_EVENTS:
+        return None
+    session = event.get("session")
+    sid = session.get("id") if isinstance(session, Mapping) else None
+    return sid if isinstance(sid, str) and sid else None
+
+
 def handshake_variant(
     variant: str | None, query: str, headers: Mapping[str, str], subprotocols: Sequence[str]
 ) -> str | None:

@@ -181,11 +181,14 @@ __all__ = [
     "SECRET_PROTOCOL_PREFIXES",
     "SECRET_QUERY_PARAMS",
     "SERVER_EVENTS",
+    "SESSION_ID_EVENTS",
     "Dialect",
     "claims",
     "handshake_variant",
     "model_from_event",
     "model_from_query",
+    "api_session_id_from_event",
+    "api_session_id_from_path",
     "refine_variant",
     "settled",
 ]
@@ -241,3 +244,21 @@ def model_from_event(direction: str, event_type: str, event: Mapping[str, Any] |
     session = event.get("session")
     model = session.get("model") if isinstance(session, Mapping) else None
     return model if isinstance(model, str) and model else None
+
+
+#: Server events whose ``session.id`` is the server's id of the session.
+SESSION_ID_EVENTS = frozenset({"session.created"})
+
+
+def api_session_id_from_path(path: str) -> str | None:
+    """A Realtime connection names no session in its path."""
+    return None
+
+
+def api_session_id_from_event(direction: str, event_type: str, event: Mapping[str, Any] | None) -> str | None:
+    """``session.id`` of ``session.created`` (the server's name for the session)."""
+    if direction != "server" or event_type not in SESSION_ID_EVENTS or event is None:
+        return None
+    session = event.get("session")
+    sid = session.get("id") if isinstance(session, Mapping) else None
+    return sid if isinstance(sid, str) and sid else None

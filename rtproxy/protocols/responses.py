@@ -169,3 +169,16 @@ def model_from_event(direction: str, event_type: str, event: Mapping[str, Any] |
 def model_from_query(query: str) -> str | None:
     """Responses names no model in the URL."""
     return None
+
+
+#: Responses has no session id of its own.
+SESSION_ID_EVENTS: frozenset[str] = frozenset()
+
+
+def api_session_id_from_path(path: str) -> str | None:
+    """Responses connections have no session of the API's own."""
+    return None
+
+
+def api_session_id_from_event(direction: str, event_type: str, event: Mapping[str, Any] | None) -> str | None:
+    return None

@@ -24,10 +24,27 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..protocols import Api, Kind, model_from_event, refine, settled
+from ..protocols import (
+    Api,
+    Kind,
+    api_session_id_from_event,
+    api_session_id_from_handshake,
+    model_from_event,
+    names_api_session_ids,
+    refine,
+    settled,
+)
 from ..protocols.secrets import redact_bytes, redact_text
-from ..protocols.wire import parse_event
-from ..store import INSERT_EVENT, connect, describe, heartbeat, insert_session_sql, mark_interrupted, skeleton
+from ..protocols.wire import parse_event, skeleton
+from ..store import (
+    INSERT_EVENT,
+    connect,
+    describe,
+    heartbeat,
+    insert_session_sql,
+    link_session,
+    mark_interrupted,
+)
 from .transport import BINARY, CONTROL, FRAME, SERVER, BatchReader, decode_batch
 
 Record = tuple[int, int, str, int, float, Any]
@@ -289,7 +306,13 @@ class Writer:
                 state["model"] = changes["model"] = model
         if changes:
             self._update_session(sid, changes)
-        if (settled(kind) and state["model"]) or state["seen"] >= SNIFF_FRAMES:
+        if not state["api_sid"]:
+            api_sid = api_session_id_from_event(kind, direction, typ, event)
+            if api_sid:
+                state["api_sid"] = api_sid
+                link_session(self.conn, sid, api_sid, kind.variant)
+        wants_id = not state["api_sid"] and names_api_session_ids(kind)
+        if (settled(kind) and state["model"] and not wants_id) or state["seen"] >= SNIFF_FRAMES:
             del self.sniffing[sid]
 
     def _insert_session(self, fields: dict[str, Any]) -> None:
@@ -299,11 +322,16 @@ class Writer:
             except ValueError:
                 api = Api.UNKNOWN
             kind = Kind(api, fields.get("variant"))
-            self.sniffing[fields["id"]] = {"kind": kind, "model": fields.get("model"), "seen": 0}
+            api_sid = api_session_id_from_handshake(kind, fields.get("path") or "")
+            self.sniffing[fields["id"]] = {"kind": kind, "model": fields.get("model"), "seen": 0, "api_sid": api_sid}
+        else:
+            api_sid = None
         # OR IGNORE, never OR REPLACE: a session sent again to a new writer (its first one died after the commit
         # but before saying so) is already there; no insert ever replaces another session's row.
         sql = insert_session_sql(fields).replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
         self.conn.execute(sql, tuple(fields.values()))
+        if api_sid:  # a sideband or fork: its path names its primary's API session
+            link_session(self.conn, fields["id"], api_sid, fields.get("variant"))
 
     def _update_session(self, session_id: str, fields: dict[str, Any]) -> None:
         if fields.get("status") not in (None, "open"):

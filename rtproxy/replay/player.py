@@ -1,20 +1,21 @@
 """Replay's player: one client connection matched against a script, h11-style (no I/O).
 
 ``start()`` and ``receive(data, t)`` return the frames to send; see :mod:`rtproxy.replay.script` for the
-match policies.
+match policies and the two ways input audio is matched (runs, or a streamed position).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ..conversation.model import clip
 from .script import (
-    AUDIO_APPEND,
+    MAX_ID,
+    MAX_IDS,
     POLICIES,
     ConnectionReport,
     Mismatch,
@@ -25,6 +26,7 @@ from .script import (
     classify,
     differences,
     normalise,
+    substitute,
 )
 
 # --- the player --------------------------------------------------------------------------------
@@ -61,15 +63,24 @@ class Player:
         self.run_sent = 0
         self.absorbing: Mismatch | None = None  # an unexpected audio run, counted once
         self._errors = 0
+        self.rules = script.rules
+        self.audio_type = script.rules.AUDIO_APPEND
+        self.streamed = script.rules.AUDIO_STREAM
+        self.audio = 0  # streamed audio: what this client streamed
+        self.floor = 0  # streamed audio: the recorded position the client's commands have reached
+        self.gated: deque[Reply] = deque()  # streamed audio: replies released, waiting for their audio
+        self.ids: dict[str, str] = {}  # recorded client-made id -> this run's
 
     @property
     def finished(self) -> bool:
         """Every step played or missed, and every reply sent."""
-        if self.pending:
+        if self.pending or self.gated:
             return False
         return self.run is None or self.run_sent == len(self.run.replies)
 
     def start(self) -> list[Send]:
+        if self.streamed:
+            return self._release(self.script.greeting)
         return self._replies(self.script.greeting)
 
     def receive(self, data: str | bytes, t: float) -> list[Send]:
@@ -78,7 +89,10 @@ class Player:
         kind, event = classify(data)
         if self.keep_received:
             self.received.append(event if event is not None else data)
-        if kind == AUDIO_APPEND:
+        if kind == self.audio_type:
+            if self.streamed:
+                self.audio += b64_len(event.get("audio") if event else None)
+                return self._flush()
             return self._append(event, t)
         out = self._end_run(t)
         self.absorbing = None
@@ -87,8 +101,9 @@ class Player:
             return out + self._unexpected(kind, event, t)
         out += self._skip_to(j, kind, event, t)
         step = self.script.steps[j]
+        self._learn_ids(step.event, event)
         if self.policy == "strict" and step.event is not None and event is not None:
-            diffs = differences(normalise(step.event), normalise(event))
+            diffs = differences(normalise(step.event), normalise(self._as_recorded(event, data)))
             if diffs:
                 out += self._mismatch(
                     Mismatch(
@@ -97,12 +112,27 @@ class Player:
                     event,
                 )
         self._play(j)
+        if self.streamed:
+            return out + self._caught_up(step, event, t) + self._release(step.replies)
         return out + self._replies(step.replies)
 
     def close(self, t: float, code: int | None = None) -> None:
-        """The client left: steps never played are a mismatch."""
+        """The client left: steps never played are a mismatch (strict: so is other streamed audio in total)."""
         self._end_run(t)
         self.report.closed, self.report.close_code, self.report.duration = True, code, t
+        if self.streamed and self.policy == "strict" and self.audio != self.script.audio_total:
+            rec, got = self.script.audio_total, self.audio
+            self.report.mismatches.append(
+                Mismatch(
+                    "audio",
+                    f"streamed audio differs: recorded {rec} bytes (~{_ms(rec):.0f} ms), "
+                    f"received {got} bytes (~{_ms(got):.0f} ms)",
+                    t,
+                    None,
+                    {"type": self.audio_type, "audio_bytes": rec},
+                    {"type": self.audio_type, "audio_bytes": got},
+                )
+            )
         left = [i for i, s in enumerate(self.state) if s == PENDING]
         if left:
             first = self.script.steps[left[0]]
@@ -189,21 +219,22 @@ class Player:
 
     def _append(self, event: dict[str, Any] | None, t: float) -> list[Send]:
         n = b64_len(event.get("audio") if event else None)
+        audio_type = self.audio_type
         if self.run is None:
             if self.absorbing is not None:
                 self.absorbing.count += 1
                 self.absorbing.received = {
-                    "type": AUDIO_APPEND,
+                    "type": audio_type,
                     "audio_bytes": (self.absorbing.received or {}).get("audio_bytes", 0) + n,
                     "appends": self.absorbing.count,
                 }
                 return []
-            j = self._find(AUDIO_APPEND)
+            j = self._find(audio_type)
             if j is None:
-                out = self._unexpected(AUDIO_APPEND, {"type": AUDIO_APPEND, "audio_bytes": n, "appends": 1}, t)
+                out = self._unexpected(audio_type, {"type": audio_type, "audio_bytes": n, "appends": 1}, t)
                 self.absorbing = self.report.mismatches[-1]
                 return out
-            out = self._skip_to(j, AUDIO_APPEND, {"type": AUDIO_APPEND, "audio_bytes": n}, t)
+            out = self._skip_to(j, audio_type, {"type": audio_type, "audio_bytes": n}, t)
             self._play(j)
             self.run, self.run_bytes, self.run_sent = self.script.steps[j], 0, 0
         else:
@@ -234,36 +265,98 @@ class Player:
                         t,
                         run.index,
                         run.summary(),
-                        {"type": AUDIO_APPEND, "audio_bytes": self.run_bytes},
+                        {"type": self.audio_type, "audio_bytes": self.run_bytes},
                     )
                 )
                 + out
             )
         return out
 
+    # -- streamed audio (full duplex) --
+
+    def _release(self, replies: Iterable[Reply]) -> list[Send]:
+        """Replies of a step played: each goes once this client has streamed the audio recorded before it."""
+        self.gated.extend(replies)
+        return self._flush()
+
+    def _flush(self) -> list[Send]:
+        position = max(self.audio, self.floor)
+        ready: list[Reply] = []
+        while self.gated and self.gated[0].at_bytes <= position:
+            ready.append(self.gated.popleft())
+        return self._replies(ready)
+
+    def _caught_up(self, step: Step, event: dict[str, Any] | None, t: float) -> list[Send]:
+        """A command recorded after more audio than this client streamed before it: what was recorded up to
+        the command is sent now (strict: a mismatch)."""
+        if step.at_bytes <= self.audio:
+            return []
+        self.floor = max(self.floor, step.at_bytes)
+        if self.policy != "strict":
+            return []
+        rec, got = step.at_bytes, self.audio
+        return self._mismatch(
+            Mismatch(
+                "audio",
+                f"{step.type} came after {got} bytes of streamed audio (~{_ms(got):.0f} ms); "
+                f"the recording had {rec} (~{_ms(rec):.0f} ms)",
+                t,
+                step.index,
+                step.summary(),
+                event,
+            ),
+            event,
+        )
+
+    # -- ids the client makes --
+
+    def _learn_ids(self, recorded: dict[str, Any] | None, event: dict[str, Any] | None) -> None:
+        """Pair the recorded event's client-made ids with this run's, to echo this run's from now on."""
+        if recorded is None or event is None:
+            return
+        for old, new in zip(self.rules.client_ids(recorded), self.rules.client_ids(event), strict=False):
+            if (
+                isinstance(old, str)
+                and isinstance(new, str)
+                and old != new
+                and len(new) <= MAX_ID
+                and (old in self.ids or len(self.ids) < MAX_IDS)
+            ):
+                self.ids[old] = new
+
+    def _as_recorded(self, event: dict[str, Any], text: str | bytes) -> Any:
+        """This run's event (parsed from `text`) with its client-made ids as the recording's, so strict compares
+        the rest."""
+        if not self.ids or not isinstance(text, str):
+            return event
+        back = {new: old for old, new in self.ids.items()}
+        if not any(orjson.dumps(n).decode() in text for n in back):
+            return event
+        try:
+            return orjson.loads(substitute(text, back))
+        except orjson.JSONDecodeError:
+            return event
+
     # -- output --
 
     def _replies(self, replies: Iterable[Reply]) -> list[Send]:
-        out = [Send(r.data, r.delay) for r in replies]
+        out = []
+        for r in replies:
+            data = r.data
+            if r.ids and isinstance(data, str):
+                known = {i: self.ids[i] for i in r.ids if i in self.ids}
+                if known:
+                    data = substitute(data, known)
+            out.append(Send(data, r.delay))
         self.report.events_sent += len(out)
         return out
 
     def _mismatch(self, m: Mismatch, event: dict[str, Any] | None = None) -> list[Send]:
-        """Record a mismatch; the Realtime `error` event that tells the client."""
+        """Record a mismatch; the API's `error` event that tells the client."""
         self.report.mismatches.append(m)
         self.report.errors_sent += 1
         self._errors += 1
-        error = {
-            "type": "error",
-            "event_id": f"event_rtproxy_replay_{self._errors}",
-            "error": {
-                "type": "invalid_request_error",
-                "code": "rtproxy_replay_mismatch",
-                "message": f"rtproxy replay: {m.message}",
-                "param": None,
-                "event_id": clip((event or {}).get("event_id")),
-            },
-        }
+        error = self.rules.error_event(self._errors, m.message, (event or {}).get("event_id"))
         return [Send(orjson.dumps(error).decode())]
 
 

@@ -3,10 +3,19 @@
 
 The server events before the first client event are the *greeting*; every
 later server event is a *reply* to the latest client event recorded before it
-(its trigger). A run of consecutive ``input_audio_buffer.append`` events is
-one step, matched by its total audio length rather than by chunking; a reply
-recorded in the middle of a run (server VAD) is sent once the client has
-appended as much audio as had been appended when it was recorded.
+(its trigger). Input audio is matched by its total length rather than by
+chunking, in one of two ways the API's rules (:mod:`rtproxy.replay.apis`)
+choose. Realtime: a run of consecutive ``input_audio_buffer.append`` events is
+one step; a reply recorded in the middle of a run (server VAD) is sent once the
+client has appended as much audio as had been appended when it was recorded.
+GPT-Live (full duplex): audio appends are no steps at all; the client's commands
+are, and every reply also waits until this client has streamed as much audio as
+the recorded one had when the reply was recorded.
+
+Ids the client makes (Live's ``event_id``, echoed as ``client_event_id``;
+Realtime's client item ids and response metadata) are learnt as the client's
+events are matched (recorded value → this run's) and substituted in every later
+reply that carries them, so clients that correlate by their own ids work.
 
 :class:`Player` is one connection's state machine, h11-style: ``start()``
 and ``receive(data, t)`` return the frames to send (with their delays for
@@ -27,21 +36,25 @@ and ``receive(data, t)`` return the frames to send (with their delays for
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from ..conversation.model import MAX_DEPTH, clip
 from ..errors import ReplayError
-from ..protocols.wire import Direction, Frame
+from ..protocols.wire import Direction, Frame, skeleton
+from .apis import TriggerRules, rules_for
 
 POLICIES = ("strict", "ordered", "loose")
+#: Realtime's input audio event and the client events that end its turns (each API's are in its rules).
 AUDIO_APPEND = "input_audio_buffer.append"
-#: Client events that end a turn (the client asks for an answer).
 TURN_ENDS = frozenset({"response.create", "input_audio_buffer.commit"})
 BINARY, TEXT = "<binary frame>", "<text frame>"
+#: At most this many client-made ids are learnt from a recording (each a string of at most MAX_ID characters).
+MAX_IDS, MAX_ID = 4096, 256
 
 
 def b64_len(value: Any) -> int:
@@ -75,7 +88,8 @@ class Reply:
 
     data: str | bytes
     delay: float
-    at_bytes: int = 0  # in an audio run: audio the client must have appended first
+    at_bytes: int = 0  # audio the client must have streamed first (in its run, or in the session if streamed)
+    ids: tuple[str, ...] = ()  # the recorded client-made ids this frame carries (substituted on the way out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +103,11 @@ class Step:
     replies: tuple[Reply, ...]
     audio_bytes: int = 0
     appends: int = 0
+    at_bytes: int = 0  # streamed audio (Live): what the client had streamed when it sent this command
 
     def summary(self) -> dict[str, Any]:
         """The expected event as a report shows it."""
-        if self.type == AUDIO_APPEND:
+        if self.type == AUDIO_APPEND and self.appends:
             return {"type": AUDIO_APPEND, "audio_bytes": self.audio_bytes, "appends": self.appends}
         return self.event if self.event is not None else {"type": self.type}
 
@@ -103,6 +118,8 @@ class Script:
     steps: tuple[Step, ...]
     session: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
+    rules: TriggerRules = field(default_factory=lambda: rules_for(None))
+    audio_total: int = 0  # streamed audio: all the client streamed
 
     @property
     def server_events(self) -> int:
@@ -121,27 +138,32 @@ class Script:
     def turn_end(self, index: int) -> int:
         """Index of the step that ends the turn `index` is in (the last step if none)."""
         for j in range(index, len(self.steps)):
-            if self.steps[j].type in TURN_ENDS:
+            if self.steps[j].type in self.rules.TURN_ENDS:
                 return j
         return len(self.steps) - 1
 
 
 def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = None, source: str = "<memory>") -> Script:
-    """The script of a recording's frames; ReplayError if it has nothing to replay."""
+    """The script of a recording's frames, by its API's rules; ReplayError if it has nothing to replay."""
+    rules = rules_for(session)
+    audio_type, streamed = rules.AUDIO_APPEND, rules.AUDIO_STREAM
     greeting: list[Reply] = []
     steps: list[Step] = []
     open_: dict[str, Any] | None = None  # the step being built
     replies: list[Reply] = greeting
-    trigger_t, at_bytes = 0.0, 0
+    trigger_t, at_bytes, total = 0.0, 0, 0
     for frame in frames:
         if frame.direction is Direction.SERVER:
-            replies.append(Reply(frame.data, max(0.0, frame.t - trigger_t), at_bytes))
+            replies.append(Reply(frame.data, max(0.0, frame.t - trigger_t), total if streamed else at_bytes))
             continue
         kind, event = classify(frame.data)
         trigger_t = frame.t
-        if kind == AUDIO_APPEND:
+        if kind == audio_type:
             n = b64_len(event.get("audio") if event else None)
-            if open_ is not None and open_["type"] == AUDIO_APPEND:
+            total += n
+            if streamed:
+                continue
+            if open_ is not None and open_["type"] == audio_type:
                 open_["audio_bytes"] += n
                 open_["appends"] += 1
                 at_bytes = open_["audio_bytes"]
@@ -159,14 +181,44 @@ def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = No
             "t": frame.t,
             "event": event,
             "audio_bytes": n,
-            "appends": 1 if kind == AUDIO_APPEND else 0,
+            "appends": 1 if kind == audio_type else 0,
+            "at_bytes": total - n,
         }
     if open_ is not None:
         steps.append(Step(**open_, replies=tuple(replies)))
-    script = Script(tuple(greeting), tuple(steps), dict(session or {}), source)
+    script = Script(tuple(greeting), tuple(steps), dict(session or {}), source, rules, total)
     if script.server_events == 0:
         raise ReplayError(f"{source}: no server events to replay")
-    return script
+    return tag_client_ids(script)
+
+
+def tag_client_ids(script: Script) -> Script:
+    """The script with each reply knowing which recorded client-made ids it carries (as JSON strings)."""
+    ids: set[str] = set()
+    for step in script.steps:
+        for value in script.rules.client_ids(step.event):
+            if isinstance(value, str) and value and len(value) <= MAX_ID and len(ids) < MAX_IDS:
+                ids.add(value)
+    if not ids:
+        return script
+    tokens = re.compile("|".join(re.escape(orjson.dumps(v).decode()) for v in sorted(ids, key=len, reverse=True)))
+
+    def tag(replies: tuple[Reply, ...]) -> tuple[Reply, ...]:
+        out = []
+        for r in replies:
+            text = skeleton(r.data) if isinstance(r.data, str) else ""  # no id hides in a frame's audio
+            found = tuple(sorted({orjson.loads(m) for m in tokens.findall(text)}))
+            out.append(replace(r, ids=found) if found else r)
+        return tuple(out)
+
+    return replace(script, steps=tuple(replace(s, replies=tag(s.replies)) for s in script.steps))
+
+
+def substitute(data: str, ids: dict[str, str]) -> str:
+    """`data` with every JSON string token of a recorded id (a key of `ids`) replaced by this run's, in one pass."""
+    tokens = {orjson.dumps(k).decode(): orjson.dumps(v).decode() for k, v in ids.items()}
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+    return pattern.sub(lambda m: tokens[m.group(0)], data)
 
 
 # --- payload comparison (strict) ---------------------------------------------------------

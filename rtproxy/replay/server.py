@@ -1,4 +1,4 @@
-"""The replay server: a recording served as a fake Realtime server (the I/O around :mod:`rtproxy.replay.player`).
+"""The replay server: a recording served as a fake server of its API (the I/O around :mod:`rtproxy.replay.player`).
 
 Any path and query is accepted the way the real server accepts them, and the
 ``realtime`` subprotocol is echoed when offered (browsers need it). Each

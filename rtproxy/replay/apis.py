@@ -1,0 +1,47 @@
+"""Replay's per-API trigger rules, registered in one place (as :mod:`rtproxy.protocols` registers its APIs).
+
+Each API is one module (:mod:`.realtime`, :mod:`.live`) with the same names: ``API``; ``AUDIO_APPEND`` (the client
+event that streams input audio); ``AUDIO_STREAM`` (False: a run of appends is one step, as Realtime's buffer is
+committed in turns; True: the input audio is a position on the session's timeline that runs under the client's
+commands, as in a full-duplex Live session); ``TURN_ENDS`` (client events that end a turn, for ``loose``);
+``client_ids(event)`` (the values a client event carries that the client made itself, in a fixed order, so the
+recording's and this run's line up); ``error_event(number, message, client_event_id)`` (the API's own ``error``
+event telling the client of a mismatch). A new API is a module and one line in :data:`MODULES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ..protocols import Api, classify_handshake
+from . import live, realtime
+
+
+class TriggerRules(Protocol):
+    """What every replay rules module defines (mypy checks each registered module against it)."""
+
+    API: str
+    AUDIO_APPEND: str
+    AUDIO_STREAM: bool
+    TURN_ENDS: frozenset[str]
+
+    def client_ids(self, event: Mapping[str, Any] | None) -> list[Any]: ...
+    def error_event(self, number: int, message: str, client_event_id: Any) -> dict[str, Any]: ...
+
+
+#: The APIs replay knows the rules of; any other (Responses, unknown) is played by Realtime's (a reply follows
+#: the latest client event).
+MODULES: tuple[TriggerRules, ...] = (realtime, live)
+_BY_API: dict[str, TriggerRules] = {m.API: m for m in MODULES}
+DEFAULT: TriggerRules = realtime
+
+
+def rules_for(session: Mapping[str, Any] | None) -> TriggerRules:
+    """The rules of a recorded session: by its ``api`` field, else by its upgrade path."""
+    session = session if isinstance(session, Mapping) else {}
+    api = session.get("api")
+    if not isinstance(api, str) or api not in _BY_API:
+        path = session.get("path")
+        api = classify_handshake(path).api.value if isinstance(path, str) else Api.UNKNOWN.value
+    return _BY_API.get(api, DEFAULT)

@@ -1,0 +1,536 @@
+"""Rerun planning: a recorded session becomes its client side, to be played against a new server (pure, no I/O).
+
+A :class:`Plan` is what ``rtproxy rerun`` sends and when. Its :class:`Step` s are the recording's client frames
+in order (``--instructions`` and ``--model`` applied), each with what the recorded client had seen of the server
+before sending it: so many ``response.created`` and ``response.done`` (Responses: ``response.completed``, ``.failed``
+or ``.incomplete``) events. A rerun sends a step once the new server has produced as many, and then after the
+step's recorded delay from that moment (or from the step before, whichever came later). The steps between two
+waits for a finished response are a :class:`Turn`. Only the first append of a run of ``input_audio_buffer.append``
+waits: a microphone's stream goes on while the model speaks.
+
+Ids the server made (items, calls, responses) that later client events name are mapped by kind and order: the
+recording's third assistant message is this run's third assistant message (:class:`IdLedger`). Function calls are
+compared at the step that answers one (:mod:`rtproxy.replay.rerun_state`): the same name and JSON-equal arguments
+get the recorded output; another call needs a handler (``--tools``), or the rerun stops with a divergence.
+
+Everything from the wire is bounded: ids per kind (``MAX_IDS``), calls (``MAX_CALLS``), nesting walked
+(``MAX_DEPTH``); junk teaches nothing and never raises.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+from ..conversation.model import MAX_DEPTH, too_deep
+from ..protocols import Api, classify_handshake, refine
+from ..protocols.secrets import SECRET_HEADERS, SECRET_PROTOCOL_PREFIXES, SECRET_QUERY_PARAMS
+from ..protocols.wire import Direction, Frame, parse_event
+
+AUDIO_APPEND = "input_audio_buffer.append"
+#: The server events that say a response is over, per API.
+FINISHED = {
+    Api.REALTIME: frozenset({"response.done"}),
+    Api.RESPONSES: frozenset({"response.completed", "response.failed", "response.incomplete"}),
+}
+CREATED = "response.created"
+#: Server events that show a function call whole (name and all its arguments).
+CALL_EVENTS = frozenset({"response.output_item.done", "response.done", "response.completed"})
+#: Keys whose string values may name an object the server made.
+REF_KEYS = frozenset({"id", "item_id", "previous_item_id", "call_id", "response_id", "previous_response_id"})
+#: Ids remembered per kind, and function calls per session; past these a session teaches nothing more.
+MAX_IDS = 10_000
+MAX_CALLS = 1_000
+MAX_ERRORS = 20
+#: An event nested deeper than this is sent exactly as recorded (orjson writes at most 254 levels).
+WRITE_DEPTH = 200
+#: The longest recorded pause a rerun reproduces (seconds, before --speed).
+MAX_DELAY = 300.0
+#: Request headers never repeated: one hop's, the WebSocket handshake's own, and every credential.
+DROPPED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+        *SECRET_HEADERS,
+    }
+)
+
+
+class PlanError(ValueError):
+    """A recording that cannot be rerun (the message is one line for a person)."""
+
+
+# --- what is played ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A function call a model made: its name and arguments (JSON text as sent)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+    def same_as(self, other: Call) -> bool:
+        """The same function with JSON-equal arguments (text compared if either is not JSON)."""
+        return self.name == other.name and json_or_text(self.arguments) == json_or_text(other.arguments)
+
+    def shown(self) -> str:
+        args = self.arguments if len(self.arguments) <= 120 else self.arguments[:119] + "…"
+        return f"{self.name}({args})"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One client frame to send, and what the recorded client had seen before sending it."""
+
+    index: int  # among the recording's client frames
+    t: float  # recorded time
+    delay: float  # seconds after its anchor (the step before, or the event it waited for)
+    type: str
+    data: str | bytes  # as recorded, with --instructions / --model applied
+    after_done: int  # finished responses the recorded client had seen
+    after_created: int  # created responses likewise
+    refs: tuple[str, ...] = ()  # server-made ids (of the recording) it names
+    answers: tuple[str, ...] = ()  # recorded call ids whose output it carries
+    calls_before: int = 0  # function calls the recording had made before it
+
+    @property
+    def event(self) -> dict[str, Any] | None:
+        return parse_event(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    number: int  # 1-based
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    api: Api
+    dialect: str | None
+    path: str
+    query: str
+    headers: dict[str, str]
+    subprotocols: tuple[str, ...]
+    auth_header: str  # where the API key goes: "Authorization" (Bearer), or Azure's "api-key" if recorded so
+    model: str | None
+    turns: tuple[Turn, ...]
+    greeting: bool  # the server spoke first (session.created): wait for it
+    final_done: int  # finished responses the recording had in all
+    final_type: str | None  # the recording's last server event, when it came after the last client frame
+    calls: tuple[Call, ...]  # the recording's function calls, in order
+    outputs: dict[str, Any]  # recorded call id -> the output the client sent
+    ids: IdLedger
+    expected: tuple[Frame, ...]  # the recording with the edits applied: what an unchanged server would give
+
+    @property
+    def steps(self) -> list[Step]:
+        return [s for turn in self.turns for s in turn.steps]
+
+    def call_index(self, call_id: str) -> int | None:
+        return next((i for i, c in enumerate(self.calls) if c.call_id == call_id), None)
+
+
+# --- ids the server made ---------------------------------------------------------------
+
+
+class IdLedger:
+    """Server-made ids in order of first appearance, by kind (``response``, ``call``, ``item:TYPE:ROLE``).
+
+    Ids first seen in a client event are the client's own and are never mapped. Fed both directions in order.
+    """
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, list[str]] = {}
+        self.where: dict[str, tuple[str, int]] = {}
+        self.client_made: set[str] = set()
+
+    def _add(self, kind: str, value: Any) -> None:
+        if not isinstance(value, str) or not value or value in self.where or value in self.client_made:
+            return
+        ids = self.by_kind.setdefault(kind, [])
+        if len(ids) >= MAX_IDS or len(self.by_kind) > 64:
+            return
+        self.where[value] = (kind, len(ids))
+        ids.append(value)
+
+    def feed_client(self, event: Mapping[str, Any]) -> None:
+        for value in ref_values(event):
+            if value not in self.where and len(self.client_made) < MAX_IDS:
+                self.client_made.add(value)
+
+    def feed_server(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        response = event.get("response")
+        if kind == CREATED and isinstance(response, Mapping):
+            self._add("response", response.get("id"))
+        for item in _items_of(event):
+            self._add(_item_kind(item), item.get("id"))
+            if item.get("type") in ("function_call", "function_call_output") and "call_id" in item:
+                self._add("call", item.get("call_id"))
+        if kind == "input_audio_buffer.committed":
+            self._add("item:message:user", event.get("item_id"))
+
+    def forget(self, value: str) -> None:
+        """Drop an id (a call the recording never made): the ones after it move up."""
+        where = self.where.pop(value, None)
+        if where is None:
+            return
+        ids = self.by_kind[where[0]]
+        ids.remove(value)
+        for i, v in enumerate(ids[where[1] :], start=where[1]):
+            self.where[v] = (where[0], i)
+
+    def counterpart(self, recorded_id: str, other: IdLedger) -> str | None:
+        """The id `other` (this run's ledger) has where this one (the recording's) has `recorded_id`."""
+        where = self.where.get(recorded_id)
+        if where is None:
+            return None
+        ids = other.by_kind.get(where[0], [])
+        return ids[where[1]] if where[1] < len(ids) else None
+
+    def describe(self, recorded_id: str) -> str:
+        kind, n = self.where.get(recorded_id, ("object", 0))
+        nth = _ordinal(n + 1)
+        if kind.startswith("item:"):
+            _, itype, role = kind.split(":", 2)
+            return f"the {nth} {role + ' ' if role != '-' else ''}{itype} item"
+        return f"the {nth} {kind}"
+
+
+def _item_kind(item: Mapping[str, Any]) -> str:
+    itype, role = item.get("type"), item.get("role")
+    return f"item:{itype if isinstance(itype, str) else '-'}:{role if isinstance(role, str) else '-'}"
+
+
+def _items_of(event: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    item = event.get("item")
+    if isinstance(item, Mapping):
+        yield item
+    response = event.get("response")
+    output = response.get("output") if isinstance(response, Mapping) else None
+    if isinstance(output, list):
+        for it in output[:MAX_CALLS]:
+            if isinstance(it, Mapping):
+                yield it
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _walk(value: Any) -> Iterable[tuple[str, Any, dict[str, Any]]]:
+    """(key, value, the dict holding it) for every key of every dict in a JSON value, to MAX_DEPTH."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            continue
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield k, v, node
+                if isinstance(v, dict | list):
+                    stack.append((v, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def ref_values(event: Mapping[str, Any]) -> list[str]:
+    return [v for k, v, _ in _walk(event) if k in REF_KEYS and isinstance(v, str) and v]
+
+
+def rewrite_ids(event: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of a client event with the recorded server ids it names replaced by this run's."""
+    out = copy.deepcopy(event)
+    for k, v, holder in list(_walk(out)):
+        if k in REF_KEYS and isinstance(v, str) and v in mapping:
+            holder[k] = mapping[v]
+    return out
+
+
+def json_or_text(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def function_calls(event: Mapping[str, Any]) -> Iterable[Call]:
+    """Function calls a server event shows complete (an output item done, or a finished response's output)."""
+    if event.get("type") not in CALL_EVENTS:
+        return
+    for item in _items_of(event):
+        if item.get("type") != "function_call":
+            continue
+        call_id, name, args = item.get("call_id"), item.get("name"), item.get("arguments")
+        if isinstance(call_id, str) and isinstance(name, str) and isinstance(args, str):
+            yield Call(call_id, name, args)
+
+
+def outputs_of(event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The function_call_output items a client event carries (Realtime's item, Responses' input list)."""
+    return [
+        holder
+        for k, v, holder in _walk(event)
+        if k == "type" and v == "function_call_output" and isinstance(holder.get("call_id"), str)
+    ]
+
+
+# --- building a plan ------------------------------------------------------------------------
+
+
+def detect_api(session: Mapping[str, Any], frames: Sequence[Frame]) -> tuple[Api, str | None]:
+    """The API and variant: the header's, else from the path and the first events."""
+    api = session.get("api")
+    variant = session.get("variant") or session.get("dialect")
+    if api in (Api.REALTIME.value, Api.RESPONSES.value, Api.LIVE.value):
+        kind_api = Api(api)
+        if kind_api is not Api.REALTIME or variant in ("beta", "ga"):
+            return kind_api, variant if isinstance(variant, str) else None
+    headers = session.get("request_headers")
+    kind = classify_handshake(
+        str(session.get("path") or ""), str(session.get("query") or ""), headers if isinstance(headers, dict) else {}
+    )
+    for frame in frames[:200]:
+        event = frame.event
+        if event is None or not isinstance(event.get("type"), str):
+            continue
+        new = refine(kind, frame.direction.value, event["type"], event)
+        if new is not None:
+            kind = new
+    return kind.api, kind.variant
+
+
+def _query(query: str, model: str | None) -> str:
+    """The recorded query without its (masked) credentials; ``model=`` replaced when asked (Azure's
+    ``deployment=`` when that is what names the model)."""
+    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() not in SECRET_QUERY_PARAMS]
+    if model is not None:
+        names = {k for k, _ in pairs}
+        key = "deployment" if "deployment" in names and "model" not in names else "model"
+        pairs = [(k, model if k == key else v) for k, v in pairs] if key in names else [("model", model), *pairs]
+    return urlencode(pairs)
+
+
+def _headers(session: Mapping[str, Any]) -> dict[str, str]:
+    headers = session.get("request_headers")
+    if isinstance(headers, str):
+        try:
+            headers = orjson.loads(headers)
+        except orjson.JSONDecodeError:
+            headers = None
+    if not isinstance(headers, dict):
+        return {}
+    return {
+        str(k): str(v)
+        for k, v in headers.items()
+        if isinstance(k, str) and isinstance(v, str) and k.lower() not in DROPPED_HEADERS
+    }
+
+
+def _auth_header(session: Mapping[str, Any]) -> str:
+    headers = session.get("request_headers")
+    if isinstance(headers, str):
+        try:
+            headers = orjson.loads(headers)
+        except orjson.JSONDecodeError:
+            headers = None
+    names = {str(k).lower() for k in headers} if isinstance(headers, dict) else set()
+    return "api-key" if "api-key" in names and "authorization" not in names else "Authorization"
+
+
+def _subprotocols(session: Mapping[str, Any]) -> tuple[str, ...]:
+    value = session.get("subprotocol")
+    if not isinstance(value, str):
+        return ()
+    offered = (p.strip() for p in value.split(","))
+    return tuple(p for p in offered if p and not p.startswith(SECRET_PROTOCOL_PREFIXES))
+
+
+def _edit(api: Api, event: dict[str, Any], instructions: str | None, model: str | None) -> dict[str, Any] | None:
+    """The event with --instructions / --model applied; None if unchanged (or too deep to write back)."""
+    kind = event.get("type")
+    if too_deep(event, WRITE_DEPTH):
+        return None
+    if instructions is not None and api is Api.REALTIME and kind == "session.update":
+        session = event.get("session")
+        session = dict(session) if isinstance(session, dict) else {}
+        session["instructions"] = instructions
+        return {**event, "session": session}
+    if api is Api.RESPONSES and kind == "response.create":
+        edited = dict(event)
+        if instructions is not None:
+            edited["instructions"] = instructions
+        if model is not None and "model" in edited:
+            edited["model"] = model
+        return edited if edited != event else None
+    return None
+
+
+def _session_update(dialect: str | None, instructions: str) -> dict[str, Any]:
+    session: dict[str, Any] = {"instructions": instructions}
+    if dialect != "beta":
+        session = {"type": "realtime", **session}
+    return {"type": "session.update", "session": session}
+
+
+class _Builder:
+    """Walks a recording once: client frames become steps, server frames the counts they wait for."""
+
+    def __init__(self, api: Api, dialect: str | None, instructions: str | None, model: str | None) -> None:
+        self.api, self.dialect, self.instructions, self.model = api, dialect, instructions, model
+        self.finished = FINISHED[api]
+        self.ledger = IdLedger()
+        self.calls: list[Call] = []
+        self.outputs: dict[str, Any] = {}
+        self.steps: list[Step] = []
+        self.expected: list[Frame] = []
+        self.done = self.created = 0
+        self.last_client_t: float | None = None
+        self.anchor_t = 0.0  # when the latest awaited server event was recorded
+        self.greeting = False
+        self.in_audio_run = False
+        self.run_counts = (0, 0)  # what the first append of the current run of appends waited for
+        self.final_type: str | None = None
+        self.pending_update: dict[str, Any] | None = None  # a session.update to send first (--instructions)
+
+    def server(self, frame: Frame) -> None:
+        self.expected.append(frame)
+        event = frame.event
+        kind = event.get("type") if event is not None else None
+        self.final_type = kind if isinstance(kind, str) else None
+        if event is None:
+            return
+        if self.last_client_t is None:
+            self.greeting = True
+        self.ledger.feed_server(event)
+        for call in function_calls(event):
+            if len(self.calls) < MAX_CALLS and all(c.call_id != call.call_id for c in self.calls):
+                self.calls.append(call)
+        if kind in self.finished:
+            self.done += 1
+            self.anchor_t = frame.t
+        elif kind == CREATED:
+            self.created += 1
+            self.anchor_t = frame.t
+
+    def client(self, frame: Frame) -> None:
+        self.final_type = None
+        event, data = frame.event, frame.data
+        if event is not None:
+            self.ledger.feed_client(event)
+            for out in outputs_of(event):
+                self.outputs.setdefault(out["call_id"], out.get("output"))
+            edited = _edit(self.api, event, self.instructions, self.model)
+            if edited is not None:
+                event, data = edited, orjson.dumps(edited).decode()
+        if self.pending_update is not None:
+            update, self.pending_update = self.pending_update, None
+            self.add(frame.t, orjson.dumps(update).decode(), update)
+        self.add(frame.t, data, event)
+
+    def add(self, t: float, data: str | bytes, event: dict[str, Any] | None) -> None:
+        kind = event.get("type") if event is not None else None
+        kind = kind if isinstance(kind, str) else "<frame>"
+        previous_t = self.last_client_t if self.last_client_t is not None else 0.0
+        if kind == AUDIO_APPEND and self.in_audio_run:
+            (after_done, after_created), base = self.run_counts, previous_t
+        else:
+            (after_done, after_created), base = (self.done, self.created), max(previous_t, self.anchor_t)
+        if kind == AUDIO_APPEND and not self.in_audio_run:
+            self.run_counts = (after_done, after_created)
+        self.in_audio_run = kind == AUDIO_APPEND
+        refs = tuple(v for v in ref_values(event) if v in self.ledger.where) if event is not None else ()
+        answers = tuple(o["call_id"] for o in outputs_of(event)) if event is not None else ()
+        step = Step(
+            index=len(self.steps),
+            t=t,
+            delay=min(MAX_DELAY, max(0.0, t - base)),
+            type=kind,
+            data=data,
+            after_done=after_done,
+            after_created=after_created,
+            refs=refs,
+            answers=answers,
+            calls_before=len(self.calls),
+        )
+        self.steps.append(step)
+        self.expected.append(Frame(len(self.expected), t, Direction.CLIENT, data))
+        self.last_client_t = t
+
+    def turns(self) -> tuple[Turn, ...]:
+        """The steps cut where the next one waits for one more finished response."""
+        turns: list[Turn] = []
+        current: list[Step] = []
+        for step in self.steps:
+            if current and step.after_done > current[-1].after_done:
+                turns.append(Turn(len(turns) + 1, tuple(current)))
+                current = []
+            current.append(step)
+        turns.append(Turn(len(turns) + 1, tuple(current)))
+        return tuple(turns)
+
+
+def build_plan(
+    session: Mapping[str, Any],
+    frames: Sequence[Frame],
+    *,
+    model: str | None = None,
+    instructions: str | None = None,
+) -> Plan:
+    """The rerun of a recording. Raises PlanError for one that cannot be rerun (another API, no client events)."""
+    api, dialect = detect_api(session, frames)
+    if api not in FINISHED:
+        raise PlanError(f"a {api.value} session cannot be rerun yet (Realtime and Responses WebSocket can)")
+    path = session.get("path")
+    path = path if isinstance(path, str) and path.startswith("/") else "/v1/realtime"
+    query = _query(str(session.get("query") or ""), model if api is Api.REALTIME else None)
+    builder = _Builder(api, dialect, instructions, model)
+    has_update = any((e := f.event) is not None and e.get("type") == "session.update" for f in frames)
+    if instructions is not None and api is Api.REALTIME and not has_update:
+        builder.pending_update = _session_update(dialect, instructions)
+    for frame in frames:
+        (builder.server if frame.direction is Direction.SERVER else builder.client)(frame)
+    if not builder.steps:
+        raise PlanError("the recording has no client events to send")
+    header_model = model if model is not None else session.get("model")
+    return Plan(
+        api=api,
+        dialect=dialect,
+        path=path,
+        query=query,
+        headers=_headers(session),
+        subprotocols=_subprotocols(session),
+        auth_header=_auth_header(session),
+        model=header_model if isinstance(header_model, str) else None,
+        turns=builder.turns(),
+        greeting=builder.greeting,
+        final_done=builder.done,
+        final_type=None if builder.final_type in builder.finished else builder.final_type,
+        calls=tuple(builder.calls),
+        outputs=builder.outputs,
+        ids=builder.ledger,
+        expected=tuple(Frame(i, f.t, f.direction, f.data) for i, f in enumerate(builder.expected)),
+    )
