@@ -382,3 +382,36 @@ async def test_tui_jumps_between_live_turns_and_their_events(tmp_path: Path) -> 
         await pilot.press("o")
         await wait_until(pilot, lambda: tabs.active == "conversation", what="to the delegation")
         assert conv.cursor_item is not None and conv.cursor_item.id == "del_1"
+
+
+RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
+
+
+def test_show_of_the_sdk_made_live_recordings(tmp_path: Path) -> None:
+    """The example Live recordings (made with the openai SDK through the proxy, recordings/live-*.jsonl) show as
+    conversations: the barge-in cuts the story (the assistant turn interrupted, the user's question a barge-in),
+    the delegation calls get_weather with the client's result and the answer is spoken."""
+    db = str(tmp_path / "examples.db")
+    ids = {}
+    for name in ("live-barge-in", "live-voice-delegation"):
+        proc = run("import", str(RECORDINGS / f"{name}.jsonl"), "--db", db)
+        assert proc.returncode == 0, proc.stderr
+        ids[name] = proc.stdout.strip()
+    barge = orjson.loads(run("show", ids["live-barge-in"], "--db", db, "--json").stdout)
+    turns = [(t["speaker"], t["text"], t["interrupted"]) for t in barge["turns"]]
+    assert turns == [
+        ("user", "Tell me a story", False),
+        ("assistant", "Once upon a time a ", True),
+        ("user", "Stop, what time is it?", False),
+        ("assistant", "It is noon.", False),
+    ]
+    assert barge["turns"][2]["overlaps"][0]["kind"] == "barge_in" and barge["latency"]["turns_ms"] == [200, 200]
+    assert barge["anomalies"] == [] and barge["unknown_types"] == {}
+    weather = orjson.loads(run("show", ids["live-voice-delegation"], "--db", db, "--json").stdout)
+    (d,) = weather["delegations"]
+    assert d["target"] == "responses" and d["asked"] == "What's the weather in Paris?"
+    assert [(t["name"], t["result"]) for t in d["tools"]] == [("get_weather", '{"temperature_c": 18}')]
+    assert d["returned"] == "It is 18 degrees and sunny in Paris." and d["status"] == "completed"
+    assert weather["anomalies"] == [] and weather["usage"]["seconds"] > 0
+    text = run("show", ids["live-voice-delegation"], "--db", db).stdout
+    assert '→ get_weather({"location": "Paris", "unit": "celsius"})' in text

@@ -15,14 +15,15 @@ The rules, from the ``openai`` SDK's ``openai.types.live`` models:
 - **Turns.** User and assistant speak on one timeline (ms from the session's start). Transcript fragments
   (``session.input_transcript.delta`` / ``session.output_transcript.delta``) carry ``start_ms``/``end_ms`` and no
   done event: a fragment continues its speaker's current turn unless it starts more than :data:`TURN_GAP_MS`
-  after it, or the other speaker has since spoken a turn of their own (longer than :data:`BACKCHANNEL_MS`).
+  after it, or the other speaker has since taken a turn in the gap (begun after it ended, finished before).
 - **Audio.** The client's ``session.input_audio.append`` stream (or, on a sideband, the server's reflected
   copy) is the input timeline: byte offsets are ms from the start; a user turn's audio is its slice. Primary
   output audio has no timestamps and plays in order: the chunks that arrive up to an assistant turn's last
   fragment are its audio, those after it the next turn's. Audio is counted from its base64 length; with
   ``keep_audio`` the chunks are kept to be decoded on demand.
-- **Overlaps.** Two turns of different speakers whose spans intersect: the later one is a ``barge_in`` if the
-  earlier one stopped before it did (an assistant turn so cut is ``interrupted``), else a ``backchannel``.
+- **Overlaps.** Two turns of different speakers whose spans intersect, or where one starts the moment the other
+  stops (as a barge-in cuts the assistant's transcript): the later one is a ``barge_in`` if the earlier one
+  stopped before it did (an assistant turn so cut is ``interrupted``), else a ``backchannel``.
 - **Latency** (as users hear it): from the end of the user turn an assistant turn answers to its start.
 - **Delegations.** ``session.delegation.created`` opens one; ``response.event`` (a nested Responses stream,
   reduced by :class:`rtproxy.conversation.responses.ResponseStreams`), ``decision.event`` and the client's
@@ -48,14 +49,14 @@ from ..protocols.formats import audio_format
 from ..protocols.wire import CLIENT, Direction, Frame
 from .live_delegations import DelegationRules
 from .live_model import ASSISTANT, USER, Appended, AudioStream, Delegation, SpeechTurn
-from .live_turns import BACKCHANNEL_MS, TURN_GAP_MS, TurnRules, link_turns
+from .live_turns import TURN_GAP_MS, TurnRules, link_turns
 from .model import MAX_MESSAGE, RATES, Anomaly, ErrorInfo, b64_size, clip, short, str_or_none
 from .responses import ResponseStreams
 
 if TYPE_CHECKING:
     from .summary import Summary
 
-__all__ = ["LiveSession", "assemble_live", "merge_connections", "summarize_live", "TURN_GAP_MS", "BACKCHANNEL_MS"]
+__all__ = ["LiveSession", "assemble_live", "merge_connections", "summarize_live", "TURN_GAP_MS"]
 
 Event = dict[str, Any]
 Handler = Callable[[float, Event, int, str], None]

@@ -15,14 +15,12 @@ from typing import Any
 from .live_model import ASSISTANT, USER, AudioStream, Delegation, Overlap, SpeechTurn
 from .model import MAX_AUDIO_MS, short
 
-__all__ = ["TurnRules", "link_turns", "TURN_GAP_MS", "BACKCHANNEL_MS", "MAX_TURNS"]
+__all__ = ["TurnRules", "link_turns", "TURN_GAP_MS", "MAX_TURNS"]
 
 Event = dict[str, Any]
 
 #: A fragment starting more than this after its speaker's turn ended starts a new turn.
 TURN_GAP_MS = 700.0
-#: The other speaker's turn must be longer than this to end a turn (a shorter one is a backchannel).
-BACKCHANNEL_MS = 1000.0
 MAX_TURNS = 100_000
 
 
@@ -97,12 +95,9 @@ class TurnRules:
         if start - turn.end_ms > TURN_GAP_MS:
             return True
         other = self._current[ASSISTANT if speaker is USER else USER]
-        return (
-            other is not None
-            and other.start_ms >= turn.end_ms
-            and other.end_ms - other.start_ms > BACKCHANNEL_MS
-            and start >= other.start_ms
-        )
+        # the other speaker took a turn in the gap: began after this turn ended, finished before this fragment
+        # (speech over this turn, a backchannel, leaves it whole)
+        return other is not None and other.start_ms >= turn.end_ms and start >= other.end_ms
 
 
 def link_turns(turns: list[SpeechTurn], delegations: list[Delegation]) -> None:
@@ -118,7 +113,8 @@ def link_turns(turns: list[SpeechTurn], delegations: list[Delegation]) -> None:
     answered = False
     for turn in order:
         other = reach[ASSISTANT if turn.speaker == USER else USER]
-        if other is not None and other.end_ms > turn.start_ms:
+        if other is not None and other.end_ms >= turn.start_ms:
+            # speech over the other's, or starting the moment the other's stopped (where a barge-in cuts it)
             ms = min(other.end_ms, turn.end_ms) - turn.start_ms
             kind = "backchannel" if turn.end_ms <= other.end_ms else "barge_in"
             turn.overlaps.append(Overlap(other.index, kind, ms))
