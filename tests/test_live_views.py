@@ -415,3 +415,33 @@ def test_show_of_the_sdk_made_live_recordings(tmp_path: Path) -> None:
     assert weather["anomalies"] == [] and weather["usage"]["seconds"] > 0
     text = run("show", ids["live-voice-delegation"], "--db", db).stdout
     assert '→ get_weather({"location": "Paris", "unit": "celsius"})' in text
+
+
+def test_show_names_the_linked_sideband(tmp_path: Path) -> None:
+    """A primary and its sideband (one Live session id) imported together: `show` of each names the other, and
+    `--json` lists the link."""
+    s = LiveScript()
+    voice_turn(s)
+    sb = [f for f in s.frames if f.direction is SERVER]
+    db = str(tmp_path / "linked.db")
+    ids = {}
+    for variant, frames, started in (("primary", s.frames, "10:00:00"), ("sideband", sb, "10:00:01")):
+        path = "/v1/live/sessions" + ("/sess_1/attach" if variant == "sideband" else "")
+        header = {
+            "id": f"20261201-live-{variant}",
+            "api": "live",
+            "variant": variant,
+            "path": path,
+            "api_session_id": "sess_1",
+            "status": "closed",
+            "started_at": f"2026-12-01T{started}+00:00",
+        }
+        write_recording(tmp_path / f"{variant}.jsonl", header, frames)
+        proc = run("import", str(tmp_path / f"{variant}.jsonl"), "--db", db)
+        assert proc.returncode == 0, proc.stderr
+        ids[variant] = proc.stdout.strip()
+    out = run("show", ids["primary"], "--db", db).stdout
+    assert f"linked: sideband {ids['sideband']}" in out and "What's the weather?" in out
+    assert f"linked: primary {ids['primary']}" in run("show", ids["sideband"], "--db", db).stdout
+    model = orjson.loads(run("show", ids["primary"], "--db", db, "--json").stdout)
+    assert model["linked"] == [{"id": ids["sideband"], "relation": "sideband"}]

@@ -261,13 +261,19 @@ def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, co
     total = (row.get("client_events") or 0) + (row.get("server_events") or 0)
     with progress(f"assemble {sid}", total or None) as advance:
         live = assemble_live(counted(store.frames(sid), advance), row, keep_audio=False)
+    links = [{"id": r["id"], "relation": r["relation"]} for r in store.linked_sessions(sid)]
     if as_json:
         model = live.to_json()
-        out = {"session": {**session_header(row), **(model.pop("session", None) or {})}, **model}
+        out = {"session": {**session_header(row), **(model.pop("session", None) or {})}, "linked": links, **model}
         with pipe_may_close():
             click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
         return
-    echo_lines(live_conversation(live, row, color=color), color=color)
+    lines = live_conversation(live, row, color=color)
+    if links:  # the same Live session seen by another connection (a sideband, its primary, a fork)
+        head = [next(lines), next(lines)]
+        note = "linked: " + ", ".join(f"{link['relation']} {link['id']}" for link in links)
+        lines = iter([*head, note, *lines])
+    echo_lines(lines, color=color)
 
 
 def echo_lines(lines: Iterable[str], *, color: bool, batch: int = 512) -> None:
