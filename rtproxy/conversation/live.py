@@ -314,7 +314,6 @@ class LiveSession(TurnRules, DelegationRules):
         stream.nbytes += b64_size(data)
         if stream.keep:
             stream.chunks.append(data)
-            stream.ends.append(stream.nbytes)
 
     def _on_output_audio(self, t: float, ev: Event, seq: int, conn: str) -> None:
         data = ev.get("delta")
@@ -329,7 +328,6 @@ class LiveSession(TurnRules, DelegationRules):
         stream.nbytes += b64_size(data)
         if stream.keep:
             stream.chunks.append(data)
-            stream.ends.append(stream.nbytes)
         if stream.timed is not False:  # sideband-reflected audio says where it sits; primary audio does not
             stream.add_timed(ev.get("start_ms"), stream.nbytes)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..protocols.formats import PCM16, AudioFormat
 from . import audio
-from .model import _decode_chunks
+from .model import _decode_chunks, b64_size
 from .responses import StreamedResponse
 
 __all__ = ["AudioStream", "SpeechTurn", "Overlap", "Appended", "Delegation", "USER", "ASSISTANT"]
@@ -37,7 +37,9 @@ class AudioStream:
         self.format: AudioFormat = PCM16
         self.nbytes = 0
         self.chunks: list[str] = []
-        self.ends: list[int] = []  # cumulative encoded bytes at the end of each chunk
+        #: cumulative encoded bytes at the end of each chunk: worked out from the kept chunks when first needed
+        #: (:meth:`cumulative`), so the hot path only appends; recorded as they come for a timed stream not kept
+        self.ends: list[int] = []
         self.source: str | None = None  # the connection it came from (one source per session)
         #: whether every chunk so far carried its place on the timeline (sideband-reflected output audio does);
         #: then ``starts`` holds each chunk's ``start_ms`` and ``ends`` is kept even without ``keep``
@@ -55,11 +57,21 @@ class AudioStream:
             self.timed = False
             self.starts.clear()
 
+    def cumulative(self) -> list[int]:
+        """``ends``, completed for the chunks kept since it was last asked for."""
+        ends, chunks = self.ends, self.chunks
+        if self.keep and len(ends) < len(chunks):
+            total = ends[-1] if ends else 0
+            for chunk in chunks[len(ends) :]:
+                total += b64_size(chunk)
+                ends.append(total)
+        return ends
+
     def start_at(self, byte: int) -> float | None:
         """The timeline ms where the timed chunk holding ``byte`` starts (None for an untimed stream)."""
         if not self.timed or not self.starts:
             return None
-        i = min(bisect_right(self.ends, byte), len(self.starts) - 1)
+        i = min(bisect_right(self.cumulative(), byte), len(self.starts) - 1)
         return self.starts[i]
 
     def chunk_range(self, start_ms: float, end_ms: float) -> tuple[int, int]:
@@ -68,7 +80,7 @@ class AudioStream:
         last = bisect_left(self.starts, end_ms)
         if first >= last:
             return 0, 0
-        ends = self.ends
+        ends = self.cumulative()
         return (ends[first - 1] if first > 0 else 0), ends[last - 1]
 
     @property
@@ -85,7 +97,7 @@ class AudioStream:
         """Encoded bytes [start, end) decoded to PCM16 at the stream's rate; b"" if nothing was kept."""
         if not self.chunks or end <= start:
             return b""
-        ends = self.ends
+        ends = self.cumulative()
         first = bisect_right(ends, start)
         last = min(len(ends) - 1, bisect_right(ends, end - 1))
         if first > last:
