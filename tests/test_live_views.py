@@ -349,7 +349,8 @@ async def test_sdk_live_session_through_the_proxy_is_shown_as_a_conversation(tmp
     assert "latency 300 ms" in out and "billed 2.0 s" in out and "closed: close_requested" in out
     model = orjson.loads((await asyncio.to_thread(run, "show", sid, "--db", str(running.db), "--json")).stdout)
     assert model["audio"]["input_ms"] == 1000 and model["audio"]["output_ms"] == 500
-    assert model["turns"][0]["audio_ms"] == 900 and model["anomalies"] == []
+    assert model["turns"][0]["audio_ms"] == 900 and model["turns"][0]["audio_bytes"] == 900 * 48
+    assert model["audio"]["input_bytes"] == 1000 * 48 and model["anomalies"] == []
 
 
 async def test_tui_jumps_between_live_turns_and_their_events(tmp_path: Path) -> None:

@@ -164,6 +164,7 @@ class SpeechTurn:
             "start_ms": self.start_ms,
             "end_ms": self.end_ms,
             "audio_ms": round(self.audio_ms, 3),
+            "audio_bytes": self.audio_bytes,
             "latency_ms": self.latency_ms,
             "answers": self.answers,
             "interrupted": self.interrupted,
