@@ -81,17 +81,32 @@ async def test_a_session_is_stored_with_its_api_variant_and_model(
         assert row["model"] == model
 
 
-async def test_show_of_a_live_session_is_its_events_not_a_misread_realtime_one(
+async def test_show_of_a_responses_session_is_its_events_not_a_misread_realtime_one(
     proxy: RunningProxy, upstream: ScriptedUpstream
 ) -> None:
-    """`rtproxy show` of an API without a reducer yet (here GPT-Live) says so and lists the events as they crossed
+    """`rtproxy show` of an API without a reducer yet (here Responses) says so and lists the events as they crossed
     the wire, with no "unknown event type" anomalies; `--json` says it was not rebuilt and counts the types."""
+    row = await one_session(proxy, "/v1/responses", {"type": "response.create", "model": "gpt-5.1", "input": "hi"})
+    r = await asyncio.to_thread(run, "show", str(row["id"]), "--db", str(proxy.db))
+    assert r.returncode == 0, r.stderr
+    assert "responses" in r.stdout and "does not rebuild responses conversations yet" in r.stdout
+    assert "response.create" in r.stdout and "unknown event type" not in r.stdout
+    r = await asyncio.to_thread(run, "show", str(row["id"]), "--db", str(proxy.db), "--json")
+    out = orjson.loads(r.stdout)
+    assert out["rebuilt"] is False and out["session"]["api"] == "responses"
+    assert {"direction": "client", "type": "response.create", "count": 1} in out["event_types"]
+
+
+async def test_show_of_a_live_session_is_rebuilt_by_the_live_reducer(
+    proxy: RunningProxy, upstream: ScriptedUpstream
+) -> None:
+    """`rtproxy show` of a GPT-Live session recorded through the proxy rebuilds it with the Live reducer (not the
+    Realtime one, not the raw-events note): the model from session.start; `--json` says rebuilt."""
     row = await one_session(proxy, "/v1/live/sessions", {"type": "session.start", "session": {"model": "gpt-live-1"}})
     r = await asyncio.to_thread(run, "show", str(row["id"]), "--db", str(proxy.db))
     assert r.returncode == 0, r.stderr
-    assert "live/primary" in r.stdout and "does not rebuild live/primary conversations yet" in r.stdout
-    assert "session.start" in r.stdout and "unknown event type" not in r.stdout
+    assert "live/primary" in r.stdout and "does not rebuild" not in r.stdout and "0 turns" in r.stdout
     r = await asyncio.to_thread(run, "show", str(row["id"]), "--db", str(proxy.db), "--json")
     out = orjson.loads(r.stdout)
-    assert out["rebuilt"] is False and out["session"]["api"] == "live" and out["session"]["model"] == "gpt-live-1"
-    assert {"direction": "client", "type": "session.start", "count": 1} in out["event_types"]
+    assert out["rebuilt"] is True and out["session"]["api"] == "live" and out["model"] == "gpt-live-1"
+    assert out["turns"] == [] and out["delegations"] == []

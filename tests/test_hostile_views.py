@@ -425,3 +425,167 @@ def test_a_huge_function_call_renders_in_bounded_lines() -> None:
         )
         lines = item_lines(item, ConversationView(), Console(width=100), 100)
         assert sum(len(line.plain) for line in lines) <= 3 * MAX_JSON_CHARS
+
+
+# --- GPT-Live: the Live reducer and its views --------------------------------------------------------
+
+LIVE_IDS = ["del_1", "del_2", "c1", "e1"]
+LIVE_FIELDS = {
+    "event_id": st.sampled_from(LIVE_IDS),
+    "client_event_id": st.sampled_from(LIVE_IDS),
+    "delegation_id": st.sampled_from([*LIVE_IDS, None]),
+    "delta": st.sampled_from(["hi ", "AAAA", "there"]),
+    "audio": st.just("AAAAAAAA"),
+    "content": st.just("be brief"),
+    "start_ms": st.integers(0, 5000),
+    "end_ms": st.integers(0, 5000),
+    "offset_ms": st.integers(0, 5000),
+    "reason": st.sampled_from(["close_requested", "expired"]),
+}
+LIVE_KEYS = [*LIVE_FIELDS, "delegation", "event", "usage", "session", "error", "item", "code", "message"]
+LIVE_ANY = json_values(LIVE_KEYS + ["type", "id", "response", "item_id", "output_index"])
+NESTED_TYPES = [
+    "response.created",
+    "response.completed",
+    "response.failed",
+    "response.output_item.added",
+    "response.output_item.done",
+    "response.output_text.delta",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+    "response.reasoning_summary_text.delta",
+    "error",
+]
+LIVE_OBJECTS = {
+    "delegation": st.fixed_dictionaries(
+        {"id": st.sampled_from(LIVE_IDS)},
+        optional={"target": st.sampled_from(["client", "responses", "decisions"]) | LIVE_ANY, "response_id": LIVE_ANY},
+    ),
+    "event": st.fixed_dictionaries(
+        {"type": st.sampled_from(NESTED_TYPES) | LIVE_ANY},
+        optional={
+            "response": st.fixed_dictionaries(
+                {"id": st.sampled_from(["r1", "r2"])},
+                optional={"status": LIVE_ANY, "usage": LIVE_ANY, "output": st.lists(LIVE_ANY, max_size=3)},
+            )
+            | LIVE_ANY,
+            "item": st.fixed_dictionaries(
+                {"id": st.sampled_from(["fc1", "m1"])},
+                optional={"type": st.sampled_from(["function_call", "message"]) | LIVE_ANY, "call_id": LIVE_ANY},
+            )
+            | LIVE_ANY,
+            "item_id": st.sampled_from(["fc1", "m1"]) | LIVE_ANY,
+            "delta": st.just("x") | LIVE_ANY,
+            "arguments": LIVE_ANY,
+            "decision": st.fixed_dictionaries({}, optional={"answers": st.lists(LIVE_ANY, max_size=3)}) | LIVE_ANY,
+        },
+    ),
+    "usage": st.fixed_dictionaries({}, optional={"seconds": LIVE_ANY, "active_seconds": LIVE_ANY}) | LIVE_ANY,
+    "session": st.fixed_dictionaries(
+        {}, optional={"model": LIVE_ANY, "id": LIVE_ANY, "audio": st.fixed_dictionaries({"format": LIVE_ANY})}
+    )
+    | LIVE_ANY,
+    "item": st.fixed_dictionaries({"call_id": st.just("c1") | LIVE_ANY}, optional={"output": LIVE_ANY}) | LIVE_ANY,
+}
+
+
+@st.composite
+def live_events(draw: st.DrawFn) -> tuple[bool, Any]:
+    """(from the client, event): a Live catalogue type, fields well-formed, absent or anything at all."""
+    from rtproxy.protocols import live
+
+    client = draw(st.booleans())
+    kind = draw(st.sampled_from(sorted(live.CLIENT_EVENTS if client else live.SERVER_EVENTS)))
+    event: dict[str, Any] = {"type": kind}
+    for key in draw(st.lists(st.sampled_from(LIVE_KEYS), max_size=7, unique=True)):
+        good = LIVE_FIELDS[key] if key in LIVE_FIELDS else LIVE_OBJECTS[key] if key in LIVE_OBJECTS else LIVE_ANY
+        event[key] = draw(good | LIVE_ANY)
+    return client, event
+
+
+LIVE_SESSION = {"id": "20260101-000000-hostlv", "model": "gpt-live-1", "status": "closed", "api": "live"}
+live_sessions = st.lists(
+    live_events() | st.tuples(st.booleans(), st.sampled_from(["not json", "[1]", b"\x00\x01"])), max_size=25
+)
+LIVE_KNOWN = [
+    (False, {"type": "session.delegation.created", "delegation": {"id": "del_1", "target": "responses"}}),
+    (False, {"type": "response.event", "delegation_id": "del_1", "event": {"type": "response.created"}}),
+    (False, {"type": "response.event", "delegation_id": "del_1", "event": {"type": "response.output_text.delta"}}),
+    (False, {"type": "response.event", "delegation_id": "del_1", "event": {"type": "error", "code": deep(300)}}),
+    (False, {"type": "session.output_transcript.delta", "delta": "x", "start_ms": 1e308, "end_ms": 0}),
+    (False, {"type": "session.input_transcript.delta", "delta": "hi", "start_ms": 5, "end_ms": 1}),
+    (False, {"type": "session.started", "session": {"audio": {"format": {"type": "audio/pcm", "rate": 10**9}}}}),
+    (False, {"type": "decision.event", "delegation_id": "del_1", "event": {"decision": {"answers": [deep(300)]}}}),
+    (False, {"type": "session.closed", "usage": {"seconds": 10**30}, "reason": deep(300)}),
+    (True, {"type": "response.item.create", "item": {"call_id": "c1", "output": deep(1000)}}),
+    (True, {"type": "session.commentary.append", "content": "x", "delegation_id": ["del_1"]}),
+    (False, {"type": "session.output_audio.delta", "delta": "AAAA"}),
+]
+#: What each Live event needs to be usable, as the reducer reads it (else an anomaly is due).
+LIVE_NEEDS: dict[str, Any] = {
+    "session.output_audio.delta": lambda e: isinstance(e.get("delta"), str),
+    "session.input_audio.append": lambda e: isinstance(e.get("audio"), str),
+    "session.input_transcript.delta": lambda e: isinstance(e.get("delta"), str) and _span_ok(e),
+    "session.output_transcript.delta": lambda e: isinstance(e.get("delta"), str) and _span_ok(e),
+    "session.delegation.created": lambda e: _has_id(e.get("delegation")),
+    "session.usage.updated": lambda e: isinstance(e.get("usage"), dict),
+    "error": lambda e: isinstance(e.get("error"), dict),
+}
+
+
+def _span_ok(event: dict[str, Any]) -> bool:
+    return all(_is(event.get(k), int | float) and 0 <= event[k] <= MAX_AUDIO_MS for k in ("start_ms", "end_ms"))
+
+
+def check_live_views(evs: list[tuple[bool, Any]]) -> None:
+    """The Live reducer, show, show --json, show --events, the Summary and the TUI snapshot on any shapes."""
+    from rtproxy.cli.render_live import live_conversation
+    from rtproxy.conversation import audio
+    from rtproxy.conversation.live import assemble_live
+    from rtproxy.conversation.live_summary import summary_of
+    from rtproxy.tui.live_views import LiveViewBuilder
+
+    frames = frames_of(evs)
+    size_in = sum(len(f.data) for f in frames) + 1
+    live = assemble_live(frames, dict(LIVE_SESSION))
+    model = orjson.dumps(live.to_json(), option=orjson.OPT_NON_STR_KEYS)
+    text = "\n".join(live_conversation(live, dict(LIVE_SESSION), color=True))
+    events_text = "\n".join(render.timeline(frames, color=True, api="live"))
+    summary = summary_of(live, dict(LIVE_SESSION))
+    view = LiveViewBuilder().build(live)
+    left, right, rate = audio.live_tracks(live)
+    audio.stereo_mix(left, right, rate)
+    bound = 50 * size_in + 20_000
+    for out in (model, text, events_text):
+        assert len(out) <= bound, (len(out), size_in)
+    assert len(summary.turns) <= len(frames) and len(view.items) <= len(frames)
+    flagged = {a.seq for a in live.anomalies}
+    for frame, (_client, event) in zip(frames, evs, strict=True):
+        needs = LIVE_NEEDS.get(event.get("type")) if isinstance(event, dict) else None
+        if needs is not None and not needs(event):
+            assert frame.seq in flagged, (frame.seq, event, live.anomalies)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(live_sessions)
+@example(LIVE_KNOWN)
+def test_every_live_view_survives_any_event_shapes(evs: list[tuple[bool, Any]]) -> None:
+    """The Live reducer and every view of it (show, --json, --events, Summary, TUI snapshot, audio) never raise
+    on any field shapes, stay bounded, and flag what they could not use."""
+    check_live_views(evs)
+
+
+def test_tui_opens_a_live_session_of_hostile_shapes(tmp_path: Path) -> None:
+    """A Live session of hostile shapes opens in the TUI: every tab and event shows, no failure."""
+    db = tmp_path / "tui-live.db"
+    with Store(db, create=True) as store:
+        frames = frames_of(LIVE_KNOWN)
+        meta = dict(
+            LIVE_SESSION,
+            started_at="2026-01-01T00:00:00Z",
+            duration=0.5,
+            client_events=sum(f.direction is CLIENT for f in frames),
+            server_events=sum(f.direction is SERVER for f in frames),
+        )
+        sid = store.import_session(meta, frames)
+    asyncio.run(walk_sessions(db, [sid]))

@@ -99,3 +99,29 @@ def test_timeline_tab(snap_compare: Any, relative_db: str) -> None:
 def test_delete_confirmation(snap_compare: Any, relative_db: str) -> None:
     """Deleting asks first, in a dialog over the sessions table."""
     assert snap_compare(make_app(relative_db), terminal_size=SIZE, run_before=confirm_scene)
+
+
+def test_live_conversation_tab(snap_compare: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPT-Live session's conversation: speech turns on the timeline, a delegation with its function call and
+    result, an interrupted answer and the barge-in after it."""
+    from rtproxy.protocols.wire import CLIENT, SERVER
+    from rtproxy.store import Store
+    from tests.test_live_views import scenario
+
+    monkeypatch.chdir(tmp_path)
+    frames = scenario()
+    meta = {
+        "id": "20261201-100000-live01",
+        "api": "live",
+        "variant": "primary",
+        "path": "/v1/live/sessions",
+        "model": "gpt-live-1",
+        "status": "closed",
+        "started_at": "2026-12-01T10:00:00+00:00",
+        "duration": frames[-1].t,
+        "client_events": sum(f.direction is CLIENT for f in frames),
+        "server_events": sum(f.direction is SERVER for f in frames),
+    }
+    with Store("live.db", create=True) as store:
+        sid = store.import_session(meta, frames)
+    assert snap_compare(make_app("live.db", sid), terminal_size=SIZE, run_before=conversation_scene)

@@ -81,6 +81,8 @@ def export_jsonl(store: Store, sid: str, output: str) -> int:
 
 def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
     """One WAV per item with audio, in conversation order, and the stereo conversation.wav."""
+    if store.session(sid).get("api") == "live":
+        return export_live_audio(store, sid, directory)
     from ..conversation.audio import causal_tracks, conversation_clips, note_speech_started, stereo_mix, write_wav
     from ..conversation.realtime import assemble
 
@@ -108,6 +110,39 @@ def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
             written.append(path)
         at_rate = {item.id: _to_rate(tracks[item.id], item.audio_rate, rate) for item in items if item.id in tracks}
         left, right = causal_tracks(conversation_clips(conv, at_rate, speech_started), rate)
+        path = target / "conversation.wav"
+        write_wav(path, stereo_mix(left, right, rate), rate, channels=2)
+    except OSError as e:
+        raise InputError(f"cannot write to {directory}: {e.strerror or e}") from e
+    written.append(path)
+    return written
+
+
+def export_live_audio(store: Store, sid: str, directory: str) -> list[Path]:
+    """A GPT-Live session: one WAV per speech turn, and conversation.wav with the turns where they were spoken."""
+    from ..conversation.audio import live_tracks, stereo_mix, write_wav
+    from ..conversation.live import assemble_live
+
+    with progress(f"assemble {sid}", store.count_events(sid)) as advance:
+        live = assemble_live(counted(store.frames(sid), advance), keep_audio=True)
+    target = Path(directory)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {directory}: {e.strerror or e}") from e
+    turns = live.turns
+    width = max(3, len(str(len(turns))))
+    written: list[Path] = []
+    try:
+        for turn in turns:
+            stream = live.input if turn.speaker == "user" else live.output
+            pcm = stream.pcm16(turn.audio_start, turn.audio_end)
+            if not pcm:
+                continue
+            path = target / f"{turn.index + 1:0{width}d}-{turn.speaker}.wav"
+            write_wav(path, pcm, stream.format.rate)
+            written.append(path)
+        left, right, rate = live_tracks(live)
         path = target / "conversation.wav"
         write_wav(path, stereo_mix(left, right, rate), rate, channels=2)
     except OSError as e:
@@ -169,6 +204,9 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
     Each turn shows its speaker, text or transcript, audio duration and
     function calls with arguments and outputs; each response its status,
     tokens and latency (trigger → created → first delta/audio → done).
+    A GPT-Live session shows its speech turns on the session timeline
+    (overlaps marked, latency from the end of the user's speech), each
+    delegation (asked, done, returned, how long) and the billed seconds.
     """
     if events and as_json:
         raise InputError("--events and --json do not go together; pick one")
@@ -177,10 +215,13 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
 
     with open_store(db) as store:
         sid = resolve_session(store, session)
-        if events:
-            echo_lines(render.timeline(store.frames(sid), color=color), color=color)
-            return
         row = store.session(sid)
+        if events:
+            echo_lines(render.timeline(store.frames(sid), color=color, api=row.get("api")), color=color)
+            return
+        if row.get("api") == "live":
+            _show_live(store, sid, row, as_json=as_json, color=color)
+            return
         if row.get("api") not in (None, "realtime"):  # no reducer of its own yet: its events, not a misreading
             note = (
                 f"rtproxy does not rebuild {render.api_label(row)} conversations yet; "
@@ -209,6 +250,30 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
             click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
         return
     echo_lines(render.conversation(conv, row, color=color), color=color)
+
+
+def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, color: bool) -> None:
+    """`show` of a GPT-Live session: its conversation rebuilt by the Live reducer."""
+    from ..conversation.live import assemble_live
+    from ..recording import session_header
+    from .render_live import live_conversation
+
+    total = (row.get("client_events") or 0) + (row.get("server_events") or 0)
+    with progress(f"assemble {sid}", total or None) as advance:
+        live = assemble_live(counted(store.frames(sid), advance), row, keep_audio=False)
+    links = [{"id": r["id"], "relation": r["relation"]} for r in store.linked_sessions(sid)]
+    if as_json:
+        model = live.to_json()
+        out = {"session": {**session_header(row), **(model.pop("session", None) or {})}, "linked": links, **model}
+        with pipe_may_close():
+            click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+        return
+    lines = live_conversation(live, row, color=color)
+    if links:  # the same Live session seen by another connection (a sideband, its primary, a fork)
+        head = [next(lines), next(lines)]
+        note = "linked: " + ", ".join(f"{link['relation']} {link['id']}" for link in links)
+        lines = iter([*head, note, *lines])
+    echo_lines(lines, color=color)
 
 
 def echo_lines(lines: Iterable[str], *, color: bool, batch: int = 512) -> None:
@@ -260,7 +325,9 @@ def export(session: str, db: str, output: str | None, audio_dir: str | None) -> 
     without loss; keys are never in it. WAV files are named NNN-ROLE-ITEM.wav
     so they sort in conversation order; conversation.wav is stereo, the user
     on the left and the assistant on the right, each where it was heard, an
-    answer the user interrupted cut where it was cut.
+    answer the user interrupted cut where it was cut. A GPT-Live session
+    gets one NNN-SPEAKER.wav per speech turn, and its conversation.wav has
+    each turn where it was spoken on the session timeline.
     """
     if (output is None) == (audio_dir is None):
         raise InputError("export needs exactly one of -o FILE.jsonl or --audio DIR")

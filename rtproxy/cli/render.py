@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..conversation.model import short
-from ..protocols.formats import PCM16, AudioFormat, session_audio_formats
+from ..protocols.formats import PCM16, AudioFormat, audio_format, session_audio_formats
 from ..protocols.realtime import canonical_type, is_known
 from ..protocols.wire import Direction, Frame, parse_event
 
@@ -84,7 +84,16 @@ def b64_len(value: Any) -> int:
 # --- the event timeline ------------------------------------------------------------------
 
 #: Event types a timeline collapses into runs (besides every ``*.delta``).
-COLLAPSED = frozenset({"input_audio_buffer.append"})
+COLLAPSED = frozenset({"input_audio_buffer.append", "session.input_audio.append"})
+#: Audio-carrying event types and the field holding their base64 audio.
+AUDIO_FIELDS = {
+    "input_audio_buffer.append": "audio",
+    "response.output_audio.delta": "delta",
+    "session.input_audio.append": "audio",  # GPT-Live
+    "session.output_audio.delta": "delta",
+}
+#: GPT-Live events nesting another API's event (``response.event``: a Responses stream event).
+NESTED = "response.event"
 
 
 def collapsible(event_type: str) -> bool:
@@ -110,12 +119,12 @@ class Run:
     def add(self, seq: int, event: Mapping[str, Any]) -> None:
         self.count += 1
         self.last_seq = seq
-        if self.type == "input_audio_buffer.append":
-            self.audio_bytes += b64_len(event.get("audio"))
-        elif self.type == "response.output_audio.delta":
-            self.audio_bytes += b64_len(event.get("delta"))
+        audio_field = AUDIO_FIELDS.get(self.type)
+        if audio_field is not None:
+            self.audio_bytes += b64_len(event.get(audio_field))
         elif self.text_len <= PREVIEW:
-            delta = event.get("delta")
+            inner = event.get("event") if self.type.startswith(NESTED + " ") else None
+            delta = (inner if isinstance(inner, Mapping) else event).get("delta")
             if isinstance(delta, str):
                 self.text.append(delta)
                 self.text_len += len(delta)
@@ -181,7 +190,29 @@ def event_details(event: Mapping[str, Any]) -> str:
     session = event.get("session")
     if isinstance(session, Mapping) and session.get("model"):
         bits.append(short(session["model"]))
+    bits += _live_details(event)
     return "  ".join(b for b in bits if b)
+
+
+def _live_details(event: Mapping[str, Any]) -> list[str]:
+    """GPT-Live fields (no Realtime event has them): delegation, timeline span, nested event, appended content."""
+    bits = []
+    delegation = event.get("delegation")
+    if isinstance(delegation, Mapping):
+        bits += [short(delegation.get(k), PREVIEW) for k in ("id", "target") if isinstance(delegation.get(k), str)]
+    for key in ("delegation_id", "offset_ms", "start_ms", "end_ms", "reason"):
+        value = event.get(key)
+        if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+            bits.append(f"{key}={short(value, PREVIEW)}")
+    inner = event.get("event")
+    if isinstance(inner, Mapping) and isinstance(inner.get("type"), str):
+        bits.append(f"[{short(inner['type'], PREVIEW)}]")
+    usage = event.get("usage")
+    if isinstance(usage, Mapping) and isinstance(usage.get("seconds"), int | float):
+        bits.append(f"{short(usage['seconds'], 20)} s billed")
+    if isinstance(event.get("content"), str):
+        bits.append(preview(event["content"]))
+    return bits
 
 
 def _item_text(item: Mapping[str, Any]) -> str:
@@ -202,8 +233,9 @@ def _item_text(item: Mapping[str, Any]) -> str:
 class Timeline:
     """Frames in, timeline lines out; runs of consecutive deltas collapse per (type, item)."""
 
-    def __init__(self, *, color: bool = False) -> None:
+    def __init__(self, *, color: bool = False, api: str | None = None) -> None:
         self.style = Styler(color)
+        self.known = _catalogue(api)
         self.input_format: AudioFormat = PCM16
         self.output_format: AudioFormat = PCM16
         self._runs: dict[tuple[str, str, str | None], Run] = {}
@@ -218,8 +250,13 @@ class Timeline:
         if event is None or not isinstance(event.get("type"), str):
             return [*self.flush(), self._odd(frame)]
         kind = canonical_type(event["type"])
+        inner = event.get("event") if kind == NESTED else None
+        if isinstance(inner, Mapping) and isinstance(inner.get("type"), str) and collapsible(inner["type"]):
+            kind = f"{NESTED} {short(inner['type'], PREVIEW)}"  # a nested stream's deltas collapse like any
         if collapsible(kind):
             item_id = event.get("item_id") if isinstance(event.get("item_id"), str) else None
+            if item_id is None and isinstance(event.get("delegation_id"), str):
+                item_id = short(event["delegation_id"], PREVIEW)
             key = (direction, kind, item_id)
             run = self._runs.get(key)
             if run is None:
@@ -228,6 +265,11 @@ class Timeline:
             run.add(frame.seq, event)
             return []
         lines = self.flush()
+        if kind in ("session.start", "session.started") and isinstance(event.get("session"), Mapping):
+            live_audio = event["session"].get("audio")  # GPT-Live: one format both ways, fixed at startup
+            live_fmt = audio_format(live_audio.get("format")) if isinstance(live_audio, Mapping) else None
+            if live_fmt is not None:
+                self.input_format = self.output_format = live_fmt
         if kind in ("session.created", "session.updated") and isinstance(event.get("session"), Mapping):
             inp, out = session_audio_formats(event["session"])
             self.input_format = inp or self.input_format
@@ -236,11 +278,16 @@ class Timeline:
         if kind == "error":
             style = {"fg": "red", "bold": True}
         what = self.style(event["type"], **style)
-        if not is_known(event["type"], frame.direction):
+        if not self._is_known(event["type"], frame.direction):
             what += self.style(" (unknown type)", fg="magenta")
         details = event_details(event)
         lines.append(_columns(frame.t, str(frame.seq), direction, f"{what}  {details}" if details else what))
         return lines
+
+    def _is_known(self, event_type: str, direction: Direction) -> bool:
+        if self.known is None:
+            return is_known(event_type, direction)
+        return event_type in self.known[0 if direction is Direction.CLIENT else 1]
 
     def flush(self) -> list[str]:
         """Lines for the runs in progress (call at the end)."""
@@ -256,9 +303,23 @@ class Timeline:
         return _columns(frame.t, str(frame.seq), frame.direction.value, self.style(what, fg="magenta"))
 
 
-def timeline(frames: Iterable[Frame], *, color: bool = False) -> Iterator[str]:
-    """The whole timeline of a session, header first."""
-    tl = Timeline(color=color)
+def _catalogue(api: str | None) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(client, server) event types of a non-Realtime API that has a catalogue; None: the Realtime one."""
+    from ..protocols import Api, client_event_types, server_event_types
+
+    if api in (None, "realtime"):
+        return None
+    try:
+        which = Api(api)
+    except ValueError:
+        return None
+    client, server = client_event_types(which), server_event_types(which)
+    return (client, server) if client or server else None
+
+
+def timeline(frames: Iterable[Frame], *, color: bool = False, api: str | None = None) -> Iterator[str]:
+    """The whole timeline of a session, header first (``api`` says whose catalogue names the known types)."""
+    tl = Timeline(color=color, api=api)
     yield tl.header()
     for frame in frames:
         yield from tl.feed(frame)

@@ -24,6 +24,7 @@ from ..protocols.formats import AudioFormat
 from ..protocols.wire import SERVER, Frame, parse_event
 
 if TYPE_CHECKING:
+    from .live import LiveSession
     from .model import Item
     from .realtime import Conversation
 
@@ -429,3 +430,29 @@ def write_wav(target: str | Path | IO[bytes], pcm16: bytes, rate: int, channels:
 
 def duration_ms(pcm16: bytes, rate: int, channels: int = 1) -> float:
     return len(pcm16) // (2 * channels) / rate * 1000.0
+
+
+# --- GPT-Live: turns on the session timeline --------------------------------------------------
+
+
+def live_tracks(live: LiveSession) -> tuple[list[tuple[float, bytes]], list[tuple[float, bytes]], int]:
+    """(user, assistant, rate) segments for :func:`stereo_mix` of a GPT-Live session.
+
+    Live turns already sit on one timeline (ms from the session's start, from the transcript fragments), so
+    no causal placing is needed: each turn's audio starts where the turn started, and speech over the other
+    speaker (a barge-in, a backchannel) overlaps as it did. The user's audio is its slice of the input stream,
+    the assistant's the output audio its turn received (from where its first chunk sits, when the stream is
+    timestamped: a sideband's reflected audio); both at the higher of the two streams' rates.
+    """
+    rate = max(live.input.format.rate, live.output.format.rate)
+    sides: tuple[list[tuple[float, bytes]], list[tuple[float, bytes]]] = ([], [])
+    for turn in live.finish():
+        stream = live.input if turn.speaker == "user" else live.output
+        pcm = stream.pcm16(turn.audio_start, turn.audio_end)
+        if not pcm:
+            continue
+        if stream.format.rate != rate:
+            pcm = resample(pcm, stream.format.rate, rate)
+        at = stream.start_at(turn.audio_start) if turn.speaker != "user" else None  # timed: where it sits
+        sides[0 if turn.speaker == "user" else 1].append(((turn.start_ms if at is None else at) / 1000.0, pcm))
+    return sides[0], sides[1], rate

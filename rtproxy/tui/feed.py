@@ -16,12 +16,14 @@ from collections.abc import Callable
 from textual.message import Message
 
 from ..conversation.audio import note_speech_started
+from ..conversation.live import LiveSession
 from ..conversation.realtime import Conversation
 from ..errors import RtproxyError
 from ..store import Store
 from . import data
+from .live_views import LiveViewBuilder
 from .messages import ConversationChanged, EventsAppended, LiveChanged, LoadFailed, SessionLoaded
-from .views import ViewBuilder
+from .views import ConversationView, ViewBuilder
 
 #: Post a conversation snapshot at most this often while a big session loads (seconds).
 SNAPSHOT_EVERY = 1.0
@@ -36,12 +38,13 @@ class SessionFeed:
         self.db = db
         self.session_id = session_id
         self.poll_interval = poll_interval
-        self.conversation = Conversation(keep_audio=True)
+        self.conversation: Conversation | LiveSession = Conversation(keep_audio=True)  # a LiveSession for GPT-Live
         self.speech_started: dict[str, float] = {}  # for barge-ins in the conversation export
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.index_shown = threading.Event()  # set by the screen once the index is on screen
         self.builder = ViewBuilder()
+        self.live_builder = LiveViewBuilder()
         self.index_seq = -1
         self.conv_seq = -1
         self._summary_at = 0.0
@@ -56,6 +59,9 @@ class SessionFeed:
     def _run(self, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
         with Store(self.db) as store:
             summary = data.load_session(store, self.session_id)
+            if summary.dialect.startswith("live") and not isinstance(self.conversation, LiveSession):
+                with self.lock:
+                    self.conversation = LiveSession(keep_audio=True)
             post(SessionLoaded(summary))
             live = summary.live
             if live:
@@ -92,12 +98,19 @@ class SessionFeed:
                     self.conv_seq = frame.seq
                     fed += 1
                 if not done and time.monotonic() - last_post >= SNAPSHOT_EVERY:
-                    post(ConversationChanged(self.builder.build(self.conversation), complete=False))
+                    post(ConversationChanged(self.snapshot(), complete=False))
                     last_post = time.monotonic()
         if fed or self.conv_seq < 0:
             with self.lock:
-                post(ConversationChanged(self.builder.build(self.conversation), complete=True))
+                post(ConversationChanged(self.snapshot(), complete=True))
         return fed
+
+    def snapshot(self) -> ConversationView:
+        """The reducer's state for the UI thread (call with the lock held)."""
+        conv = self.conversation
+        if isinstance(conv, LiveSession):
+            return self.live_builder.build(conv)
+        return self.builder.build(conv)
 
     def poll(self, store: Store, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> bool:
         """One cheap look for new events; False once the session stopped recording."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..conversation import audio
+from ..conversation.live import LiveSession
 from ..conversation.realtime import Conversation
 
 PLAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -104,7 +105,7 @@ class Outcome:
 class AudioJob:
     """Play or export audio of a reducer that another thread may be feeding (hence the lock)."""
 
-    conversation: Conversation
+    conversation: Conversation | LiveSession
     lock: threading.Lock
     session_id: str
     directory: Path
@@ -113,6 +114,8 @@ class AudioJob:
 
     def run(self, what: str, item_id: str | None) -> Outcome:
         """``what``: ``play`` or ``export`` (the item), or ``conversation`` (the stereo WAV)."""
+        if isinstance(self.conversation, LiveSession):
+            return self._run_live(self.conversation, what, item_id)
         try:
             with self.lock:
                 if what == "conversation":
@@ -128,5 +131,33 @@ class AudioJob:
             if command is None:
                 return Outcome("no audio player found (aplay, paplay, afplay, ffplay): press w to export a WAV", True)
             return Outcome(f"playing {item.id} ({ms / 1000:.1f} s) with {command[0]}", process=play(pcm, rate, command))
+        except OSError as e:
+            return Outcome(f"audio failed: {e.strerror or e}", True)
+
+    def _run_live(self, live: LiveSession, what: str, item_id: str | None) -> Outcome:
+        """The same for a GPT-Live session: its turns (``turn-N``), and conversation.wav on the session timeline."""
+        try:
+            with self.lock:
+                if what == "conversation":
+                    left, right, rate = audio.live_tracks(live)
+                    if not left and not right:
+                        return Outcome("this conversation has no audio", True)
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    path = self.directory / f"{safe_name(self.session_id)}-conversation.wav"
+                    audio.write_wav(path, audio.stereo_mix(left, right, rate), rate, channels=2)
+                    return Outcome(f"wrote {path}")
+                turns = {f"turn-{t.index + 1}": t for t in live.finish()}
+                turn = turns.get(item_id or "")
+                if turn is None or turn.audio_bytes <= 0:
+                    return Outcome("this item has no audio", True)
+                stream = live.input if turn.speaker == "user" else live.output
+                pcm, rate, ms = stream.pcm16(turn.audio_start, turn.audio_end), stream.format.rate, turn.audio_ms
+            name = item_id or "turn"
+            if what == "export":
+                return Outcome(f"wrote {export_item(self.directory, self.session_id, name, pcm, rate)}")
+            command = find_player()
+            if command is None:
+                return Outcome("no audio player found (aplay, paplay, afplay, ffplay): press w to export a WAV", True)
+            return Outcome(f"playing {name} ({ms / 1000:.1f} s) with {command[0]}", process=play(pcm, rate, command))
         except OSError as e:
             return Outcome(f"audio failed: {e.strerror or e}", True)

@@ -29,7 +29,7 @@ from .. import data, player
 from ..commands import SESSION_ACTIONS
 from ..data import SessionSummary
 from ..feed import SessionFeed
-from ..index import ITEM_ID, RESPONSE_ID, EventFilter, EventIndex, EventView
+from ..index import ITEM_ID, RESPONSE_ID, SEQ, EventFilter, EventIndex, EventView
 from ..messages import (
     AudioFinished,
     ConversationChanged,
@@ -360,11 +360,12 @@ class SessionScreen(Screen[None]):
         if item is None:
             return
         self._jump_item = item.id
-        ids = self.query_one("#filter-ids", Input)
-        with ids.prevent(Input.Changed):
-            ids.value = item.id
         self.query_one("#tabs", TabbedContent).active = "events"
-        self.event_filter = replace(self.event_filter, ids=item.id)
+        if self.conversation.dialect != "live":  # GPT-Live events name no item: jump to the turn's first event
+            ids = self.query_one("#filter-ids", Input)
+            with ids.prevent(Input.Changed):
+                ids.value = item.id
+            self.event_filter = replace(self.event_filter, ids=item.id)
         self._apply_view(keep_seq=item.first_seq)
         self.query_one(EventList).focus()
 
@@ -386,6 +387,10 @@ class SessionScreen(Screen[None]):
         if item_id is None and row[RESPONSE_ID] is not None:
             response = self.conversation.response(row[RESPONSE_ID])
             item_id = response.output_item_ids[0] if response and response.output_item_ids else None
+        if self.conversation.dialect == "live":  # GPT-Live events name no item: the turn or delegation spanning it
+            seq = row[SEQ]
+            spans = [i for i in self.conversation.items if i.first_seq <= seq <= i.last_seq]
+            item_id = min(spans, key=lambda i: i.last_seq - i.first_seq).id if spans else None
         if item_id is None or item_id not in self.conversation.by_id:
             self.notify("this event belongs to no item of the conversation", severity="warning")
             return

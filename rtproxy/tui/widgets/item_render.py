@@ -17,6 +17,7 @@ SPEAKER_STYLES = {
     "system": "bold magenta",
     "function call": "bold yellow",
     "function output": "bold yellow",
+    "delegation": "bold magenta",  # GPT-Live: work handed to the client, a Responses backend or Decisions
 }
 MAX_JSON_LINES = 40
 #: Arguments or output longer than this are cut before highlighting (Pygments runs on the UI thread here).
@@ -90,7 +91,15 @@ def item_lines(item: ItemView, conv: ConversationView, console: Console, width: 
         head.append(f"  ✂ truncated at {seconds(item.truncated_ms / 1000)}", style="bold red")
     lines = [head]
     body: list[Text] = []
-    if item.type == "function_call":
+    if item.type == "delegation":
+        body.append(Text(f"  {item.name or '?'}", style="magenta"))
+        body.extend(_json_lines(item.arguments or "", console, width))
+        if item.output:
+            body.append(Text("  ← returned", style="magenta"))
+            body.extend(Text("    " + line) for line in wrap(item.output, max(width - 4, 10), console))
+        else:
+            body.append(Text("  ← nothing yet", style="dim italic"))
+    elif item.type == "function_call":
         body.append(
             Text(f"  {item.name or '?'}(", style="yellow")
             + Text(f"call_id={item.call_id}", style="dim")
