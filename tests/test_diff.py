@@ -435,3 +435,28 @@ def test_a_stretch_of_assistant_turns_is_compared_as_one() -> None:
     latency = next(r for r in result.rows if r.where == "  latency")
     assert (latency.a, latency.b) == ("0.3 ms", "700 ms (+700 ms)")  # the stretch's first output
     assert diff_summaries(rt, ("live", live), Options(MIGRATION.ignore | {"audio", "wording"})).same
+
+
+def test_the_realtime_and_live_examples_of_one_conversation_differ_only_where_a_migration_does() -> None:
+    """recordings/same-conversation-realtime.jsonl against recordings/live-voice-delegation.jsonl (the same words
+    and the same tool call, made by the real SDKs through the real proxy): the turns and the tool agree; what
+    differs is the model, the latency and the cost units (tokens against seconds); ignoring those, they are equal."""
+    a = str(RECORDINGS / "same-conversation-realtime.jsonl")
+    b = str(RECORDINGS / "live-voice-delegation.jsonl")
+    out = run_diff(a, b, "--json")
+    assert out.returncode == 1, out.stderr
+    data = orjson.loads(out.stdout)
+    assert {d["section"] for d in data["differences"]} == {"session", "turns", "usage"}
+    assert data["a"]["summary"]["api"] == "realtime" and data["b"]["summary"]["api"] == "live"
+    tools = [(t["name"], t["arguments"]) for s in ("a", "b") for t in _tools(data[s]["summary"])]
+    assert tools == [("get_weather", {"location": "Paris", "unit": "celsius"})] * 2
+    same = run_diff(a, b, "--ignore", "model", "--ignore", "timing", "--ignore", "usage")
+    assert same.returncode == 0, same.stdout + same.stderr
+
+
+def _tools(summary: dict[str, object]) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
+    for turn in summary["turns"]:  # type: ignore[attr-defined]
+        for tool in turn["tools"]:
+            found.extend(tool["tools"] if tool["kind"].startswith("delegation") else [tool])
+    return found
