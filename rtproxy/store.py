@@ -24,7 +24,7 @@ import orjson
 
 from .errors import SessionNotFound, StoreError
 from .protocols.secrets import has_secret, redact_bytes, redact_text
-from .protocols.wire import Direction, Frame, skeleton
+from .protocols.wire import Direction, Frame, parse_event, skeleton
 
 #: ``PRAGMA user_version`` once every migration below has run; a database with a higher one is refused.
 SCHEMA_VERSION = 4
@@ -729,6 +729,23 @@ class Store:
             (session_id,),
         ).fetchall()
         return [{"direction": d, "type": t, "count": n} for d, t, n in rows]
+
+    def server_events_of_types(self, session_id: str, types: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """The server's JSON events of the given types, in seq order (through the (session_id, type) index)."""
+        wanted = sorted(set(types))
+        if not wanted:
+            return
+        marks = ",".join("?" * len(wanted))
+        cur = self.conn.execute(
+            f"SELECT text FROM events WHERE session_id = ? AND direction = 'server' AND type IN ({marks})"
+            " AND text IS NOT NULL ORDER BY seq",
+            (session_id, *wanted),
+        )
+        cur.row_factory = None
+        for (text,) in cur:
+            event = parse_event(text)
+            if event is not None:
+                yield event
 
     def linked_sessions(self, session_id: str) -> list[dict[str, Any]]:
         """The sessions linked with this one, both ways (its primary, if it is a sideband; its sidebands and

@@ -164,3 +164,70 @@ def test_importing_the_module_loads_no_price_data() -> None:
     code = "import sys, rtproxy.conversation.cost; print('genai_prices' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_realtime_session_costs_the_sum_of_its_responses() -> None:
+    """recordings/function-call-ga.jsonl: two response.done, each priced from its usage at the session's model."""
+    from pathlib import Path
+
+    from rtproxy.conversation.cost import session_cost
+    from rtproxy.recording import read_recording
+
+    rec = read_recording(Path(__file__).resolve().parent.parent / "recordings" / "function-call-ga.jsonl")
+    events = [f.event for f in rec.frames if f.direction.value == "server" and f.event]
+    done = [e for e in events if e["type"] == "response.done"]
+    cost = session_cost("realtime", rec.session.get("model"), events, when=WHEN)
+    assert len(cost.parts) == len(done) == 2
+    each = [price_usage("realtime", e["response"]["usage"], rec.session["model"], when=WHEN) for e in done]
+    # the scripted server, like the beta dialect, reports cached tokens without their text/audio split: bounds
+    assert all(c.bounded for c in each)
+    assert cost.total.low == sum(c.low for c in each if c.low is not None)
+    assert cost.total.high == sum(c.high for c in each if c.high is not None)
+    assert cost.total.partial == 0 and cost.label().endswith("(cached tokens not split into text and audio)")
+
+
+def test_a_live_session_costs_its_last_seconds_plus_its_backend_responses() -> None:
+    """Seconds are cumulative (the last usage is the session's, never a sum); a delegation's backend response is
+    priced at its own model."""
+    from rtproxy.conversation.cost import session_cost
+
+    r = rates("gpt-live-1")
+    backend = {
+        "type": "response.completed",
+        "response": {
+            "id": "resp_1",
+            "model": "gpt-4.1",
+            "usage": {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 10},
+        },
+    }
+    events = [
+        {"type": "session.usage.updated", "usage": {"seconds": 30}},
+        {"type": "response.event", "event": backend},
+        {"type": "session.usage.updated", "usage": {"seconds": 60}},
+        {"type": "session.closed", "usage": {"seconds": 61}},
+    ]
+    cost = session_cost("live", "gpt-live-1", events, when=WHEN)
+    b = rates("gpt-4.1")
+    assert [what for what, _ in cost.parts] == ["session seconds", "response resp_1"]
+    assert cost.total.total == 61 * r["second"] + 100 * b["input_mtok"] + 10 * b["output_mtok"]
+    assert cost.to_json()["parts"][1]["priced_as"] == "gpt-4.1"
+
+
+def test_cached_tokens_not_split_into_text_and_audio_give_bounds_not_a_guess() -> None:
+    """120 input tokens (100 text, 20 audio), 64 of them cached with no split: the dearest reading caches as
+    much text as can be (leaving audio uncached), the cheapest as much audio; the two bounds, hand-computed."""
+    r = rates("gpt-realtime")
+    usage = {
+        "total_tokens": 187,
+        "input_tokens": 120,
+        "output_tokens": 67,
+        "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 64},
+        "output_token_details": {"text_tokens": 17, "audio_tokens": 50},
+    }
+    cost = price_usage("realtime", usage, "gpt-realtime", when=WHEN)
+    out = 17 * r["output_mtok"] + 50 * r["output_audio_mtok"]
+    cheap = (100 - 44) * r["input_mtok"] + 44 * r["cache_read_mtok"] + 20 * r["cache_audio_read_mtok"] + out
+    dear = (100 - 64) * r["input_mtok"] + 64 * r["cache_read_mtok"] + 20 * r["input_audio_mtok"] + out
+    assert cost.total is None and cost.bounded
+    assert (cost.low, cost.high) == (cheap, dear)
+    assert cost.label() == f"{dollars(cheap)} to {dollars(dear)} (cached tokens not split into text and audio)"

@@ -3,7 +3,8 @@
 ``genai-prices`` is a maintained price database (OpenAI's Realtime, GPT-Live and Responses models among
 them) with the rules we would otherwise get wrong: audio tokens priced apart from text, cached input tokens
 priced once at the cache rate (``input_tokens`` includes them; they are never added on top), GPT-Live billed
-by the second. Its bundled data needs no network; :func:`price_data` says which data priced a figure.
+by the second. When a server does not say how many cached tokens were audio, the cost is the two bounds,
+never one guess between them. Its bundled data needs no network; :func:`price_data` says which data priced a figure.
 
 A model the data does not know, or a usage the API did not send, is a :class:`Cost` with no total and a
 reason, never a guess. Pure (no I/O); ``genai_prices`` is imported on first use, so importing this module
@@ -50,14 +51,22 @@ class Cost:
     priced_as: str | None = None  # the price data's model id
     reason: str | None = None
     partial: int = 0
+    low: Decimal | None = None  # bounds, when the usage leaves the price open (cached tokens not split)
+    high: Decimal | None = None
 
     @property
     def known(self) -> bool:
         return self.total is not None
 
+    @property
+    def bounded(self) -> bool:
+        return self.total is None and self.low is not None and self.high is not None
+
     def label(self) -> str:
-        """``$0.0302``, ``$0.0302 (2 responses not priced)`` or ``cost unknown (…)``."""
+        """``$0.0302``, ``$0.0302 (2 responses not priced)``, ``$0.0010 to $0.0014 (…)`` or ``cost unknown (…)``."""
         if self.total is None:
+            if self.low is not None and self.high is not None:
+                return f"{dollars(self.low)} to {dollars(self.high)} ({self.reason})"
             return f"cost unknown ({self.reason})" if self.reason else "cost unknown"
         text = dollars(self.total)
         if self.partial:
@@ -73,6 +82,8 @@ class Cost:
             "model": self.model,
             "priced_as": self.priced_as,
             "price_data": price_data(),
+            "low": None if self.low is None else float(self.low),
+            "high": None if self.high is None else float(self.high),
             "reason": self.reason,
             "partial": self.partial,
         }
@@ -115,11 +126,49 @@ def price_usage(api: str, usage: Any, model: str | None, *, when: datetime | str
         return unknown(f"model {model} not in price data {price_data()}", model)
     except (ValueError, TypeError) as e:  # a usage of a shape the extractor refuses (missing or non-numeric)
         return unknown(f"usage not understood: {e}", model)
+    if api == "realtime" and _unsplit_cache(usage):
+        return _bounds(extracted, usage, model, when)
     try:
         calc = extracted.calc_price(genai_request_timestamp=_moment(when))
     except (LookupError, ValueError, TypeError) as e:
         return unknown(f"model {model} has no price in {price_data()} for this usage: {e}", model)
     return Cost(calc.total_price, calc.input_price, calc.output_price, model=model, priced_as=calc.model.id)
+
+
+def _unsplit_cache(usage: Mapping[str, Any]) -> bool:
+    """Cached input tokens reported without saying how many were text and how many audio (the beta dialect,
+    and older GA servers), while both kinds were sent: the price is open between two bounds."""
+    details = usage.get("input_token_details")
+    if not isinstance(details, Mapping) or isinstance(details.get("cached_tokens_details"), Mapping):
+        return False
+    cached = details.get("cached_tokens")
+    return (
+        isinstance(cached, int)
+        and cached > 0
+        and bool(details.get("text_tokens"))
+        and bool(details.get("audio_tokens"))
+    )
+
+
+def _bounds(extracted: Any, usage: Mapping[str, Any], model: str, when: datetime | str | None) -> Cost:
+    """The cheapest and dearest reading of cached tokens not split into text and audio: as many as can be of
+    the dearer kind cached, then of the cheaper; never one price picked between them."""
+    details = usage["input_token_details"]
+    cached, text, audio = int(details["cached_tokens"]), int(details["text_tokens"]), int(details["audio_tokens"])
+    prices: list[Any] = []
+    for audio_first in (True, False):
+        cached_audio = min(cached, audio) if audio_first else max(0, cached - text)
+        extracted.usage.cache_audio_read_tokens = cached_audio
+        extracted.usage.cache_text_read_tokens = cached - cached_audio
+        try:
+            prices.append(extracted.calc_price(genai_request_timestamp=_moment(when)))
+        except (LookupError, ValueError, TypeError) as e:
+            return unknown(f"model {model} has no price in {price_data()} for this usage: {e}", model)
+    low, high = sorted(prices, key=lambda c: c.total_price)
+    reason = "cached tokens not split into text and audio"
+    if low.total_price == high.total_price:
+        return Cost(low.total_price, low.input_price, low.output_price, model=model, priced_as=low.model.id)
+    return Cost(None, model=model, priced_as=low.model.id, reason=reason, low=low.total_price, high=high.total_price)
 
 
 def total(costs: Iterable[Cost]) -> Cost:
@@ -129,9 +178,18 @@ def total(costs: Iterable[Cost]) -> Cost:
     reasons: list[str] = []
     partial = 0
     models: set[str] = set()
+    low = high = Decimal(0)
+    bounded = False
     for cost in costs:
         if cost.model:
             models.add(cost.model)
+        if cost.bounded:
+            bounded = True
+            low += cost.low or Decimal(0)
+            high += cost.high or Decimal(0)
+            if cost.reason and cost.reason not in reasons:
+                reasons.append(cost.reason)
+            continue
         if cost.total is None:
             partial += cost.partial + 1
             if cost.reason and cost.reason not in reasons:
@@ -143,6 +201,9 @@ def total(costs: Iterable[Cost]) -> Cost:
                 reasons.append(cost.reason)
     model = models.pop() if len(models) == 1 else None
     reason = "; ".join(reasons) or None
+    exact = sum((c.total for c in known if c.total is not None), Decimal(0))
+    if bounded:
+        return Cost(None, model=model, reason=reason, partial=partial, low=low + exact, high=high + exact)
     if not known:
         return Cost(None, model=model, reason=reason or "nothing to price")
     return Cost(
@@ -164,3 +225,75 @@ def _moment(when: datetime | str | None) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- a session's cost, from the events that carry usage ---------------------------------------------------
+
+#: The server events that carry each API's usage. GPT-Live's backend responses (a delegation's Responses
+#: model, billed apart at its own prices) arrive inside ``response.event``.
+USAGE_EVENTS: Mapping[str, frozenset[str]] = {
+    "realtime": frozenset({"response.done"}),
+    "responses": frozenset({"response.completed", "response.failed", "response.incomplete"}),
+    "live": frozenset({"session.usage.updated", "session.closed", "response.event"}),
+}
+_RESPONSE_ENDS = USAGE_EVENTS["responses"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCost:
+    """A session's cost: its parts (one per response, or Live's seconds and each backend response), and their
+    sum."""
+
+    total: Cost
+    parts: tuple[tuple[str, Cost], ...] = ()
+
+    def label(self) -> str:
+        return self.total.label()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.total.to_json(), "parts": [{"what": what, **cost.to_json()} for what, cost in self.parts]}
+
+
+def session_cost(
+    api: str | None, model: str | None, events: Iterable[Mapping[str, Any]], *, when: datetime | str | None = None
+) -> SessionCost:
+    """The cost of a session of `api` whose `model` is the session's, from its server `events` (all of them, or
+    just those of :data:`USAGE_EVENTS`), at the prices in force `when` (the session's start)."""
+    api = api or "realtime"
+    if api not in FLAVORS:
+        return SessionCost(unknown(f"rtproxy does not price {api} sessions", model))
+    wanted = USAGE_EVENTS[api]
+    parts: list[tuple[str, Cost]] = []
+    live_usage: Mapping[str, Any] | None = None
+    for event in events:
+        kind = event.get("type")
+        if kind not in wanted:
+            continue
+        if api == "live":
+            if kind == "response.event":
+                inner = event.get("event")
+                if isinstance(inner, Mapping) and inner.get("type") in _RESPONSE_ENDS:
+                    parts.append(_response_part(inner, None, when))
+            elif isinstance(event.get("usage"), Mapping):
+                live_usage = event["usage"]  # cumulative: the last one is the session's
+            continue
+        if api == "realtime":
+            response = event.get("response")
+            rid = response.get("id") if isinstance(response, Mapping) else None
+            usage = response.get("usage") if isinstance(response, Mapping) else None
+            parts.append((f"response {rid or '?'}", price_usage("realtime", usage, model, when=when)))
+        else:
+            parts.append(_response_part(event, model, when))
+    if api == "live":
+        parts.insert(0, ("session seconds", price_usage("live", live_usage, model, when=when)))
+    return SessionCost(total(cost for _, cost in parts), tuple(parts))
+
+
+def _response_part(event: Mapping[str, Any], model: str | None, when: datetime | str | None) -> tuple[str, Cost]:
+    """A Responses response's part of the cost, at its own model (the session's when it names none)."""
+    response = event.get("response")
+    if not isinstance(response, Mapping):
+        return ("response ?", unknown("no usage recorded", model))
+    own = response.get("model")
+    rid = response.get("id")
+    return (f"response {rid or '?'}", price_usage("responses", response.get("usage"), own or model, when=when))
