@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from .conversation.cost import USAGE_EVENTS, SessionCost, dollars, session_cost
 from .conversation.model import MAX_DEPTH, clip, short
 from .conversation.summary import ASSISTANT, Summary, ToolUse, Turn, detect_api, summarize
 from .protocols.formats import PCM16, AudioFormat, audio_format, session_audio_formats
@@ -113,6 +114,7 @@ class Side:
     session: dict[str, Any]
     summary: Summary
     client: list[dict[str, Any]] | None = None
+    cost: SessionCost | None = None
 
     def to_json(self) -> dict[str, Any]:
         s = self.summary
@@ -522,6 +524,23 @@ def _compare_usage(r: _Report, a: Summary, b: Summary) -> None:
         r.none(s)
 
 
+def _compare_cost(r: _Report, a: Side, b: Side) -> None:
+    """The cost of each side (the question a model migration asks), in the usage section: a difference when
+    both are priced exactly and differ; bounds and unknowns are shown, not judged."""
+    if a.cost is None or b.cost is None:
+        return
+    ca, cb = a.cost.total, b.cost.total
+    if ca.total is not None and cb.total is not None:
+        delta = cb.total - ca.total
+        same = delta == 0
+        sign = "+" if delta >= 0 else "-"
+        shown = ca.label(), cb.label() if same else f"{cb.label()} ({sign}{dollars(abs(delta))})"
+        why = f"cost {ca.label()} vs {cb.label()} ({sign}{dollars(abs(delta))})"
+        r.row("usage", "cost", shown, same, why, (float(ca.total), float(cb.total)), ignored=r.ignores("usage"))
+    else:
+        r.rows.append(Row("usage", "cost", ca.label(), cb.label(), NEAR))
+
+
 def _compare_errors(r: _Report, a: Summary, b: Summary) -> None:
     s, ignored = "errors", r.ignores("errors")
     for i, j in _pairs(a.errors, b.errors, normal_text, lambda e: "error"):
@@ -668,6 +687,7 @@ def compare(a: Side, b: Side, options: Options | None = None) -> DiffResult:
     _compare_turns(r, a.summary, b.summary)
     _compare_tools(r, a.summary, b.summary)
     _compare_usage(r, a.summary, b.summary)
+    _compare_cost(r, a, b)
     _compare_errors(r, a.summary, b.summary)
     if a.client is not None and b.client is not None:
         if a.summary.variant == b.summary.variant:
@@ -682,8 +702,13 @@ def meaning(name: str, session: Mapping[str, Any] | None, frames: Sequence[Frame
     """One side from a session row (or JSONL header) and its frames."""
     row = dict(session or {})
     summary = summarize(row, frames)
-    client = client_sequence(frames) if detect_api(row, frames) == "realtime" else None
-    return Side(name, row, summary, client)
+    api = detect_api(row, frames)
+    client = client_sequence(frames) if api == "realtime" else None
+    wanted = USAGE_EVENTS.get(api, frozenset())
+    events = (f.event for f in frames if f.direction is Direction.SERVER and isinstance(f.data, str))
+    usage_events = (e for e in events if e is not None and e.get("type") in wanted)
+    cost = session_cost(api, summary.model or row.get("model"), usage_events, when=row.get("started_at"))
+    return Side(name, row, summary, client, cost)
 
 
 def diff_frames(

@@ -7,12 +7,14 @@ rates of the model), so the arithmetic is checked, not a copy of today's price l
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from rtproxy.conversation.cost import Cost, dollars, price_data, price_usage, total
 
 WHEN = "2026-11-30T12:00:00Z"
+RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
 
 
 def rates(model: str) -> dict[str, Decimal]:
@@ -168,12 +170,10 @@ def test_importing_the_module_loads_no_price_data() -> None:
 
 def test_a_realtime_session_costs_the_sum_of_its_responses() -> None:
     """recordings/function-call-ga.jsonl: two response.done, each priced from its usage at the session's model."""
-    from pathlib import Path
-
     from rtproxy.conversation.cost import session_cost
     from rtproxy.recording import read_recording
 
-    rec = read_recording(Path(__file__).resolve().parent.parent / "recordings" / "function-call-ga.jsonl")
+    rec = read_recording(RECORDINGS / "function-call-ga.jsonl")
     events = [f.event for f in rec.frames if f.direction.value == "server" and f.event]
     done = [e for e in events if e["type"] == "response.done"]
     cost = session_cost("realtime", rec.session.get("model"), events, when=WHEN)
@@ -231,3 +231,42 @@ def test_cached_tokens_not_split_into_text_and_audio_give_bounds_not_a_guess() -
     assert cost.total is None and cost.bounded
     assert (cost.low, cost.high) == (cheap, dear)
     assert cost.label() == f"{dollars(cheap)} to {dollars(dear)} (cached tokens not split into text and audio)"
+
+
+def test_sessions_show_and_diff_print_the_cost(tmp_path: Path) -> None:
+    """Real subprocesses on a real database: `sessions` has a COST column and `--json` a cost; `show` prices
+    each response and the session and names the price data; `show --json` has the same figures; `diff` puts
+    the two costs side by side."""
+    import subprocess
+
+    import orjson
+
+    from rtproxy.conversation.cost import session_cost
+    from rtproxy.recording import read_recording
+    from tests.conftest import rtproxy_exe
+
+    db = str(tmp_path / "c.db")
+    live_path = RECORDINGS / "live-voice-delegation.jsonl"
+
+    def run(*args: str) -> str:
+        out = subprocess.run([*rtproxy_exe(), *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode in (0, 1), out.stderr
+        return out.stdout
+
+    run("import", str(live_path), "--db", db)
+    rec = read_recording(live_path)
+    events = [f.event for f in rec.frames if f.direction.value == "server" and f.event]
+    expected = session_cost("live", rec.session.get("model"), events, when=rec.session.get("started_at")).total
+    assert expected.total is not None and expected.total > 0
+    table = run("sessions", "--db", db)
+    assert "COST" in table.splitlines()[0] and dollars(expected.total) in table
+    (row,) = orjson.loads(run("sessions", "--db", db, "--json"))
+    assert row["cost"]["total"] == pytest.approx(float(expected.total))
+    shown = run("show", "latest", "--db", db)
+    assert f"cost {dollars(expected.total)} · priced by {price_data()}" in shown
+    data = orjson.loads(run("show", "latest", "--db", db, "--json"))
+    assert data["cost"]["total"] == pytest.approx(float(expected.total))
+    assert [p["what"] for p in data["cost"]["parts"]][0] == "session seconds"
+    diff = run("diff", str(RECORDINGS / "same-conversation-realtime.jsonl"), str(live_path))
+    (line,) = [x for x in diff.splitlines() if x.strip().startswith("cost ")]
+    assert dollars(expected.total) in line

@@ -8,6 +8,7 @@ in memory that it does not need.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -21,9 +22,10 @@ import orjson
 from ..errors import RtproxyError
 from ..protocols.wire import Frame
 from ..store import Store
-from . import InputError, db_option, open_store, resolve_session
+from . import InputError, db_option, open_store, resolve_session, session_cost_of
 
 if TYPE_CHECKING:
+    from ..conversation.cost import SessionCost
     from ..conversation.realtime import Conversation
 
 Advance = Callable[[int], None]
@@ -179,13 +181,19 @@ def _assembled(store: Store, sid: str) -> tuple[Conversation, dict[str, Any]]:
     return conv, row
 
 
-def _show_json(conv: Conversation, row: dict[str, Any]) -> dict[str, Any]:
-    """`show --json`: the reducer's model, its session object completed from the session row."""
+def _show_json(conv: Conversation, row: dict[str, Any], cost: SessionCost) -> dict[str, Any]:
+    """`show --json`: the reducer's model, its session object completed from the session row, and the cost
+    (per response and in all)."""
     from ..recording import session_header
 
     model = conv.to_json()
     rest = {k: v for k, v in model.items() if k != "session"}
-    return {"session": {**session_header(row), **(model.get("session") or {})}, **rest}
+    parts = dict(cost.parts)
+    for response in rest.get("responses") or []:
+        part = parts.get(f"response {response.get('id')}")
+        if part is not None:
+            response["cost"] = part.to_json()
+    return {"session": {**session_header(row), **(model.get("session") or {})}, **rest, "cost": cost.to_json()}
 
 
 @click.command()
@@ -244,12 +252,13 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
             echo_lines([*lines, *render.timeline(store.frames(sid), color=color)], color=color)
             return
         conv, row = _assembled(store, sid)
+        cost = session_cost_of(store, sid, row)
     if as_json:
-        out = _show_json(conv, row)
+        out = _show_json(conv, row, cost)
         with pipe_may_close():
             click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
         return
-    echo_lines(render.conversation(conv, row, color=color), color=color)
+    echo_lines(render.conversation(conv, row, color=color, cost=cost), color=color)
 
 
 def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, color: bool) -> None:
@@ -262,9 +271,15 @@ def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, co
     with progress(f"assemble {sid}", total or None) as advance:
         live = assemble_live(counted(store.frames(sid), advance), row, keep_audio=False)
     links = [{"id": r["id"], "relation": r["relation"]} for r in store.linked_sessions(sid)]
+    cost = session_cost_of(store, sid, row)
     if as_json:
         model = live.to_json()
-        out = {"session": {**session_header(row), **(model.pop("session", None) or {})}, "linked": links, **model}
+        out = {
+            "session": {**session_header(row), **(model.pop("session", None) or {})},
+            "linked": links,
+            **model,
+            "cost": cost.to_json(),
+        }
         with pipe_may_close():
             click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
         return
@@ -273,7 +288,9 @@ def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, co
         head = [next(lines), next(lines)]
         note = "linked: " + ", ".join(f"{link['relation']} {link['id']}" for link in links)
         lines = iter([*head, note, *lines])
-    echo_lines(lines, color=color)
+    from .render import Styler, cost_line
+
+    echo_lines(itertools.chain(lines, [cost_line(cost, Styler(color))]), color=color)
 
 
 def echo_lines(lines: Iterable[str], *, color: bool, batch: int = 512) -> None:

@@ -21,6 +21,7 @@ from ..protocols.realtime import canonical_type, is_known
 from ..protocols.wire import Direction, Frame, parse_event
 
 if TYPE_CHECKING:
+    from ..conversation.cost import Cost, SessionCost
     from ..conversation.model import ErrorInfo, Item, Response
     from ..conversation.realtime import Conversation
 
@@ -422,14 +423,16 @@ def latency(response: Response) -> str:
     return f"latency after {response.trigger_type or 'trigger'}: " + " · ".join(bits)
 
 
-def response_lines(response: Response, style: Styler) -> list[str]:
-    """The per-response summary: status and tokens, then latency and the audio produced."""
+def response_lines(response: Response, style: Styler, cost: Cost | None = None) -> list[str]:
+    """The per-response summary: status, tokens and cost, then latency and the audio produced."""
     bits = [f"╰ {response.id}", _status(response.status or "in_progress", style)]
     details = response.status_details
     reason = status_reason(details)
     if reason:
         bits.append(f"({reason})")
     bits += ["·", tokens(response.usage)]
+    if cost is not None and (cost.known or cost.bounded):
+        bits += ["·", cost.label().split(" (")[0]]
     second = latency(response)
     if response.audio_ms:
         second += f" · audio {seconds(response.audio_ms / 1000)}"
@@ -499,8 +502,15 @@ def item_lines(item: Item, calls: Mapping[str, Item], style: Styler) -> list[str
     return lines
 
 
-def conversation(conv: Conversation, session: Mapping[str, Any] | None = None, *, color: bool = False) -> Iterator[str]:
-    """The conversation as a person reads it: one block per item, a summary line per response."""
+def conversation(
+    conv: Conversation,
+    session: Mapping[str, Any] | None = None,
+    *,
+    color: bool = False,
+    cost: SessionCost | None = None,
+) -> Iterator[str]:
+    """The conversation as a person reads it: one block per item, a summary line per response (with its cost,
+    when `cost` is given)."""
     style = Styler(color)
     if session:
         yield from session_title(session, style)
@@ -513,15 +523,25 @@ def conversation(conv: Conversation, session: Mapping[str, Any] | None = None, *
             last_of[item.response_id] = n
     pending = [r for r in conv.responses if r.id not in last_of]  # responses with no item shown
     by_id = {r.id: r for r in conv.responses}
+    costs = dict(cost.parts) if cost is not None else {}
     for n, item in enumerate(items):
         while pending and item.t_start is not None and (pending[0].t_created or 0.0) <= item.t_start:
             yield from _bare_response(pending.pop(0), style)
         yield from item_lines(item, calls, style)
         if item.response_id and last_of.get(item.response_id) == n and item.response_id in by_id:
-            yield from response_lines(by_id[item.response_id], style)
+            yield from response_lines(by_id[item.response_id], style, costs.get(f"response {item.response_id}"))
     for response in pending:
         yield from _bare_response(response, style)
     yield from footer(conv, style)
+    if cost is not None:
+        yield cost_line(cost, style)
+
+
+def cost_line(cost: SessionCost, style: Styler) -> str:
+    """The session's cost and which price data priced it."""
+    from ..conversation.cost import price_data
+
+    return style(f"cost {cost.label()} · priced by {price_data()}", bold=cost.total.known)
 
 
 def _bare_response(response: Response, style: Styler) -> list[str]:
