@@ -164,3 +164,21 @@ async def test_a_sideband_is_recorded_beside_its_primary_and_linked_to_it(
         ).stdout
     )
     assert {r["id"]: r["linked"] for r in listed} == {p["id"]: [sb["id"]], sb["id"]: [p["id"]]}
+    # one session seen by two connections, shown as one: the same turns, from either id; a session with no
+    # link cannot be shown --linked (one line, exit 2)
+
+    def show(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*rtproxy_exe(), "show", *args, "--db", str(proxy.db)], capture_output=True, text=True, timeout=60
+        )
+
+    alone = orjson.loads(show(p["id"], "--json").stdout)
+    for ref in (p["id"], sb["id"]):
+        merged = show(ref, "--linked", "--json")
+        assert merged.returncode == 0, merged.stderr
+        data = orjson.loads(merged.stdout)
+        assert data["merged"] == [p["id"], sb["id"]]
+        assert [t["text"] for t in data["turns"]] == [t["text"] for t in alone["turns"]]
+        assert data["turns"] and data["session"]["id"] == p["id"]
+    text = show(sb["id"], "--linked").stdout
+    assert f"primary {p['id']} and sideband {sb['id']}, shown as one session" in text

@@ -446,3 +446,15 @@ def test_show_names_the_linked_sideband(tmp_path: Path) -> None:
     assert f"linked: primary {ids['primary']}" in run("show", ids["sideband"], "--db", db).stdout
     model = orjson.loads(run("show", ids["primary"], "--db", db, "--json").stdout)
     assert model["linked"] == [{"id": ids["sideband"], "relation": "sideband"}]
+
+
+def test_show_linked_of_a_session_without_a_link_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    db = str(tmp_path / "l.db")
+    rec = str(Path(__file__).resolve().parent.parent / "recordings" / "live-barge-in.jsonl")
+    imported = subprocess.run([*rtproxy_exe(), "import", rec, "--db", db], capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    out = subprocess.run(
+        [*rtproxy_exe(), "show", "latest", "--linked", "--db", db], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "no linked primary or sideband" in out.stderr

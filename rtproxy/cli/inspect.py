@@ -201,7 +201,12 @@ def _show_json(conv: Conversation, row: dict[str, Any], cost: SessionCost) -> di
 @db_option
 @click.option("--events", is_flag=True, help="Print the raw event timeline, runs of deltas collapsed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversation model as JSON, for programs.")
-def show(session: str, db: str, events: bool, as_json: bool) -> None:
+@click.option(
+    "--linked",
+    is_flag=True,
+    help="GPT-Live: show a primary and its sideband as one session (both connections' events on one timeline).",
+)
+def show(session: str, db: str, events: bool, as_json: bool, linked: bool) -> None:
     """Show SESSION as a conversation: who said what, calls, tokens, latency.
 
     \b
@@ -228,7 +233,7 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
             echo_lines(render.timeline(store.frames(sid), color=color, api=row.get("api")), color=color)
             return
         if row.get("api") == "live":
-            _show_live(store, sid, row, as_json=as_json, color=color)
+            _show_live(store, sid, row, as_json=as_json, color=color, linked=linked)
             return
         if row.get("api") not in (None, "realtime"):  # no reducer of its own yet: its events, not a misreading
             note = (
@@ -261,15 +266,56 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
     echo_lines(render.conversation(conv, row, color=color, cost=cost), color=color)
 
 
-def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, color: bool) -> None:
-    """`show` of a GPT-Live session: its conversation rebuilt by the Live reducer."""
+def _pair(store: Store, sid: str, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The (primary, sideband) rows of a Live session seen by two connections, or None if it was not."""
+    links = store.linked_sessions(sid)
+    if row.get("variant") == "sideband":
+        primary = next((r for r in links if r["relation"] == "primary"), None)
+        return (primary, row) if primary is not None else None
+    sideband = next((r for r in links if r["relation"] == "sideband"), None)
+    return (row, sideband) if sideband is not None else None
+
+
+def _offset(primary: dict[str, Any], sideband: dict[str, Any]) -> float:
+    """Seconds from the primary's start to the sideband's (their frames count from their own starts)."""
+    import datetime as dt
+
+    try:
+        start = dt.datetime.fromisoformat(str(primary["started_at"]).replace("Z", "+00:00"))
+        later = dt.datetime.fromisoformat(str(sideband["started_at"]).replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return max(0.0, (later - start).total_seconds())
+
+
+def _show_live(
+    store: Store, sid: str, row: dict[str, Any], *, as_json: bool, color: bool, linked: bool = False
+) -> None:
+    """`show` of a GPT-Live session: its conversation rebuilt by the Live reducer (with `linked`, from its
+    primary's and its sideband's frames together)."""
     from ..conversation.live import assemble_live
     from ..recording import session_header
     from .render_live import live_conversation
 
-    total = (row.get("client_events") or 0) + (row.get("server_events") or 0)
-    with progress(f"assemble {sid}", total or None) as advance:
-        live = assemble_live(counted(store.frames(sid), advance), row, keep_audio=False)
+    pair = _pair(store, sid, row) if linked else None
+    if linked and pair is None:
+        raise InputError(f"session {sid} has no linked primary or sideband to show with it")
+    if pair is not None:
+        primary, sideband = pair
+        sid, row = primary["id"], primary
+        total = sum((r.get("client_events") or 0) + (r.get("server_events") or 0) for r in pair)
+        with progress(f"assemble {primary['id']} + {sideband['id']}", total or None) as advance:
+            live = assemble_live(
+                counted(store.frames(primary["id"]), advance),
+                primary,
+                keep_audio=False,
+                sideband=counted(store.frames(sideband["id"]), advance),
+                sideband_offset=_offset(primary, sideband),
+            )
+    else:
+        total = (row.get("client_events") or 0) + (row.get("server_events") or 0)
+        with progress(f"assemble {sid}", total or None) as advance:
+            live = assemble_live(counted(store.frames(sid), advance), row, keep_audio=False)
     links = [{"id": r["id"], "relation": r["relation"]} for r in store.linked_sessions(sid)]
     cost = session_cost_of(store, sid, row)
     if as_json:
@@ -277,6 +323,7 @@ def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, co
         out = {
             "session": {**session_header(row), **(model.pop("session", None) or {})},
             "linked": links,
+            "merged": [r["id"] for r in pair] if pair is not None else None,
             **model,
             "cost": cost.to_json(),
         }
@@ -287,6 +334,8 @@ def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, co
     if links:  # the same Live session seen by another connection (a sideband, its primary, a fork)
         head = [next(lines), next(lines)]
         note = "linked: " + ", ".join(f"{link['relation']} {link['id']}" for link in links)
+        if pair is not None:
+            note = f"primary {pair[0]['id']} and sideband {pair[1]['id']}, shown as one session; " + note
         lines = iter([*head, note, *lines])
     from .render import Styler, cost_line
 
