@@ -2,6 +2,7 @@
 
     python benchmarks/replay.py                 # one hour (benchmarks/synth.py), 3 repetitions
     python benchmarks/replay.py --minutes 10 --repeat 1
+    python benchmarks/replay.py --api live       # a one-hour GPT-Live session (benchmarks/live_reducer.py)
 
 The session is synthetic (``benchmarks.synth.voice_session``: microphone audio
 in 20 ms appends for the whole hour, server VAD, responses with audio,
@@ -135,25 +136,31 @@ def start(argv: list[str], timeout: float = 120.0) -> tuple[subprocess.Popen[str
 
 
 async def drive(
-    port: int, client_frames: list[str | bytes], expected: int, timeout: float, server_pid: int | None = None
+    port: int,
+    client_frames: list[str | bytes],
+    expected: int,
+    timeout: float,
+    server_pid: int | None = None,
+    path: str = "/v1/realtime?model=gpt-realtime",
 ) -> tuple[float, float, int, float]:
-    """(session s, first event ms, server events received, server CPU s) for one client run."""
+    """(session s, first event ms, server events received, server CPU s) for one client run.
+
+    The client starts reading at once and streams its events without waiting for a greeting (a GPT-Live
+    server says nothing before the client's session.start); the first event's time is when it arrives."""
     import websockets
 
     got = 0
+    first = math.nan
     t0 = time.perf_counter()
     async with asyncio.timeout(timeout):
-        async with websockets.connect(
-            f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime", max_size=None, compression=None
-        ) as ws:
-            await ws.recv()
-            first = (time.perf_counter() - t0) * 1000
-            got = 1
+        async with websockets.connect(f"ws://127.0.0.1:{port}{path}", max_size=None, compression=None) as ws:
 
             async def read() -> None:
-                nonlocal got
+                nonlocal got, first
                 while got < expected:
                     await ws.recv()
+                    if got == 0:
+                        first = (time.perf_counter() - t0) * 1000
                     got += 1
 
             reader = asyncio.ensure_future(read())
@@ -165,7 +172,7 @@ async def drive(
     return elapsed, first, got, cpu
 
 
-def one(kind: str, path: Path, client_frames: list[str | bytes], expected: int, timeout: float) -> Run:
+def one(kind: str, path: Path, client_frames: list[str | bytes], expected: int, timeout: float, ws_path: str) -> Run:
     report = path.with_suffix(f".{os.getpid()}.report.json")
     if kind == "rtproxy":
         argv = [
@@ -185,7 +192,7 @@ def one(kind: str, path: Path, client_frames: list[str | bytes], expected: int, 
     proc, port, load_s = start(argv)
     try:
         cpu0, mine0 = cpu_seconds(proc.pid), time.process_time()
-        session_s, first_ms, got, cpu1 = asyncio.run(drive(port, client_frames, expected, timeout, proc.pid))
+        session_s, first_ms, got, cpu1 = asyncio.run(drive(port, client_frames, expected, timeout, proc.pid, ws_path))
         client_cpu = time.process_time() - mine0
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -205,6 +212,12 @@ def one(kind: str, path: Path, client_frames: list[str | bytes], expected: int, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument(
+        "--api",
+        choices=("realtime", "live"),
+        default="realtime",
+        help="realtime: benchmarks/synth.py's voice session; live: benchmarks/live_reducer.py's GPT-Live session",
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=300.0, help="per client run, seconds")
     ap.add_argument("--serve-baseline", metavar="FILE", help=argparse.SUPPRESS)
@@ -216,20 +229,26 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.synth import voice_session, write_jsonl
 
     with tempfile.TemporaryDirectory(prefix="rtproxy-bench-") as tmp:
-        path = Path(tmp) / f"voice-{args.minutes:g}min.jsonl"
-        session, frames = voice_session(args.minutes)
+        path = Path(tmp) / f"{args.api}-{args.minutes:g}min.jsonl"
+        if args.api == "live":
+            from benchmarks.live_reducer import live_session
+
+            session, frames = live_session(args.minutes)
+        else:
+            session, frames = voice_session(args.minutes)
         write_jsonl(path, session, frames)
         client_frames = [f.data for f in frames if f.direction is Direction.CLIENT]
+        ws_path = str(session.get("path") or "/v1/realtime") + ("?" + session["query"] if session.get("query") else "")
         expected = len(frames) - len(client_frames)
         print(
-            f"session: {args.minutes:g} min of voice, {len(frames)} events ({len(client_frames)} client, "
+            f"session: {args.minutes:g} min of {args.api} voice, {len(frames)} events ({len(client_frames)} client, "
             f"{expected} server), {path.stat().st_size / 1e6:.0f} MB of JSONL"
         )
         del frames, session
         runs: dict[str, list[Run]] = {"baseline": [], "rtproxy": []}
         for i in range(args.repeat):
             for kind in runs:
-                r = one(kind, path, client_frames, expected, args.timeout)
+                r = one(kind, path, client_frames, expected, args.timeout, ws_path)
                 runs[kind].append(r)
                 print(
                     f"  run {i + 1} {kind:8}: load {r.load_s:6.2f} s  session {r.session_s:6.2f} s  "

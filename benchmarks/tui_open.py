@@ -52,14 +52,22 @@ TIMEOUT = 300.0
 KEYS = 10
 
 
+API = "realtime"
+
+
 def build(workdir: Path, n: int) -> tuple[Path, str]:
     """A database holding one synthetic voice session cut to n events (cached)."""
-    path = workdir / f"tui-open-{n}.db"
+    path = workdir / f"tui-open-{API}-{n}.db"
     if path.exists():
         with Store(path) as store:
             return path, store.resolve("latest")
     minutes = n / 6500 + 0.5
-    session, frames = synth.voice_session(minutes)
+    if API == "live":
+        from benchmarks.live_reducer import live_session
+
+        session, frames = live_session(n / 3900 + 0.5)
+    else:
+        session, frames = synth.voice_session(minutes)
     frames = frames[:n]
     session = dict(session, status="closed")
     print(f"  built {len(frames)} events ({frames[-1].t / 60:.1f} min) in {path}", file=sys.stderr)
@@ -133,9 +141,12 @@ async def open_once(path: Path, sid: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000, 400_000])
+    p.add_argument("--api", choices=("realtime", "live"), default="realtime", help="which synthetic session")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/rtproxy-bench"))
     args = p.parse_args(argv)
+    global API
+    API = args.api
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(
         f"{'events':>8} {'baseline':>9} | {'paint':>14} {'rows':>6} {'index':>14} {'key (max)':>15} {'filter':>7} "
