@@ -248,13 +248,27 @@ def pipe_may_close() -> Iterator[None]:
     type=click.Path(file_okay=False),
     help="Write one WAV per item with audio, and conversation.wav (user left, assistant right).",
 )
-def export(session: str, db: str, output: str | None, audio_dir: str | None) -> None:
-    """Export SESSION as a JSONL recording (-o) or as WAV files (--audio).
+@click.option(
+    "--otlp",
+    metavar="[URL]",
+    is_flag=False,
+    flag_value="",
+    help="Send the session as an OpenTelemetry trace over OTLP/HTTP to URL (http://HOST:4318 or its /v1/traces); "
+    "bare --otlp: where OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT says.",
+)
+@click.option(
+    "--otlp-content", is_flag=True, help="Put text, transcripts and tool arguments/outputs in the trace (cut short)."
+)
+def export(
+    session: str, db: str, output: str | None, audio_dir: str | None, otlp: str | None, otlp_content: bool
+) -> None:
+    """Export SESSION as a JSONL recording (-o), as WAV files (--audio) or as a trace (--otlp).
 
     \b
     rtproxy export latest -o recordings/greeting.jsonl
     rtproxy export 20261124-1152 -o - | less
     rtproxy export latest --audio out/
+    rtproxy export latest --otlp http://127.0.0.1:4318
 
     The JSONL file replays (`rtproxy replay`) and imports (`rtproxy import`)
     without loss; keys are never in it. WAV files are named NNN-ROLE-ITEM.wav
@@ -262,8 +276,12 @@ def export(session: str, db: str, output: str | None, audio_dir: str | None) -> 
     on the left and the assistant on the right, each where it was heard, an
     answer the user interrupted cut where it was cut.
     """
+    if otlp is not None and output is None and audio_dir is None:
+        from .otlp import export_trace
+
+        return export_trace(db, session, otlp or None, otlp_content)
     if (output is None) == (audio_dir is None):
-        raise InputError("export needs exactly one of -o FILE.jsonl or --audio DIR")
+        raise InputError("export needs exactly one of -o FILE.jsonl, --audio DIR or --otlp URL")
     with open_store(db) as store:
         sid = resolve_session(store, session)
         if output is not None:
