@@ -210,6 +210,10 @@ def test_export_to_a_dead_collector_is_one_line(tmp_path: Path) -> None:
     assert "cannot send session" in done.stderr and "connection refused" in done.stderr
     bad = cli("export", sid, "--db", str(db), "--otlp", "ftp://127.0.0.1")
     assert bad.returncode == 2 and "http(s) URL" in bad.stderr
+    both = cli("export", sid, "--db", str(db), "--otlp", "http://127.0.0.1:9", "-o", str(tmp_path / "x.jsonl"))
+    assert both.returncode == 2 and "exactly one of" in both.stderr and not (tmp_path / "x.jsonl").exists()
+    alone = cli("export", sid, "--db", str(db), "--otlp-content")
+    assert alone.returncode == 2 and "--otlp-content needs --otlp" in alone.stderr
 
 
 async def run_flow(name: str, base: str, key: str) -> float:

@@ -276,10 +276,10 @@ def export(
     on the left and the assistant on the right, each where it was heard, an
     answer the user interrupted cut where it was cut.
     """
-    if otlp is not None and output is None and audio_dir is None:
+    if otlp is not None or otlp_content:
         from .otlp import export_trace
 
-        return export_trace(db, session, otlp or None, otlp_content)
+        return export_trace(db, session, otlp, otlp_content, others=(output, audio_dir))
     if (output is None) == (audio_dir is None):
         raise InputError("export needs exactly one of -o FILE.jsonl, --audio DIR or --otlp URL")
     with open_store(db) as store:

@@ -21,8 +21,13 @@ def check_endpoint(url: str | None) -> None:
             raise InputError(str(e)) from e
 
 
-def export_trace(db: str, ref: str, url: str | None, content: bool) -> None:
+def export_trace(db: str, ref: str, otlp: str | None, content: bool, others: tuple[str | None, ...] = ()) -> None:
     """`rtproxy export SESSION --otlp [URL]`: send one recorded session; a collector that refuses is exit 2."""
+    if otlp is None:
+        raise InputError("--otlp-content needs --otlp")
+    if any(other is not None for other in others):
+        raise InputError("export needs exactly one of -o FILE.jsonl, --audio DIR or --otlp URL")
+    url = otlp or None
     check_endpoint(url)
     from ..telemetry import ExportError, export_session, where
 

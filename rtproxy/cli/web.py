@@ -12,6 +12,7 @@ import hmac
 import shlex
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -56,6 +57,10 @@ async def _serve(db: str, session: str | None, host: str, port: int, token: str 
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            # another site's page in the user's browser may not open the app's WebSocket (and read sessions)
+            return web.Response(status=403, text="rtproxy: requests from other sites are refused\n")
         given = request.query.get("token")
         if token is not None:
             ok = any(
