@@ -207,3 +207,20 @@ def test_traces_url() -> None:
     assert telemetry.traces_url("https://h/custom/path") == "https://h/custom/path"
     with pytest.raises(ValueError):
         telemetry.traces_url("ftp://h")
+
+
+def test_a_server_error_event_is_an_event_of_the_root() -> None:
+    rec = read_recording(RECORDINGS / "text-ga.jsonl")
+    last = rec.frames[-1]
+    error = {
+        "type": "error",
+        "event_id": "event_x",
+        "error": {"type": "invalid_request_error", "code": "unknown_parameter", "message": "Unknown parameter"},
+    }
+    server = next(f.direction for f in rec.frames if f.event and f.event.get("type") == "session.created")
+    frames = [*rec.frames, Frame(last.seq + 1, last.t, server, orjson.dumps(error).decode())]
+    out = spans("text-ga", frames=frames)
+    (root,) = [s for s in out if s.parent is None]
+    (event,) = [e for e in root.events if e.name == "rtproxy.error"]
+    assert (event.attributes or {})["error.type"] == "unknown_parameter"
+    assert (root.attributes or {})["rtproxy.errors"] == 1
