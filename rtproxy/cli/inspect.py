@@ -379,13 +379,27 @@ def pipe_may_close() -> Iterator[None]:
     type=click.Path(file_okay=False),
     help="Write one WAV per item with audio, and conversation.wav (user left, assistant right).",
 )
-def export(session: str, db: str, output: str | None, audio_dir: str | None) -> None:
-    """Export SESSION as a JSONL recording (-o) or as WAV files (--audio).
+@click.option(
+    "--otlp",
+    metavar="[URL]",
+    is_flag=False,
+    flag_value="",
+    help="Send the session as an OpenTelemetry trace over OTLP/HTTP to URL (http://HOST:4318 or its /v1/traces); "
+    "bare --otlp: where OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT says.",
+)
+@click.option(
+    "--otlp-content", is_flag=True, help="Put text, transcripts and tool arguments/outputs in the trace (cut short)."
+)
+def export(
+    session: str, db: str, output: str | None, audio_dir: str | None, otlp: str | None, otlp_content: bool
+) -> None:
+    """Export SESSION as a JSONL recording (-o), as WAV files (--audio) or as a trace (--otlp).
 
     \b
     rtproxy export latest -o recordings/greeting.jsonl
     rtproxy export 20261124-1152 -o - | less
     rtproxy export latest --audio out/
+    rtproxy export latest --otlp http://127.0.0.1:4318
 
     The JSONL file replays (`rtproxy replay`) and imports (`rtproxy import`)
     without loss; keys are never in it. WAV files are named NNN-ROLE-ITEM.wav
@@ -395,8 +409,12 @@ def export(session: str, db: str, output: str | None, audio_dir: str | None) -> 
     gets one NNN-SPEAKER.wav per speech turn, and its conversation.wav has
     each turn where it was spoken on the session timeline.
     """
+    if otlp is not None or otlp_content:
+        from .otlp import export_trace
+
+        return export_trace(db, session, otlp, otlp_content, others=(output, audio_dir))
     if (output is None) == (audio_dir is None):
-        raise InputError("export needs exactly one of -o FILE.jsonl or --audio DIR")
+        raise InputError("export needs exactly one of -o FILE.jsonl, --audio DIR or --otlp URL")
     with open_store(db) as store:
         sid = resolve_session(store, session)
         if output is not None:

@@ -91,6 +91,8 @@ async def _serve(
     auth_token: str | None,
     connect_timeout: float,
     portable: bool,
+    otlp: str | None = None,
+    otlp_content: bool = False,
 ) -> None:
     from aiohttp import web
 
@@ -128,6 +130,12 @@ async def _serve(
             recorder.close()
         raise
     proxy = Proxy(recorder, upstream=upstream, label=label, auth_token=auth_token, connect_timeout=connect_timeout)
+    shipper = None
+    if otlp is not None:
+        from ..telemetry import SessionShipper
+
+        shipper = SessionShipper(db, otlp or None, content=otlp_content, flush=recorder.flush, warn=failed)
+        proxy.on_session_end = shipper.submit
     runner = web.AppRunner(proxy.make_app(), handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:
@@ -159,6 +167,8 @@ async def _serve(
         _say("rtproxy: stopping: closing open sessions (1001) and flushing the recorder")
         await proxy.shutdown()
         await runner.cleanup()
+        if shipper is not None:  # before the recorder closes: it waits for the writer's commits
+            await asyncio.to_thread(shipper.close, 5.0)
         recorder.close()
         if recorder.stats.dropped:
             click.echo(f"rtproxy: WARNING: {recorder.stats.dropped} frames were forwarded but not recorded", err=True)
@@ -213,6 +223,17 @@ async def _serve(
     type=click.FloatRange(0.1, 600),
     help="Seconds to wait for the upstream's handshake before answering 504.",
 )
+@click.option(
+    "--otlp",
+    metavar="[URL]",
+    is_flag=False,
+    flag_value="",
+    help="Send each session as an OpenTelemetry trace over OTLP/HTTP when it ends (off the forwarding path) "
+    "to URL; bare --otlp: where OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT says.",
+)
+@click.option(
+    "--otlp-content", is_flag=True, help="Put text, transcripts and tool arguments/outputs in the traces (cut short)."
+)
 def proxy(
     host: str,
     port: int,
@@ -223,6 +244,8 @@ def proxy(
     auth_token: str | None,
     connect_timeout: float,
     portable: bool,
+    otlp: str | None,
+    otlp_content: bool,
 ) -> None:
     """Run the recording proxy.
 
@@ -233,9 +256,15 @@ def proxy(
     parts = urlsplit(upstream)
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
         raise InputError(f"--upstream must be an http(s) or ws(s) URL, got {redact_url(upstream)!r}")
+    if otlp:
+        from .otlp import check_endpoint
+
+        check_endpoint(otlp)
     try:
         portable = portable or os.name == "nt"
-        asyncio.run(_serve(host, port, upstream, db, tls, label, auth_token, connect_timeout, portable))
+        asyncio.run(
+            _serve(host, port, upstream, db, tls, label, auth_token, connect_timeout, portable, otlp, otlp_content)
+        )
     except RtproxyError as e:
         raise InputError(str(e)) from e
 

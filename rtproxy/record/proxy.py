@@ -39,7 +39,7 @@ import contextvars
 import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -455,6 +455,8 @@ class Relay:
             server_bytes=self.nbytes[SERVER],
             **ended,
         )
+        if self.proxy.on_session_end is not None:  # e.g. --otlp's exporter: it only queues the id
+            self.proxy.on_session_end(self.session_id)
 
     def _refused(self, fields: dict[str, Any], status: int, headers: Any, body: bytes, reason: str) -> web.Response:
         detail = redact_text(body[:500].decode("utf-8", "replace")) if body else ""
@@ -519,6 +521,8 @@ class Proxy:
         self.upstream_ssl = upstream_ssl
         self.relays: set[Relay] = set()
         self.finished: list[str] = []  # session ids whose relay has ended, in order
+        #: Called with a session id once its end is recorded; must not block (the event loop calls it).
+        self.on_session_end: Callable[[str], None] | None = None
         self._changed = asyncio.Condition()
         self.stopping = False
         self._client: aiohttp.ClientSession | None = None
