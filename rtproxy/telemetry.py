@@ -31,12 +31,13 @@ from urllib.parse import urlsplit
 import orjson
 
 from .protocols.secrets import redact_text
-from .protocols.wire import Frame
+from .protocols.wire import Direction, Frame
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.trace import Span, Tracer
 
+    from .conversation.cost import Cost
     from .conversation.model import Item, Response
     from .conversation.realtime import Conversation
     from .conversation.summary import Summary, ToolUse
@@ -124,6 +125,9 @@ def _cost_of(cost: Any, data: str) -> dict[str, Any]:
         out["rtproxy.cost.usd"] = float(cost.total)
         if cost.partial:
             out["rtproxy.cost.unpriced"] = cost.partial
+    elif cost.low is not None and cost.high is not None:  # the usage leaves it open: both bounds, no guess
+        out["rtproxy.cost.usd_low"] = float(cost.low)
+        out["rtproxy.cost.usd_high"] = float(cost.high)
     if cost.reason:
         out["rtproxy.cost.reason"] = _short(cost.reason)
     return out
@@ -354,8 +358,6 @@ class _Builder:
             self.end(span, turn.t_end, turn.t_start)
         if summary.usage:
             root.set_attributes(_clean(_usage_attributes(summary.usage)))
-            when = self.session.get("started_at")
-            root.set_attributes(_clean(_cost_attributes(summary.api, summary.usage, summary.model, when)))
 
     def _tool(self, tool: ToolUse, parent: Span, default_end: float | None, depth: int = 0) -> None:
         attributes: dict[str, Any] = {
@@ -402,8 +404,16 @@ def build(tracer: Tracer, session: Mapping[str, Any], frames: Iterable[Frame], *
     from .conversation.summary import detect_api, summarize, summarize_realtime
 
     frames = frames if isinstance(frames, Sequence) else list(frames)
-    if detect_api(session, frames) != "realtime":
-        return build_from_summary(tracer, session, summarize(session, frames), content=content)
+    api = detect_api(session, frames)
+    if api != "realtime":
+        from .conversation.cost import USAGE_EVENTS, session_cost
+
+        summary = summarize(session, frames)
+        wanted = USAGE_EVENTS.get(api, frozenset())
+        events = (f.event for f in frames if f.direction is Direction.SERVER and isinstance(f.data, str))
+        usage = (e for e in events if e is not None and e.get("type") in wanted)
+        cost = session_cost(api, summary.model or session.get("model"), usage, when=session.get("started_at"))
+        return build_from_summary(tracer, session, summary, content=content, cost=cost.total)
     from .conversation.realtime import assemble
 
     builder = _Builder(tracer, session, content)
@@ -414,12 +424,22 @@ def build(tracer: Tracer, session: Mapping[str, Any], frames: Iterable[Frame], *
     return _finish(builder, root, summary)
 
 
-def build_from_summary(tracer: Tracer, session: Mapping[str, Any], summary: Summary, *, content: bool = False) -> Built:
+def build_from_summary(
+    tracer: Tracer, session: Mapping[str, Any], summary: Summary, *, content: bool = False, cost: Cost | None = None
+) -> Built:
     """The spans of a session from its API-neutral :class:`Summary` (GPT-Live and any API but Realtime, whose
-    responses :func:`build` reads from the Realtime reducer): a span per assistant turn, its tools under it."""
+    responses :func:`build` reads from the Realtime reducer): a span per assistant turn, its tools under it.
+    `cost` is the session's (from its usage events); without it the Summary's usage is priced."""
     builder = _Builder(tracer, session, content)
     root = builder.root(summary)
     builder.turns(summary, root)
+    if cost is not None:
+        from .conversation.cost import price_data
+
+        root.set_attributes(_clean(_cost_of(cost, price_data())))
+    elif summary.usage:
+        when = session.get("started_at")
+        root.set_attributes(_clean(_cost_attributes(summary.api, summary.usage, summary.model, when)))
     return _finish(builder, root, summary)
 
 
