@@ -222,6 +222,9 @@ def show(session: str, db: str, events: bool, as_json: bool) -> None:
         if row.get("api") == "live":
             _show_live(store, sid, row, as_json=as_json, color=color)
             return
+        if row.get("api") == "responses":
+            _show_responses(store, sid, row, as_json=as_json, color=color)
+            return
         if row.get("api") not in (None, "realtime"):  # no reducer of its own yet: its events, not a misreading
             note = (
                 f"rtproxy does not rebuild {render.api_label(row)} conversations yet; "
@@ -274,6 +277,23 @@ def _show_live(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, co
         note = "linked: " + ", ".join(f"{link['relation']} {link['id']}" for link in links)
         lines = iter([*head, note, *lines])
     echo_lines(lines, color=color)
+
+
+def _show_responses(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, color: bool) -> None:
+    """`show` of a Responses WebSocket mode session: its requests and responses rebuilt by its reducer."""
+    from ..conversation.responses_ws import assemble_responses
+    from ..recording import session_header
+    from .render_responses import responses_conversation
+
+    total = (row.get("client_events") or 0) + (row.get("server_events") or 0)
+    with progress(f"assemble {sid}", total or None) as advance:
+        book = assemble_responses(counted(store.frames(sid), advance), row)
+    if as_json:
+        out = {"session": session_header(row), **book.to_json()}
+        with pipe_may_close():
+            click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+        return
+    echo_lines(responses_conversation(book, row, color=color), color=color)
 
 
 def echo_lines(lines: Iterable[str], *, color: bool, batch: int = 512) -> None:
