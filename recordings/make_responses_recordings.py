@@ -134,7 +134,7 @@ async def agent_two_tools(
 Flow = Callable[..., Awaitable[Run]]
 FLOWS: dict[str, Flow] = {"responses-agent-two-tools": agent_two_tools, "responses-sdk-weather": sdk_weather}
 #: The flows whose recordings are committed here.
-COMMITTED = ("responses-agent-two-tools",)
+COMMITTED = ("responses-agent-two-tools", "responses-sdk-weather")
 
 
 async def record(flow: Flow, target: Path, db: Path) -> tuple[Path, Run]:

@@ -189,7 +189,7 @@ class ResponsesUpstream:
         self._answered[rid] = answered
         usage = {
             "input_tokens": 40 + 10 * len(items),
-            "input_tokens_details": {"cached_tokens": 16 if prev or len(items) > 1 else 0},
+            "input_tokens_details": {"cached_tokens": 16 if prev or len(items) > 1 else 0, "cache_write_tokens": 0},
             "output_tokens": 12 + 3 * len(out),
             "output_tokens_details": {"reasoning_tokens": 8 if first else 0},
             "total_tokens": 52 + 10 * len(items) + 3 * len(out),
