@@ -112,7 +112,13 @@ class Player:
             if diffs:
                 out += self._mismatch(
                     Mismatch(
-                        "payload", f"{kind}: payload differs from the recording", t, j, step.summary(), event, diffs
+                        "payload",
+                        f"{kind}: payload differs from the recording ({diffs[0]})",
+                        t,
+                        j,
+                        step.summary(),
+                        event,
+                        diffs,
                     ),
                     event,
                 )

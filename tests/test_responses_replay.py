@@ -1,0 +1,145 @@
+"""Replaying Responses WebSocket mode: the same agent (and SDK client) passes against a replay of its own recording;
+a changed agent gets the WebSocket mode's own error event naming the mismatch, and the replay exits 1."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from openai import AsyncOpenAI
+from openai.types.responses.responses_server_event import ResponsesServerEvent
+from pydantic import TypeAdapter
+
+from rtproxy.protocols.wire import Direction, Frame
+from rtproxy.replay.apis import rules_for
+from rtproxy.replay.player import Player
+from rtproxy.replay.script import build_script
+from rtproxy.replay.server import ReplayServer, load_script, start
+from tests.test_replay_server import ReplayProcess, spawn_replay
+from tests.test_responses_e2e import FLOWS
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = ROOT / "recordings" / "responses-agent-two-tools.jsonl"
+SDK = ROOT / "recordings" / "responses-sdk-weather.jsonl"
+SERVER: TypeAdapter[Any] = TypeAdapter(ResponsesServerEvent)
+
+
+@pytest.fixture
+def processes() -> Any:
+    started: list[ReplayProcess] = []
+    yield started
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.communicate()
+
+
+def test_responses_sessions_get_their_own_rules() -> None:
+    """A recording of api responses (or a /v1/responses path) is played by the Responses rules."""
+    assert rules_for({"api": "responses"}).API == "responses"
+    assert rules_for({"path": "/v1/responses"}).API == "responses"
+
+
+@pytest.mark.parametrize("policy", ["ordered", "strict", "loose"])
+async def test_the_agent_passes_against_rtproxy_replay_once(
+    policy: str, processes: list[ReplayProcess], tmp_path: Path
+) -> None:
+    """`rtproxy replay FILE --once` of the agent's recording (a real subprocess): the agent runs its two tools
+    and ends with the recorded answer; exit 0, the report ok with three requests played."""
+    p = spawn_replay([str(AGENT), "--once", "--match", policy, "--report", str(tmp_path / "r.json")])
+    processes.append(p)
+    run = await FLOWS.agent_two_tools(p.base_url)
+    code, out, err = await asyncio.to_thread(p.wait)
+    assert code == 0, out + err
+    assert run.calls == [("get_weather", {"city": "Paris"}), ("get_time", {"city": "Paris"})]
+    assert run.text == "Done. 18 degrees celsius and sunny in Paris 14:05 in Paris"
+    report = orjson.loads((tmp_path / "r.json").read_bytes())
+    assert report["ok"] and report["connections"][0]["path"] == "/v1/responses"
+    assert report["connections"][0]["turns"] == {"played": 3, "total": 3}
+
+
+async def test_the_sdk_client_passes_and_the_ids_it_sends_back_are_the_replayed_ones(
+    processes: list[ReplayProcess], tmp_path: Path
+) -> None:
+    """The SDK client's second request names the replayed response (previous_response_id) and call (call_id):
+    the recording's, so `strict` finds them equal."""
+    p = spawn_replay([str(SDK), "--once", "--match", "strict"])
+    processes.append(p)
+    run = await FLOWS.sdk_weather(p.base_url)
+    code, out, err = await asyncio.to_thread(p.wait)
+    assert code == 0, out + err
+    assert run.calls == [("get_weather", {"city": "Paris"})] and run.text == "Done. sunny"
+
+
+async def test_a_changed_agent_gets_the_mismatch_error_and_the_replay_exits_1(
+    processes: list[ReplayProcess], tmp_path: Path
+) -> None:
+    """An agent whose tool now answers in fahrenheit sends another function_call_output: the replay answers its
+    second request with the WebSocket mode's error event (code rtproxy_replay_mismatch, naming the input that
+    differs), the agents SDK raises it, and `rtproxy replay --once` exits 1 with the mismatch in its report."""
+    p = spawn_replay([str(AGENT), "--once", "--report", str(tmp_path / "r.json")])
+    processes.append(p)
+    with pytest.raises(Exception, match="rtproxy_replay_mismatch") as raised:
+        await FLOWS.agent_two_tools(p.base_url, units="fahrenheit")
+    assert "payload differs" in str(raised.value)
+    code, out, err = await asyncio.to_thread(p.wait)
+    assert code == 1, out + err
+    report = orjson.loads((tmp_path / "r.json").read_bytes())
+    m, *rest = report["connections"][0]["mismatches"]
+    assert m["kind"] == "payload" and m["turn"] == 1, m
+    assert any("input[3].output" in d and "fahrenheit" in d for d in m["details"]), m["details"]
+    assert [r["kind"] for r in rest] == ["closed_early"]  # the agent stopped there: its third request never came
+
+
+async def test_the_sdk_parses_the_mismatch_error_event(tmp_path: Path) -> None:
+    """A changed question gets an error the SDK parses as the WebSocket mode's ResponseWsError."""
+    server = ReplayServer(load_script(SDK))
+    runner, port = await start(server)
+    try:
+        client = AsyncOpenAI(api_key="sk-test-replay", websocket_base_url=f"ws://127.0.0.1:{port}/v1")
+        async with asyncio.timeout(10), client.responses.connect() as conn:
+            await conn.send({"type": "response.create", "model": "gpt-5-agent", "input": "Weather in Rome?"})
+            event = await conn.recv()
+            assert event.type == "error"
+            assert event.error.code == "rtproxy_replay_mismatch" and "input" in event.error.message
+            SERVER.validate_python(event.to_dict())
+    finally:
+        await server.shutdown()
+        await runner.cleanup()
+    assert not server.report.ok
+
+
+def _frames(events: list[tuple[str, dict[str, Any]]]) -> list[Frame]:
+    out = []
+    for i, (who, ev) in enumerate(events):
+        out.append(Frame(i, i * 0.01, Direction.CLIENT if who == "c" else Direction.SERVER, orjson.dumps(ev).decode()))
+    return out
+
+
+def _created(rid: str, lane: str) -> dict[str, Any]:
+    body = {"id": rid, "object": "response", "created_at": 1, "model": "m", "status": "in_progress", "output": []}
+    body |= {"parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    return {"type": "response.created", "sequence_number": 0, "response": body, "stream_id": lane}
+
+
+def test_a_client_made_stream_id_is_echoed_as_this_runs() -> None:
+    """The client names its lanes: a replay run with other names gets its own names back in every event."""
+    frames = _frames(
+        [
+            ("c", {"type": "response.create", "model": "m", "input": "hi", "stream_id": "lane-old"}),
+            ("s", _created("resp_1", "lane-old")),
+        ]
+    )
+    script = build_script(frames, session={"api": "responses"})
+    player = Player(script, "strict")
+    sent = player.receive(
+        orjson.dumps({"type": "response.create", "model": "m", "input": "hi", "stream_id": "lane-new"}).decode(), 0.1
+    )
+    (reply,) = sent
+    event = orjson.loads(reply.data)
+    assert event["stream_id"] == "lane-new" and event["response"]["id"] == "resp_1"
+    SERVER.validate_python(event)
+    assert player.report.ok
