@@ -143,3 +143,68 @@ def test_a_client_made_stream_id_is_echoed_as_this_runs() -> None:
     assert event["stream_id"] == "lane-new" and event["response"]["id"] == "resp_1"
     SERVER.validate_python(event)
     assert player.report.ok
+
+
+def _completed(rid: str, lane: str, text: str) -> dict[str, Any]:
+    event = _created(rid, lane)
+    message = {"id": f"msg_{rid}", "type": "message", "role": "assistant", "status": "completed"}
+    message["content"] = [{"type": "output_text", "text": text, "annotations": []}]
+    event["response"] |= {"status": "completed", "output": [message]}
+    return {**event, "type": "response.completed", "sequence_number": 1}
+
+
+LANES = [
+    ("c", {"type": "response.create", "model": "m", "input": "first", "stream_id": "a"}),
+    ("c", {"type": "response.create", "model": "m", "input": "second", "stream_id": "b"}),
+    ("s", _created("resp_a", "a")),
+    ("s", _created("resp_b", "b")),
+    ("s", _completed("resp_b", "b", "to second")),
+    ("s", _completed("resp_a", "a", "to first")),
+]
+
+
+def _create(text: str, lane: str) -> str:
+    return orjson.dumps({"type": "response.create", "model": "m", "input": text, "stream_id": lane}).decode()
+
+
+@pytest.mark.parametrize("policy", ["ordered", "strict", "loose"])
+def test_each_lane_gets_its_own_stream_whatever_order_the_lanes_come_in(policy: str) -> None:
+    """Two lanes recorded interleaved: a client sending lane b's request first gets b's stream (created,
+    completed) and then, on a's, a's; no mismatch. Every reply validates against the SDK's server union."""
+    script = build_script(_frames(LANES), session={"api": "responses"})
+    assert [len(s.replies) for s in script.steps] == [2, 2]  # each request owns its lane's events
+    player = Player(script, policy)
+    on_b = [orjson.loads(s.data) for s in player.receive(_create("second", "b"), 0.1)]
+    on_a = [orjson.loads(s.data) for s in player.receive(_create("first", "a"), 0.2)]
+    for event in on_a + on_b:
+        SERVER.validate_python(event)
+    assert [(e["type"], e["response"]["id"]) for e in on_b] == [("response.created", "resp_b")] + [
+        ("response.completed", "resp_b")
+    ]
+    assert [e["response"]["id"] for e in on_a] == ["resp_a", "resp_a"]
+    player.close(0.3)
+    assert player.report.ok, player.report.format()
+
+
+def test_a_renamed_lane_stands_for_the_recorded_one_and_gets_its_name_back() -> None:
+    """This run names its lanes x and y: x stands for a, y for b, and every replayed event names x or y."""
+    player = Player(build_script(_frames(LANES), session={"api": "responses"}), "strict")
+    on_x = [orjson.loads(s.data) for s in player.receive(_create("first", "x"), 0.1)]
+    on_y = [orjson.loads(s.data) for s in player.receive(_create("second", "y"), 0.2)]
+    assert {e["stream_id"] for e in on_x} == {"x"} and {e["stream_id"] for e in on_y} == {"y"}
+    assert on_y[-1]["response"]["output"][0]["content"][0]["text"] == "to second"
+    player.close(0.3)
+    assert player.report.ok, player.report.format()
+
+
+def test_a_changed_request_on_one_lane_is_a_payload_mismatch_naming_that_lane() -> None:
+    """Lane b's request as recorded, then lane a's with other input: one payload mismatch (ordered compares the
+    input), answered with the WebSocket mode's error event naming lane a."""
+    player = Player(build_script(_frames(LANES), session={"api": "responses"}), "ordered")
+    player.receive(_create("second", "b"), 0.1)
+    sent = player.receive(_create("changed", "a"), 0.2)
+    error = orjson.loads(sent[0].data)
+    SERVER.validate_python(error)
+    assert error["type"] == "error" and error["stream_id"] == "a"
+    assert "input" in error["error"]["message"]
+    assert [m.kind for m in player.report.mismatches] == ["payload"]

@@ -12,10 +12,16 @@ lane: learnt and echoed as this run's. A mismatch is the WebSocket mode's ``erro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from ..conversation.model import clip
+from ..protocols.wire import parse_event, skeleton
+
+if TYPE_CHECKING:
+    from .script import Reply, Step
 
 API = "responses"
 #: Responses has no input audio stream (the name is never a client event type).
@@ -56,3 +62,45 @@ def error_event(number: int, message: str, client_event_id: Any) -> dict[str, An
     if isinstance(client_event_id, str):
         event["stream_id"] = clip(client_event_id)
     return event
+
+
+# --- lanes (``stream_id``) ------------------------------------------------------------------------------
+
+
+#: Server events that end a lane's current response.
+_ENDS = frozenset({"response.completed", "response.failed", "response.incomplete", "response.cancelled"})
+
+
+def lane(event: Mapping[str, Any] | None) -> str | None:
+    """The lane a client request (or a server event) is on; None: the socket's one default lane."""
+    value = event.get("stream_id") if isinstance(event, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def regroup(steps: Sequence[Step]) -> tuple[Step, ...]:
+    """Steps whose replies are those of their own lane's response: with several lanes, what the server streamed
+    on lane A after the client had sent a request on lane B belongs to A's request (each lane's requests are
+    answered first in, first out, from ``response.created`` on). A recording without lanes is left as it is."""
+    if not any(lane(s.event) is not None for s in steps if s.type == "response.create"):
+        return tuple(steps)
+    waiting: dict[str | None, deque[int]] = {}
+    current: dict[str | None, int] = {}
+    owned: list[list[Reply]] = [[] for _ in steps]
+    for i, step in enumerate(steps):
+        if step.type == "response.create":
+            waiting.setdefault(lane(step.event), deque()).append(i)
+        for reply in step.replies:
+            event = parse_event(skeleton(reply.data)) if isinstance(reply.data, str) else None
+            key = lane(event)
+            kind = event.get("type") if event is not None else None
+            q = waiting.get(key)
+            if kind == "response.created" and q:
+                owner = current[key] = q.popleft()
+            elif kind == "error" and key not in current and q:
+                owner = q.popleft()  # a request refused before any response: the error is its answer
+            else:
+                owner = current.get(key, i)
+            if kind in _ENDS and current.get(key) == owner:
+                current.pop(key)
+            owned[owner].append(reply)
+    return tuple(replace(s, replies=tuple(owned[i])) for i, s in enumerate(steps))
