@@ -192,3 +192,37 @@ async def test_lanes_and_a_stream_error_are_kept_apart(
         ("server_error", "the scripted upstream was asked to fail")
     ]
     assert out["requests"][2]["response_id"] is None
+
+
+def test_a_redacted_agent_recording_keeps_its_shape_and_loses_its_words(tmp_path: Path) -> None:
+    """`rtproxy redact` of the agent recording: instructions, messages, reasoning summaries, tool descriptions,
+    arguments and outputs are masked (in requests and streams alike); imported and shown, it has the same
+    requests, responses, calls and usage, and each call's argument deltas still add up to its arguments."""
+    source = ROOT / "recordings" / "responses-agent-two-tools.jsonl"
+    target, db = tmp_path / "red.jsonl", tmp_path / "red.db"
+    for argv in (["redact", str(source), "-o", str(target)], ["import", str(target), "--db", str(db)]):
+        done = subprocess.run([*rtproxy_exe(), *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    data = target.read_text()
+    for word in ("Paris", "weather and the time", "Plan", "Use the tools", "degrees", "14:05", "Current weather"):
+        assert word not in data, word
+    with Store(db) as store:
+        (row,) = store.sessions()
+    out = show_json(db, row["id"])
+    with Store(db) as store:
+        frames = list(store.frames(row["id"]))
+    from rtproxy.conversation.responses_ws import assemble_responses
+    from rtproxy.recording import read_recording
+
+    rec = read_recording(source)
+    orig = assemble_responses(rec.frames, rec.session).to_json()
+    assert len(out["requests"]) == len(orig["requests"]) == 3 and out["usage"] == orig["usage"]
+    names = [[i.get("name") for i in r["output"]] for r in out["responses"]]
+    assert names == [[i.get("name") for i in r["output"]] for r in orig["responses"]]
+    deltas: dict[str, str] = {}
+    for f in frames:
+        ev = f.event or {}
+        if ev.get("type") == "response.function_call_arguments.delta":
+            deltas[ev["item_id"]] = deltas.get(ev["item_id"], "") + ev["delta"]
+        if ev.get("type") == "response.function_call_arguments.done":
+            assert deltas[ev["item_id"]] == ev["arguments"] and "xxxxx" in ev["arguments"]
