@@ -226,3 +226,37 @@ def test_a_redacted_agent_recording_keeps_its_shape_and_loses_its_words(tmp_path
             deltas[ev["item_id"]] = deltas.get(ev["item_id"], "") + ev["delta"]
         if ev.get("type") == "response.function_call_arguments.done":
             assert deltas[ev["item_id"]] == ev["arguments"] and "xxxxx" in ev["arguments"]
+
+
+async def test_the_tui_shows_requests_responses_tool_calls_and_one_timeline_row_per_response(tmp_path: Path) -> None:
+    """The TUI on the imported agent recording: the Conversation tab shows the question, the reasoning summary,
+    both tool calls with their arguments and the outputs the agent sent back, and the answer; the Timeline tab
+    one row per response; the Events tab every event."""
+    from textual.widgets import Static
+
+    from rtproxy.tui.app import make_app
+    from rtproxy.tui.widgets.conversation import ConversationList
+    from tests.test_tui import SIZE, lines_of, opened
+
+    db = tmp_path / "agent.db"
+    done = subprocess.run(
+        [*rtproxy_exe(), "import", str(ROOT / "recordings" / "responses-agent-two-tools.jsonl"), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    app = make_app(str(db), done.stdout.strip())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        text = "\n".join(lines_of(screen.query_one(ConversationList)))
+        await pilot.press("3")
+        body = str(app.screen.query_one("#timeline-body", Static).render())
+    assert "What is the weather and the time in Paris?" in text
+    assert "reasoning: Plan: call the tools one by one" in text
+    assert "get_weather(" in text and "get_time(" in text and '"city": "Paris"' in text
+    assert "18 degrees celsius and sunny in Paris" in text and "request #3: 2 tool outputs" in text
+    assert "Done. 18 degrees celsius" in text
+    order = [text.index(s) for s in ("What is the weather", "get_weather(", "get_time(", "Done. 18")]
+    assert order == sorted(order)
+    assert body.count("response.create") == 3 and "━" in body
