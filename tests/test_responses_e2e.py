@@ -260,3 +260,35 @@ async def test_the_tui_shows_requests_responses_tool_calls_and_one_timeline_row_
     order = [text.index(s) for s in ("What is the weather", "get_weather(", "get_time(", "Done. 18")]
     assert order == sorted(order)
     assert body.count("response.create") == 3 and "━" in body
+
+
+async def test_diff_finds_a_rerun_equal_and_a_changed_agent_different(
+    proxy: RunningProxy, upstream: ResponsesUpstream, api_key: str
+) -> None:
+    """The same agent run twice (fresh response and call ids each time) is the same by `rtproxy diff` (exit 0);
+    one whose tool answers otherwise differs in that tool's output (exit 1); `export --audio` refuses in one
+    line (a Responses session has no audio)."""
+    await FLOWS.agent_two_tools(proxy.ws_base, api_key=api_key)
+    await FLOWS.agent_two_tools(proxy.ws_base, api_key=api_key)
+    await FLOWS.agent_two_tools(proxy.ws_base, api_key=api_key, units="fahrenheit")
+    first, again, changed = await proxy.settle(3)
+    with Store(proxy.db) as store:
+        a, b = (list(store.frames(s)) for s in (first, again))
+    ids = {orjson.loads(f.data)["response"]["id"] for f in a + b if b'"response.created"' in f.data.encode()}
+    assert len(ids) == 6  # every run got ids of its own
+
+    def diff(x: str, y: str) -> subprocess.CompletedProcess[str]:
+        argv = ["diff", f"{proxy.db}#{x}", f"{proxy.db}#{y}"]
+        return subprocess.run([*rtproxy_exe(), *argv], capture_output=True, text=True, timeout=60)
+
+    same, other = diff(first, again), diff(first, changed)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert other.returncode == 1, other.stdout + other.stderr
+    assert "≠" in other.stdout and "fahrenheit" in other.stdout
+    audio = subprocess.run(
+        [*rtproxy_exe(), "export", first, "--db", str(proxy.db), "--audio", str(proxy.db.parent / "wav")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert audio.returncode == 2 and "no audio" in audio.stderr and "Traceback" not in audio.stderr

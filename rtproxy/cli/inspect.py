@@ -83,6 +83,8 @@ def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
     """One WAV per item with audio, in conversation order, and the stereo conversation.wav."""
     if store.session(sid).get("api") == "live":
         return export_live_audio(store, sid, directory)
+    if store.session(sid).get("api") == "responses":
+        raise InputError(f"session {sid} is a Responses WebSocket session: it has no audio (export it with -o)")
     from ..conversation.audio import causal_tracks, conversation_clips, note_speech_started, stereo_mix, write_wav
     from ..conversation.realtime import assemble
 
