@@ -405,3 +405,47 @@ def test_bad_wire_input_is_an_anomaly_never_an_exception_and_lists_are_bounded()
     assert {"malformed", "unknown_type"} <= kinds
     orjson.dumps(book.to_json())  # the model serialises whatever came in
     summarize_responses(frames(script, check=False))
+
+
+def _mutations(value: Any, depth: int = 0) -> Any:
+    """Every way of breaking one field of an event: each value in turn replaced by a wrong type."""
+    if isinstance(value, dict) and depth < 4:
+        for key in list(value):
+            for bad in (None, 7, "x", [], {}, [{"type": 5}], -1, 1e300):
+                yield {**value, key: bad}
+            for sub in _mutations(value[key], depth + 1):
+                yield {**value, key: sub}
+    elif isinstance(value, list) and value and depth < 4:
+        for sub in _mutations(value[0], depth + 1):
+            yield [sub, *value[1:]]
+        yield value * 3
+
+
+def test_every_field_of_a_real_recording_broken_in_turn_never_raises() -> None:
+    """Each event of the committed agent recording with one field (at any depth) made the wrong type: the
+    reducer, the summary, `show`'s text and the TUI's snapshot never raise."""
+    from pathlib import Path
+
+    from rtproxy.cli.render_responses import responses_conversation
+    from rtproxy.recording import read_recording
+    from rtproxy.tui.responses_views import ResponsesViewBuilder
+
+    rec = read_recording(Path(__file__).resolve().parent.parent / "recordings" / "responses-agent-two-tools.jsonl")
+    good = list(rec.frames)
+    cases = 0
+    for at in range(0, len(good), 3):
+        event = good[at].event
+        assert event is not None
+        for broken in _mutations(event):
+            frames = [
+                *good[:at],
+                Frame(at, good[at].t, good[at].direction, orjson.dumps(broken).decode()),
+                *good[at + 1 :],
+            ]
+            book = assemble_responses(frames, rec.session)
+            list(responses_conversation(book, rec.session))
+            ResponsesViewBuilder().build(book)
+            orjson.dumps(book.to_json(), option=orjson.OPT_NON_STR_KEYS)
+            summarize_responses(frames, rec.session)
+            cases += 1
+    assert cases > 500
