@@ -104,9 +104,13 @@ def footer(book: ResponsesSession, style: Styler) -> Iterator[str]:
     usage = book.usage()
     calls = sum(len(r.tool_calls) for r in book.responses)
     lanes = [lane for lane in book.lanes if lane is not None]
-    bits = [f"{len(book.requests)} requests", f"{len(book.responses)} responses", f"{calls} tool calls"]
+
+    def n(count: int, what: str) -> str:
+        return f"{count} {what}{'' if count == 1 else 's'}"
+
+    bits = [n(len(book.requests), "request"), n(len(book.responses), "response"), n(calls, "tool call")]
     if lanes:
-        bits.append(f"{len(lanes)} lanes")
+        bits.append(n(len(lanes), "lane"))
     if usage:
         tok = f"{usage.get('total_tokens', 0)} tokens (in {usage.get('input_tokens', 0)}"
         tok += f", cached {usage.get('cached_tokens', 0)} · out {usage.get('output_tokens', 0)}"
