@@ -105,12 +105,13 @@ def footer(book: ResponsesSession, style: Styler) -> Iterator[str]:
     calls = sum(len(r.tool_calls) for r in book.responses)
     lanes = [lane for lane in book.lanes if lane is not None]
 
-    def n(count: int, what: str) -> str:
+    def counted(count: int, what: str) -> str:
         return f"{count} {what}{'' if count == 1 else 's'}"
 
-    bits = [n(len(book.requests), "request"), n(len(book.responses), "response"), n(calls, "tool call")]
+    bits = [counted(len(book.requests), "request"), counted(len(book.responses), "response")]
+    bits.append(counted(calls, "tool call"))
     if lanes:
-        bits.append(n(len(lanes), "lane"))
+        bits.append(counted(len(lanes), "lane"))
     if usage:
         tok = f"{usage.get('total_tokens', 0)} tokens (in {usage.get('input_tokens', 0)}"
         tok += f", cached {usage.get('cached_tokens', 0)} · out {usage.get('output_tokens', 0)}"
