@@ -208,3 +208,56 @@ def test_a_changed_request_on_one_lane_is_a_payload_mismatch_naming_that_lane() 
     assert error["type"] == "error" and error["stream_id"] == "a"
     assert "input" in error["error"]["message"]
     assert [m.kind for m in player.report.mismatches] == ["payload"]
+
+
+@pytest.fixture
+async def upstream() -> Any:
+    """The Responses upstream in place of the Realtime one (the `proxy` fixture relays to it)."""
+    from tests.responses_upstream import ResponsesUpstream
+
+    async with ResponsesUpstream() as up:
+        yield up
+
+
+async def _lanes(url: str, order: list[tuple[str, str]]) -> dict[str, list[Any]]:
+    """Send one request per (lane, question) at once; every event received, by lane, until all completed."""
+    client = AsyncOpenAI(api_key="sk-test-lanes-" + "x" * 20, websocket_base_url=url)
+    by_lane: dict[str, list[Any]] = {lane: [] for lane, _ in order}
+    async with asyncio.timeout(15), client.responses.connect() as conn:
+        for lane, text in order:
+            await conn.send({"type": "response.create", "model": "gpt-5-agent", "input": text, "stream_id": lane})
+        done = 0
+        async for event in conn:
+            by_lane[event.stream_id].append(event)
+            done += event.type in ("response.completed", "error")
+            if done == len(order):
+                break
+    return by_lane
+
+
+async def test_lanes_recorded_through_the_proxy_replay_to_the_sdk_in_another_order(
+    proxy: Any, upstream: Any, tmp_path: Path
+) -> None:
+    """Two lanes recorded through the real proxy, exported, replayed (strict) to the SDK client sending them in
+    the other order: each lane gets its own recorded answer and no mismatch."""
+    from rtproxy.recording import write_recording
+    from rtproxy.store import Store
+
+    asked = [("north", "Hello from Oslo"), ("south", "Hello from Rome")]
+    recorded = await _lanes(proxy.ws_base, asked)
+    (sid,) = await proxy.settle()
+    path = tmp_path / "lanes.jsonl"
+    with Store(proxy.db) as store:
+        write_recording(path, store.session(sid), store.frames(sid))
+    server = ReplayServer(load_script(path), policy="strict")
+    runner, port = await start(server)
+    try:
+        replayed = await _lanes(f"ws://127.0.0.1:{port}/v1", list(reversed(asked)))
+        await server.wait_idle(5)
+    finally:
+        await server.shutdown()
+        await runner.cleanup()
+    assert server.report.ok, server.report.format()
+    for lane in ("north", "south"):
+        assert [e.to_dict() for e in replayed[lane]] == [e.to_dict() for e in recorded[lane]]
+    assert replayed["south"][-1].response.output[-1].content[0].text == "You said: Hello from Rome"
