@@ -1,4 +1,4 @@
-"""pytest fixtures that replay recorded sessions (Realtime, GPT-Live), and record them when asked.
+"""pytest fixtures that replay recorded sessions (Realtime, GPT-Live, Responses), and record them when asked.
 
 ::
 
@@ -11,7 +11,10 @@
 A GPT-Live recording is served the same way (``client.live.connect()`` with
 the same ``websocket_base_url``): the client's commands and the length of the
 audio it streams drive the replay, and its own event ids come back as
-``client_event_id``.
+``client_event_id``. So is a Responses WebSocket mode recording (an agent on
+openai-agents' Responses WebSocket transport, or ``client.responses.connect()``):
+give the agent ``websocket_base_url=replay.url`` (and ``base_url=replay.base_url``);
+a request whose input, instructions or tools changed fails the test.
 
 The replay server runs in-process (on a thread of its own, so sync and async
 tests alike can use it) on 127.0.0.1. When the test's client departs from the

@@ -44,6 +44,9 @@ TEXT_DELTAS = frozenset(
         "response.audio_transcript.delta",
         "response.output_audio_transcript.delta",
         "conversation.item.input_audio_transcription.delta",
+        "response.reasoning_summary_text.delta",  # the Responses stream's
+        "response.reasoning_text.delta",
+        "response.refusal.delta",
     }
 )
 #: Done events and the field holding the whole text.
@@ -54,7 +57,26 @@ TEXT_DONE = {
     "response.output_audio_transcript.done": "transcript",
     "conversation.item.input_audio_transcription.completed": "transcript",
     "conversation.item.input_audio_transcription.segment": "text",
+    "response.reasoning_summary_text.done": "text",
+    "response.reasoning_text.done": "text",
+    "response.refusal.done": "refusal",
 }
+#: Responses streams: tool input streamed as JSON (MCP arguments) or as free text (a custom tool's input).
+JSON_DELTAS = frozenset({"response.function_call_arguments.delta", "response.mcp_call_arguments.delta"})
+JSON_DONES = frozenset({"response.function_call_arguments.done", "response.mcp_call_arguments.done"})
+#: Events carrying a whole ``response`` object (Realtime's and the Responses stream's).
+RESPONSE_EVENTS = frozenset(
+    {
+        "response.create",
+        "response.created",
+        "response.done",
+        "response.queued",
+        "response.in_progress",
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+    }
+)
 SESSION_EVENTS = frozenset(
     {
         "session.update",
@@ -76,7 +98,7 @@ ITEM_EVENTS = frozenset(
     }
 )
 #: Content part fields that hold words.
-PART_TEXT = ("text", "transcript")
+PART_TEXT = ("text", "transcript", "refusal")
 
 
 def mask_text(text: str) -> str:
@@ -232,18 +254,29 @@ class Redactor:
             changed = self._text(ev, "delta")
         elif kind in TEXT_DONE:
             changed = self._text(ev, TEXT_DONE[kind])
-        elif kind == "response.function_call_arguments.delta" and isinstance(ev.get("delta"), str):
+        elif kind in JSON_DELTAS and isinstance(ev.get("delta"), str):
             mask = self._args.setdefault(str(ev.get("item_id") or ev.get("call_id")), JsonMask())
             changed = self._set(ev, "delta", mask.feed(ev["delta"]), "arguments")
-        elif kind == "response.function_call_arguments.done" and isinstance(ev.get("arguments"), str):
+        elif kind in JSON_DONES and isinstance(ev.get("arguments"), str):
             self._args.pop(str(ev.get("item_id") or ev.get("call_id")), None)
             changed = self._set(ev, "arguments", JsonMask().feed(ev["arguments"]), "arguments")
-        elif kind in ("response.content_part.added", "response.content_part.done") and isinstance(ev.get("part"), dict):
+        elif kind == "response.custom_tool_call_input.delta" and isinstance(ev.get("delta"), str):
+            changed = self._set(ev, "delta", mask_text(ev["delta"]), "arguments")
+        elif kind == "response.custom_tool_call_input.done" and isinstance(ev.get("input"), str):
+            changed = self._set(ev, "input", mask_text(ev["input"]), "arguments")
+        elif kind in (
+            "response.content_part.added",
+            "response.content_part.done",
+            "response.reasoning_summary_part.added",
+            "response.reasoning_summary_part.done",
+        ) and isinstance(ev.get("part"), dict):
             changed = self._part(ev["part"], self.output_format)
         elif kind in ITEM_EVENTS and isinstance(ev.get("item"), dict):
             changed = self._item(ev["item"], direction)
-        elif kind in ("response.create", "response.created", "response.done") and isinstance(ev.get("response"), dict):
+        elif kind in RESPONSE_EVENTS and isinstance(ev.get("response"), dict):
             changed = self._response(ev["response"], direction)
+        elif kind == "response.create":  # the Responses WebSocket mode: the request body on top
+            changed = self._response(ev, direction)
         return changed
 
     def _session(self, session: dict[str, Any]) -> bool:
@@ -269,6 +302,8 @@ class Redactor:
         if isinstance(response.get("instructions"), str):
             changed = self._set(response, "instructions", mask_text(response["instructions"]), "instructions")
         changed = self._tools(response) or changed
+        if isinstance(response.get("input"), str):
+            changed = self._text(response, "input") or changed
         for key in ("output", "input"):
             items = response.get(key)
             if isinstance(items, list):
@@ -282,6 +317,15 @@ class Redactor:
         for key in ("arguments", "output"):
             if isinstance(item.get(key), str):
                 changed = self._set(item, key, mask_json_text(item[key]), "arguments") or changed
+        if isinstance(item.get("input"), str):  # a custom tool call's input
+            changed = self._set(item, "input", mask_text(item["input"]), "arguments") or changed
+        if isinstance(item.get("content"), str):  # a Responses input message given as a plain string
+            changed = self._text(item, "content") or changed
+        for key in ("summary",):  # a reasoning item's summary parts
+            parts = item.get(key)
+            for part in parts if isinstance(parts, list) else ():
+                if isinstance(part, dict):
+                    changed = self._text(part, "text") or changed
         content = item.get("content")
         if isinstance(content, list):
             fmt = self.input_format if item.get("role") == "user" or direction is CLIENT else self.output_format

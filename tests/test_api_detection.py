@@ -81,20 +81,22 @@ async def test_a_session_is_stored_with_its_api_variant_and_model(
         assert row["model"] == model
 
 
-async def test_show_of_a_responses_session_is_its_events_not_a_misread_realtime_one(
+async def test_show_of_a_responses_session_is_rebuilt_by_the_responses_reducer(
     proxy: RunningProxy, upstream: ScriptedUpstream
 ) -> None:
-    """`rtproxy show` of an API without a reducer yet (here Responses) says so and lists the events as they crossed
-    the wire, with no "unknown event type" anomalies; `--json` says it was not rebuilt and counts the types."""
+    """`rtproxy show` of a Responses WebSocket session rebuilds it with the Responses reducer (not the Realtime
+    one): the request with its model and input; the scripted Realtime upstream's session.created, no Responses
+    event, is an anomaly; `--json` has the request."""
     row = await one_session(proxy, "/v1/responses", {"type": "response.create", "model": "gpt-5.1", "input": "hi"})
     r = await asyncio.to_thread(run, "show", str(row["id"]), "--db", str(proxy.db))
     assert r.returncode == 0, r.stderr
-    assert "responses" in r.stdout and "does not rebuild responses conversations yet" in r.stdout
-    assert "response.create" in r.stdout and "unknown event type" not in r.stdout
+    assert "responses" in r.stdout and "does not rebuild" not in r.stdout
+    assert "REQUEST #1" in r.stdout and "USER 'hi'" in r.stdout and "1 request · 0 responses" in r.stdout
+    assert "unknown responses event type 'session.created'" in r.stdout
     r = await asyncio.to_thread(run, "show", str(row["id"]), "--db", str(proxy.db), "--json")
     out = orjson.loads(r.stdout)
-    assert out["rebuilt"] is False and out["session"]["api"] == "responses"
-    assert {"direction": "client", "type": "response.create", "count": 1} in out["event_types"]
+    assert out["session"]["api"] == "responses" and out["requests"][0]["model"] == "gpt-5.1"
+    assert out["requests"][0]["input"] == [{"type": "message", "role": "user", "text": "hi"}]
 
 
 async def test_show_of_a_live_session_is_rebuilt_by_the_live_reducer(

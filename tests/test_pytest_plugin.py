@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -351,3 +352,69 @@ def test_a_live_recording_is_served_to_the_sdk_live_client(inner: pytest.Pyteste
     result = inner.runpytest(*QUIET)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*session.start: payload differs from the recording*"])
+
+
+AGENT_TEST = """
+import asyncio
+import importlib.util
+import sys
+
+spec = importlib.util.spec_from_file_location("flows", {script!r})
+flows = importlib.util.module_from_spec(spec)
+sys.modules["flows"] = flows
+spec.loader.exec_module(flows)
+
+
+def test_agent(rtproxy_replay):
+    replay = rtproxy_replay("cassettes/agent.jsonl")
+    assert replay.url.startswith("ws://127.0.0.1:") and replay.url.endswith("/v1")
+    try:
+        run = asyncio.run(flows.agent_two_tools(replay.url, units={units!r}))
+    except Exception as e:  # a changed agent: the replay's error event; the report fails the test
+        assert "rtproxy_replay_mismatch" in str(e)
+        return
+    assert [name for name, _ in run.calls] == ["get_weather", "get_time"]
+"""
+
+
+@contextlib.contextmanager
+def threaded_responses_upstream() -> Iterator[Any]:
+    """A ResponsesUpstream on a loop of its own, so in-process pytester runs can block this thread."""
+    from tests.responses_upstream import ResponsesUpstream
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    up = ResponsesUpstream()
+    asyncio.run_coroutine_threadsafe(up.__aenter__(), loop).result(10)
+    try:
+        yield up
+    finally:
+        asyncio.run_coroutine_threadsafe(up.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_an_agent_on_the_responses_websocket_transport_records_once_then_replays_offline(
+    inner: pytest.Pytester,
+) -> None:
+    """An openai-agents test on the Responses WebSocket transport: record mode once records it through the proxy
+    (the fixture's url is the agent's websocket_base_url); later runs replay it with the upstream never asked;
+    the same agent with a tool that answers otherwise fails with the replay report naming the changed input."""
+    script = str(ROOT / "recordings" / "make_responses_recordings.py")
+    inner.makepyfile(test_it=AGENT_TEST.format(script=script, units="celsius"))
+    target = inner.path / "cassettes" / "agent.jsonl"
+    with threaded_responses_upstream() as up:
+        args = (*QUIET, f"--rtproxy-upstream={up.url}")
+        inner.runpytest(*args, "--rtproxy-record-mode=once").assert_outcomes(passed=1)
+        assert up.connections == 1 and target.exists()
+        header = orjson.loads(target.read_bytes().splitlines()[0])
+        assert header["session"]["api"] == "responses" and not KEY_SHAPED.search(target.read_bytes())
+        inner.runpytest(*args).assert_outcomes(passed=1)
+        assert up.connections == 1
+        inner.makepyfile(test_it=AGENT_TEST.format(script=script, units="fahrenheit"))
+        result = inner.runpytest(*args)
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*response.create: payload differs from the recording*fahrenheit*"])
+        assert up.connections == 1

@@ -136,12 +136,14 @@ def test_the_api_comes_from_the_row_else_the_path_else_the_frames() -> None:
 
 
 def test_the_registry_has_one_summarizer_per_api() -> None:
-    """Realtime and GPT-Live are registered; an API without a summarizer gives a summary with no turns, and
-    a note saying why."""
-    assert set(SUMMARIZERS) == {"realtime", "live"}
+    """Realtime, GPT-Live and Responses are registered; an API without a summarizer gives a summary with no
+    turns, and a note saying why."""
+    assert set(SUMMARIZERS) == {"realtime", "live", "responses"}
     s = summarize({"api": "responses", "model": "gpt-5"}, [_frame(0, Direction.CLIENT, {"type": "response.create"})])
-    assert (s.api, s.model, s.turns) == ("responses", "gpt-5", [])
-    assert s.notes and "responses" in s.notes[0]
+    assert (s.api, s.model, s.turns, s.notes) == ("responses", "gpt-5", [], [])
+    s = summarize({"api": "other", "model": "m"}, [_frame(0, Direction.CLIENT, {"type": "x"})])
+    assert (s.api, s.model, s.turns) == ("other", "m", [])
+    assert s.notes and "other" in s.notes[0]
 
 
 def test_a_live_session_without_its_reducer_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,6 +85,8 @@ def export_audio(store: Store, sid: str, directory: str) -> list[Path]:
     """One WAV per item with audio, in conversation order, and the stereo conversation.wav."""
     if store.session(sid).get("api") == "live":
         return export_live_audio(store, sid, directory)
+    if store.session(sid).get("api") == "responses":
+        raise InputError(f"session {sid} is a Responses WebSocket session: it has no audio (export it with -o)")
     from ..conversation.audio import causal_tracks, conversation_clips, note_speech_started, stereo_mix, write_wav
     from ..conversation.realtime import assemble
 
@@ -235,6 +237,9 @@ def show(session: str, db: str, events: bool, as_json: bool, linked: bool) -> No
         if row.get("api") == "live":
             _show_live(store, sid, row, as_json=as_json, color=color, linked=linked)
             return
+        if row.get("api") == "responses":
+            _show_responses(store, sid, row, as_json=as_json, color=color)
+            return
         if row.get("api") not in (None, "realtime"):  # no reducer of its own yet: its events, not a misreading
             note = (
                 f"rtproxy does not rebuild {render.api_label(row)} conversations yet; "
@@ -340,6 +345,23 @@ def _show_live(
     from .render import Styler, cost_line
 
     echo_lines(itertools.chain(lines, [cost_line(cost, Styler(color))]), color=color)
+
+
+def _show_responses(store: Store, sid: str, row: dict[str, Any], *, as_json: bool, color: bool) -> None:
+    """`show` of a Responses WebSocket mode session: its requests and responses rebuilt by its reducer."""
+    from ..conversation.responses_ws import assemble_responses
+    from ..recording import session_header
+    from .render_responses import responses_conversation
+
+    total = (row.get("client_events") or 0) + (row.get("server_events") or 0)
+    with progress(f"assemble {sid}", total or None) as advance:
+        book = assemble_responses(counted(store.frames(sid), advance), row)
+    if as_json:
+        out = {"session": session_header(row), **book.to_json()}
+        with pipe_may_close():
+            click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+        return
+    echo_lines(responses_conversation(book, row, color=color), color=color)
 
 
 def echo_lines(lines: Iterable[str], *, color: bool, batch: int = 512) -> None:

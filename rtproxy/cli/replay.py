@@ -128,14 +128,17 @@ def replay(
     once: bool,
     tls: bool,
 ) -> int:
-    """Serve a recording as a fake server (Realtime or GPT-Live), for offline tests.
+    """Serve a recording as a fake server (Realtime, GPT-Live, Responses), for offline tests.
 
     RECORDING is a JSONL file (`rtproxy export`); or give --session to replay
     a session of --db. The client under test connects here instead of the
     real API; each event it sends is matched against the recording and
     answered with the server events recorded after it (GPT-Live: after its
     commands, once it has streamed as much audio as was recorded before
-    them; its own event ids come back as client_event_id). A mismatch is
+    them; its own event ids come back as client_event_id; Responses
+    WebSocket mode: each response.create answered with the stream recorded
+    for it, per stream_id lane, ordered comparing the request's input,
+    instructions and tools). A mismatch is
     answered with the API's `error` event and reported; the exit code is 1 if
     any connection had one.
     """

@@ -291,7 +291,8 @@ class ResponseStreams:
         if etype in ("response.output_item.added", "response.output_item.done"):
             return self._on_item(t, etype.endswith(".done"), ev, seq, key)
         if etype == "error":
-            error = {k: clip(ev.get(k), 4) for k in ("code", "message", "param")}
+            body = ev["error"] if isinstance(ev.get("error"), dict) else ev  # the WebSocket mode nests it
+            error = {k: clip(body.get(k), 4) for k in ("code", "message", "param")}
             if len(self.errors) < MAX_ERRORS:
                 self.errors.append((seq, t, error))
             resp = self._latest.get(key)

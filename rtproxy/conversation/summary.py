@@ -259,10 +259,17 @@ def _live(session: Mapping[str, Any] | None, frames: Sequence[Frame]) -> Summary
     return result
 
 
+def _responses(session: Mapping[str, Any] | None, frames: Sequence[Frame]) -> Summary:
+    from .responses_ws import summarize_responses
+
+    return summarize_responses(frames, dict(session) if session is not None else None)
+
+
 #: The summarizer of each API: one line per API.
 SUMMARIZERS: dict[str, Summarizer] = {
     Api.REALTIME.value: _realtime,
     Api.LIVE.value: _live,
+    Api.RESPONSES.value: _responses,
 }
 
 

@@ -1,12 +1,14 @@
 """Replay's per-API trigger rules, registered in one place (as :mod:`rtproxy.protocols` registers its APIs).
 
-Each API is one module (:mod:`.realtime`, :mod:`.live`) with the same names: ``API``; ``AUDIO_APPEND`` (the client
-event that streams input audio); ``AUDIO_STREAM`` (False: a run of appends is one step, as Realtime's buffer is
-committed in turns; True: the input audio is a position on the session's timeline that runs under the client's
-commands, as in a full-duplex Live session); ``TURN_ENDS`` (client events that end a turn, for ``loose``);
-``client_ids(event)`` (the values a client event carries that the client made itself, in a fixed order, so the
-recording's and this run's line up); ``error_event(number, message, client_event_id)`` (the API's own ``error``
-event telling the client of a mismatch). A new API is a module and one line in :data:`MODULES`.
+Each API is one module (:mod:`.realtime`, :mod:`.live`, :mod:`.responses`) with the same names: ``API``;
+``AUDIO_APPEND`` (the client event that streams input audio); ``AUDIO_STREAM`` (False: a run of appends is one
+step, as Realtime's buffer is committed in turns; True: the input audio is a position on the session's timeline
+that runs under the client's commands, as in a full-duplex Live session); ``TURN_ENDS`` (client events that end
+a turn, for ``loose``); ``client_ids(event)`` (the values a client event carries that the client made itself, in
+a fixed order, the first naming the event, so the recording's and this run's line up);
+``error_event(number, message, client_event_id)`` (the API's own ``error`` event telling the client of a
+mismatch); optionally ``compared(event, policy)`` (the part of a payload ``ordered`` and ``strict`` compare, for
+an API whose ``ordered`` compares more than the type). A new API is a module and one line in :data:`MODULES`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..protocols import Api, classify_handshake
-from . import live, realtime
+from . import live, realtime, responses
 
 
 class TriggerRules(Protocol):
@@ -30,9 +32,9 @@ class TriggerRules(Protocol):
     def error_event(self, number: int, message: str, client_event_id: Any) -> dict[str, Any]: ...
 
 
-#: The APIs replay knows the rules of; any other (Responses, unknown) is played by Realtime's (a reply follows
+#: The APIs replay knows the rules of; any other (unknown) is played by Realtime's (a reply follows
 #: the latest client event).
-MODULES: tuple[TriggerRules, ...] = (realtime, live)
+MODULES: tuple[TriggerRules, ...] = (realtime, live, responses)
 _BY_API: dict[str, TriggerRules] = {m.API: m for m in MODULES}
 DEFAULT: TriggerRules = realtime
 

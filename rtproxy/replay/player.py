@@ -70,6 +70,11 @@ class Player:
         self.floor = 0  # streamed audio: the recorded position the client's commands have reached
         self.gated: deque[Reply] = deque()  # streamed audio: replies released, waiting for their audio
         self.ids: dict[str, str] = {}  # recorded client-made id -> this run's
+        lane_of = getattr(script.rules, "lane", None)  # an API whose requests run on lanes (Responses' stream_id)
+        lanes = {lane_of(s.event) for s in script.steps} if lane_of is not None else set()
+        self.lane_of = lane_of if lanes - {None} else None
+        self.recorded_lanes = lanes
+        self.lane_map: dict[str | None, str | None] = {}  # this run's lane -> the recording's
 
     @property
     def finished(self) -> bool:
@@ -96,18 +101,29 @@ class Player:
             return self._append(event, t)
         out = self._end_run(t)
         self.absorbing = None
-        j = self._find(kind)
+        j = self._find(kind) if self.lane_of is None else self._find_on_lane(kind, event)
         if j is None:
             return out + self._unexpected(kind, event, t)
         out += self._skip_to(j, kind, event, t)
         step = self.script.steps[j]
         self._learn_ids(step.event, event)
-        if self.policy == "strict" and step.event is not None and event is not None:
-            diffs = differences(normalise(step.event), normalise(self._as_recorded(event, data)))
+        compare = getattr(self.rules, "compared", None)  # an API whose `ordered` compares part of the payload
+        checked = self.policy == "strict" or (self.policy == "ordered" and compare is not None)
+        if checked and step.event is not None and event is not None:
+            expected, got = step.event, self._as_recorded(event, data)
+            if compare is not None and isinstance(got, dict):
+                expected, got = compare(expected, self.policy), compare(got, self.policy)
+            diffs = differences(normalise(expected), normalise(got))
             if diffs:
                 out += self._mismatch(
                     Mismatch(
-                        "payload", f"{kind}: payload differs from the recording", t, j, step.summary(), event, diffs
+                        "payload",
+                        f"{kind}: payload differs from the recording ({diffs[0]})",
+                        t,
+                        j,
+                        step.summary(),
+                        event,
+                        diffs,
                     ),
                     event,
                 )
@@ -166,11 +182,45 @@ class Player:
         steps = self.script.steps
         return next((i for i in self._candidates() if steps[i].type == kind), None)
 
+    def _find_on_lane(self, kind: str, event: dict[str, Any] | None) -> int | None:
+        """With lanes: the next pending step of this type on the recorded lane this run's lane stands for (a lane
+        met for the first time stands for the first recorded lane not yet claimed that has such a step)."""
+        assert self.lane_of is not None
+        lane_of, steps = self.lane_of, self.script.steps
+        mine = lane_of(event)
+        if mine not in self.lane_map:
+            claimed = set(self.lane_map.values())
+            if mine in self.recorded_lanes and mine not in claimed:
+                self.lane_map[mine] = mine
+            else:
+                free = (
+                    lane_of(steps[i].event)
+                    for i in range(len(steps))
+                    if self.state[i] == PENDING and steps[i].type == kind and lane_of(steps[i].event) not in claimed
+                )
+                self.lane_map[mine] = next(free, mine)
+        recorded = self.lane_map[mine]
+        return next(
+            (
+                i
+                for i in range(len(steps))
+                if self.state[i] == PENDING and steps[i].type == kind and lane_of(steps[i].event) == recorded
+            ),
+            None,
+        )
+
     def _skip_to(self, j: int, kind: str, event: dict[str, Any] | None, t: float) -> list[Send]:
-        """Ordered and strict: the steps jumped over are missing."""
-        if self.policy == "loose" or j <= self.frontier:
+        """Ordered and strict: the steps jumped over are missing (with lanes: those of the same lane)."""
+        if self.policy == "loose" or (j <= self.frontier and self.lane_of is None):
             return []
-        skipped = [i for i in range(self.frontier, j) if self.state[i] == PENDING]
+        if self.lane_of is not None:
+            on = self.lane_of(self.script.steps[j].event)
+            steps = self.script.steps
+            skipped = [i for i in range(j) if self.state[i] == PENDING and self.lane_of(steps[i].event) == on]
+            if not skipped:
+                return []
+        else:
+            skipped = [i for i in range(self.frontier, j) if self.state[i] == PENDING]
         for i in skipped:
             self.state[i] = MISSED
         self.pending -= len(skipped)
@@ -356,7 +406,8 @@ class Player:
         self.report.mismatches.append(m)
         self.report.errors_sent += 1
         self._errors += 1
-        error = self.rules.error_event(self._errors, m.message, (event or {}).get("event_id"))
+        ids = self.rules.client_ids(event) if event is not None else []  # the first names the event
+        error = self.rules.error_event(self._errors, m.message, ids[0] if ids else None)
         return [Send(orjson.dumps(error).decode())]
 
 

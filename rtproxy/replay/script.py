@@ -186,7 +186,9 @@ def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = No
         }
     if open_ is not None:
         steps.append(Step(**open_, replies=tuple(replies)))
-    script = Script(tuple(greeting), tuple(steps), dict(session or {}), source, rules, total)
+    regroup = getattr(rules, "regroup", None)  # an API whose replies belong to a request other than the latest
+    grouped = regroup(steps) if regroup is not None else tuple(steps)
+    script = Script(tuple(greeting), grouped, dict(session or {}), source, rules, total)
     if script.server_events == 0:
         raise ReplayError(f"{source}: no server events to replay")
     return tag_client_ids(script)

@@ -18,11 +18,13 @@ from textual.message import Message
 from ..conversation.audio import note_speech_started
 from ..conversation.live import LiveSession
 from ..conversation.realtime import Conversation
+from ..conversation.responses_ws import ResponsesSession
 from ..errors import RtproxyError
 from ..store import Store
 from . import data
 from .live_views import LiveViewBuilder
 from .messages import ConversationChanged, EventsAppended, LiveChanged, LoadFailed, SessionLoaded
+from .responses_views import ResponsesViewBuilder
 from .views import ConversationView, ViewBuilder
 
 #: Post a conversation snapshot at most this often while a big session loads (seconds).
@@ -38,13 +40,15 @@ class SessionFeed:
         self.db = db
         self.session_id = session_id
         self.poll_interval = poll_interval
-        self.conversation: Conversation | LiveSession = Conversation(keep_audio=True)  # a LiveSession for GPT-Live
+        #: the reducer: a LiveSession for GPT-Live, a ResponsesSession for the Responses WebSocket mode
+        self.conversation: Conversation | LiveSession | ResponsesSession = Conversation(keep_audio=True)
         self.speech_started: dict[str, float] = {}  # for barge-ins in the conversation export
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.index_shown = threading.Event()  # set by the screen once the index is on screen
         self.builder = ViewBuilder()
         self.live_builder = LiveViewBuilder()
+        self.responses_builder = ResponsesViewBuilder()
         self.index_seq = -1
         self.conv_seq = -1
         self._summary_at = 0.0
@@ -62,6 +66,9 @@ class SessionFeed:
             if summary.dialect.startswith("live") and not isinstance(self.conversation, LiveSession):
                 with self.lock:
                     self.conversation = LiveSession(keep_audio=True)
+            if summary.dialect.startswith("responses") and not isinstance(self.conversation, ResponsesSession):
+                with self.lock:
+                    self.conversation = ResponsesSession()
             post(SessionLoaded(summary))
             live = summary.live
             if live:
@@ -110,6 +117,8 @@ class SessionFeed:
         conv = self.conversation
         if isinstance(conv, LiveSession):
             return self.live_builder.build(conv)
+        if isinstance(conv, ResponsesSession):
+            return self.responses_builder.build(conv)
         return self.builder.build(conv)
 
     def poll(self, store: Store, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..conversation import audio
 from ..conversation.live import LiveSession
 from ..conversation.realtime import Conversation
+from ..conversation.responses_ws import ResponsesSession
 
 PLAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aplay", ("-q",)),
@@ -105,7 +106,7 @@ class Outcome:
 class AudioJob:
     """Play or export audio of a reducer that another thread may be feeding (hence the lock)."""
 
-    conversation: Conversation | LiveSession
+    conversation: Conversation | LiveSession | ResponsesSession
     lock: threading.Lock
     session_id: str
     directory: Path
@@ -116,6 +117,8 @@ class AudioJob:
         """``what``: ``play`` or ``export`` (the item), or ``conversation`` (the stereo WAV)."""
         if isinstance(self.conversation, LiveSession):
             return self._run_live(self.conversation, what, item_id)
+        if isinstance(self.conversation, ResponsesSession):
+            return Outcome("a Responses WebSocket session has no audio", True)
         try:
             with self.lock:
                 if what == "conversation":
