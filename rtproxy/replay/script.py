@@ -46,13 +46,15 @@ import orjson
 from ..conversation.model import MAX_DEPTH, clip
 from ..errors import ReplayError
 from ..protocols.wire import Direction, Frame, skeleton
-from .apis import TriggerRules, rules_for
+from .apis import TriggerRules, causes_for, rules_for
 
 POLICIES = ("strict", "ordered", "loose")
 #: Realtime's input audio event and the client events that end its turns (each API's are in its rules).
 AUDIO_APPEND = "input_audio_buffer.append"
 TURN_ENDS = frozenset({"response.create", "input_audio_buffer.commit"})
 BINARY, TEXT = "<binary frame>", "<text frame>"
+#: A mismatch lists at most this many differing fields, and the last this many events matched before it.
+MAX_DETAILS, MAX_PREVIOUS = 12, 3
 #: At most this many client-made ids are learnt from a recording (each a string of at most MAX_ID characters).
 MAX_IDS, MAX_ID = 4096, 256
 
@@ -104,6 +106,7 @@ class Step:
     audio_bytes: int = 0
     appends: int = 0
     at_bytes: int = 0  # streamed audio (Live): what the client had streamed when it sent this command
+    starts_burst: bool = True  # a server event was recorded between the client event before and this one
 
     def summary(self) -> dict[str, Any]:
         """The expected event as a report shows it."""
@@ -136,25 +139,36 @@ class Script:
         return code, str(self.session.get("server_close_reason") or "")
 
     def turn_end(self, index: int) -> int:
-        """Index of the step that ends the turn `index` is in (the last step if none)."""
-        for j in range(index, len(self.steps)):
-            if self.steps[j].type in self.rules.TURN_ENDS:
-                return j
-        return len(self.steps) - 1
+        """Index of the step that ends the turn `index` is in (the last step if none): the first turn-ending
+        event from `index` on, and the rest of its burst (the client events sent with it, before any answer)."""
+        steps = self.steps
+        j = next((j for j in range(index, len(steps)) if steps[j].type in self.rules.TURN_ENDS), len(steps) - 1)
+        while j + 1 < len(steps) and not steps[j + 1].starts_burst:
+            j += 1
+        return j
 
 
 def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = None, source: str = "<memory>") -> Script:
     """The script of a recording's frames, by its API's rules; ReplayError if it has nothing to replay."""
     rules = rules_for(session)
     audio_type, streamed = rules.AUDIO_APPEND, rules.AUDIO_STREAM
+    causes = causes_for(rules)
     greeting: list[Reply] = []
-    steps: list[Step] = []
-    open_: dict[str, Any] | None = None  # the step being built
-    replies: list[Reply] = greeting
+    built: list[dict[str, Any]] = []  # the steps, their replies still growing
     trigger_t, at_bytes, total = 0.0, 0, 0
+    heard = False  # a server frame was recorded since the latest client step (it starts a new burst)
     for frame in frames:
         if frame.direction is Direction.SERVER:
-            replies.append(Reply(frame.data, max(0.0, frame.t - trigger_t), total if streamed else at_bytes))
+            heard = True
+            cause = causes.server(classify(frame.data)[1] if isinstance(frame.data, str) else None)
+            if cause is None or not built:
+                greeting.append(Reply(frame.data, max(0.0, frame.t - trigger_t), total if streamed else at_bytes))
+                continue
+            step = built[min(cause, len(built) - 1)]
+            latest = step is built[-1]
+            since = trigger_t if latest else step["t"]
+            gate = total if streamed else (at_bytes if latest else step["audio_bytes"])
+            step["replies"].append(Reply(frame.data, max(0.0, frame.t - since), gate))
             continue
         kind, event = classify(frame.data)
         trigger_t = frame.t
@@ -163,6 +177,7 @@ def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = No
             total += n
             if streamed:
                 continue
+            open_ = built[-1] if built else None
             if open_ is not None and open_["type"] == audio_type:
                 open_["audio_bytes"] += n
                 open_["appends"] += 1
@@ -171,22 +186,24 @@ def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = No
             event = None
         else:
             n = 0
-        if open_ is not None:
-            steps.append(Step(**open_, replies=tuple(replies)))
-        replies = []
         at_bytes = n
-        open_ = {
-            "index": len(steps),
-            "type": kind,
-            "t": frame.t,
-            "event": event,
-            "audio_bytes": n,
-            "appends": 1 if kind == audio_type else 0,
-            "at_bytes": total - n,
-        }
-    if open_ is not None:
-        steps.append(Step(**open_, replies=tuple(replies)))
-    script = Script(tuple(greeting), tuple(steps), dict(session or {}), source, rules, total)
+        built.append(
+            {
+                "index": len(built),
+                "type": kind,
+                "t": frame.t,
+                "event": event,
+                "audio_bytes": n,
+                "appends": 1 if kind == audio_type else 0,
+                "at_bytes": total - n,
+                "starts_burst": heard or not built,
+                "replies": [],
+            }
+        )
+        causes.client(len(built) - 1, kind, event)
+        heard = False
+    steps = tuple(Step(**{k: v for k, v in b.items() if k != "replies"}, replies=tuple(b["replies"])) for b in built)
+    script = Script(tuple(greeting), steps, dict(session or {}), source, rules, total)
     if script.server_events == 0:
         raise ReplayError(f"{source}: no server events to replay")
     return tag_client_ids(script)
@@ -326,12 +343,17 @@ def _short(value: Any, width: int = 60) -> str:
 
 @dataclass
 class Mismatch:
-    """One way the client departed from the script.
+    """One way the client departed from the script, as a failing assertion shows it.
 
     kind: ``unexpected`` (an event the script did not expect next), ``missing``
-    (recorded events the client skipped), ``payload`` (strict: same type, other
-    content), ``audio`` (strict: other total audio length), ``after_end`` (an
-    event after the script ended), ``closed_early`` (the client left before it ended).
+    (recorded events the client skipped), ``reordered`` (ordered, strict: the
+    skipped events came after all, in another order), ``payload`` (strict: same
+    type, other content), ``audio`` (strict: other total audio length),
+    ``after_end`` (an event after the script ended), ``closed_early`` (the
+    client left before it ended). ``details`` are the paths of the fields that
+    differ between ``expected`` and ``received`` (volatile fields dropped,
+    base64 audio as its length); ``previous`` the events matched just before;
+    ``next`` what the replay did about it.
     """
 
     kind: str
@@ -342,6 +364,10 @@ class Mismatch:
     received: dict[str, Any] | None = None
     details: list[str] = field(default_factory=list)
     count: int = 1
+    previous: list[dict[str, Any]] = field(default_factory=list)
+    next: str = ""
+    skipped: list[int] = field(default_factory=list)  # missing/reordered: the steps jumped over
+    connection: int = 0  # set by the report: the connection it happened on
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -349,11 +375,47 @@ class Mismatch:
             "message": self.message,
             "t": round(self.t, 6),
             "turn": self.step,
-            "expected": clip(self.expected),  # events from the wire may nest past what orjson writes
-            "received": clip(self.received),
+            "expected": clip(shown(self.expected)),  # events from the wire may nest past what orjson writes
+            "received": clip(shown(self.received)),
             "details": self.details,
+            "previous": [clip(shown(p)) for p in self.previous],
+            "next": self.next,
             "count": self.count,
         }
+
+    def format(self, number: int) -> list[str]:
+        """The mismatch as lines of a failure report: what, expected, received, the fields that differ, the
+        events before, and what the replay did."""
+        turn = f", turn {self.step + 1}" if self.step is not None else ""
+        lines = [f"#{number} at {self.t:.3f} s{turn}: {self.message} [{self.kind}]"]
+        if self.expected is not None:
+            lines.append(f"   expected: {_short(shown(self.expected), 160)}")
+        if self.received is not None:
+            lines.append(f"   received: {_short(shown(self.received), 160)}")
+        if self.details:
+            lines.append("   differences:")
+            lines += [f"     {d}" for d in self.details]
+        if self.previous:
+            lines.append("   after: " + ", ".join(_short(p.get("type"), 60) for p in self.previous))
+        if self.next:
+            lines.append(f"   replay: {self.next}")
+        return lines
+
+
+def shown(value: Any, depth: int = MAX_DEPTH) -> Any:
+    """An event as a report shows it: base64 audio as its length, all else as it was."""
+    if isinstance(value, dict) and depth > 0:
+        return {
+            k: (
+                f"<{b64_len(v)} bytes of base64 audio>"
+                if k in ("audio", "delta") and isinstance(v, str) and len(v) > 64
+                else shown(v, depth - 1)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list) and depth > 0:
+        return [shown(v, depth - 1) for v in value]
+    return value
 
 
 @dataclass
@@ -370,6 +432,8 @@ class ConnectionReport:
     closed: bool = False
     close_code: int | None = None
     mismatches: list[Mismatch] = field(default_factory=list)
+    recorded: int | None = None  # the recorded connection it was served (1-based; None: none was left)
+    server_close: int | None = None  # the close code the replay sent (or 1006: dropped), as recorded
 
     @property
     def ok(self) -> bool:
@@ -387,6 +451,8 @@ class ConnectionReport:
             "duration": round(self.duration, 6),
             "closed": self.closed,
             "close_code": self.close_code,
+            "recorded": self.recorded,
+            "server_close": self.server_close,
             "ok": self.ok,
             "mismatches": [m.to_json() for m in self.mismatches],
         }
@@ -431,8 +497,10 @@ class Report:
                 f"  connection {c.number} {c.path or '/'}: {c.turns_played}/{c.turns_total} turns played, "
                 f"{c.events_sent} events sent, {c.events_received} received, {verdict}"
             )
+            if c.recorded is not None and c.recorded != c.number:
+                lines[-1] += f" (recorded connection {c.recorded})"
+            if c.server_close is not None:
+                lines[-1] += f"; closed by the replay with {c.server_close}, as recorded"
             for i, m in enumerate(c.mismatches, 1):
-                turn = f", turn {m.step + 1}" if m.step is not None else ""
-                lines.append(f"    #{i} at {m.t:.3f} s{turn}: {m.message}")
-                lines += [f"       {d}" for d in m.details]
+                lines += ["    " + line for line in m.format(i)]
         return "\n".join(lines)
