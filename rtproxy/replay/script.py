@@ -130,11 +130,12 @@ class Script:
 
     @property
     def server_close(self) -> tuple[int, str] | None:
-        """(code, reason) if the recorded server closed the connection itself after the last turn."""
+        """(code, reason) if the recorded server closed the connection itself after the last turn (1006: it
+        dropped the connection without a close frame)."""
         code = self.session.get("server_close_code")
         if self.session.get("closed_by") != "upstream" or not isinstance(code, int):
             return None
-        if not (1000 <= code < 5000) or code in (1004, 1005, 1006, 1015):
+        if not (1000 <= code < 5000) or code in (1004, 1005, 1015):
             return None
         return code, str(self.session.get("server_close_reason") or "")
 
@@ -148,8 +149,11 @@ class Script:
         return j
 
 
-def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = None, source: str = "<memory>") -> Script:
-    """The script of a recording's frames, by its API's rules; ReplayError if it has nothing to replay."""
+def build_script(
+    frames: Iterable[Frame], *, session: dict[str, Any] | None = None, source: str = "<memory>", empty_ok: bool = False
+) -> Script:
+    """The script of a recording's frames, by its API's rules; ReplayError if it has nothing to replay (unless
+    `empty_ok`: one connection of several may have had no answer)."""
     rules = rules_for(session)
     audio_type, streamed = rules.AUDIO_APPEND, rules.AUDIO_STREAM
     causes = causes_for(rules)
@@ -204,7 +208,7 @@ def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = No
         heard = False
     steps = tuple(Step(**{k: v for k, v in b.items() if k != "replies"}, replies=tuple(b["replies"])) for b in built)
     script = Script(tuple(greeting), steps, dict(session or {}), source, rules, total)
-    if script.server_events == 0:
+    if script.server_events == 0 and not empty_ok:
         raise ReplayError(f"{source}: no server events to replay")
     return tag_client_ids(script)
 
@@ -465,14 +469,23 @@ class Report:
     pace: str = "instant"
     speed: float = 1.0
     connections: list[ConnectionReport] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)  # path and query of each recorded connection
 
     @property
     def mismatches(self) -> list[Mismatch]:
         return [m for c in self.connections for m in c.mismatches]
 
     @property
+    def unserved(self) -> list[int]:
+        """Recorded connections (1-based) no client opened, when the recording has several."""
+        if len(self.recorded) <= 1:
+            return []
+        served = {c.recorded for c in self.connections}
+        return [k for k in range(1, len(self.recorded) + 1) if k not in served]
+
+    @property
     def ok(self) -> bool:
-        return not self.mismatches
+        return not self.mismatches and not self.unserved
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -482,6 +495,8 @@ class Report:
             "speed": self.speed,
             "ok": self.ok,
             "mismatches": len(self.mismatches),
+            "recorded_connections": len(self.recorded) or 1,
+            "unserved": self.unserved,
             "connections": [c.to_json() for c in self.connections],
         }
 
@@ -497,10 +512,12 @@ class Report:
                 f"  connection {c.number} {c.path or '/'}: {c.turns_played}/{c.turns_total} turns played, "
                 f"{c.events_sent} events sent, {c.events_received} received, {verdict}"
             )
-            if c.recorded is not None and c.recorded != c.number:
+            if len(self.recorded) > 1 and c.recorded is not None and c.recorded != c.number:
                 lines[-1] += f" (recorded connection {c.recorded})"
             if c.server_close is not None:
                 lines[-1] += f"; closed by the replay with {c.server_close}, as recorded"
             for i, m in enumerate(c.mismatches, 1):
                 lines += ["    " + line for line in m.format(i)]
+        for k in self.unserved:
+            lines.append(f"  recorded connection {k} {self.recorded[k - 1] or '/'}: never opened")
         return "\n".join(lines)
