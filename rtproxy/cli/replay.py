@@ -31,7 +31,6 @@ async def _serve(
     from ..replay.server import ReplayServer, start
 
     server = ReplayServer(scripts, policy=match, pace=pace, speed=speed)
-    script = server.script
     ssl_ctx = None
     if tls:
         from ..record.tls import server_context
@@ -44,7 +43,7 @@ async def _serve(
     scheme = "wss" if tls else "ws"
     shown = f"[{host}]" if ":" in host else host
     base = f"{scheme}://{shown}:{bound}"
-    _say(f"rtproxy: replaying {script.source} on {base} (websocket_base_url={base}/v1)")
+    _say(f"rtproxy: replaying {server.report.source} on {base} (websocket_base_url={base}/v1)")
     n = len(scripts)
     _say(
         (f"rtproxy: {n} recorded connections, " if n > 1 else "rtproxy: ")
