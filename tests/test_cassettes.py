@@ -17,7 +17,10 @@ from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import iter_recording, read_connections, read_recording, write_connections, write_recording
 from rtproxy.replay.server import ReplayServer, load_scripts, start
 from tests.conftest import make_key, rtproxy_exe
+from tests.test_pytest_plugin import QUIET, inner, threaded_upstream
 from tests.test_replay_server import ReplayProcess, spawn_replay
+
+__all__ = ["inner"]  # the pytester fixture this module's plugin test uses
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -269,3 +272,36 @@ async def test_replay_once_serves_every_recorded_connection_then_exits(
     assert "connection 2 /v1/realtime?model=gpt-realtime: 2/2 turns played" in out
     report = orjson.loads((tmp_path / "r.json").read_bytes())
     assert report["recorded_connections"] == 2 and [c["recorded"] for c in report["connections"]] == [1, 2]
+
+
+# --- the pytest plugin ------------------------------------------------------------------------------
+
+TWO_CALLS = """
+from client import turn
+
+def test_calls(rtproxy_replay):
+    replay = rtproxy_replay("cassettes/calls.jsonl")
+    for _ in range({calls}):
+        assert turn(replay.url)[-1] == "response.done"
+"""
+
+
+def test_the_plugin_records_every_connection_into_its_cassette_and_replays_them_in_order(
+    inner: pytest.Pytester,
+) -> None:
+    """Under --rtproxy-record-mode=once a test that opens two connections gets both in its one cassette; the
+    replay run serves both offline; a changed test that opens only one fails, naming the connection it skipped."""
+    inner.makepyfile(test_it=TWO_CALLS.format(calls=2))
+    target = inner.path / "cassettes" / "calls.jsonl"
+    with threaded_upstream() as up:
+        args = (*QUIET, f"--rtproxy-upstream={up.url}")
+        inner.runpytest(*args, "--rtproxy-record-mode=once").assert_outcomes(passed=1)
+        assert len(up.connections) == 2
+        assert [c.session["status"] for c in read_connections(target)] == ["closed", "closed"]
+        inner.runpytest(*args).assert_outcomes(passed=1)
+        assert len(up.connections) == 2  # replayed, not recorded again
+        inner.makepyfile(test_it=TWO_CALLS.format(calls=1))
+        result = inner.runpytest(*args)
+        result.assert_outcomes(failed=1)
+        assert "recorded connection 2 /v1/realtime?model=gpt-realtime: never opened" in result.stdout.str()
+        assert len(up.connections) == 2
