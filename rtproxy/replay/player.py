@@ -219,7 +219,7 @@ class Player:
         m = self.missed.pop(j)
         self.state[j] = PLAYED
         self.report.turns_played += 1
-        self.matched.append(self.script.steps[j].summary())
+        self.matched.append({"turn": j + 1, "event": self.script.steps[j].summary()})
         if any(i in self.missed for i in m.skipped):
             return
         recorded = [self.script.steps[i].type for i in m.skipped]
@@ -231,7 +231,7 @@ class Player:
         m.next = "played every event with its recorded replies as it came (the error event was sent at the first)"
 
     def _play(self, j: int) -> None:
-        self.matched.append(self.script.steps[j].summary())
+        self.matched.append({"turn": j + 1, "event": self.script.steps[j].summary()})
         self.state[j] = PLAYED
         self.pending -= 1
         if j < self.frontier:

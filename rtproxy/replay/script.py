@@ -368,7 +368,7 @@ class Mismatch:
     received: dict[str, Any] | None = None
     details: list[str] = field(default_factory=list)
     count: int = 1
-    previous: list[dict[str, Any]] = field(default_factory=list)
+    previous: list[dict[str, Any]] = field(default_factory=list)  # {"turn": n, "event": {...}}, oldest first
     next: str = ""
     skipped: list[int] = field(default_factory=list)  # missing/reordered: the steps jumped over
     connection: int = 0  # set by the report: the connection it happened on
@@ -382,7 +382,7 @@ class Mismatch:
             "expected": clip(shown(self.expected)),  # events from the wire may nest past what orjson writes
             "received": clip(shown(self.received)),
             "details": self.details,
-            "previous": [clip(shown(p)) for p in self.previous],
+            "previous": [{"turn": p.get("turn"), "event": clip(shown(p.get("event")))} for p in self.previous],
             "next": self.next,
             "count": self.count,
         }
@@ -400,10 +400,16 @@ class Mismatch:
             lines.append("   differences:")
             lines += [f"     {d}" for d in self.details]
         if self.previous:
-            lines.append("   after: " + ", ".join(_short(p.get("type"), 60) for p in self.previous))
+            lines.append("   after: " + ", ".join(_after(p) for p in self.previous))
         if self.next:
             lines.append(f"   replay: {self.next}")
         return lines
+
+
+def _after(previous: dict[str, Any]) -> str:
+    event = previous.get("event")
+    kind = event.get("type") if isinstance(event, dict) else None
+    return f"{kind if isinstance(kind, str) else '?'} (turn {previous.get('turn')})"
 
 
 def shown(value: Any, depth: int = MAX_DEPTH) -> Any:
