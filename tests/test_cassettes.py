@@ -305,3 +305,51 @@ def test_the_plugin_records_every_connection_into_its_cassette_and_replays_them_
         result.assert_outcomes(failed=1)
         assert "recorded connection 2 /v1/realtime?model=gpt-realtime: never opened" in result.stdout.str()
         assert len(up.connections) == 2
+
+
+RECONNECTING = """
+import asyncio, secrets
+from openai import AsyncOpenAI
+
+async def go(url):
+    client = AsyncOpenAI(api_key="sk-test-" + secrets.token_urlsafe(24), websocket_base_url=url)
+    codes, done = [], 0
+
+    def on_reconnecting(event):
+        codes.append(event.close_code)
+        return {"extra_query": {}}  # the scripted upstream's drop was asked for by the first query only
+
+    async with client.realtime.connect(
+        model="gpt-realtime", extra_query={"close_after": "2", "close_code": "1011"}, on_reconnecting=on_reconnecting
+    ) as conn:
+        async for event in conn:
+            if event.type == "session.created":
+                await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+                await conn.response.create()
+            elif event.type == "response.done":
+                done += 1
+                if len(codes) == 1:
+                    return codes, done
+
+def test_reconnects(rtproxy_replay):
+    replay = rtproxy_replay("cassettes/drop.jsonl")
+    codes, done = asyncio.run(asyncio.wait_for(go(replay.url), 20))
+    assert codes == [1011] and done == 2
+"""
+
+
+def test_a_drop_recorded_through_the_proxy_replays_as_the_same_drop_for_the_sdk(inner: pytest.Pytester) -> None:
+    """A test whose upstream closes its first connection with 1011 (the SDK reconnects) records both
+    connections, the first as closed by the upstream with 1011; replayed offline, the replay closes the first
+    the same way at the same point, the SDK reconnects again and the test passes without the upstream."""
+    inner.makepyfile(test_it=RECONNECTING)
+    target = inner.path / "cassettes" / "drop.jsonl"
+    with threaded_upstream() as up:
+        args = (*QUIET, f"--rtproxy-upstream={up.url}")
+        inner.runpytest(*args, "--rtproxy-record-mode=once").assert_outcomes(passed=1)
+        assert len(up.connections) == 2
+        first, second = (c.session for c in read_connections(target))
+        assert (first["closed_by"], first["server_close_code"]) == ("upstream", 1011)
+        assert "close_after=2" in first["query"] and "close_after" not in second["query"]
+        inner.runpytest(*args).assert_outcomes(passed=1)
+        assert len(up.connections) == 2

@@ -152,3 +152,23 @@ async def test_the_openai_sdk_is_served_in_every_order_of_the_burst(policy: str)
             assert kinds == (["reordered"] if changed else []), (order, server.report.format())
             assert seen.count("error") == (1 if changed else 0), order
             assert seen.index("response.created") < seen.index("response.done"), order
+
+
+def test_live_server_events_belong_to_the_command_whose_id_they_echo() -> None:
+    """GPT-Live: an event echoing a command's event_id as client_event_id (or error.client_event_id) belongs to
+    that command, even when later commands came between; others keep the latest command before them."""
+    spec = [
+        (0.0, "server", {"type": "session.created"}),
+        (0.1, "client", {"type": "session.update", "event_id": "cmd_a", "session": {}}),
+        (0.2, "client", {"type": "response.create", "event_id": "cmd_b"}),
+        (0.3, "server", {"type": "session.updated", "client_event_id": "cmd_a"}),
+        (0.4, "server", {"type": "error", "error": {"client_event_id": "cmd_a", "message": "no"}}),
+        (0.5, "server", {"type": "response.created", "client_event_id": "cmd_b"}),
+        (0.6, "server", {"type": "session.usage.updated"}),
+    ]
+    frames = [Frame(i, t, Direction(d), orjson.dumps(e).decode()) for i, (t, d, e) in enumerate(spec)]
+    script = build_script(frames, session={"api": "live", "path": "/v1/live"})
+    assert reply_types(script) == {
+        "session.update": ["session.updated", "error"],
+        "response.create": ["response.created", "session.usage.updated"],
+    }
