@@ -2,9 +2,15 @@
 
 
 The server events before the first client event are the *greeting*; every
-later server event is a *reply* to the latest client event recorded before it
-(its trigger). Input audio is matched by its total length rather than by
-chunking, in one of two ways the API's rules (:mod:`rtproxy.replay.apis`)
+later server event is a reply to the client event that caused it (its
+trigger), by what the API's protocol says causes what (the rules'
+``new_causes()``, :mod:`rtproxy.replay.apis`): Realtime's ``response.*`` events
+belong to the ``response.create`` that started the response,
+``session.updated`` to its ``session.update``, an ``error`` to the event it
+names…; where nothing better is known, to the latest client event before it.
+Client events recorded with no server event between them are a *burst*: a
+client may send them in another order on replay. Input audio is matched by its
+total length rather than by chunking, in one of two ways the API's rules
 choose. Realtime: a run of consecutive ``input_audio_buffer.append`` events is
 one step; a reply recorded in the middle of a run (server VAD) is sent once the
 client has appended as much audio as had been appended when it was recorded.
@@ -19,19 +25,24 @@ reply that carries them, so clients that correlate by their own ids work.
 
 :class:`Player` is one connection's state machine, h11-style: ``start()``
 and ``receive(data, t)`` return the frames to send (with their delays for
-``recorded`` pacing); nothing here touches a socket. Match policies:
+``recorded`` pacing); nothing here touches a socket. A turn ends with a
+turn-ending client event (``response.create``, ``input_audio_buffer.commit``)
+and the rest of its burst. Match policies:
 
 ``ordered`` (default)
     each client event must have the type of the next recorded one. An extra
     event is *unexpected* (the script waits); an event found further on in the
-    same turn marks the ones it jumped over *missing* (their replies are not sent).
+    same turn marks the ones it jumped over *missing* (an error event tells the
+    client; their replies are not sent). A skipped event that still comes
+    before the client has left that turn is played with its replies, and once
+    all the skipped ones have come the mismatch becomes *reordered*: a client
+    that reorders a burst is reported but never left waiting.
 ``strict``
     as ``ordered``, and the payloads must be equal once volatile fields are
     dropped (``event_id``, client-made item ids, audio compared by length).
 ``loose``
     client events may arrive in any order within the current turn and the
-    next (a turn ends with ``response.create`` or ``input_audio_buffer.commit``);
-    a step jumped over stays pending until its event comes.
+    next; a step jumped over stays pending until its event comes.
 """
 
 from __future__ import annotations
