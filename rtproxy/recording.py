@@ -130,10 +130,19 @@ def write_recording(target: str | Path | IO[bytes], session: dict[str, Any], fra
 
 
 def write_connections(
-    target: str | Path | IO[bytes], connections: Sequence[tuple[dict[str, Any], Iterable[Frame]]]
+    target: str | Path | IO[bytes],
+    connections: Iterable[tuple[dict[str, Any], Iterable[Frame]]],
+    *,
+    several: bool | None = None,
 ) -> int:
-    """Write a recording of several connections, in order (one header line each); the frames written."""
-    version = SINGLE_VERSION if len(connections) <= 1 else FORMAT_VERSION
+    """Write a recording of several connections, in order (one header line each); the frames written.
+
+    `connections` may be lazy (as :func:`iter_connections` gives them) if `several` says whether there is more
+    than one; else it must be a sequence."""
+    if several is None:
+        assert isinstance(connections, Sequence), "give several= with a lazy iterable of connections"
+        several = len(connections) > 1
+    version = FORMAT_VERSION if several else SINGLE_VERSION
     if not isinstance(target, str | Path):
         return _write(target, version, connections)
     path = str(target)
@@ -148,7 +157,7 @@ def write_connections(
     return n
 
 
-def _write(fh: IO[bytes], version: int, connections: Sequence[tuple[dict[str, Any], Iterable[Frame]]]) -> int:
+def _write(fh: IO[bytes], version: int, connections: Iterable[tuple[dict[str, Any], Iterable[Frame]]]) -> int:
     n = 0
     for session, frames in connections:
         header = orjson.dumps({"rtproxy": version, "session": session_header(session)})
@@ -252,6 +261,15 @@ class _Reader:
             seq += 1
             yield frame
         self.fh.close()
+
+
+def count_connections(path: str | Path) -> int:
+    """How many connections a recording holds, by its header lines (a quick scan; the readers check them)."""
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if b'"rtproxy"' in line[:24])  # a frame's line starts with "t"
+    except OSError:
+        return 0
 
 
 def read_recording(path: str | Path) -> Recording:

@@ -353,3 +353,44 @@ def test_a_drop_recorded_through_the_proxy_replays_as_the_same_drop_for_the_sdk(
         assert "close_after=2" in first["query"] and "close_after" not in second["query"]
         inner.runpytest(*args).assert_outcomes(passed=1)
         assert len(up.connections) == 2
+
+
+def test_redacting_a_file_of_several_connections_keeps_them_all(tmp_path: Path) -> None:
+    """`rtproxy redact FILE -o OUT` rewrites every connection, not only the first."""
+    path = two_connections(tmp_path / "two.jsonl")
+    done = run("redact", str(path), "-o", str(tmp_path / "out.jsonl"), db=tmp_path / "unused.db")
+    assert done.returncode == 0, done.stderr
+    out = read_connections(tmp_path / "out.jsonl")
+    assert [len(c.frames) for c in out] == [7, 7]
+    assert [c.session["id"][-6:] for c in out] == ["aaaaaa", "bbbbbb"]
+
+
+async def test_connections_are_matched_by_path_and_query_where_the_recorded_ones_differ(tmp_path: Path) -> None:
+    """Recorded connections for two models: a client that opens the second model's first gets its recording."""
+    path = tmp_path / "models.jsonl"
+    write_connections(
+        path,
+        [
+            (header("20261201-000000-aaaaaa", query="model=gpt-a"), turn("s1", "a")),
+            (header("20261201-000001-bbbbbb", query="model=gpt-b"), turn("s2", "b")),
+        ],
+    )
+    from openai import AsyncOpenAI
+
+    async def ask(url: str, model: str) -> str:
+        client = AsyncOpenAI(api_key=make_key(), websocket_base_url=url)
+        text = ""
+        async with asyncio.timeout(5), client.realtime.connect(model=model) as conn:
+            await conn.session.update(session={"type": "realtime"})
+            await conn.response.create()
+            async for event in conn:
+                if event.type == "response.output_text.delta":
+                    text += event.delta
+                if event.type == "response.done":
+                    return text
+        return text
+
+    async for server, url in served(path):
+        assert [await ask(url, "gpt-b"), await ask(url, "gpt-a")] == ["b", "a"]
+        await server.wait_closed(2, timeout=5)
+        assert server.report.ok and [c.recorded for c in server.report.connections] == [2, 1]

@@ -420,12 +420,10 @@ def import_(file: str, db: str) -> None:
 def _several(file: str) -> bool:
     """Whether a recording holds more than one connection; the whole file is checked (RecordingError names the
     bad line) so nothing of a bad file is imported."""
-    from ..recording import iter_connections
+    from ..recording import count_connections, iter_connections
 
-    with open(file, "rb") as fh:
-        next(fh, None)
-        if not any(b'"rtproxy"' in line[:24] for line in fh):  # a header line (a frame's starts with "t")
-            return False
+    if count_connections(file) <= 1:
+        return False
     n = 0
     for _, frames in iter_connections(file):
         n += 1
