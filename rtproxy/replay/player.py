@@ -270,13 +270,13 @@ class Player:
                 ),
                 event,
             )
-        exp = self.script.steps[nxt[0]]
+        exp = self.script.steps[next((i for i in nxt if self.state[i] == PENDING), nxt[0])]
         return self._mismatch(
             Mismatch(
                 "unexpected",
                 f"expected {exp.type}, got {kind}",
                 t,
-                nxt[0],
+                exp.index,
                 exp.summary(),
                 received,
                 next=f"sent an error event and ignored {kind}; the replay still waits for {exp.type}",

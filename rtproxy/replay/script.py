@@ -382,7 +382,6 @@ class Mismatch:
     previous: list[dict[str, Any]] = field(default_factory=list)  # {"turn": n, "event": {...}}, oldest first
     next: str = ""
     skipped: list[int] = field(default_factory=list)  # missing/reordered: the steps jumped over
-    connection: int = 0  # set by the report: the connection it happened on
 
     def to_json(self) -> dict[str, Any]:
         return {
