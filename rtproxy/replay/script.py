@@ -175,7 +175,7 @@ def build_script(
     for frame in frames:
         if frame.direction is Direction.SERVER:
             heard = True
-            cause = causes.server(classify(frame.data)[1] if isinstance(frame.data, str) else None)
+            cause = causes.server(classify(skeleton(frame.data))[1] if isinstance(frame.data, str) else None)
             if cause is None or not built:
                 greeting.append(Reply(frame.data, max(0.0, frame.t - trigger_t), total if streamed else at_bytes))
                 continue
