@@ -7,6 +7,7 @@ import asyncio
 import base64
 import itertools
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,8 +18,10 @@ from rtproxy.replay.player import Player
 from rtproxy.replay.script import Script, build_script
 from rtproxy.replay.server import ReplayServer, start
 from tests.conftest import make_key
+from tests.upstream import tone
 
 AUDIO = base64.b64encode(bytes(4800)).decode()
+TONE = base64.b64encode(tone(600)).decode()
 BURST = ("input_audio_buffer.commit", "response.create", "session.update")
 WANTED = {"input_audio_buffer.committed", "session.updated", "response.done"}
 
@@ -172,3 +175,62 @@ def test_live_server_events_belong_to_the_command_whose_id_they_echo() -> None:
         "session.update": ["session.updated", "error"],
         "response.create": ["response.created", "session.usage.updated"],
     }
+
+
+async def sdk_burst(url: str, order: tuple[str, ...]) -> list[str]:
+    """Audio, then the burst in `order`, with the real SDK; the event types received until all three are answered."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key=make_key(), websocket_base_url=url)
+    seen: list[str] = []
+    async with asyncio.timeout(10), client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.input_audio_buffer.append(audio=TONE)
+        for kind in order:
+            if kind == "input_audio_buffer.commit":
+                await conn.input_audio_buffer.commit()
+            elif kind == "response.create":
+                await conn.response.create()
+            else:
+                await conn.session.update(session={"type": "realtime", "instructions": "brief"})
+        async for event in conn:
+            seen.append(event.type)
+            if WANTED <= set(seen) or len(seen) > 500:
+                break
+    return seen
+
+
+async def test_a_burst_recorded_through_the_proxy_replays_in_every_order(tmp_path: Path) -> None:
+    """Recorded with the real SDK through the real proxy from the scripted upstream (commit, response.create and
+    session.update in one burst), the session replays under loose to the SDK sending the burst in each of its
+    six orders: every answer comes, no mismatch."""
+    from rtproxy.recording import write_recording
+    from rtproxy.replay.server import load_script
+    from rtproxy.store import Store
+    from tests.conftest import start_proxy
+    from tests.upstream import ScriptedUpstream
+
+    async with ScriptedUpstream(exact=True) as up:
+        running, runner = await start_proxy(tmp_path / "rt.db", up.url)
+        try:
+            recorded = await sdk_burst(running.ws_base, BURST)
+            (sid,) = await running.settle()
+        finally:
+            await running.proxy.shutdown()
+            await runner.cleanup()
+            running.recorder.close()
+    assert WANTED <= set(recorded)
+    with Store(tmp_path / "rt.db") as store:
+        write_recording(tmp_path / "burst.jsonl", store.session(sid), store.frames(sid))
+    script = load_script(tmp_path / "burst.jsonl")
+    assert [s.type for s in script.steps][-3:] == list(BURST)
+    for order in itertools.permutations(BURST):
+        server = ReplayServer(script, policy="loose")
+        runner, port = await start(server)
+        try:
+            seen = await sdk_burst(f"ws://127.0.0.1:{port}/v1", order)
+            await server.wait_closed(1, timeout=5)
+        finally:
+            await server.shutdown()
+            await runner.cleanup()
+        assert WANTED <= set(seen) and "error" not in seen, order
+        assert server.report.ok, (order, server.report.format())
