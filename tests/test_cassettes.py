@@ -394,3 +394,15 @@ async def test_connections_are_matched_by_path_and_query_where_the_recorded_ones
         assert [await ask(url, "gpt-b"), await ask(url, "gpt-a")] == ["b", "a"]
         await server.wait_closed(2, timeout=5)
         assert server.report.ok and [c.recorded for c in server.report.connections] == [2, 1]
+
+
+async def test_replay_of_several_sessions_of_a_database(tmp_path: Path, processes: list[ReplayProcess]) -> None:
+    """`rtproxy replay --session A --session B` serves the database's sessions as connections, in that order."""
+    db = tmp_path / "a.db"
+    imported = run("import", str(two_connections(tmp_path / "two.jsonl")), db=db)
+    first, second = imported.stdout.split()
+    p = spawn_replay(["--db", str(db), "--session", second, "--session", first, "--once"])
+    processes.append(p)
+    assert [await one_turn(p.base_url), await one_turn(p.base_url)] == ["two", "one"]
+    code, out, err = await asyncio.to_thread(p.wait)
+    assert code == 0, out + err

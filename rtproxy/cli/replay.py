@@ -78,7 +78,13 @@ async def _serve(
 @click.command()
 @click.argument("recording", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @db_option
-@click.option("--session", "session_ref", metavar="SESSION", help="Replay a session of --db instead of a file.")
+@click.option(
+    "--session",
+    "session_refs",
+    metavar="SESSION",
+    multiple=True,
+    help="Replay a session of --db instead of a file; repeat it to serve several connections in order.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -128,7 +134,7 @@ async def _serve(
 def replay(
     recording: Path | None,
     db: str,
-    session_ref: str | None,
+    session_refs: tuple[str, ...],
     host: str,
     port: int,
     pace: str,
@@ -157,10 +163,12 @@ def replay(
     """
     from ..replay.server import load_script_from_db, load_scripts
 
-    if (recording is None) == (session_ref is None):
+    if (recording is None) == (not session_refs):
         raise click.UsageError("give a RECORDING file or --session SESSION (with --db), not both")
     try:
-        scripts = load_scripts(recording) if recording is not None else [load_script_from_db(db, str(session_ref))]
+        scripts = (
+            load_scripts(recording) if recording is not None else [load_script_from_db(db, r) for r in session_refs]
+        )
     except RtproxyError as e:
         where = f" (in {db})" if recording is None and "no session" in str(e) else ""
         raise InputError(f"{e}{where}") from e
