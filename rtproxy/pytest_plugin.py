@@ -18,8 +18,16 @@ a request whose input, instructions or tools changed fails the test.
 
 The replay server runs in-process (on a thread of its own, so sync and async
 tests alike can use it) on 127.0.0.1. When the test's client departs from the
-recording, the test fails with the replay report; ``check=False`` lets the
-test inspect ``replay.report`` itself instead.
+recording, the test fails with the replay report (each mismatch with the
+expected and received events, the fields that differ, the events before and
+what the replay did); ``check=False`` lets the test inspect ``replay.report``
+itself instead.
+
+A recording (cassette) holds every connection the test opened, in order: one
+per call, or the SDK's reconnection after a drop. Replay serves the test's
+k-th connection with the k-th recorded one, closed or dropped as recorded, and
+the report (and the test's failure) covers them all, a recorded connection the
+test never opened included.
 
 Record modes, as in vcrpy and pytest-recording. In a recording mode ``url``
 points at a recording proxy to ``--rtproxy-upstream`` (default
@@ -179,10 +187,10 @@ class RtproxyReplay:
     # -- lifecycle --
 
     def start_replay(self, match: str, pace: str, speed: float) -> None:
-        from .replay.server import ReplayServer, load_script, start
+        from .replay.server import ReplayServer, load_scripts, start
 
-        script = load_script(self.path)
-        self._server = ReplayServer(script, policy=match, pace=pace, speed=speed, keep_received=True)
+        scripts = load_scripts(self.path)
+        self._server = ReplayServer(scripts, policy=match, pace=pace, speed=speed, keep_received=True)
         self._runner, self.port = self._loop.run(start(self._server))
 
     def start_recording(self, upstream: str) -> None:
@@ -254,7 +262,7 @@ class RtproxyReplay:
         return [f.event if f.event is not None else f.data for f in frames if f.direction is Direction.CLIENT]
 
     def _write_recording(self) -> None:
-        from .recording import write_recording
+        from .recording import write_connections
         from .store import Store
 
         _, recorder, db, tmp = self._recording
@@ -265,12 +273,8 @@ class RtproxyReplay:
                 if not sessions:
                     warnings.warn(f"rtproxy: no session was recorded for {self.path}", stacklevel=1)
                     return
-                if len(sessions) > 1:
-                    warnings.warn(
-                        f"rtproxy: {len(sessions)} sessions recorded; {self.path} keeps the first", stacklevel=1
-                    )
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                write_recording(self.path, sessions[0], store.frames(sessions[0]["id"]))
+                write_connections(self.path, [(s, store.frames(s["id"])) for s in sessions])
         finally:
             tmp.cleanup()
 

@@ -65,18 +65,19 @@ def counted(frames: Iterable[Frame], advance: Advance, every: int = 4096) -> Ite
 # --- export / import ----------------------------------------------------------------
 
 
-def export_jsonl(store: Store, sid: str, output: str) -> int:
-    """Write a session as a JSONL recording to a path, or to stdout for ``-``."""
-    from ..recording import write_recording
+def export_jsonl(store: Store, sid: str | list[str], output: str) -> int:
+    """Write sessions as a JSONL recording (one connection each, in order) to a path, or to stdout for ``-``."""
+    from ..recording import write_connections
 
-    session = store.session(sid)
-    with progress(f"export {sid}", store.count_events(sid)) as advance:
-        frames = counted(store.frames(sid), advance)
+    ids = [sid] if isinstance(sid, str) else sid
+    total = sum(store.count_events(i) for i in ids)
+    with progress(f"export {ids[0]}" + (f" (+{len(ids) - 1})" if len(ids) > 1 else ""), total) as advance:
+        connections = [(store.session(i), counted(store.frames(i), advance)) for i in ids]
         if output == "-":
             with click.open_file("-", "wb") as out, pipe_may_close():
-                return write_recording(out, session, frames)
+                return write_connections(out, connections)
         try:
-            return write_recording(output, session, frames)
+            return write_connections(output, connections)
         except OSError as e:
             raise InputError(f"cannot write {output}: {e.strerror or e}") from e
 
@@ -391,60 +392,93 @@ def pipe_may_close() -> Iterator[None]:
 
 
 @click.command("export")
-@click.argument("session")
+@click.argument("sessions", nargs=-1, metavar="[SESSION]...")
 @db_option
-@click.option("-o", "--output", metavar="FILE.jsonl", help="Write the session as a JSONL recording ('-' for stdout).")
+@click.option("-o", "--output", metavar="FILE.jsonl", help="Write the sessions as a JSONL recording ('-' for stdout).")
 @click.option(
     "--audio",
     "audio_dir",
     metavar="DIR",
     type=click.Path(file_okay=False),
-    help="Write one WAV per item with audio, and conversation.wav (user left, assistant right).",
+    help="Write one WAV per item with audio, and conversation.wav (user left, assistant right); one session only.",
 )
+@click.option("--label", metavar="TEXT", help="Only sessions with this label (the proxy's --label, pytest's cassette).")
+@click.option(
+    "--since",
+    metavar="TIME",
+    help="Only sessions started at TIME or later: an ISO date or time in UTC (2026-11-25, 2026-11-25T09:00) "
+    "or an age (30m, 2h, 1d).",
+)
+@click.option("--last", type=click.IntRange(min=1), metavar="N", help="Only the N most recent of the sessions chosen.")
 @click.option(
     "--otlp",
     metavar="[URL]",
     is_flag=False,
     flag_value="",
-    help="Send the session as an OpenTelemetry trace over OTLP/HTTP to URL (http://HOST:4318 or its /v1/traces); "
+    help="Send one session as an OpenTelemetry trace over OTLP/HTTP to URL (http://HOST:4318 or its /v1/traces); "
     "bare --otlp: where OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT says.",
 )
 @click.option(
     "--otlp-content", is_flag=True, help="Put text, transcripts and tool arguments/outputs in the trace (cut short)."
 )
 def export(
-    session: str, db: str, output: str | None, audio_dir: str | None, otlp: str | None, otlp_content: bool
+    sessions: tuple[str, ...],
+    db: str,
+    output: str | None,
+    audio_dir: str | None,
+    label: str | None,
+    since: str | None,
+    last: int | None,
+    otlp: str | None,
+    otlp_content: bool,
 ) -> None:
-    """Export SESSION as a JSONL recording (-o), as WAV files (--audio) or as a trace (--otlp).
+    """Export sessions as a JSONL recording (-o), one session as WAV files (--audio) or as a trace (--otlp).
 
     \b
     rtproxy export latest -o recordings/greeting.jsonl
     rtproxy export 20261124-1152 -o - | less
     rtproxy export latest --audio out/
     rtproxy export latest --otlp http://127.0.0.1:4318
+    rtproxy export 20261124-1152 20261124-1153 -o call.jsonl
+    rtproxy export --label checkout --since 1h -o checkout.jsonl
+    rtproxy export --last 3 -o recent.jsonl
 
-    The JSONL file replays (`rtproxy replay`) and imports (`rtproxy import`)
-    without loss; keys are never in it. WAV files are named NNN-ROLE-ITEM.wav
-    so they sort in conversation order; conversation.wav is stereo, the user
-    on the left and the assistant on the right, each where it was heard, an
-    answer the user interrupted cut where it was cut. A GPT-Live session
-    gets one NNN-SPEAKER.wav per speech turn, and its conversation.wav has
-    each turn where it was spoken on the session timeline.
+    Several sessions (named, or chosen with --label, --since and --last;
+    with none named, from every session) go into one file as connections,
+    oldest first: `rtproxy replay` serves them to a client's connections in
+    that order, and `rtproxy import` makes one session of each. The JSONL
+    file replays and imports without loss; keys are never in it. WAV files
+    are named NNN-ROLE-ITEM.wav so they sort in conversation order;
+    conversation.wav is stereo, the user on the left and the assistant on the
+    right, each where it was heard, an answer the user interrupted cut where
+    it was cut. A GPT-Live session gets one NNN-SPEAKER.wav per speech turn,
+    and its conversation.wav has each turn where it was spoken on the session
+    timeline.
     """
+    from .select import select_sessions
+
     if otlp is not None or otlp_content:
         from .otlp import export_trace
 
-        return export_trace(db, session, otlp, otlp_content, others=(output, audio_dir))
+        if len(sessions) != 1 or label is not None or since is not None or last is not None:
+            raise InputError("export --otlp sends one SESSION (an id, a unique prefix, or latest)")
+        return export_trace(db, sessions[0], otlp, otlp_content, others=(output, audio_dir))
     if (output is None) == (audio_dir is None):
         raise InputError("export needs exactly one of -o FILE.jsonl, --audio DIR or --otlp URL")
+    if not sessions and label is None and since is None and last is None:
+        raise InputError("export needs a SESSION (or latest), or --label, --since or --last to choose sessions")
     with open_store(db) as store:
-        sid = resolve_session(store, session)
+        ids = select_sessions(store, sessions, label=label, since=since, last=last)
         if output is not None:
-            n = export_jsonl(store, sid, output)
+            n = export_jsonl(store, ids, output)
             if output != "-":
-                click.echo(f"exported session {sid}: {n} frames to {output}", err=True)
+                what = f"session {ids[0]}" if len(ids) == 1 else f"{len(ids)} sessions ({', '.join(ids)})"
+                click.echo(f"exported {what}: {n} frames to {output}", err=True)
             return
         assert audio_dir is not None
+        if len(ids) > 1:
+            raise InputError(f"--audio exports one session; {len(ids)} were chosen")
+        sid = ids[0]
         files = export_audio(store, sid, audio_dir)
     click.echo(f"exported session {sid}: {len(files)} WAV files to {audio_dir}", err=True)
     for path in files:
@@ -460,25 +494,50 @@ def import_(file: str, db: str) -> None:
     The whole file is checked as it is read, in one transaction: a file with
     a bad line is refused with its line number, and nothing of it is
     imported. A session whose id is already in the database is never
-    replaced: the import gets a new id (printed, with a note on stderr).
+    replaced: the import gets a new id (printed, with a note on stderr). A
+    recording of several connections becomes one session per connection
+    (their ids printed in order); the file is checked whole before the
+    first is imported.
     """
-    from ..recording import iter_recording
+    from ..recording import iter_connections, iter_recording
 
     session, frames = iter_recording(file)  # a bad header is refused before the database is touched
+    several = _several(file)
     existed = os.path.exists(db)
+    imported: list[tuple[str, dict[str, Any]]] = []
     try:
         with open_store(db, create=True) as store, progress(f"import {file}", None) as advance:
-            sid = store.import_session(session, counted(frames, advance))
+            if not several:
+                imported.append((store.import_session(session, counted(frames, advance)), session))
+            else:
+                for session, frames in iter_connections(file):
+                    imported.append((store.import_session(session, counted(frames, advance)), session))
     except (RtproxyError, click.ClickException):
         if not existed:  # leave no empty database behind a refused file
             for suffix in ("", "-wal", "-shm"):
                 with suppress(OSError):
                     os.unlink(db + suffix)
         raise
-    wanted = session.get("id")
-    if isinstance(wanted, str) and wanted and wanted != sid:
-        click.echo(f"rtproxy: note: {db} already holds a session {wanted}; imported as {sid}", err=True)
-    click.echo(sid)
+    for sid, session in imported:
+        wanted = session.get("id")
+        if isinstance(wanted, str) and wanted and wanted != sid:
+            click.echo(f"rtproxy: note: {db} already holds a session {wanted}; imported as {sid}", err=True)
+        click.echo(sid)
+
+
+def _several(file: str) -> bool:
+    """Whether a recording holds more than one connection; the whole file is checked (RecordingError names the
+    bad line) so nothing of a bad file is imported."""
+    from ..recording import count_connections, iter_connections
+
+    if count_connections(file) <= 1:
+        return False
+    n = 0
+    for _, frames in iter_connections(file):
+        n += 1
+        for _ in frames:
+            pass
+    return n > 1
 
 
 def register(group: click.Group) -> None:

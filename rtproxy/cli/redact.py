@@ -20,13 +20,17 @@ from . import InputError, db_option, open_store, resolve_session
 
 
 def redact_file(path: str, output: str) -> Redactor:
-    """Redact the recording at `path` into `output` (which may be `path` itself)."""
-    from ..recording import iter_recording, write_recording
+    """Redact the recording at `path` (every connection of it) into `output` (which may be `path` itself)."""
+    from ..recording import count_connections, iter_connections, write_connections
 
-    session, frames = iter_recording(path)
+    connections = iter_connections(path)
     redactor = Redactor()
     try:
-        write_recording(output, session, redact_frames(frames, redactor))
+        write_connections(
+            output,
+            ((session, redact_frames(frames, redactor)) for session, frames in connections),
+            several=count_connections(path) > 1,
+        )
     except OSError as e:
         raise InputError(f"cannot write {output}: {e.strerror or e}") from e
     return redactor

@@ -26,11 +26,11 @@ def _say(text: str, err: bool = False) -> None:
 
 
 async def _serve(
-    script: Script, host: str, port: int, pace: str, speed: float, match: str, once: bool, tls: bool
+    scripts: list[Script], host: str, port: int, pace: str, speed: float, match: str, once: bool, tls: bool
 ) -> Report:
     from ..replay.server import ReplayServer, start
 
-    server = ReplayServer(script, policy=match, pace=pace, speed=speed)
+    server = ReplayServer(scripts, policy=match, pace=pace, speed=speed)
     ssl_ctx = None
     if tls:
         from ..record.tls import server_context
@@ -43,12 +43,18 @@ async def _serve(
     scheme = "wss" if tls else "ws"
     shown = f"[{host}]" if ":" in host else host
     base = f"{scheme}://{shown}:{bound}"
-    _say(f"rtproxy: replaying {script.source} on {base} (websocket_base_url={base}/v1)")
+    _say(f"rtproxy: replaying {server.report.source} on {base} (websocket_base_url={base}/v1)")
+    n = len(scripts)
     _say(
-        f"rtproxy: {len(script.steps)} client turns, {script.server_events} server events; "
+        (f"rtproxy: {n} recorded connections, " if n > 1 else "rtproxy: ")
+        + f"{sum(len(s.steps) for s in scripts)} client turns, {sum(s.server_events for s in scripts)} server events; "
         f"match {match}, pace {pace}"
         + (f" x{speed:g}" if pace == "recorded" else "")
-        + ("; exits after the first connection" if once else "; Ctrl-C stops")
+        + (
+            (f"; exits after {n} connections" if n > 1 else "; exits after the first connection")
+            if once
+            else "; Ctrl-C stops"
+        )
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -57,7 +63,7 @@ async def _serve(
     on_stop_signals(loop, stop.set, portable_default())
     waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     if once:
-        waiters.append(asyncio.ensure_future(server.wait_closed(1)))
+        waiters.append(asyncio.ensure_future(server.wait_closed(n)))
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -72,7 +78,13 @@ async def _serve(
 @click.command()
 @click.argument("recording", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @db_option
-@click.option("--session", "session_ref", metavar="SESSION", help="Replay a session of --db instead of a file.")
+@click.option(
+    "--session",
+    "session_refs",
+    metavar="SESSION",
+    multiple=True,
+    help="Replay a session of --db instead of a file; repeat it to serve several connections in order.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -109,7 +121,11 @@ async def _serve(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the report as JSON to this file.",
 )
-@click.option("--once", is_flag=True, help="Exit after the first connection closes (for CI scripts).")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Exit after the first connection closes (after all, for a recording of several), for CI scripts.",
+)
 @click.option(
     "--tls",
     is_flag=True,
@@ -118,7 +134,7 @@ async def _serve(
 def replay(
     recording: Path | None,
     db: str,
-    session_ref: str | None,
+    session_refs: tuple[str, ...],
     host: str,
     port: int,
     pace: str,
@@ -141,19 +157,27 @@ def replay(
     instructions and tools). A mismatch is
     answered with the API's `error` event and reported; the exit code is 1 if
     any connection had one.
-    """
-    from ..replay.server import load_script, load_script_from_db
 
-    if (recording is None) == (session_ref is None):
+    A recording of several connections (`rtproxy export` of several
+    sessions, or a pytest cassette) serves the k-th connection with the k-th
+    recorded one, closed (or dropped) as it was recorded, so a client that
+    reconnects goes on with the next; --once then exits after as many
+    connections as were recorded.
+    """
+    from ..replay.server import load_script_from_db, load_scripts
+
+    if (recording is None) == (not session_refs):
         raise click.UsageError("give a RECORDING file or --session SESSION (with --db), not both")
     try:
-        script = load_script(recording) if recording is not None else load_script_from_db(db, str(session_ref))
+        scripts = (
+            load_scripts(recording) if recording is not None else [load_script_from_db(db, r) for r in session_refs]
+        )
     except RtproxyError as e:
         where = f" (in {db})" if recording is None and "no session" in str(e) else ""
         raise InputError(f"{e}{where}") from e
     except sqlite3.Error as e:
         raise InputError(f"cannot read database {db}: {e}") from e
-    report = asyncio.run(_serve(script, host, port, pace, speed, match, once, tls))
+    report = asyncio.run(_serve(scripts, host, port, pace, speed, match, once, tls))
     _say(report.format())
     if report_path is not None:
         try:

@@ -8,7 +8,9 @@ a turn, for ``loose``); ``client_ids(event)`` (the values a client event carries
 a fixed order, the first naming the event, so the recording's and this run's line up);
 ``error_event(number, message, client_event_id)`` (the API's own ``error`` event telling the client of a
 mismatch); optionally ``compared(event, policy)`` (the part of a payload ``ordered`` and ``strict`` compare, for
-an API whose ``ordered`` compares more than the type). A new API is a module and one line in :data:`MODULES`.
+an API whose ``ordered`` compares more than the type) and ``new_causes()``, a :class:`Causality` telling which
+recorded client event caused each server event (without it, the latest client event before it did). A new API
+is a module and one line in :data:`MODULES`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,32 @@ class TriggerRules(Protocol):
 
     def client_ids(self, event: Mapping[str, Any] | None) -> list[Any]: ...
     def error_event(self, number: int, message: str, client_event_id: Any) -> dict[str, Any]: ...
+
+
+class Causality(Protocol):
+    """Which client step (its index in the script) caused a server event, fed the recording in order."""
+
+    def client(self, index: int, kind: str, event: Mapping[str, Any] | None) -> None: ...
+    def server(self, event: Mapping[str, Any] | None) -> int | None: ...
+
+
+class Latest:
+    """The fallback :class:`Causality`: a server event belongs to the latest client step before it."""
+
+    def __init__(self) -> None:
+        self.latest: int | None = None
+
+    def client(self, index: int, kind: str, event: Mapping[str, Any] | None) -> None:
+        self.latest = index
+
+    def server(self, event: Mapping[str, Any] | None) -> int | None:
+        return self.latest
+
+
+def causes_for(rules: TriggerRules) -> Causality:
+    """A fresh causality of an API's rules (:class:`Latest` for rules that define none)."""
+    make = getattr(rules, "new_causes", None)
+    return make() if callable(make) else Latest()
 
 
 #: The APIs replay knows the rules of; any other (unknown) is played by Realtime's (a reply follows

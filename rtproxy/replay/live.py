@@ -41,3 +41,37 @@ def error_event(number: int, message: str, client_event_id: Any) -> dict[str, An
         error["client_event_id"] = ceid
         event["client_event_id"] = ceid
     return event
+
+
+#: At most this many command ids are followed per recording.
+MAX_TRACKED = 4096
+
+
+class Causes:
+    """Which recorded command caused each server event: the one whose ``event_id`` it echoes as
+    ``client_event_id`` (or ``error.client_event_id``); else the latest command before it."""
+
+    def __init__(self) -> None:
+        self.latest: int | None = None
+        self.events: dict[str, int] = {}
+
+    def client(self, index: int, kind: str, event: Mapping[str, Any] | None) -> None:
+        self.latest = index
+        eid = event.get("event_id") if isinstance(event, Mapping) else None
+        if isinstance(eid, str) and eid and len(eid) <= 256 and (eid in self.events or len(self.events) < MAX_TRACKED):
+            self.events[eid] = index
+
+    def server(self, event: Mapping[str, Any] | None) -> int | None:
+        if self.latest is None or not isinstance(event, Mapping):
+            return self.latest
+        ceid = event.get("client_event_id")
+        error = event.get("error")
+        if not isinstance(ceid, str) and isinstance(error, Mapping):
+            ceid = error.get("client_event_id")
+        named = self.events.get(ceid) if isinstance(ceid, str) else None
+        return self.latest if named is None else named
+
+
+def new_causes() -> Causes:
+    """A fresh :class:`Causes` for one recording."""
+    return Causes()

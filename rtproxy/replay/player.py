@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 
 from .script import (
+    MAX_DETAILS,
     MAX_ID,
     MAX_IDS,
+    MAX_PREVIOUS,
     POLICIES,
     ConnectionReport,
     Mismatch,
@@ -75,6 +77,8 @@ class Player:
         self.lane_of = lane_of if lanes - {None} else None
         self.recorded_lanes = lanes
         self.lane_map: dict[str | None, str | None] = {}  # this run's lane -> the recording's
+        self.missed: dict[int, Mismatch] = {}  # ordered, strict: skipped steps that may still come in their turn
+        self.matched: deque[dict[str, Any]] = deque(maxlen=MAX_PREVIOUS)  # the latest steps played, for reports
 
     @property
     def finished(self) -> bool:
@@ -104,6 +108,7 @@ class Player:
         j = self._find(kind) if self.lane_of is None else self._find_on_lane(kind, event)
         if j is None:
             return out + self._unexpected(kind, event, t)
+        late = self.state[j] == MISSED
         out += self._skip_to(j, kind, event, t)
         step = self.script.steps[j]
         self._learn_ids(step.event, event)
@@ -124,10 +129,14 @@ class Player:
                         step.summary(),
                         event,
                         diffs,
+                        next="sent an error event, then this event's recorded replies",
                     ),
                     event,
                 )
-        self._play(j)
+        if late:
+            self._play_late(j, kind, t)
+        else:
+            self._play(j)
         if self.streamed:
             return out + self._caught_up(step, event, t) + self._release(step.replies)
         return out + self._replies(step.replies)
@@ -147,6 +156,7 @@ class Player:
                     None,
                     {"type": self.audio_type, "audio_bytes": rec},
                     {"type": self.audio_type, "audio_bytes": got},
+                    next="nothing: the client had left",
                 )
             )
         left = [i for i, s in enumerate(self.state) if s == PENDING]
@@ -160,6 +170,8 @@ class Player:
                     t,
                     left[0],
                     first.summary(),
+                    next="nothing: the client had left",
+                    previous=list(self.matched),
                 )
             )
 
@@ -176,6 +188,9 @@ class Player:
             behind = list(range(self.frontier, end + 1))
         if self.policy == "loose":
             behind = self.behind + behind
+        else:  # a skipped event may still come (out of order) until the client has left its turn
+            late = [i for i in self.missed if self.frontier <= self.script.turn_end(i) + 1]
+            return late + [i for i in behind if self.state[i] == PENDING]
         return [i for i in behind if self.state[i] == PENDING]
 
     def _find(self, kind: str) -> int | None:
@@ -226,20 +241,41 @@ class Player:
         self.pending -= len(skipped)
         names = ", ".join(self.script.steps[i].type for i in skipped)
         first = self.script.steps[skipped[0]]
-        return self._mismatch(
-            Mismatch(
-                "missing",
-                f"expected {first.type}, got {kind}: the client skipped "
-                f"{len(skipped)} recorded event{'s' if len(skipped) > 1 else ''} ({names})",
-                t,
-                skipped[0],
-                first.summary(),
-                event or {"type": kind},
-            ),
-            event,
+        m = Mismatch(
+            "missing",
+            f"expected {first.type}, got {kind}: the client skipped "
+            f"{len(skipped)} recorded event{'s' if len(skipped) > 1 else ''} ({names})",
+            t,
+            skipped[0],
+            first.summary(),
+            event or {"type": kind},
+            next=f"sent an error event and played {kind} with its replies; the skipped events' replies are "
+            "sent if they come later in this turn",
+            skipped=skipped,
         )
+        for i in skipped:
+            self.missed[i] = m
+        return self._mismatch(m, event)
+
+    def _play_late(self, j: int, kind: str, t: float) -> None:
+        """Ordered, strict: a skipped step came after all (out of order): played; its mismatch says so once
+        every step it skipped has come."""
+        m = self.missed.pop(j)
+        self.state[j] = PLAYED
+        self.report.turns_played += 1
+        self.matched.append({"turn": j + 1, "event": self.script.steps[j].summary()})
+        if any(i in self.missed for i in m.skipped):
+            return
+        recorded = [self.script.steps[i].type for i in m.skipped]
+        m.kind = "reordered"
+        m.message = (
+            f"out of order: {(m.received or {}).get('type')} came before {', '.join(recorded)} "
+            f"(recorded order: {', '.join(recorded)}, {(m.received or {}).get('type')})"
+        )
+        m.next = "played every event with its recorded replies as it came (the error event was sent at the first)"
 
     def _play(self, j: int) -> None:
+        self.matched.append({"turn": j + 1, "event": self.script.steps[j].summary()})
         self.state[j] = PLAYED
         self.pending -= 1
         if j < self.frontier:
@@ -254,15 +290,42 @@ class Player:
         nxt = self._candidates()
         if not nxt and self.frontier >= len(self.script.steps):
             return self._mismatch(
-                Mismatch("after_end", f"unexpected {kind} after the script ended", t, None, None, received), event
+                Mismatch(
+                    "after_end",
+                    f"unexpected {kind} after the script ended",
+                    t,
+                    None,
+                    None,
+                    received,
+                    next="sent an error event; nothing is left to play",
+                ),
+                event,
             )
         if not nxt:
             return self._mismatch(
-                Mismatch("unexpected", f"unexpected {kind}: nothing more is expected", t, None, None, received), event
+                Mismatch(
+                    "unexpected",
+                    f"unexpected {kind}: nothing more is expected",
+                    t,
+                    None,
+                    None,
+                    received,
+                    next="sent an error event; the replay waits for the client to close",
+                ),
+                event,
             )
-        exp = self.script.steps[nxt[0]]
+        exp = self.script.steps[next((i for i in nxt if self.state[i] == PENDING), nxt[0])]
         return self._mismatch(
-            Mismatch("unexpected", f"expected {exp.type}, got {kind}", t, nxt[0], exp.summary(), received), event
+            Mismatch(
+                "unexpected",
+                f"expected {exp.type}, got {kind}",
+                t,
+                exp.index,
+                exp.summary(),
+                received,
+                next=f"sent an error event and ignored {kind}; the replay still waits for {exp.type}",
+            ),
+            event,
         )
 
     # -- audio runs --
@@ -316,6 +379,7 @@ class Player:
                         run.index,
                         run.summary(),
                         {"type": self.audio_type, "audio_bytes": self.run_bytes},
+                        next="sent an error event, then the replies recorded for the run",
                     )
                 )
                 + out
@@ -354,6 +418,7 @@ class Player:
                 step.index,
                 step.summary(),
                 event,
+                next="sent an error event, then the replies recorded up to this command",
             ),
             event,
         )
@@ -402,7 +467,12 @@ class Player:
         return out
 
     def _mismatch(self, m: Mismatch, event: dict[str, Any] | None = None) -> list[Send]:
-        """Record a mismatch; the API's `error` event that tells the client."""
+        """Record a mismatch (with the events matched before it and, if missing, the paths that differ); the
+        API's `error` event that tells the client."""
+        if not m.previous:
+            m.previous = list(self.matched)
+        if not m.details and m.expected is not None and m.received is not None:
+            m.details = differences(normalise(m.expected), normalise(m.received), limit=MAX_DETAILS)
         self.report.mismatches.append(m)
         self.report.errors_sent += 1
         self._errors += 1

@@ -2,9 +2,15 @@
 
 
 The server events before the first client event are the *greeting*; every
-later server event is a *reply* to the latest client event recorded before it
-(its trigger). Input audio is matched by its total length rather than by
-chunking, in one of two ways the API's rules (:mod:`rtproxy.replay.apis`)
+later server event is a reply to the client event that caused it (its
+trigger), by what the API's protocol says causes what (the rules'
+``new_causes()``, :mod:`rtproxy.replay.apis`): Realtime's ``response.*`` events
+belong to the ``response.create`` that started the response,
+``session.updated`` to its ``session.update``, an ``error`` to the event it
+names…; where nothing better is known, to the latest client event before it.
+Client events recorded with no server event between them are a *burst*: a
+client may send them in another order on replay. Input audio is matched by its
+total length rather than by chunking, in one of two ways the API's rules
 choose. Realtime: a run of consecutive ``input_audio_buffer.append`` events is
 one step; a reply recorded in the middle of a run (server VAD) is sent once the
 client has appended as much audio as had been appended when it was recorded.
@@ -19,19 +25,24 @@ reply that carries them, so clients that correlate by their own ids work.
 
 :class:`Player` is one connection's state machine, h11-style: ``start()``
 and ``receive(data, t)`` return the frames to send (with their delays for
-``recorded`` pacing); nothing here touches a socket. Match policies:
+``recorded`` pacing); nothing here touches a socket. A turn ends with a
+turn-ending client event (``response.create``, ``input_audio_buffer.commit``)
+and the rest of its burst. Match policies:
 
 ``ordered`` (default)
     each client event must have the type of the next recorded one. An extra
     event is *unexpected* (the script waits); an event found further on in the
-    same turn marks the ones it jumped over *missing* (their replies are not sent).
+    same turn marks the ones it jumped over *missing* (an error event tells the
+    client; their replies are not sent). A skipped event that still comes
+    before the client has left that turn is played with its replies, and once
+    all the skipped ones have come the mismatch becomes *reordered*: a client
+    that reorders a burst is reported but never left waiting.
 ``strict``
     as ``ordered``, and the payloads must be equal once volatile fields are
     dropped (``event_id``, client-made item ids, audio compared by length).
 ``loose``
     client events may arrive in any order within the current turn and the
-    next (a turn ends with ``response.create`` or ``input_audio_buffer.commit``);
-    a step jumped over stays pending until its event comes.
+    next; a step jumped over stays pending until its event comes.
 """
 
 from __future__ import annotations
@@ -46,13 +57,15 @@ import orjson
 from ..conversation.model import MAX_DEPTH, clip
 from ..errors import ReplayError
 from ..protocols.wire import Direction, Frame, skeleton
-from .apis import TriggerRules, rules_for
+from .apis import TriggerRules, causes_for, rules_for
 
 POLICIES = ("strict", "ordered", "loose")
 #: Realtime's input audio event and the client events that end its turns (each API's are in its rules).
 AUDIO_APPEND = "input_audio_buffer.append"
 TURN_ENDS = frozenset({"response.create", "input_audio_buffer.commit"})
 BINARY, TEXT = "<binary frame>", "<text frame>"
+#: A mismatch lists at most this many differing fields, and the last this many events matched before it.
+MAX_DETAILS, MAX_PREVIOUS = 12, 3
 #: At most this many client-made ids are learnt from a recording (each a string of at most MAX_ID characters).
 MAX_IDS, MAX_ID = 4096, 256
 
@@ -104,6 +117,7 @@ class Step:
     audio_bytes: int = 0
     appends: int = 0
     at_bytes: int = 0  # streamed audio (Live): what the client had streamed when it sent this command
+    starts_burst: bool = True  # a server event was recorded between the client event before and this one
 
     def summary(self) -> dict[str, Any]:
         """The expected event as a report shows it."""
@@ -127,34 +141,49 @@ class Script:
 
     @property
     def server_close(self) -> tuple[int, str] | None:
-        """(code, reason) if the recorded server closed the connection itself after the last turn."""
+        """(code, reason) if the recorded server closed the connection itself after the last turn (1006: it
+        dropped the connection without a close frame)."""
         code = self.session.get("server_close_code")
         if self.session.get("closed_by") != "upstream" or not isinstance(code, int):
             return None
-        if not (1000 <= code < 5000) or code in (1004, 1005, 1006, 1015):
+        if not (1000 <= code < 5000) or code in (1004, 1005, 1015):
             return None
         return code, str(self.session.get("server_close_reason") or "")
 
     def turn_end(self, index: int) -> int:
-        """Index of the step that ends the turn `index` is in (the last step if none)."""
-        for j in range(index, len(self.steps)):
-            if self.steps[j].type in self.rules.TURN_ENDS:
-                return j
-        return len(self.steps) - 1
+        """Index of the step that ends the turn `index` is in (the last step if none): the first turn-ending
+        event from `index` on, and the rest of its burst (the client events sent with it, before any answer)."""
+        steps = self.steps
+        j = next((j for j in range(index, len(steps)) if steps[j].type in self.rules.TURN_ENDS), len(steps) - 1)
+        while j + 1 < len(steps) and not steps[j + 1].starts_burst:
+            j += 1
+        return j
 
 
-def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = None, source: str = "<memory>") -> Script:
-    """The script of a recording's frames, by its API's rules; ReplayError if it has nothing to replay."""
+def build_script(
+    frames: Iterable[Frame], *, session: dict[str, Any] | None = None, source: str = "<memory>", empty_ok: bool = False
+) -> Script:
+    """The script of a recording's frames, by its API's rules; ReplayError if it has nothing to replay (unless
+    `empty_ok`: one connection of several may have had no answer)."""
     rules = rules_for(session)
     audio_type, streamed = rules.AUDIO_APPEND, rules.AUDIO_STREAM
+    causes = causes_for(rules)
     greeting: list[Reply] = []
-    steps: list[Step] = []
-    open_: dict[str, Any] | None = None  # the step being built
-    replies: list[Reply] = greeting
+    built: list[dict[str, Any]] = []  # the steps, their replies still growing
     trigger_t, at_bytes, total = 0.0, 0, 0
+    heard = False  # a server frame was recorded since the latest client step (it starts a new burst)
     for frame in frames:
         if frame.direction is Direction.SERVER:
-            replies.append(Reply(frame.data, max(0.0, frame.t - trigger_t), total if streamed else at_bytes))
+            heard = True
+            cause = causes.server(classify(skeleton(frame.data))[1] if isinstance(frame.data, str) else None)
+            if cause is None or not built:
+                greeting.append(Reply(frame.data, max(0.0, frame.t - trigger_t), total if streamed else at_bytes))
+                continue
+            step = built[min(cause, len(built) - 1)]
+            latest = step is built[-1]
+            since = trigger_t if latest else step["t"]
+            gate = total if streamed else (at_bytes if latest else step["audio_bytes"])
+            step["replies"].append(Reply(frame.data, max(0.0, frame.t - since), gate))
             continue
         kind, event = classify(frame.data)
         trigger_t = frame.t
@@ -163,6 +192,7 @@ def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = No
             total += n
             if streamed:
                 continue
+            open_ = built[-1] if built else None
             if open_ is not None and open_["type"] == audio_type:
                 open_["audio_bytes"] += n
                 open_["appends"] += 1
@@ -171,25 +201,27 @@ def build_script(frames: Iterable[Frame], *, session: dict[str, Any] | None = No
             event = None
         else:
             n = 0
-        if open_ is not None:
-            steps.append(Step(**open_, replies=tuple(replies)))
-        replies = []
         at_bytes = n
-        open_ = {
-            "index": len(steps),
-            "type": kind,
-            "t": frame.t,
-            "event": event,
-            "audio_bytes": n,
-            "appends": 1 if kind == audio_type else 0,
-            "at_bytes": total - n,
-        }
-    if open_ is not None:
-        steps.append(Step(**open_, replies=tuple(replies)))
+        built.append(
+            {
+                "index": len(built),
+                "type": kind,
+                "t": frame.t,
+                "event": event,
+                "audio_bytes": n,
+                "appends": 1 if kind == audio_type else 0,
+                "at_bytes": total - n,
+                "starts_burst": heard or not built,
+                "replies": [],
+            }
+        )
+        causes.client(len(built) - 1, kind, event)
+        heard = False
+    steps = [Step(**{k: v for k, v in b.items() if k != "replies"}, replies=tuple(b["replies"])) for b in built]
     regroup = getattr(rules, "regroup", None)  # an API whose replies belong to a request other than the latest
     grouped = regroup(steps) if regroup is not None else tuple(steps)
     script = Script(tuple(greeting), grouped, dict(session or {}), source, rules, total)
-    if script.server_events == 0:
+    if script.server_events == 0 and not empty_ok:
         raise ReplayError(f"{source}: no server events to replay")
     return tag_client_ids(script)
 
@@ -328,12 +360,17 @@ def _short(value: Any, width: int = 60) -> str:
 
 @dataclass
 class Mismatch:
-    """One way the client departed from the script.
+    """One way the client departed from the script, as a failing assertion shows it.
 
     kind: ``unexpected`` (an event the script did not expect next), ``missing``
-    (recorded events the client skipped), ``payload`` (strict: same type, other
-    content), ``audio`` (strict: other total audio length), ``after_end`` (an
-    event after the script ended), ``closed_early`` (the client left before it ended).
+    (recorded events the client skipped), ``reordered`` (ordered, strict: the
+    skipped events came after all, in another order), ``payload`` (strict: same
+    type, other content), ``audio`` (strict: other total audio length),
+    ``after_end`` (an event after the script ended), ``closed_early`` (the
+    client left before it ended). ``details`` are the paths of the fields that
+    differ between ``expected`` and ``received`` (volatile fields dropped,
+    base64 audio as its length); ``previous`` the events matched just before;
+    ``next`` what the replay did about it.
     """
 
     kind: str
@@ -344,6 +381,9 @@ class Mismatch:
     received: dict[str, Any] | None = None
     details: list[str] = field(default_factory=list)
     count: int = 1
+    previous: list[dict[str, Any]] = field(default_factory=list)  # {"turn": n, "event": {...}}, oldest first
+    next: str = ""
+    skipped: list[int] = field(default_factory=list)  # missing/reordered: the steps jumped over
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -351,11 +391,53 @@ class Mismatch:
             "message": self.message,
             "t": round(self.t, 6),
             "turn": self.step,
-            "expected": clip(self.expected),  # events from the wire may nest past what orjson writes
-            "received": clip(self.received),
+            "expected": clip(shown(self.expected)),  # events from the wire may nest past what orjson writes
+            "received": clip(shown(self.received)),
             "details": self.details,
+            "previous": [{"turn": p.get("turn"), "event": clip(shown(p.get("event")))} for p in self.previous],
+            "next": self.next,
             "count": self.count,
         }
+
+    def format(self, number: int) -> list[str]:
+        """The mismatch as lines of a failure report: what, expected, received, the fields that differ, the
+        events before, and what the replay did."""
+        turn = f", turn {self.step + 1}" if self.step is not None else ""
+        lines = [f"#{number} at {self.t:.3f} s{turn}: {self.message} [{self.kind}]"]
+        if self.expected is not None:
+            lines.append(f"   expected: {_short(shown(self.expected), 160)}")
+        if self.received is not None:
+            lines.append(f"   received: {_short(shown(self.received), 160)}")
+        if self.details:
+            lines.append("   differences:")
+            lines += [f"     {d}" for d in self.details]
+        if self.previous:
+            lines.append("   after: " + ", ".join(_after(p) for p in self.previous))
+        if self.next:
+            lines.append(f"   replay: {self.next}")
+        return lines
+
+
+def _after(previous: dict[str, Any]) -> str:
+    event = previous.get("event")
+    kind = event.get("type") if isinstance(event, dict) else None
+    return f"{kind if isinstance(kind, str) else '?'} (turn {previous.get('turn')})"
+
+
+def shown(value: Any, depth: int = MAX_DEPTH) -> Any:
+    """An event as a report shows it: base64 audio as its length, all else as it was."""
+    if isinstance(value, dict) and depth > 0:
+        return {
+            k: (
+                f"<{b64_len(v)} bytes of base64 audio>"
+                if k in ("audio", "delta") and isinstance(v, str) and len(v) > 64
+                else shown(v, depth - 1)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list) and depth > 0:
+        return [shown(v, depth - 1) for v in value]
+    return value
 
 
 @dataclass
@@ -372,6 +454,8 @@ class ConnectionReport:
     closed: bool = False
     close_code: int | None = None
     mismatches: list[Mismatch] = field(default_factory=list)
+    recorded: int | None = None  # the recorded connection it was served (1-based; None: none was left)
+    server_close: int | None = None  # the close code the replay sent (or 1006: dropped), as recorded
 
     @property
     def ok(self) -> bool:
@@ -389,6 +473,8 @@ class ConnectionReport:
             "duration": round(self.duration, 6),
             "closed": self.closed,
             "close_code": self.close_code,
+            "recorded": self.recorded,
+            "server_close": self.server_close,
             "ok": self.ok,
             "mismatches": [m.to_json() for m in self.mismatches],
         }
@@ -401,14 +487,23 @@ class Report:
     pace: str = "instant"
     speed: float = 1.0
     connections: list[ConnectionReport] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)  # path and query of each recorded connection
 
     @property
     def mismatches(self) -> list[Mismatch]:
         return [m for c in self.connections for m in c.mismatches]
 
     @property
+    def unserved(self) -> list[int]:
+        """Recorded connections (1-based) no client opened, when the recording has several."""
+        if len(self.recorded) <= 1:
+            return []
+        served = {c.recorded for c in self.connections}
+        return [k for k in range(1, len(self.recorded) + 1) if k not in served]
+
+    @property
     def ok(self) -> bool:
-        return not self.mismatches
+        return not self.mismatches and not self.unserved
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -418,6 +513,8 @@ class Report:
             "speed": self.speed,
             "ok": self.ok,
             "mismatches": len(self.mismatches),
+            "recorded_connections": len(self.recorded) or 1,
+            "unserved": self.unserved,
             "connections": [c.to_json() for c in self.connections],
         }
 
@@ -433,8 +530,12 @@ class Report:
                 f"  connection {c.number} {c.path or '/'}: {c.turns_played}/{c.turns_total} turns played, "
                 f"{c.events_sent} events sent, {c.events_received} received, {verdict}"
             )
+            if len(self.recorded) > 1 and c.recorded is not None and c.recorded != c.number:
+                lines[-1] += f" (recorded connection {c.recorded})"
+            if c.server_close is not None:
+                lines[-1] += f"; closed by the replay with {c.server_close}, as recorded"
             for i, m in enumerate(c.mismatches, 1):
-                turn = f", turn {m.step + 1}" if m.step is not None else ""
-                lines.append(f"    #{i} at {m.t:.3f} s{turn}: {m.message}")
-                lines += [f"       {d}" for d in m.details]
+                lines += ["    " + line for line in m.format(i)]
+        for k in self.unserved:
+            lines.append(f"  recorded connection {k} {self.recorded[k - 1] or '/'}: never opened")
         return "\n".join(lines)

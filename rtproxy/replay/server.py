@@ -2,9 +2,17 @@
 
 Any path and query is accepted the way the real server accepts them, and the
 ``realtime`` subprotocol is echoed when offered (browsers need it). Each
-connection gets a :class:`~rtproxy.replay.player.Player` over the same script: what
+connection gets a :class:`~rtproxy.replay.player.Player` over a script: what
 the client sends goes in, what the player answers goes out, at once
 (``instant``) or at the recorded offsets scaled by ``speed`` (``recorded``).
+
+A recording of several connections serves the k-th connection with the k-th
+recorded one (where the recorded ones differ in path and query, with the first
+not yet served that has this connection's path and query); once all are served,
+later connections get the last. A recording of one connection serves every
+connection with it. A connection the recorded server closed (or dropped: 1006)
+is closed the same way once its script has played, so a client that reconnects
+after a drop goes on to the next recorded connection.
 """
 
 from __future__ import annotations
@@ -13,25 +21,42 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ..errors import ReplayError
 from ..protocols.secrets import redact_query
-from ..recording import iter_recording
+from ..recording import iter_connections
 from ..store import Store
 from .player import Player, Send
 from .script import Report, Script, build_script
 
 PACES = ("instant", "recorded")
+DROPPED = 1006
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def load_script(path: str | Path) -> Script:
-    """The script of a JSONL recording (RecordingError names file and line; ReplayError if empty)."""
-    session, frames = iter_recording(path)
-    return build_script(frames, session=session, source=str(path))
+    """The script of a JSONL recording's first connection (RecordingError names file and line; ReplayError if
+    empty)."""
+    return load_scripts(path)[0]
+
+
+def load_scripts(path: str | Path) -> list[Script]:
+    """One script per connection of a JSONL recording, in order (ReplayError if none has a server event)."""
+    scripts = [
+        build_script(frames, session=session, source=f"{path} connection {k}", empty_ok=True)
+        for k, (session, frames) in enumerate(iter_connections(path), 1)
+    ]
+    if len(scripts) == 1 and scripts[0].server_events:
+        return [replace(scripts[0], source=str(path))]
+    if all(s.server_events == 0 for s in scripts):
+        raise ReplayError(f"{path}: no server events to replay")
+    return scripts
 
 
 def load_script_from_db(db: str | Path, ref: str) -> Script:
@@ -44,8 +69,8 @@ def load_script_from_db(db: str | Path, ref: str) -> Script:
 class _Sender:
     """Ships a player's frames: inline for instant pacing, from a timed queue for recorded pacing."""
 
-    def __init__(self, ws: web.WebSocketResponse, t0: float, pace: str, speed: float) -> None:
-        self.ws, self.t0, self.speed = ws, t0, speed
+    def __init__(self, ws: web.WebSocketResponse, t0: float, pace: str, speed: float, transport: Any = None) -> None:
+        self.ws, self.t0, self.speed, self.transport = ws, t0, speed, transport
         self.queue: asyncio.Queue[tuple[float, str | bytes | tuple[int, str]]] | None = None
         self.task: asyncio.Task[None] | None = None
         self.last_due = 0.0
@@ -71,6 +96,10 @@ class _Sender:
             self.queue.put_nowait((self.last_due, (code, reason)))
 
     async def _close(self, code: int, reason: str) -> None:
+        if code == DROPPED:  # no close frame: the connection just ends, as the recorded one did
+            if self.transport is not None:
+                self.transport.abort()
+            return
         try:
             await self.ws.close(code=code, message=reason.encode()[:123])
         except (ConnectionError, RuntimeError):
@@ -109,7 +138,7 @@ class ReplayServer:
 
     def __init__(
         self,
-        script: Script,
+        script: Script | Sequence[Script],
         *,
         policy: str = "ordered",
         pace: str = "instant",
@@ -120,9 +149,15 @@ class ReplayServer:
             raise ValueError(f"unknown pace {pace!r}; expected one of {', '.join(PACES)}")
         if speed <= 0:
             raise ValueError("speed must be > 0")
-        self.script, self.policy, self.pace, self.speed = script, policy, pace, speed
+        self.scripts = [script] if isinstance(script, Script) else list(script)
+        if not self.scripts:
+            raise ValueError("nothing to replay")
+        self.script = self.scripts[0]
+        self.policy, self.pace, self.speed = policy, pace, speed
         self.keep_received = keep_received
-        self.report = Report(script.source, policy, pace, speed)
+        source = self.script.source.removesuffix(" connection 1")
+        self.report = Report(source, policy, pace, speed, recorded=[_where(s) for s in self.scripts])
+        self.served: set[int] = set()
         self.players: list[Player] = []
         self.open: set[web.WebSocketResponse] = set()
         self.closed = 0
@@ -162,19 +197,24 @@ class ReplayServer:
         )
         await ws.prepare(request)
         t0 = time.monotonic()
-        player = Player(self.script, self.policy, number=len(self.players) + 1, keep_received=self.keep_received)
+        k = self._pick(request.path, request.query_string)
+        script = self.scripts[k]
+        player = Player(script, self.policy, number=len(self.players) + 1, keep_received=self.keep_received)
+        player.report.recorded = k + 1
         query = redact_query(request.query_string)
         player.report.path = request.path + (f"?{query}" if query else "")
         player.report.subprotocol = ws.ws_protocol
         self.players.append(player)
         self.report.connections.append(player.report)
         self.open.add(ws)
-        sender = _Sender(ws, t0, self.pace, self.speed)
-        closing = self.script.server_close
+        sender = _Sender(ws, t0, self.pace, self.speed, request.transport)
+        closing = script.server_close
         try:
             await sender.send(player.start(), 0.0)
             if closing and player.finished:
+                player.report.server_close = closing[0]
                 await sender.close(*closing)
+                closing = None
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                     t = time.monotonic() - t0
@@ -182,6 +222,7 @@ class ReplayServer:
                     if out:
                         await sender.send(out, t)
                     if closing and player.finished:
+                        player.report.server_close = closing[0]
                         await sender.close(*closing)
                         closing = None
                 else:
@@ -194,6 +235,20 @@ class ReplayServer:
                 self.closed += 1
                 self.changed.notify_all()
         return ws
+
+    def _pick(self, path: str, query: str) -> int:
+        """The recorded connection to serve a new one with (see the module docstring)."""
+        n = len(self.scripts)
+        unserved = [i for i in range(n) if i not in self.served]
+        if not unserved:
+            return n - 1
+        choice = unserved[0]
+        if len({_where(s) for s in self.scripts}) > 1:
+            same = [i for i in unserved if _where(self.scripts[i]) == _where_of(path, query)]
+            same = same or [i for i in unserved if _where(self.scripts[i]).split("?")[0] == path]
+            choice = same[0] if same else choice
+        self.served.add(choice)
+        return choice
 
     async def wait_closed(self, count: int = 1, timeout: float | None = None) -> None:
         """Wait until `count` connections have ended."""
@@ -217,6 +272,17 @@ class ReplayServer:
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self.shutdown()
+
+
+def _where(script: Script) -> str:
+    """A recorded connection's path and query (as :func:`_where_of` makes them of a live one)."""
+    path, query = script.session.get("path"), script.session.get("query")
+    return _where_of(path if isinstance(path, str) else "", query if isinstance(query, str) else "")
+
+
+def _where_of(path: str, query: str) -> str:
+    query = redact_query(query)
+    return path + (f"?{query}" if query else "")
 
 
 async def start(
