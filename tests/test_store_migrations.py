@@ -240,3 +240,16 @@ def test_a_schema_3_database_gains_session_links_and_keeps_its_sessions(tmp_path
     with Store(db) as store:
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 4
         assert store.linked_sessions(row["id"]) == []
+
+
+def test_migrating_loads_neither_pandas_nor_numpy(tmp_path: Path) -> None:
+    """sqlite-utils imports pandas and numpy when they are installed (the test extra installs them): a proxy
+    or writer that migrates a database must not carry them (80 MB at rest); a later import still works."""
+    code = (
+        "import sys; from rtproxy.store import connect; connect(sys.argv[1]).close(); "
+        "print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules)); import numpy; print('ok')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "new.db")], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["[]", "ok"]
