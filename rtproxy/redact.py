@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from .protocols.formats import PCM16, AudioFormat, decode_b64, session_audio_formats
+from .protocols.formats import PCM16, AudioFormat, audio_format, decode_b64, session_audio_formats
 from .protocols.wire import CLIENT, Direction, Frame, parse_event
 
 #: The byte that encodes silence in each format (PCM16 silence is two zero bytes).
@@ -99,6 +99,12 @@ ITEM_EVENTS = frozenset(
 )
 #: Content part fields that hold words.
 PART_TEXT = ("text", "transcript", "refusal")
+
+
+#: GPT-Live: text the client appends (instructions, commentary, thinking) and the transcripts of both speakers.
+LIVE_CONTENT = frozenset({"session.instructions.append", "session.commentary.append", "session.thinking.append"})
+LIVE_TRANSCRIPTS = frozenset({"session.input_transcript.delta", "session.output_transcript.delta"})
+LIVE_SESSION_EVENTS = frozenset({"session.start", "session.started"})
 
 
 def mask_text(text: str) -> str:
@@ -244,8 +250,20 @@ class Redactor:
     def _event(self, ev: dict[str, Any], direction: Direction) -> bool:
         kind = ev.get("type")
         changed = False
-        if kind in SESSION_EVENTS and isinstance(ev.get("session"), dict):
+        if (kind in SESSION_EVENTS or kind in LIVE_SESSION_EVENTS) and isinstance(ev.get("session"), dict):
             changed = self._session(ev["session"])
+        elif kind == "session.input_audio.append":  # GPT-Live
+            changed = self._audio(ev, "audio", self.input_format)
+        elif kind == "session.output_audio.delta":
+            changed = self._audio(ev, "delta", self.output_format)
+        elif kind in LIVE_TRANSCRIPTS:
+            changed = self._text(ev, "delta")
+        elif kind in LIVE_CONTENT:
+            changed = self._text(ev, "content")
+        elif kind == "response.event" and isinstance(ev.get("event"), dict):  # a delegation's Responses events
+            changed = self._event(ev["event"], direction)
+        elif kind == "response.item.create" and isinstance(ev.get("item"), dict):  # the client's tool output
+            changed = self._item(ev["item"], direction)
         elif kind == "input_audio_buffer.append":
             changed = self._audio(ev, "audio", self.input_format)
         elif kind in AUDIO_DELTAS:
@@ -281,6 +299,9 @@ class Redactor:
 
     def _session(self, session: dict[str, Any]) -> bool:
         inp, out = session_audio_formats(session)
+        audio = session.get("audio")
+        if isinstance(audio, dict) and "format" in audio:  # GPT-Live: one format both ways
+            inp = out = audio_format(audio["format"])
         self.input_format = inp or self.input_format
         self.output_format = out or self.output_format
         changed = False

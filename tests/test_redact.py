@@ -433,3 +433,35 @@ def test_redact_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
         assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr, r.stderr
     assert path.read_text() == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "rt.db"]
+
+
+def test_a_gpt_live_session_is_redacted_and_still_reads() -> None:
+    """recordings/live-voice-delegation.jsonl (made by the real SDK): transcripts of both speakers, appended
+    instructions, the delegation's nested Responses text and arguments, the client's tool output and the audio
+    of both directions are masked or silenced, same lengths; ids, types and timing stay, and the Live reducer
+    rebuilds the same turns and delegation from the result."""
+    import base64
+
+    from rtproxy.conversation.live import assemble_live
+    from rtproxy.recording import read_recording
+
+    rec = read_recording(Path(__file__).resolve().parent.parent / "recordings" / "live-voice-delegation.jsonl")
+    redactor = Redactor()
+    out = list(redact_frames(rec.frames, redactor))
+    text = "\n".join(f.data for f in out if isinstance(f.data, str))
+    for word in ("Paris", "weather in", "18 degrees", '"unit": "celsius"', "celsius"):
+        assert word not in text
+    for before, after in zip(rec.frames, out, strict=True):
+        eb, ea = before.event, after.event
+        assert (before.seq, before.t, before.direction) == (after.seq, after.t, after.direction)
+        assert eb is not None and ea is not None and eb.get("type") == ea.get("type")
+        assert eb.get("event_id") == ea.get("event_id")
+        for key in ("audio", "delta"):
+            if eb["type"] in ("session.input_audio.append", "session.output_audio.delta") and key in eb:
+                raw = base64.b64decode(ea[key])
+                assert len(raw) == len(base64.b64decode(eb[key])) and not any(raw)
+    a, b = assemble_live(rec.frames, rec.session), assemble_live(out, rec.session)
+    assert [t.speaker for t in a.turns] == [t.speaker for t in b.turns]
+    assert [len(t.text or "") for t in a.turns] == [len(t.text or "") for t in b.turns]
+    assert len(a.delegations) == len(b.delegations) == 1
+    assert redactor.summary.audio_chunks > 0 and redactor.summary.changed > 0
