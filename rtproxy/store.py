@@ -628,6 +628,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from .conversation.cost import SessionCost
     from .record.recorder import Recorder as Recorder
     from .record.recorder import RecorderStats as RecorderStats
 
@@ -748,6 +749,15 @@ class Store:
             (session_id,),
         ).fetchall()
         return [{"direction": d, "type": t, "count": n} for d, t, n in rows]
+
+    def session_cost(self, session_id: str, row: dict[str, Any] | None = None) -> SessionCost:
+        """What a stored session cost, from the server events that carry its usage (through the type index)."""
+        from .conversation.cost import USAGE_EVENTS, session_cost
+
+        row = row if row is not None else self.session(session_id)
+        api = row.get("api") or "realtime"
+        events = self.server_events_of_types(session_id, USAGE_EVENTS.get(api, frozenset()))
+        return session_cost(api, row.get("model"), events, when=row.get("started_at"))
 
     def server_events_of_types(self, session_id: str, types: Iterable[str]) -> Iterator[dict[str, Any]]:
         """The server's JSON events of the given types, in seq order (through the (session_id, type) index)."""

@@ -15,16 +15,13 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from .. import __version__
 from ..errors import RtproxyError
 from ..store import Store, default_db_path
-
-if TYPE_CHECKING:
-    from ..conversation.cost import SessionCost
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,15 +124,6 @@ def main() -> None:
 
     SESSION arguments take an id, a unique id prefix, or `latest`.
     """
-
-
-def session_cost_of(store: Store, sid: str, row: dict[str, Any]) -> SessionCost:
-    """What a stored session cost, from the server events that carry its usage (read through the type index)."""
-    from ..conversation.cost import USAGE_EVENTS, session_cost
-
-    api = row.get("api") or "realtime"
-    events = store.server_events_of_types(sid, USAGE_EVENTS.get(api, frozenset()))
-    return session_cost(api, row.get("model"), events, when=row.get("started_at"))
 
 
 def _register() -> None:

@@ -22,7 +22,7 @@ import orjson
 from ..errors import RtproxyError
 from ..protocols.wire import Frame
 from ..store import Store
-from . import InputError, db_option, open_store, resolve_session, session_cost_of
+from . import InputError, db_option, open_store, resolve_session
 
 if TYPE_CHECKING:
     from ..conversation.cost import SessionCost
@@ -263,7 +263,7 @@ def show(session: str, db: str, events: bool, as_json: bool, linked: bool) -> No
             echo_lines([*lines, *render.timeline(store.frames(sid), color=color)], color=color)
             return
         conv, row = _assembled(store, sid)
-        cost = session_cost_of(store, sid, row)
+        cost = store.session_cost(sid, row)
     if as_json:
         out = _show_json(conv, row, cost)
         with pipe_may_close():
@@ -323,7 +323,7 @@ def _show_live(
         with progress(f"assemble {sid}", total or None) as advance:
             live = assemble_live(counted(store.frames(sid), advance), row, keep_audio=False)
     links = [{"id": r["id"], "relation": r["relation"]} for r in store.linked_sessions(sid)]
-    cost = session_cost_of(store, sid, row)
+    cost = store.session_cost(sid, row)
     if as_json:
         model = live.to_json()
         out = {

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import sys
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -18,11 +18,8 @@ import orjson
 
 from ..errors import RtproxyError
 from ..protocols.secrets import redact_url
-from . import InputError, db_option, file_errors, on_stop_signals, open_store, os_error_line, session_cost_of
+from . import InputError, db_option, file_errors, on_stop_signals, open_store, os_error_line
 from .render import api_label
-
-if TYPE_CHECKING:
-    from ..conversation.cost import SessionCost
 
 
 def _is_loopback(host: str) -> bool:
@@ -313,7 +310,7 @@ def sessions(db: str, as_json: bool, api: str | None) -> None:
     """
     with open_store(db) as store:
         rows = store.sessions(api=api)
-        costs = {row["id"]: session_cost_of(store, row["id"], row) for row in rows}
+        costs = {row["id"]: store.session_cost(row["id"], row) for row in rows}
     children: dict[str, list[str]] = {}
     for row in reversed(rows):
         if row.get("linked_to"):
@@ -349,7 +346,7 @@ def sessions(db: str, as_json: bool, api: str | None) -> None:
                 status,
                 str(events),
                 _size(nbytes),
-                _cost_cell(costs[r["id"]]),
+                costs[r["id"]].total.brief(),
                 r.get("label") or "",
                 _link(r, children),
             )
@@ -359,19 +356,6 @@ def sessions(db: str, as_json: bool, api: str | None) -> None:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-
-
-def _cost_cell(cost: SessionCost) -> str:
-    """A session's cost for the table: ``$0.0302``, ``≈$0.0037-0.0043`` (bounds), ``$0.0302+`` (some parts not
-    priced), or ``?`` (`show` says why)."""
-    from ..conversation.cost import dollars
-
-    total = cost.total
-    if total.total is not None:
-        return dollars(total.total) + ("+" if total.partial else "")
-    if total.low is not None and total.high is not None:
-        return f"{dollars(total.low)}-{dollars(total.high)[1:]}"
-    return "?"
 
 
 def register(group: click.Group) -> None:

@@ -73,6 +73,15 @@ class Cost:
             text += f" ({self.partial} not priced: {self.reason})" if self.reason else f" ({self.partial} not priced)"
         return text
 
+    def brief(self) -> str:
+        """For a table cell: ``$0.0302``, ``$0.0302+`` (some parts not priced), ``≤$0.0043`` (bounded: at most
+        the upper bound, a true statement and no guess) or ``?`` (the label says why)."""
+        if self.total is not None:
+            return dollars(self.total) + ("+" if self.partial else "")
+        if self.high is not None:
+            return f"≤{dollars(self.high)}"
+        return "?"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "total": None if self.total is None else float(self.total),

@@ -36,6 +36,7 @@ class SessionSummary:
     tokens: int | None
     label: str
     path: str
+    cost: str = ""  # Cost.brief(): $0.0302, bounds, or ?
 
     @property
     def live(self) -> bool:
@@ -46,7 +47,7 @@ class SessionSummary:
         return needle.lower() in hay.lower()
 
 
-def summarise(row: dict[str, Any], tokens: int | None = None) -> SessionSummary:
+def summarise(row: dict[str, Any], tokens: int | None = None, cost: str = "") -> SessionSummary:
     return SessionSummary(
         id=str(row["id"]),
         started_at=str(row.get("started_at") or ""),
@@ -58,6 +59,7 @@ def summarise(row: dict[str, Any], tokens: int | None = None) -> SessionSummary:
         tokens=tokens,
         label=str(row.get("label") or ""),
         path=str(row.get("path") or ""),
+        cost=cost,
     )
 
 
@@ -76,7 +78,7 @@ def load_sessions(db: str) -> list[SessionSummary]:
     with Store(db) as store:
         rows = store.sessions()
         tokens = session_tokens(store, [r["id"] for r in rows])
-        return [summarise(r, tokens.get(r["id"])) for r in rows]
+        return [summarise(r, tokens.get(r["id"]), store.session_cost(r["id"], r).total.brief()) for r in rows]
 
 
 def sessions_fingerprint(db: str) -> tuple[Any, ...]:
@@ -96,7 +98,8 @@ def delete_session(db: str, session_id: str) -> None:
 
 
 def load_session(store: Store, session_id: str) -> SessionSummary:
-    return summarise(store.session(session_id), session_tokens_for(store, session_id))
+    row = store.session(session_id)
+    return summarise(row, session_tokens_for(store, session_id), store.session_cost(session_id, row).total.brief())
 
 
 def session_status(store: Store, session_id: str) -> str | None:

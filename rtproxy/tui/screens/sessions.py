@@ -37,6 +37,7 @@ COLUMNS = (
     ("status", "status"),
     ("events", "events"),
     ("tokens", "tokens"),
+    ("cost", "cost"),
     ("label", "label"),
 )
 
@@ -58,6 +59,7 @@ def row_cells(s: SessionSummary) -> tuple[Any, ...]:
         status_text(s.status),
         Text(f"{s.events:,}", justify="right"),
         Text("" if s.tokens is None else f"{s.tokens:,}", justify="right"),
+        Text(s.cost, justify="right"),
         s.label,
     )
 
