@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,32 +138,17 @@ COMMITTED = ("responses-agent-two-tools", "responses-sdk-weather")
 
 async def record(flow: Flow, target: Path, db: Path) -> tuple[Path, Run]:
     """Record `flow` through the proxy into `db` and export it to `target`."""
-    from rtproxy.recording import write_recording
-    from rtproxy.store import Store
-    from tests.conftest import start_proxy
+    from tests.conftest import record_example
 
     async with ResponsesUpstream() as up:
-        running, runner = await start_proxy(db, up.url, label="example")
-        try:
-            run = await flow(running.ws_base)
-            (sid,) = await running.settle()
-        finally:
-            await running.proxy.shutdown()
-            await runner.cleanup()
-            running.recorder.close()
-    with Store(db) as store:
-        write_recording(target, store.session(sid), store.frames(sid))
+        run = await record_example(db, up.url, target, flow)
     return target, run
 
 
 async def main(names: list[str]) -> None:
-    unknown = [n for n in names if n not in FLOWS]
-    if unknown:
-        raise SystemExit(f"unknown recording(s) {', '.join(unknown)}; known: {', '.join(FLOWS)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names or list(COMMITTED):
-            path, _ = await record(FLOWS[name], HERE / f"{name}.jsonl", Path(tmp) / f"{name}.db")
-            print(f"{path.relative_to(ROOT)}: {path.stat().st_size} bytes")
+    from tests.conftest import write_examples
+
+    await write_examples(names, FLOWS, COMMITTED, record, HERE)
 
 
 if __name__ == "__main__":

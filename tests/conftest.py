@@ -10,16 +10,19 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
 
 from rtproxy.record.proxy import Proxy
-from rtproxy.store import Recorder
+from rtproxy.store import Recorder, Store
 from tests.upstream import ScriptedUpstream
+
+T = TypeVar("T")
 
 pytest_plugins = ("pytester",)
 
@@ -65,6 +68,43 @@ class RunningProxy:
         ids = await self.proxy.wait_finished(sessions)
         await asyncio.to_thread(self.recorder.flush)
         return ids
+
+
+async def record_example(db: Path, upstream_url: str, target: Path, drive: Callable[[str], Awaitable[T]]) -> T:
+    """Run `drive(ws_base)` through a real recording proxy in front of `upstream_url`, recording into `db`, and
+    export the one session it made to `target` (how the example recordings in recordings/ are made)."""
+    from rtproxy.recording import write_recording
+
+    running, runner = await start_proxy(db, upstream_url, label="example")
+    try:
+        result = await drive(running.ws_base)
+        (sid,) = await running.settle()
+    finally:
+        await running.proxy.shutdown()
+        await runner.cleanup()
+        running.recorder.close()
+    with Store(db) as store:
+        write_recording(target, store.session(sid), store.frames(sid))
+    return result
+
+
+async def write_examples(
+    names: list[str],
+    flows: Mapping[str, Any],
+    default: Iterable[str],
+    record: Callable[..., Awaitable[Any]],
+    here: Path,
+) -> None:
+    """The recordings scripts' main: record each named flow (or the default ones) into here/NAME.jsonl."""
+    import tempfile
+
+    unknown = [n for n in names if n not in flows]
+    if unknown:
+        raise SystemExit(f"unknown recording(s) {', '.join(unknown)}; known: {', '.join(flows)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names or list(default):
+            path, _ = await record(flows[name], here / f"{name}.jsonl", Path(tmp) / f"{name}.db")
+            print(f"{path.relative_to(here.parent)}: {path.stat().st_size} bytes")
 
 
 async def start_proxy(
