@@ -70,6 +70,19 @@ class RunningProxy:
         return ids
 
 
+def load_recordings_script(name: str) -> Any:
+    """recordings/NAME.py as a module (the client flows the example recordings are made with)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "recordings" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 async def record_example(db: Path, upstream_url: str, target: Path, drive: Callable[[str], Awaitable[T]]) -> T:
     """Run `drive(ws_base)` through a real recording proxy in front of `upstream_url`, recording into `db`, and
     export the one session it made to `target` (how the example recordings in recordings/ are made)."""

@@ -4,9 +4,7 @@ through the real recording proxy to the scripted Live upstream; what is on disk 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,25 +17,13 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from rtproxy.store import Store
-from tests.conftest import RunningProxy, rtproxy_exe
+from tests.conftest import RunningProxy, load_recordings_script, rtproxy_exe
 from tests.live_upstream import Connection, LiveUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_live_flows() -> Any:
-    """recordings/make_live_recordings.py: the Live client flows the example recordings are made with."""
-    spec = importlib.util.spec_from_file_location(
-        "make_live_recordings", ROOT / "recordings" / "make_live_recordings.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_live_recordings"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-LIVE = load_live_flows()
+LIVE = load_recordings_script("make_live_recordings")
 SERVER: TypeAdapter[Any] = TypeAdapter(ServerEvent)
 SIDEBAND: TypeAdapter[Any] = TypeAdapter(ConnectServerEvent)
 CLIENT: TypeAdapter[Any] = TypeAdapter(ClientEvent)

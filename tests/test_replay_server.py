@@ -8,7 +8,6 @@ import re
 import selectors
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import write_recording
 from rtproxy.replay.script import build_script
 from rtproxy.replay.server import ReplayServer, start
-from tests.conftest import rtproxy_exe
+from tests.conftest import load_recordings_script, rtproxy_exe
 
 
 def script_frames(delay: float = 0.0) -> list[Frame]:
@@ -337,19 +336,7 @@ async def test_cli_replays_a_session_from_the_database(tmp_path: Path, processes
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_flows() -> Any:
-    """recordings/make_recordings.py: the client flows the example recordings were made with."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_recordings", ROOT / "recordings" / "make_recordings.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_recordings"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-FLOWS = load_flows()
+FLOWS = load_recordings_script("make_recordings")
 
 
 async def replay_file(path: Path, **kwargs: Any) -> AsyncIterator[Running]:

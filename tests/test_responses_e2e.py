@@ -5,9 +5,7 @@ Responses upstream; what is on disk is what crossed the wire, and ``show`` rebui
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,25 +18,13 @@ from openai.types.responses.responses_server_event import ResponsesServerEvent
 from pydantic import TypeAdapter
 
 from rtproxy.store import Store
-from tests.conftest import RunningProxy, rtproxy_exe
+from tests.conftest import RunningProxy, load_recordings_script, rtproxy_exe
 from tests.responses_upstream import MODEL, ResponsesUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_flows() -> Any:
-    """recordings/make_responses_recordings.py: the client flows the example recordings are made with."""
-    spec = importlib.util.spec_from_file_location(
-        "make_responses_recordings", ROOT / "recordings" / "make_responses_recordings.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_responses_recordings"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-FLOWS = load_flows()
+FLOWS = load_recordings_script("make_responses_recordings")
 SERVER: TypeAdapter[Any] = TypeAdapter(ResponsesServerEvent)
 CLIENT: TypeAdapter[Any] = TypeAdapter(ResponsesClientEvent)
 
