@@ -251,7 +251,10 @@ class SessionScreen(Screen[None]):
         if message.complete and not message.view.items:
             conv_list.placeholder = "no conversation items (yet)"
         conv_list.set_conversation(message.view)
-        self.query_one(Timeline).set_conversation(message.view)
+        s = self.summary
+        self.query_one(Timeline).set_conversation(
+            message.view, s.model if s is not None else None, s.started_at if s is not None else None
+        )
 
     # -- the events tab --
 

@@ -58,7 +58,10 @@ def _trigger(event_type: str | None) -> str:
     return name[:18]
 
 
-def timeline_text(conv: ConversationView) -> Text:
+def timeline_text(conv: ConversationView, model: str | None = None, when: str | None = None) -> Text:
+    """The latency table; with the session's `model` (and start, `when`), each response's cost and the total."""
+    from ...conversation.cost import Cost, price_usage, total
+
     responses = [r for r in conv.responses]
     if not responses:
         return Text("no responses yet", style="dim italic")
@@ -71,9 +74,10 @@ def timeline_text(conv: ConversationView) -> Text:
     out.append(f"   full bar = {ms_text(scale)}\n\n", style="dim")
     out.append(
         f"{'#':>4} {'t (s)':>8}  {'trigger':<18} {'latency':<{BAR_WIDTH}} {'1st audio':>9} {'done':>8} "
-        f"{'tokens':>7}  status\n",
+        f"{'tokens':>7} {'cost':>9}  status\n",
         style="bold",
     )
+    costs: list[Cost] = []
     for n, r in enumerate(responses, 1):
         points = _points(r)
         d = r.latency_ms.get("done")
@@ -86,6 +90,10 @@ def timeline_text(conv: ConversationView) -> Text:
         out.append(f" {'' if first is None else ms_text(first):>9}")
         out.append(f" {'' if d is None else ms_text(d):>8}", style="bold red" if is_slow else "")
         out.append(f" {'' if r.total_tokens is None else r.total_tokens:>7}")
+        cost = price_usage("realtime", r.usage, model, when=when) if model and r.usage else None
+        if cost is not None:
+            costs.append(cost)
+        out.append(f" {'' if cost is None else cost.brief():>9}")
         status = r.status or "in progress"
         out.append(f"  {status}", style="green" if status == "completed" else "yellow")
         if is_slow:
@@ -96,6 +104,8 @@ def timeline_text(conv: ConversationView) -> Text:
     usage_in = sum(count((r.usage or {}).get("input_tokens")) for r in responses)
     usage_out = sum(count((r.usage or {}).get("output_tokens")) for r in responses)
     out.append(f" ({usage_in} in, {usage_out} out)", style="dim")
+    if costs:
+        out.append(f" · cost {total(costs).label()}", style="bold")
     return out
 
 
@@ -110,5 +120,5 @@ class Timeline(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="timeline-body")
 
-    def set_conversation(self, conv: ConversationView) -> None:
-        self.query_one("#timeline-body", Static).update(timeline_text(conv))
+    def set_conversation(self, conv: ConversationView, model: str | None = None, when: str | None = None) -> None:
+        self.query_one("#timeline-body", Static).update(timeline_text(conv, model, when))
