@@ -115,12 +115,14 @@ def on_stop_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None], p
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="rtproxy")
 def main() -> None:
-    """Record, inspect and replay OpenAI Realtime API sessions.
+    """Record, inspect and replay sessions of OpenAI's WebSocket APIs: Realtime (beta and GA), GPT-Live and
+    the Responses WebSocket mode.
 
     \b
-    Record:   rtproxy proxy            then point your client's base URL at it
-    Inspect:  rtproxy sessions | show | export | diff | tui
-    Replay:   rtproxy replay FILE.jsonl  a fake Realtime server for your tests
+    Record:   rtproxy proxy              then point your client's base URL at it
+    Inspect:  rtproxy sessions | show | export | diff | redact | tui
+    Replay:   rtproxy replay FILE.jsonl  a fake server for your tests (any of the three APIs)
+    Rerun:    rtproxy rerun FILE.jsonl --upstream URL   the recorded client against a new model
 
     SESSION arguments take an id, a unique id prefix, or `latest`.
     """
