@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import shlex
 import sys
 from typing import Any
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from . import InputError
+from . import InputError, on_stop_signals
 
 #: The cookie the token sets, so the page's static files and WebSocket carry it.
 COOKIE = "rtproxy_tui_token"
@@ -48,7 +49,6 @@ def serve(db: str, session: str | None, host: str, port: int, token: str | None)
 
 
 async def _serve(db: str, session: str | None, host: str, port: int, token: str | None) -> None:
-    import signal
 
     from aiohttp import web
     from textual_serve.server import Server
@@ -94,12 +94,8 @@ async def _serve(db: str, session: str | None, host: str, port: int, token: str 
     click.echo(f"rtproxy: serving the TUI on http://{shown}:{bound}/{query} (Ctrl-C stops)")
     sys.stdout.flush()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    # the shared stop handling: the loop's handlers on POSIX, signal.signal where the loop has none (Windows)
+    on_stop_signals(asyncio.get_running_loop(), stop.set, portable=os.name == "nt")
     try:
         await stop.wait()
     finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -10,6 +13,9 @@ from textual.widgets import Static
 from ...cli.render import count
 from ..views import ConversationView, ResponseView
 from .item_render import ms_text
+
+if TYPE_CHECKING:
+    from ...conversation.cost import Cost
 
 BAR_WIDTH = 40
 #: (segment, from key, to key, style): latencies are ms from the trigger.
@@ -58,9 +64,9 @@ def _trigger(event_type: str | None) -> str:
     return name[:18]
 
 
-def timeline_text(conv: ConversationView, model: str | None = None, when: str | None = None) -> Text:
-    """The latency table; with the session's `model` (and start, `when`), each response's cost and the total."""
-    from ...conversation.cost import Cost, price_usage, total
+def timeline_text(conv: ConversationView, price: Callable[[ResponseView], Cost | None] | None = None) -> Text:
+    """The latency table; with `price` (a response's cost, or None), each response's cost and the total."""
+    from ...conversation.cost import total
 
     responses = [r for r in conv.responses]
     if not responses:
@@ -90,7 +96,7 @@ def timeline_text(conv: ConversationView, model: str | None = None, when: str | 
         out.append(f" {'' if first is None else ms_text(first):>9}")
         out.append(f" {'' if d is None else ms_text(d):>8}", style="bold red" if is_slow else "")
         out.append(f" {'' if r.total_tokens is None else r.total_tokens:>7}")
-        cost = price_usage("realtime", r.usage, model, when=when) if model and r.usage else None
+        cost = price(r) if price is not None else None
         if cost is not None:
             costs.append(cost)
         out.append(f" {'' if cost is None else cost.brief():>9}")
@@ -117,8 +123,26 @@ class Timeline(VerticalScroll):
     Timeline > Static { width: auto; padding: 0 1; }
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prices: dict[tuple[str, int | None], Cost] = {}  # (response id, its total tokens) -> cost
+
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="timeline-body")
 
     def set_conversation(self, conv: ConversationView, model: str | None = None, when: str | None = None) -> None:
-        self.query_one("#timeline-body", Static).update(timeline_text(conv, model, when))
+        """Redraw from the conversation; costs are priced once per response and usage (this runs on the UI
+        thread at every update of a live session, so a response already priced is not priced again)."""
+
+        def price(r: ResponseView) -> Cost | None:
+            if not model or not r.usage:
+                return None
+            key = (r.id, r.total_tokens)
+            cost = self._prices.get(key)
+            if cost is None:
+                from ...conversation.cost import price_usage
+
+                cost = self._prices[key] = price_usage("realtime", r.usage, model, when=when)
+            return cost
+
+        self.query_one("#timeline-body", Static).update(timeline_text(conv, price))
