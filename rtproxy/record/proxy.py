@@ -60,7 +60,10 @@ from ..protocols.secrets import (
     url_credentials,
 )
 from ..protocols.wire import CLIENT, SERVER, Direction
-from ..store import Recorder, utcnow
+from ..store import utcnow
+from .recorder import Recorder
+from .transport import BINARY as BINARY_FLAG
+from .transport import SERVER as SERVER_FLAG
 
 log = logging.getLogger("rtproxy")
 
@@ -330,9 +333,11 @@ class Relay:
         Per frame: receive, forward, hand to the recorder (a copy into its ring). A frame whose send
         failed is not recorded. Counts live in locals on the way and land on the relay when the pump ends.
         """
-        record, receive, clock = self.recorder.record_frame, src.receive, time.monotonic
-        sid, t0, value = self.session_id, self.t0, direction.value
+        record, receive, clock = self.recorder.record_payload, src.receive, time.monotonic
+        sid, t0 = self.session_id, self.t0
+        send = dst.send_frame  # a text frame is encoded once: the bytes sent are the bytes recorded
         text, binary = WSMsgType.TEXT, WSMsgType.BINARY
+        side = SERVER_FLAG if direction is SERVER else 0
         count = nbytes = 0
         try:
             while True:
@@ -341,23 +346,23 @@ class Relay:
                 except Exception as e:  # aiohttp reports most failures as messages; anything else ends this side
                     return _End(direction, error=e)
                 t = clock() - t0
-                kind, data = msg.type, msg.data
+                kind = msg.type
                 if kind is text:
-                    send = dst.send_str
+                    payload, flags = msg.data.encode(), side  # valid UTF-8: aiohttp checked it
                 elif kind is binary:
-                    send = dst.send_bytes
+                    payload, flags = msg.data, side | BINARY_FLAG
                 else:
                     return _End(direction, msg=msg)
                 self.seq = seq = self.seq + 1
                 try:
-                    await send(data)
+                    await send(payload, kind)
                 except Exception as e:  # the other side's connection failed under the send
                     if self.seq == seq:  # give its number back: seq stays gap-free unless the other side took one
                         self.seq = seq - 1
                     return _End(SERVER if direction is CLIENT else CLIENT, error=e, dropped=1)
-                record(sid, seq, t, value, data)
+                record(sid, seq, t, flags, payload)
                 count += 1
-                nbytes += len(data)
+                nbytes += len(payload)
         finally:
             self.counts[direction] += count
             self.nbytes[direction] += nbytes

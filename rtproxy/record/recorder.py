@@ -338,22 +338,25 @@ class Recorder:
     # -- called from the event loop --
 
     def record_frame(self, session_id: str, seq: int, t: float, direction: str, data: str | bytes) -> bool:
-        """Queue one frame; False if too much is on its way already and it was dropped (counted, reported)."""
-        room = (
-            self._held_frames < self.max_frames
-            and self._held_bytes + len(data) <= self.max_bytes
-            and not (self._started and self._gone.is_set())
-        )  # checked before the frame is copied: a flood over budget costs no copy of what is dropped
-        if room:
-            if isinstance(data, str):
-                payload, flags = data.encode("utf-8", "surrogatepass"), SERVER if direction == "server" else 0
-            else:
-                payload, flags = data, (SERVER if direction == "server" else 0) | BINARY
-            n = len(payload)
+        """Queue one frame (text as str, binary as bytes); False if too much is on its way already and it was
+        dropped (counted, reported)."""
+        flags = SERVER if direction == "server" else 0
+        if isinstance(data, str):
+            return self.record_payload(session_id, seq, t, flags, data.encode("utf-8", "surrogatepass"))
+        return self.record_payload(session_id, seq, t, flags | BINARY, data)
+
+    def record_payload(self, session_id: str, seq: int, t: float, flags: int, payload: bytes) -> bool:
+        """:meth:`record_frame` for a frame already in bytes (a text frame's UTF-8, as it was forwarded), with
+        its flags (``SERVER``, ``BINARY``): the proxy's hot path, no copy of the payload but into the batch."""
+        n = len(payload)
         with self._lock:
             if self._closed:
                 return False
-            if room and self._held_bytes + n <= self.max_bytes:
+            if (
+                self._held_frames < self.max_frames
+                and self._held_bytes + n <= self.max_bytes
+                and not (self._started and self._gone.is_set())
+            ):
                 self._batch.add_frame(session_id, flags, seq, t, payload)
                 self._held_bytes += n
                 self._held_frames += 1

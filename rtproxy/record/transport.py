@@ -124,10 +124,14 @@ def decode_batch(body: memoryview | bytes, count: int) -> Iterator[tuple[int, in
     """The records of one batch body: (kind, flags, session id, seq, t, payload view)."""
     view = memoryview(body)
     off, size, unpack = 0, RECORD.size, RECORD.unpack_from
+    sids: dict[bytes, str] = {}  # a batch holds a few sessions' frames: each id decoded once
     for _ in range(count):
         kind, flags, nsid, n, seq, t = unpack(view, off)
         off += size
-        sid = str(view[off : off + nsid], "utf-8")
+        key = bytes(view[off : off + nsid])
+        sid = sids.get(key)
+        if sid is None:
+            sid = sids[key] = str(key, "utf-8")
         off += nsid
         yield kind, flags, sid, seq, t, view[off : off + n]
         off += n
@@ -136,27 +140,38 @@ def decode_batch(body: memoryview | bytes, count: int) -> Iterator[tuple[int, in
 
 
 class BatchReader:
-    """Reassembles batches from the chunks a pipe read returns."""
+    """Reassembles batches from the chunks a pipe read returns.
+
+    Bodies come back as views of the chunk they arrived in, not copies: a batch that arrived whole in one chunk
+    (the usual case: a batch is far smaller than a read) costs no copy at all; the bytes of one that spans reads
+    are joined once.
+    """
 
     def __init__(self) -> None:
         self.buf = bytearray()
 
-    def feed(self, chunk: bytes) -> list[tuple[int, int, bytes]]:
+    def feed(self, chunk: bytes) -> list[tuple[int, int, memoryview]]:
         """Add a chunk; return the batches now complete, as (number, record count, body)."""
-        buf = self.buf
-        buf += chunk
-        out: list[tuple[int, int, bytes]] = []
-        pos, head = 0, BATCH.size
-        while len(buf) - pos >= head:
-            magic, number, length, count = BATCH.unpack_from(buf, pos)
+        if self.buf:
+            self.buf += chunk
+            data = bytes(self.buf)
+            self.buf.clear()
+        else:
+            data = chunk
+        out: list[tuple[int, int, memoryview]] = []
+        view = memoryview(data)
+        pos, head, size = 0, BATCH.size, len(data)
+        while size - pos >= head:
+            magic, number, length, count = BATCH.unpack_from(data, pos)
             if magic != MAGIC or length > MAX_BATCH:
-                raise TransportError(f"not a batch at byte {pos}: {bytes(buf[pos : pos + 8])!r}")
-            if len(buf) - pos - head < length:
+                self.buf += data[pos:]  # kept for what the caller reports; nothing after it is a batch
+                raise TransportError(f"not a batch at byte {pos}: {bytes(data[pos : pos + 8])!r}")
+            if size - pos - head < length:
                 break
-            out.append((number, count, bytes(buf[pos + head : pos + head + length])))
+            out.append((number, count, view[pos + head : pos + head + length]))
             pos += head + length
-        if pos:
-            del buf[:pos]
+        if pos < size:
+            self.buf += view[pos:]
         return out
 
 

@@ -71,7 +71,7 @@ def event_row(session_id: str, seq: int, t: float, direction: str, data: str | b
     return (session_id, seq, t, direction, None, None, None, None, size, None, redact_bytes(data))
 
 
-def decode_records(count: int, body: bytes) -> list[Record]:
+def decode_records(count: int, body: bytes | memoryview) -> list[Record]:
     """A batch body as records: text frames as str, binary frames as bytes, controls unpickled."""
     out: list[Record] = []
     for kind, flags, sid, seq, t, view in decode_batch(body, count):
@@ -106,9 +106,10 @@ class Writer:
         self.report = report
         self.commit_interval = commit_interval
         self.conn = connect(path)
-        # Checkpoints (copying the WAL into the database: ~40% of the cost of storing a 13 KB frame) are ours to
-        # time: when the pipe has been dry a while, or when the WAL has grown by CHECKPOINT_BYTES.
+        # Checkpoints (copying the WAL into the database: half the cost of storing a 13 KB frame, or more) are ours
+        # to time: when the pipe has been dry a while, or when the WAL has grown by CHECKPOINT_BYTES.
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         self.since_checkpoint = 0
         self.sniffing: dict[str, dict[str, Any]] = {}  # sessions whose dialect is not known yet
         self.stopping = False
@@ -489,7 +490,11 @@ SNIFF_FRAMES = 64
 #: Seconds between the recorder's heartbeats, and between sweeps for sessions other recorders abandoned.
 HEARTBEAT, SWEEP = 2.0, 10.0
 #: A checkpoint once the WAL has grown by this much, whatever the traffic; else when the pipe is dry for IDLE s.
-CHECKPOINT_BYTES, IDLE = 32 << 20, 0.25
+#: Copying the WAL into the database costs as much CPU as the inserts did (more, for 13 KB audio frames), so a
+#: burst is absorbed by the WAL and the copy waits until the pipe is dry: a burst of up to CHECKPOINT_BYTES never
+#: pays for it while the proxy is busy. The WAL is cut back to WAL_LIMIT bytes once a checkpoint has emptied it.
+CHECKPOINT_BYTES, IDLE = 256 << 20, 0.25
+WAL_LIMIT = 64 << 20
 
 
 def _read_stdin(fd: int, chunks: queue.Queue[bytes | None]) -> None:
