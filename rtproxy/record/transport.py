@@ -62,6 +62,27 @@ class TransportError(Exception):
     """The pipe carried bytes that are not a batch (a bug, never the wire's fault)."""
 
 
+class _FrameHead(struct.Struct):
+    """A frame record's header with one session's id packed in (one ``pack`` per frame, no concatenation)."""
+
+    def __init__(self, sid: bytes) -> None:
+        super().__init__(f"{RECORD.format}{len(sid)}s")
+        self.sid = sid
+        self.nsid = len(sid)
+
+
+_HEADS: dict[str, _FrameHead] = {}
+
+
+def _frame_head(sid: str) -> _FrameHead:
+    head = _HEADS.get(sid)
+    if head is None:
+        if len(_HEADS) >= 4096:  # ids of sessions long gone: start again (bounded, whatever the proxy's uptime)
+            _HEADS.clear()
+        head = _HEADS[sid] = _FrameHead(sid.encode())
+    return head
+
+
 def encode_record(kind: int, flags: int, sid: bytes, seq: int, t: float, payload: bytes) -> bytes:
     return RECORD.pack(kind, flags, len(sid), len(payload), seq, t) + sid
 
@@ -80,12 +101,14 @@ class BatchBuilder:
         self.controls: list[bytes] = []
 
     def add_frame(self, sid: str, flags: int, seq: int, t: float, payload: bytes) -> None:
-        sid_bytes = sid.encode()
-        self.parts.append(RECORD.pack(FRAME, flags, len(sid_bytes), len(payload), seq, t) + sid_bytes)
-        self.parts.append(payload)
-        self.length += RECORD.size + len(sid_bytes) + len(payload)
+        head = _frame_head(sid)
+        n = len(payload)
+        parts = self.parts
+        parts.append(head.pack(FRAME, flags, head.nsid, n, seq, t, head.sid))
+        parts.append(payload)
+        self.length += head.size + n
         self.records += 1
-        self.nbytes += len(payload)
+        self.nbytes += n
         frames = self.frames
         frames[sid] = frames.get(sid, 0) + 1
 
