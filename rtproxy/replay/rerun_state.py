@@ -241,8 +241,8 @@ class RunState:
         given what the user said before it), or why it cannot be answered."""
         did, _, transcript = delegation
         handler = handlers.get(live.DELEGATION_HANDLER)
-        stop = f"the new model delegated to the client (after the user said {short(transcript, 80)}) where the "
-        stop += "recording had no delegation"
+        said = f" (after the user said {orjson.dumps(transcript[:80]).decode()})" if transcript else ""
+        stop = f"the new model delegated to the client{said} where the recording had no delegation"
         if handler is None:
             return Divergence(turn, f"{stop}; no --tools handler named {live.DELEGATION_HANDLER}")
         if len(self.delegations_extra) >= MAX_EXTRA_ROUNDS:
