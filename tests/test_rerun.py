@@ -16,8 +16,9 @@ from rtproxy.errors import UpstreamError
 from rtproxy.protocols import Api
 from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import read_recording, write_recording
-from rtproxy.replay.rerun import Call, IdLedger, PlanError, build_plan, rewrite_ids
+from rtproxy.replay.rerun import PlanError, build_plan
 from rtproxy.replay.rerun_client import rerun
+from rtproxy.replay.rerun_ids import Call, IdLedger, rewrite_ids
 from rtproxy.replay.rerun_state import Divergence, RunState, call_handler
 from rtproxy.store import Store
 from tests.conftest import make_key, rtproxy_exe

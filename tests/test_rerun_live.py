@@ -303,3 +303,24 @@ async def test_a_barge_in_reruns_equal_at_any_speed(tmp_path: Path, speed: str) 
     assert code == 0, out + err
     appends = [e for e in sent_events(conn) if e["type"] == "session.input_audio.append"]
     assert len(appends) == 30
+
+
+def test_a_backend_call_a_few_appends_early_is_not_an_extra_call() -> None:
+    """Full duplex: the new server may delegate (and its backend call) before the recorded client's last append
+    went out; a call is judged extra only where the recorded client reacted to the server, not mid-stream."""
+    plan = plan_of(DELEGATION)
+    state = RunState(plan)
+    call = {"type": "function_call", "id": "fc", "call_id": "call_new", "name": "get_weather", "arguments": CELSIUS}
+    feed(
+        state,
+        {"type": "session.started", "session": {"id": "s"}},
+        {"type": "session.delegation.created", "delegation": {"id": "d", "target": "responses"}},
+        {"type": "response.event", "event": {"type": "response.created", "response": {"id": "r"}}},
+        {"type": "response.event", "event": {"type": "response.output_item.done", "item": call}},
+        {"type": "response.event", "event": {"type": "response.completed", "response": {"id": "r"}}},
+    )
+    last_append, answer = plan.turns[1].steps[-1], plan.turns[2].steps[0]
+    assert state.idle and state.extra_call(last_append) is None
+    assert state.ready(answer) and state.extra_call(answer) is None
+    data, divergence = state.answer(answer, 3, {})
+    assert divergence is None and orjson.loads(data)["item"]["call_id"] == "call_new"

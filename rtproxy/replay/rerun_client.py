@@ -20,7 +20,8 @@ from yarl import URL
 from ..errors import UpstreamError
 from ..record.proxy import Proxy
 from ..store import Recorder
-from .rerun import Call, Plan, Step
+from .rerun import Plan, Step
+from .rerun_ids import Call
 from .rerun_live import APPENDED
 from .rerun_state import Divergence, Handler, RunState
 

@@ -23,17 +23,11 @@ from ..conversation.model import short, too_deep
 from ..protocols import Api
 from ..protocols.wire import parse_event
 from . import rerun_live as live
-from .rerun import (
-    CREATED_KEY,
-    FINISHED,
+from .rerun import CREATED_KEY, FINISHED, MAX_ERRORS, WRITE_DEPTH, Plan, Step, event_key
+from .rerun_ids import (
     MAX_CALLS,
-    MAX_ERRORS,
-    WRITE_DEPTH,
     Call,
     IdLedger,
-    Plan,
-    Step,
-    event_key,
     function_calls,
     json_or_text,
     outputs_of,
@@ -264,7 +258,10 @@ class RunState:
 
     def extra_call(self, step: Step | None) -> Call | None:
         """A call the new model made where the recording made none, once the server is idle (before a step, or
-        at the end)."""
+        at the end; GPT-Live: before a step that waited for the server)."""
+        if self.plan.api is Api.LIVE and step is not None and not step.waits:
+            return None  # full duplex: a call may come a few appends earlier than recorded; judged where the
+            # recorded client reacted to the server
         recorded = step.calls_before if step is not None else len(self.plan.calls)
         if self.idle and len(self.calls) > recorded:
             return self.calls[recorded]
