@@ -324,3 +324,56 @@ def test_a_backend_call_a_few_appends_early_is_not_an_extra_call() -> None:
     assert state.ready(answer) and state.extra_call(answer) is None
     data, divergence = state.answer(answer, 3, {})
     assert divergence is None and orjson.loads(data)["item"]["call_id"] == "call_new"
+
+
+async def test_a_database_primary_with_a_linked_sideband_reruns_the_primary_and_names_the_sideband(
+    tmp_path: Path,
+) -> None:
+    """DB#PRIMARY: the primary is rerun and the linked sideband is named as not rerun; DB#SIDEBAND alone is one
+    line naming its primary to rerun instead (exit 2)."""
+    db = tmp_path / "both.db"
+    rec = read_recording(BARGE_IN)
+    side_session, side_frames = sideband_of(BARGE_IN)
+    api_sid = side_session["path"].split("/")[4]
+    with Store(db, create=True) as store:
+        primary = store.import_session({**rec.session, "api_session_id": api_sid}, rec.frames)
+        sideband = store.import_session({**side_session, "api_session_id": api_sid}, side_frames)
+        assert [r["id"] for r in store.linked_sessions(primary)] == [sideband]
+    async with LiveUpstream(user=("Tell me a story", "Stop, what time is it?"), replies=(STORY, "It is noon.")) as up:
+        code, out, err = await run_rerun(f"{db}#{primary}", "--upstream", up.url, "--db", str(db), key=make_key())
+        assert [c.kind for c in up.connections] == ["primary"]
+    assert code == 0, out + err
+    assert f"sideband session {sideband} not rerun: a GPT-Live sideband watches its primary's session" in out
+    code, out, err = await run_rerun(
+        f"{db}#{sideband}", "--upstream", "http://127.0.0.1:9", "--db", str(db), key=make_key()
+    )
+    assert code == 2, out + err
+    assert f"is not rerun by itself: rerun its primary, {db}#{primary}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_junk_in_a_live_recording_never_raises() -> None:
+    """Odd shapes where a Live event should carry a delegation or a nested event: planned and fed without an
+    exception; nothing is learned from them."""
+    junk = [
+        {"type": "response.event", "event": "not an object"},
+        {"type": "response.event", "event": {"type": 5, "item": [1]}},
+        {"type": "response.event", "event": {"type": "response.output_item.done", "item": {"type": "function_call"}}},
+        {"type": "session.delegation.created", "delegation": 5},
+        {"type": "session.delegation.created", "delegation": {"id": ["x"], "target": None}},
+        {"type": "session.input_transcript.delta", "delta": {"not": "text"}},
+        {"type": "session.started", "session": "x"},
+    ]
+    session = {"path": "/v1/live/sessions", "api": "live", "variant": "primary"}
+    frames = [Frame(0, 0.0, Direction.CLIENT, orjson.dumps({"type": "session.start", "session": 3}).decode())]
+    frames += [Frame(i + 1, 0.1, Direction.SERVER, orjson.dumps(e).decode()) for i, e in enumerate(junk)]
+    frames.append(Frame(len(frames), 0.2, Direction.CLIENT, b"\x00binary"))
+    plan = build_plan(session, frames, model="m", instructions="i")
+    assert plan.steps[0].event == {"type": "session.start", "session": {"instructions": "i", "model": "m"}}
+    assert plan.calls == () and plan.delegations == ()
+    assert dict(plan.steps[1].waits)["session.started"] == 1
+    state = RunState(plan)
+    for f in frames:
+        state.feed_server(f.data)
+    assert state.delegations == [] and state.calls == []
+    assert state.extra_delegation(plan.steps[1]) is None and state.delegation_mismatch() is None
+    assert state.answer(plan.steps[1], 2, {}) == (b"\x00binary", None)

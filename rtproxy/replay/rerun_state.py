@@ -54,7 +54,11 @@ class Divergence:
 def call_handler(handler: Handler, arguments: str) -> str:
     """Run a --tools handler on a call's JSON arguments; its result as the output text (a dict as JSON)."""
     args = json_or_text(arguments)
-    result = handler(**args) if isinstance(args, dict) else handler(args)
+    return as_text(handler(**args) if isinstance(args, dict) else handler(args))
+
+
+def as_text(result: Any) -> str:
+    """A handler's result as sent: a str as it is, anything else as JSON (or its str() if not JSON-able)."""
     if isinstance(result, str):
         return result
     try:
@@ -245,7 +249,7 @@ class RunState:
             result = handler(transcript=transcript)
         except Exception as e:  # the user's handler: its failure is reported, never a traceback
             return Divergence(turn, f"--tools handler {live.DELEGATION_HANDLER} raised {type(e).__name__}: {e}")
-        content = result if isinstance(result, str) else orjson.dumps(result, default=str).decode()
+        content = as_text(result)
         self.delegations_extra.add(did)
         self.ids.forget(did)
         self.acks_extra[live.APPENDED] += 1
