@@ -26,7 +26,8 @@ audio with ``start_ms``/``end_ms``), and is closed when the session closes. Ever
 connection, is kept (``connections``).
 
 Opt-in, to stand for a new model (``rtproxy rerun --model``): a session started with ``new_model`` answers with
-``new_replies`` and, when delegating to Responses, calls ``get_weather`` with ``new_arguments`` (each when given).
+``new_replies``, when delegating to Responses calls ``get_weather`` with ``new_arguments``, and delegates as
+``new_delegation`` says instead of as its session does (each when given).
 """
 
 from __future__ import annotations
@@ -93,9 +94,11 @@ class LiveUpstream:
         new_model: str | None = None,
         new_replies: tuple[str, ...] | None = None,
         new_arguments: str | None = None,
+        new_delegation: dict[str, Any] | None = None,
     ) -> None:
         self.user, self.replies = user, replies
         self.new_model, self.new_replies, self.new_arguments = new_model, new_replies, new_arguments
+        self.new_delegation = new_delegation
         self.connections: list[Connection] = []
         self.sessions: dict[str, LiveSession] = {}
         self.attached = asyncio.Event()
@@ -333,6 +336,8 @@ class LiveSession:
             )
         self.turn += 1
         delegation = self.config.get("delegation") or {}
+        if self.is_new_model() and self.up.new_delegation is not None:
+            delegation = self.up.new_delegation
         target = delegation.get("type") if isinstance(delegation, dict) else None
         if target == "responses":
             await self.delegate_to_responses()
