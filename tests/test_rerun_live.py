@@ -95,8 +95,8 @@ def feed(state: RunState, *events: dict[str, Any]) -> None:
 
 
 def test_a_client_delegation_the_recording_never_had_needs_a_delegation_handler() -> None:
-    """The new model delegates to the client where the recording did not: at the close (a step that waited) it
-    is an extra; without a `delegation` handler a divergence naming what the user said; with one, its text goes
+    """The new model delegates to the client where the recording did not (by the next step that waited): an
+    extra; without a `delegation` handler a divergence naming what the user said; with one, its text goes
     back as session.instructions.append naming this run's delegation, and the ack is not the recording's."""
     plan = plan_of(BARGE_IN)
     state = RunState(plan)
@@ -109,9 +109,9 @@ def test_a_client_delegation_the_recording_never_had_needs_a_delegation_handler(
         {"type": "session.delegation.created", "delegation": {"id": "deleg_new", "target": "client"}},
         {"type": "session.usage.updated", "usage": {}},
     )
-    assert state.ready(close) and state.extra_delegation(plan.steps[2]) is None  # an append in a run: not checked
     extra = state.extra_delegation(close)
-    assert extra is not None and extra[0] == "deleg_new"
+    assert state.ready(close) and extra is not None and extra[0] == "deleg_new"
+    assert state.extra_delegation(plan.steps[2]) == extra  # mid-stream too: the close had none before it
     stop = state.delegation_answer(extra, {}, 3)
     assert isinstance(stop, Divergence) and 'after the user said "Tell me a story"' in stop.message
     assert "no --tools handler named delegation" in stop.message
@@ -377,3 +377,64 @@ def test_junk_in_a_live_recording_never_raises() -> None:
     assert state.delegations == [] and state.calls == []
     assert state.extra_delegation(plan.steps[1]) is None and state.delegation_mismatch() is None
     assert state.answer(plan.steps[1], 2, {}) == (b"\x00binary", None)
+
+
+async def one_question(c: Any) -> None:
+    """A spoken question, the microphone open for two more seconds, the answer's usage, close."""
+    flows = load_recordings_script("make_live_recordings")
+    await c.start()
+    await c.stream(flows.tone(1000) + flows.silence(2000))
+    await c.until("session.usage.updated")
+    await c.close()
+
+
+async def test_a_new_model_that_delegates_to_the_client_is_answered_by_the_delegation_handler(tmp_path: Path) -> None:
+    """The recording answered at once; the new model delegates the question to the client mid-stream. Without a
+    `delegation` function the rerun stops saying so (exit 1); with one, its reply goes out naming this run's
+    delegation while the microphone streams on, the assistant speaks it, and the diff shows the new words."""
+    flows = load_recordings_script("make_live_recordings")
+    recorded = tmp_path / "recorded.jsonl"
+    async with LiveUpstream() as up:
+        await record_example(
+            tmp_path / "orig.db", up.url, recorded, lambda base: flows.run_flow(flows.Flow("q", one_question), base)
+        )
+    rec = read_recording(recorded)  # a microphone's pace: a frame every 20 ms
+    paced = tmp_path / "paced.jsonl"
+    write_recording(paced, rec.session, [Frame(f.seq, 0.02 * f.seq, f.direction, f.data) for f in rec.frames])
+    tools = tmp_path / "tools.py"
+    tools.write_text("def delegation(transcript):\n    return 'Sunny and warm, said the client.'\n")
+    up_args: dict[str, Any] = {"new_model": NEW_MODEL, "new_delegation": {"type": "client"}}
+    async with LiveUpstream(**up_args) as up:
+        base = [
+            str(paced),
+            "--upstream",
+            up.url,
+            "--db",
+            str(tmp_path / "r.db"),
+            "--model",
+            NEW_MODEL,
+            "--timeout",
+            "10",
+        ]
+        code, out, err = await run_rerun(*base, key=make_key())
+        assert code == 1, out + err
+        assert 'the new model delegated to the client (after the user said "What\'s the weather in Paris?")' in out
+        assert "no --tools handler named delegation" in out
+        code, out, err = await run_rerun(*base, "--tools", str(tools), key=make_key())
+        conn = up.connections[1]
+    assert code == 1, out + err
+    assert "stopped" not in out and "--tools answered delegation(" in out
+    made = [orjson.loads(m) for m in conn.sent]
+    delegation = next(e["delegation"]["id"] for e in made if e["type"] == "session.delegation.created")
+    reply = next(e for e in sent_events(conn) if e["type"] == "session.instructions.append")
+    assert reply == {
+        "type": "session.instructions.append",
+        "content": "Sunny and warm, said the client.",
+        "delegation_id": delegation,
+    }
+    events = sent_events(conn)
+    assert (
+        events.index(reply) < len(events) - 2
+        and events[events.index(reply) + 1]["type"] == "session.input_audio.append"
+    )
+    assert "Sunny and warm, said the client." in out and not any(e["type"] == "error" for e in made)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -100,6 +100,7 @@ class Step:
     calls_before: int = 0  # function calls the recording had made before it
     waits: tuple[tuple[str, int], ...] = ()  # Live: (milestone, how many the recording had) received just before
     delegations_before: int = 0  # Live: client delegations the recording had before it
+    delegations_by_wait: int = 0  # Live: ... before the next step that waits (this one, if it waits), or the end
 
     @property
     def event(self) -> dict[str, Any] | None:
@@ -370,6 +371,15 @@ class _Builder:
         turns.append(Turn(len(turns) + 1, tuple(current)))
         return tuple(turns)
 
+    def mark_delegations(self) -> None:
+        """Live: each step learns how many client delegations the recording had by the next step that waits."""
+        by = sum(1 for _, target in self.delegations if target == "client")
+        for i in range(len(self.steps) - 1, -1, -1):
+            step = self.steps[i]
+            if step.waits:
+                by = step.delegations_before
+            self.steps[i] = replace(step, delegations_by_wait=by)
+
 
 def build_plan(
     session: Mapping[str, Any],
@@ -399,6 +409,7 @@ def build_plan(
         (builder.server if frame.direction is Direction.SERVER else builder.client)(frame)
     if not builder.steps:
         raise PlanError("the recording has no client events to send")
+    builder.mark_delegations()
     header_model = model if model is not None else session.get("model")
     is_live = api is Api.LIVE
     return Plan(

@@ -23,7 +23,7 @@ from ..store import Recorder
 from .rerun import Plan, Step
 from .rerun_ids import Call
 from .rerun_live import APPENDED
-from .rerun_state import Divergence, Handler, RunState
+from .rerun_state import MAX_EXTRA_ROUNDS, Divergence, Handler, RunState
 
 Progress = Callable[[str], None]
 
@@ -157,12 +157,36 @@ class _Player:
         reason = await self.until(answered, lambda: f"the answer after {call.name}'s output", lambda: None)
         return Divergence(turn, reason) if reason is not None else None
 
+    async def wait_ready(self, step: Step | None, turn: int) -> Divergence | None:
+        """Wait until `step` (None: the end) may go, answering on the way the GPT-Live client delegations the
+        recording did not have (a full-duplex server may wait for them before it says what the step waits for)."""
+        state = self.state
+        if step is None:
+            ready, what, stuck = state.final_ready, state.final_waiting_for, state.delegation_mismatch
+        else:
+            ready, what, stuck = (
+                (lambda: state.ready(step)),
+                (lambda: state.waiting_for(step)),
+                (lambda: state.stuck(step)),
+            )
+        for _ in range(MAX_EXTRA_ROUNDS + 1):  # delegation_answer refuses past MAX_EXTRA_ROUNDS
+            reason = await self.until(lambda: ready() or state.extra_delegation(step) is not None, what, stuck)
+            if reason is not None:
+                return Divergence(turn, reason)
+            delegation = state.extra_delegation(step)
+            if delegation is None:
+                return None
+            failed = await self._answer_delegation(delegation, turn)
+            if failed is not None:
+                return failed
+        return None
+
     async def send(self, step: Step, turn: int) -> Divergence | None:
         state = self.state
         waited = not state.ready(step)
-        reason = await self.until(lambda: state.ready(step), lambda: state.waiting_for(step), lambda: state.stuck(step))
-        if reason is not None:
-            return Divergence(turn, reason)
+        stop = await self.wait_ready(step, turn)
+        if stop is not None:
+            return stop
         extra = await self.answer_extra_calls(step, turn)
         if extra is not None:
             return extra
@@ -192,11 +216,10 @@ class _Player:
                     return
                 result.sent += 1
             result.played += 1
-        state = self.state
         last = turns[-1].number
-        reason = await self.until(state.final_ready, state.final_waiting_for, state.delegation_mismatch)
-        if reason is not None:
-            result.stopped = Divergence(last, reason)
+        stop = await self.wait_ready(None, last)
+        if stop is not None:
+            result.stopped = stop
             return
         result.stopped = await self.answer_extra_calls(None, last)
 

@@ -224,11 +224,13 @@ class RunState:
         return [d for d in self.delegations if d[0] not in self.delegations_extra]
 
     def extra_delegation(self, step: Step | None) -> tuple[str, str, str] | None:
-        """A client delegation the recording did not have by this step (a step that waited for the server, or the
-        end), still unanswered."""
-        if self.plan.api is not Api.LIVE or (step is not None and not step.waits):
+        """A client delegation, still unanswered, past those the recording had by the next step that waited for the
+        server (or by the end)."""
+        if self.plan.api is not Api.LIVE:
             return None
-        recorded = step.delegations_before if step is not None else sum(t == "client" for _, t in self.plan.delegations)
+        recorded = (
+            step.delegations_by_wait if step is not None else sum(t == "client" for _, t in self.plan.delegations)
+        )
         run = [d for d in self._live_run() if d[1] == "client"]
         return run[recorded] if len(run) > recorded else None
 
