@@ -438,3 +438,18 @@ async def test_a_new_model_that_delegates_to_the_client_is_answered_by_the_deleg
         and events[events.index(reply) + 1]["type"] == "session.input_audio.append"
     )
     assert "Sunny and warm, said the client." in out and not any(e["type"] == "error" for e in made)
+
+
+async def test_instructions_replace_session_starts_and_an_unchanged_model_compares_equal(tmp_path: Path) -> None:
+    """--instructions FILE on a Live session: session.start carries them (the rest as recorded); the server's
+    answer is unchanged, so the rerun means the same: exit 0."""
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Answer like a pirate.\n")
+    async with LiveUpstream() as up:
+        args = [str(DELEGATION), "--upstream", up.url, "--db", str(tmp_path / "r.db"), "--instructions", str(prompt)]
+        code, out, err = await run_rerun(*args, "--speed", "0", key=make_key())
+        (conn,) = up.connections
+    assert code == 0, out + err
+    start = sent_events(conn)[0]
+    assert start["session"]["instructions"] == "Answer like a pirate."
+    assert start["session"]["delegation"]["responses"]["tools"][0]["name"] == "get_weather"
