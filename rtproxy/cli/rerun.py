@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
@@ -25,6 +25,9 @@ from ..protocols.secrets import redact_url
 from ..protocols.wire import Frame
 from . import InputError, db_option, file_errors, open_store, resolve_session
 from .replay import IGNORE_CHOICES, ignore_help
+
+if TYPE_CHECKING:
+    from ..replay.rerun import Plan
 
 Side = tuple[str, dict[str, Any], list[Frame]]
 
@@ -79,7 +82,7 @@ class Chosen:
 
     number: int
     side: Side
-    plan: Any
+    plan: Plan
     label: str
 
 
@@ -102,7 +105,6 @@ def choose(
     notes = list(original.notes)
     for k in numbers:
         name, session, frames = conns[k - 1]
-        where = f"connection {k}" if several else name
         if several and len(numbers) > 1:
             api, variant = detect_api(session, frames)
             if api is Api.LIVE and variant == "sideband":
@@ -112,7 +114,7 @@ def choose(
             plan = build_plan(session, frames, model=model, instructions=instructions)
         except PlanError as e:
             if len(numbers) == 1:
-                raise InputError(f"{original.name}: {where + ': ' if several else ''}{e}") from e
+                raise InputError(f"{original.name}: {f'connection {k}: ' if several else ''}{e}") from e
             notes.append(f"connection {k} not rerun: {e}")
             continue
         chosen.append(
