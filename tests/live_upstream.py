@@ -24,6 +24,10 @@ spoken ends with ``session.usage.updated``; ``session.close`` ends with ``sessio
 attaches, as the real API reflects it (input audio as ``session.input_audio.append`` without an event id, output
 audio with ``start_ms``/``end_ms``), and is closed when the session closes. Every frame received and sent, per
 connection, is kept (``connections``).
+
+Opt-in, to stand for a new model (``rtproxy rerun --model``): a session started with ``new_model`` answers with
+``new_replies``, when delegating to Responses calls ``get_weather`` with ``new_arguments``, and delegates as
+``new_delegation`` says instead of as its session does (each when given).
 """
 
 from __future__ import annotations
@@ -87,8 +91,14 @@ class LiveUpstream:
         *,
         user: tuple[str, ...] = ("What's the weather in Paris?",),
         replies: tuple[str, ...] = ("It is 18 degrees and sunny in Paris.",),
+        new_model: str | None = None,
+        new_replies: tuple[str, ...] | None = None,
+        new_arguments: str | None = None,
+        new_delegation: dict[str, Any] | None = None,
     ) -> None:
         self.user, self.replies = user, replies
+        self.new_model, self.new_replies, self.new_arguments = new_model, new_replies, new_arguments
+        self.new_delegation = new_delegation
         self.connections: list[Connection] = []
         self.sessions: dict[str, LiveSession] = {}
         self.attached = asyncio.Event()
@@ -326,6 +336,8 @@ class LiveSession:
             )
         self.turn += 1
         delegation = self.config.get("delegation") or {}
+        if self.is_new_model() and self.up.new_delegation is not None:
+            delegation = self.up.new_delegation
         target = delegation.get("type") if isinstance(delegation, dict) else None
         if target == "responses":
             await self.delegate_to_responses()
@@ -348,8 +360,12 @@ class LiveSession:
         words[-1] = words[-1].rstrip()
         return words
 
+    def is_new_model(self) -> bool:
+        return self.up.new_model is not None and self.config.get("model") == self.up.new_model
+
     def reply(self) -> str:
-        return self.up.replies[min(self.turn - 1, len(self.up.replies) - 1)]
+        replies = self.up.new_replies if self.is_new_model() and self.up.new_replies else self.up.replies
+        return replies[min(self.turn - 1, len(replies) - 1)]
 
     # -- speech --
 
@@ -410,6 +426,8 @@ class LiveSession:
             )
         )
         args = '{"location": "Paris", "unit": "celsius"}'
+        if self.is_new_model() and self.up.new_arguments is not None:
+            args = self.up.new_arguments
         call = {
             "type": "function_call",
             "id": item_id,

@@ -16,8 +16,9 @@ from rtproxy.errors import UpstreamError
 from rtproxy.protocols import Api
 from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.recording import read_recording, write_recording
-from rtproxy.replay.rerun import Call, IdLedger, PlanError, build_plan, rewrite_ids
+from rtproxy.replay.rerun import PlanError, build_plan
 from rtproxy.replay.rerun_client import rerun
+from rtproxy.replay.rerun_ids import Call, IdLedger, rewrite_ids
 from rtproxy.replay.rerun_state import Divergence, RunState, call_handler
 from rtproxy.store import Store
 from tests.conftest import make_key, rtproxy_exe
@@ -292,12 +293,16 @@ def test_handlers_take_the_arguments_as_keywords() -> None:
 
 
 def test_sessions_that_cannot_be_rerun_are_refused() -> None:
-    """A GPT-Live session, or a recording without client events, is a PlanError (one line)."""
+    """A GPT-Live sideband or fork, another API, or a recording without client events, is a PlanError (one line)."""
     frames = [server(0, 0.0, {"type": "session.created"})]
     with pytest.raises(PlanError, match="no client events"):
         build_plan({"path": "/v1/realtime", "api": "realtime", "dialect": "ga"}, frames)
-    with pytest.raises(PlanError, match="live session cannot be rerun"):
-        build_plan({"path": "/v1/live/sessions", "api": "live", "variant": "primary"}, frames)
+    with pytest.raises(PlanError, match="sideband watches another connection's session: rerun its primary"):
+        build_plan({"path": "/v1/live/sessions/sess_1/attach", "api": "live", "variant": "sideband"}, frames)
+    with pytest.raises(PlanError, match="fork starts from a stored session"):
+        build_plan({"path": "/v1/live/sessions/sess_1/fork", "api": "live", "variant": "fork"}, frames)
+    with pytest.raises(PlanError, match="an unknown session cannot be rerun"):
+        build_plan({"path": "/echo"}, [client(0, 0.0, {"type": "hello"})])
 
 
 def test_junk_from_the_recording_never_raises_and_stays_bounded() -> None:

@@ -189,8 +189,12 @@ class Player:
         if self.policy == "loose":
             behind = self.behind + behind
         else:  # a skipped event may still come (out of order) until the client has left its turn
-            late = [i for i in self.missed if self.frontier <= self.script.turn_end(i) + 1]
-            return late + [i for i in behind if self.state[i] == PENDING]
+            ends = {i: self.script.turn_end(i) for i in self.missed}
+            open_ = [i for i in self.missed if self.frontier <= ends[i]]
+            # once the turn's last event was played, what the next turn expects is the next turn's: a skipped
+            # event matches late only if nothing ahead does (else it stays missing from its closed turn)
+            closed = [i for i in self.missed if self.frontier == ends[i] + 1]
+            return open_ + [i for i in behind if self.state[i] == PENDING] + closed
         return [i for i in behind if self.state[i] == PENDING]
 
     def _find(self, kind: str) -> int | None:

@@ -8,44 +8,46 @@ step's recorded delay from that moment (or from the step before, whichever came 
 waits for a finished response are a :class:`Turn`. Only the first append of a run of ``input_audio_buffer.append``
 waits: a microphone's stream goes on while the model speaks.
 
-Ids the server made (items, calls, responses) that later client events name are mapped by kind and order: the
-recording's third assistant message is this run's third assistant message (:class:`IdLedger`). Function calls are
-compared at the step that answers one (:mod:`rtproxy.replay.rerun_state`): the same name and JSON-equal arguments
-get the recorded output; another call needs a handler (``--tools``), or the rerun stops with a divergence.
+Ids the server made (items, calls, responses, delegations) that later client events name are mapped by kind and
+order: the recording's third assistant message is this run's third (:mod:`rtproxy.replay.rerun_ids`). Function
+calls are compared at the step that answers one (:mod:`rtproxy.replay.rerun_state`): the same name and JSON-equal
+arguments get the recorded output; another call needs a handler (``--tools``), or the rerun stops with a divergence.
 
-Everything from the wire is bounded: ids per kind (``MAX_IDS``), calls (``MAX_CALLS``), nesting walked
-(``MAX_DEPTH``); junk teaches nothing and never raises.
+GPT-Live primaries are planned by the same walk with :mod:`rtproxy.replay.rerun_live`'s rules: a step waits for the
+milestones the recorded client had just received (:attr:`Step.waits`), a delegation's backend responses count as
+responses, and client delegations are mapped by order.
+
+Everything from the wire is bounded: ids per kind and calls (:mod:`rtproxy.replay.rerun_ids`), steps' nesting
+(``WRITE_DEPTH``), delegations (``rerun_live.MAX_DELEGATIONS``); junk teaches nothing and never raises.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from ..conversation.model import MAX_DEPTH, too_deep
+from ..conversation.model import too_deep
 from ..protocols import Api, classify_handshake, refine
 from ..protocols.secrets import SECRET_HEADERS, SECRET_PROTOCOL_PREFIXES, SECRET_QUERY_PARAMS
 from ..protocols.wire import Direction, Frame, parse_event
+from . import rerun_live as live
+from .rerun_ids import MAX_CALLS, Call, IdLedger, function_calls, outputs_of, ref_values
 
 AUDIO_APPEND = "input_audio_buffer.append"
 #: The server events that say a response is over, per API.
 FINISHED = {
     Api.REALTIME: frozenset({"response.done"}),
     Api.RESPONSES: frozenset({"response.completed", "response.failed", "response.incomplete"}),
+    Api.LIVE: live.FINISHED,
 }
 CREATED = "response.created"
-#: Server events that show a function call whole (name and all its arguments).
-CALL_EVENTS = frozenset({"response.output_item.done", "response.done", "response.completed"})
-#: Keys whose string values may name an object the server made.
-REF_KEYS = frozenset({"id", "item_id", "previous_item_id", "call_id", "response_id", "previous_response_id"})
-#: Ids remembered per kind, and function calls per session; past these a session teaches nothing more.
-MAX_IDS = 10_000
-MAX_CALLS = 1_000
+#: The key (:func:`event_key`) of the event that says a response started, per API.
+CREATED_KEY = {Api.REALTIME: CREATED, Api.RESPONSES: CREATED, Api.LIVE: live.CREATED}
 MAX_ERRORS = 20
 #: An event nested deeper than this is sent exactly as recorded (orjson writes at most 254 levels).
 WRITE_DEPTH = 200
@@ -83,23 +85,6 @@ class PlanError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
-    """A function call a model made: its name and arguments (JSON text as sent)."""
-
-    call_id: str
-    name: str
-    arguments: str
-
-    def same_as(self, other: Call) -> bool:
-        """The same function with JSON-equal arguments (text compared if either is not JSON)."""
-        return self.name == other.name and json_or_text(self.arguments) == json_or_text(other.arguments)
-
-    def shown(self) -> str:
-        args = self.arguments if len(self.arguments) <= 120 else self.arguments[:119] + "…"
-        return f"{self.name}({args})"
-
-
-@dataclass(frozen=True, slots=True)
 class Step:
     """One client frame to send, and what the recorded client had seen before sending it."""
 
@@ -113,6 +98,9 @@ class Step:
     refs: tuple[str, ...] = ()  # server-made ids (of the recording) it names
     answers: tuple[str, ...] = ()  # recorded call ids whose output it carries
     calls_before: int = 0  # function calls the recording had made before it
+    waits: tuple[tuple[str, int], ...] = ()  # Live: (milestone, how many the recording had) received just before
+    delegations_before: int = 0  # Live: client delegations the recording had before it
+    delegations_by_wait: int = 0  # Live: ... before the next step that waits (this one, if it waits), or the end
 
     @property
     def event(self) -> dict[str, Any] | None:
@@ -143,6 +131,8 @@ class Plan:
     outputs: dict[str, Any]  # recorded call id -> the output the client sent
     ids: IdLedger
     expected: tuple[Frame, ...]  # the recording with the edits applied: what an unchanged server would give
+    final_waits: tuple[tuple[str, int], ...] = ()  # Live: the milestones received after the last client frame
+    delegations: tuple[tuple[str, str], ...] = ()  # Live: the recording's delegations, (id, target) in order
 
     @property
     def steps(self) -> list[Step]:
@@ -152,153 +142,15 @@ class Plan:
         return next((i for i, c in enumerate(self.calls) if c.call_id == call_id), None)
 
 
-# --- ids the server made ---------------------------------------------------------------
-
-
-class IdLedger:
-    """Server-made ids in order of first appearance, by kind (``response``, ``call``, ``item:TYPE:ROLE``).
-
-    Ids first seen in a client event are the client's own and are never mapped. Fed both directions in order.
-    """
-
-    def __init__(self) -> None:
-        self.by_kind: dict[str, list[str]] = {}
-        self.where: dict[str, tuple[str, int]] = {}
-        self.client_made: set[str] = set()
-
-    def _add(self, kind: str, value: Any) -> None:
-        if not isinstance(value, str) or not value or value in self.where or value in self.client_made:
-            return
-        ids = self.by_kind.setdefault(kind, [])
-        if len(ids) >= MAX_IDS or len(self.by_kind) > 64:
-            return
-        self.where[value] = (kind, len(ids))
-        ids.append(value)
-
-    def feed_client(self, event: Mapping[str, Any]) -> None:
-        for value in ref_values(event):
-            if value not in self.where and len(self.client_made) < MAX_IDS:
-                self.client_made.add(value)
-
-    def feed_server(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("type")
-        response = event.get("response")
-        if kind == CREATED and isinstance(response, Mapping):
-            self._add("response", response.get("id"))
-        for item in _items_of(event):
-            self._add(_item_kind(item), item.get("id"))
-            if item.get("type") in ("function_call", "function_call_output") and "call_id" in item:
-                self._add("call", item.get("call_id"))
-        if kind == "input_audio_buffer.committed":
-            self._add("item:message:user", event.get("item_id"))
-
-    def forget(self, value: str) -> None:
-        """Drop an id (a call the recording never made): the ones after it move up."""
-        where = self.where.pop(value, None)
-        if where is None:
-            return
-        ids = self.by_kind[where[0]]
-        ids.remove(value)
-        for i, v in enumerate(ids[where[1] :], start=where[1]):
-            self.where[v] = (where[0], i)
-
-    def counterpart(self, recorded_id: str, other: IdLedger) -> str | None:
-        """The id `other` (this run's ledger) has where this one (the recording's) has `recorded_id`."""
-        where = self.where.get(recorded_id)
-        if where is None:
-            return None
-        ids = other.by_kind.get(where[0], [])
-        return ids[where[1]] if where[1] < len(ids) else None
-
-    def describe(self, recorded_id: str) -> str:
-        kind, n = self.where.get(recorded_id, ("object", 0))
-        nth = _ordinal(n + 1)
-        if kind.startswith("item:"):
-            _, itype, role = kind.split(":", 2)
-            return f"the {nth} {role + ' ' if role != '-' else ''}{itype} item"
-        return f"the {nth} {kind}"
-
-
-def _item_kind(item: Mapping[str, Any]) -> str:
-    itype, role = item.get("type"), item.get("role")
-    return f"item:{itype if isinstance(itype, str) else '-'}:{role if isinstance(role, str) else '-'}"
-
-
-def _items_of(event: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
-    item = event.get("item")
-    if isinstance(item, Mapping):
-        yield item
-    response = event.get("response")
-    output = response.get("output") if isinstance(response, Mapping) else None
-    if isinstance(output, list):
-        for it in output[:MAX_CALLS]:
-            if isinstance(it, Mapping):
-                yield it
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def _walk(value: Any) -> Iterable[tuple[str, Any, dict[str, Any]]]:
-    """(key, value, the dict holding it) for every key of every dict in a JSON value, to MAX_DEPTH."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            continue
-        if isinstance(node, dict):
-            for k, v in node.items():
-                yield k, v, node
-                if isinstance(v, dict | list):
-                    stack.append((v, depth + 1))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-
-
-def ref_values(event: Mapping[str, Any]) -> list[str]:
-    return [v for k, v, _ in _walk(event) if k in REF_KEYS and isinstance(v, str) and v]
-
-
-def rewrite_ids(event: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
-    """A copy of a client event with the recorded server ids it names replaced by this run's."""
-    out = copy.deepcopy(event)
-    for k, v, holder in list(_walk(out)):
-        if k in REF_KEYS and isinstance(v, str) and v in mapping:
-            holder[k] = mapping[v]
-    return out
-
-
-def json_or_text(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-
-
-def function_calls(event: Mapping[str, Any]) -> Iterable[Call]:
-    """Function calls a server event shows complete (an output item done, or a finished response's output)."""
-    if event.get("type") not in CALL_EVENTS:
-        return
-    for item in _items_of(event):
-        if item.get("type") != "function_call":
-            continue
-        call_id, name, args = item.get("call_id"), item.get("name"), item.get("arguments")
-        if isinstance(call_id, str) and isinstance(name, str) and isinstance(args, str):
-            yield Call(call_id, name, args)
-
-
-def outputs_of(event: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The function_call_output items a client event carries (Realtime's item, Responses' input list)."""
-    return [
-        holder
-        for k, v, holder in _walk(event)
-        if k == "type" and v == "function_call_output" and isinstance(holder.get("call_id"), str)
-    ]
-
-
 # --- building a plan ------------------------------------------------------------------------
+
+
+def event_key(api: Api, event: Mapping[str, Any]) -> str | None:
+    """What a server event counts as: its type (GPT-Live: a nested backend event's as ``response.event:TYPE``)."""
+    if api is Api.LIVE:
+        return live.event_key(event)
+    kind = event.get("type")
+    return kind if isinstance(kind, str) else None
 
 
 def detect_api(session: Mapping[str, Any], frames: Sequence[Frame]) -> tuple[Api, str | None]:
@@ -374,6 +226,8 @@ def _edit(api: Api, event: dict[str, Any], instructions: str | None, model: str 
     kind = event.get("type")
     if too_deep(event, WRITE_DEPTH):
         return None
+    if api is Api.LIVE:
+        return live.edit_start(event, instructions, model)
     if instructions is not None and api is Api.REALTIME and kind == "session.update":
         session = event.get("session")
         session = dict(session) if isinstance(session, dict) else {}
@@ -401,7 +255,7 @@ class _Builder:
 
     def __init__(self, api: Api, dialect: str | None, instructions: str | None, model: str | None) -> None:
         self.api, self.dialect, self.instructions, self.model = api, dialect, instructions, model
-        self.finished = FINISHED[api]
+        self.finished, self.created_key = FINISHED[api], CREATED_KEY[api]
         self.ledger = IdLedger()
         self.calls: list[Call] = []
         self.outputs: dict[str, Any] = {}
@@ -415,10 +269,17 @@ class _Builder:
         self.run_counts = (0, 0)  # what the first append of the current run of appends waited for
         self.final_type: str | None = None
         self.pending_update: dict[str, Any] | None = None  # a session.update to send first (--instructions)
+        self.milestones: Counter[str] = Counter()  # Live: milestones received so far
+        self.since: set[str] = set()  # Live: the milestones received since the latest client frame
+        self.delegations: list[tuple[str, str]] = []
 
     def server(self, frame: Frame) -> None:
-        self.expected.append(frame)
         event = frame.event
+        if event is not None and self.api is Api.LIVE and self.model is not None:
+            edited = live.edit_server_model(event, self.model)
+            if edited is not None:
+                frame = Frame(frame.seq, frame.t, frame.direction, orjson.dumps(edited).decode())
+        self.expected.append(frame)
         kind = event.get("type") if event is not None else None
         self.final_type = kind if isinstance(kind, str) else None
         if event is None:
@@ -429,10 +290,18 @@ class _Builder:
         for call in function_calls(event):
             if len(self.calls) < MAX_CALLS and all(c.call_id != call.call_id for c in self.calls):
                 self.calls.append(call)
-        if kind in self.finished:
+        key = event_key(self.api, event)
+        if self.api is Api.LIVE and key in live.MILESTONES:  # a fixed set: the counter stays small
+            self.milestones[key] += 1
+            self.since.add(key)
+            self.anchor_t = frame.t
+        delegation = live.delegation_of(event)
+        if delegation is not None and len(self.delegations) < live.MAX_DELEGATIONS:
+            self.delegations.append(delegation)
+        if key in self.finished:
             self.done += 1
             self.anchor_t = frame.t
-        elif kind == CREATED:
+        elif key == self.created_key:
             self.created += 1
             self.anchor_t = frame.t
 
@@ -455,13 +324,20 @@ class _Builder:
         kind = event.get("type") if event is not None else None
         kind = kind if isinstance(kind, str) else "<frame>"
         previous_t = self.last_client_t if self.last_client_t is not None else 0.0
-        if kind == AUDIO_APPEND and self.in_audio_run:
+        append = live.AUDIO_APPEND if self.api is Api.LIVE else AUDIO_APPEND
+        in_run = kind == append and self.in_audio_run
+        if in_run:
             (after_done, after_created), base = self.run_counts, previous_t
         else:
             (after_done, after_created), base = (self.done, self.created), max(previous_t, self.anchor_t)
-        if kind == AUDIO_APPEND and not self.in_audio_run:
+        if kind == append and not self.in_audio_run:
             self.run_counts = (after_done, after_created)
-        self.in_audio_run = kind == AUDIO_APPEND
+        self.in_audio_run = kind == append
+        waits: tuple[tuple[str, int], ...] = ()
+        if self.api is Api.LIVE:  # full duplex: what was just received, not every response before
+            after_done = after_created = 0
+            waits = () if in_run else tuple((k, self.milestones[k]) for k in sorted(self.since))
+            self.since = set()
         refs = tuple(v for v in ref_values(event) if v in self.ledger.where) if event is not None else ()
         answers = tuple(o["call_id"] for o in outputs_of(event)) if event is not None else ()
         step = Step(
@@ -475,22 +351,34 @@ class _Builder:
             refs=refs,
             answers=answers,
             calls_before=len(self.calls),
+            waits=waits,
+            delegations_before=sum(1 for _, target in self.delegations if target == "client"),
         )
         self.steps.append(step)
         self.expected.append(Frame(len(self.expected), t, Direction.CLIENT, data))
         self.last_client_t = t
 
     def turns(self) -> tuple[Turn, ...]:
-        """The steps cut where the next one waits for one more finished response."""
+        """The steps cut where the next one waits for one more finished response (GPT-Live: for anything)."""
         turns: list[Turn] = []
         current: list[Step] = []
         for step in self.steps:
-            if current and step.after_done > current[-1].after_done:
+            cut = step.waits if self.api is Api.LIVE else current and step.after_done > current[-1].after_done
+            if current and cut:
                 turns.append(Turn(len(turns) + 1, tuple(current)))
                 current = []
             current.append(step)
         turns.append(Turn(len(turns) + 1, tuple(current)))
         return tuple(turns)
+
+    def mark_delegations(self) -> None:
+        """Live: each step learns how many client delegations the recording had by the next step that waits."""
+        by = sum(1 for _, target in self.delegations if target == "client")
+        for i in range(len(self.steps) - 1, -1, -1):
+            step = self.steps[i]
+            if step.waits:
+                by = step.delegations_before
+            self.steps[i] = replace(step, delegations_by_wait=by)
 
 
 def build_plan(
@@ -500,12 +388,18 @@ def build_plan(
     model: str | None = None,
     instructions: str | None = None,
 ) -> Plan:
-    """The rerun of a recording. Raises PlanError for one that cannot be rerun (another API, no client events)."""
+    """The rerun of a recording. Raises PlanError for one that cannot be rerun (another API, a GPT-Live sideband
+    or fork, no client events)."""
     api, dialect = detect_api(session, frames)
     if api not in FINISHED:
-        raise PlanError(f"a {api.value} session cannot be rerun yet (Realtime and Responses WebSocket can)")
+        raise PlanError(f"an {api.value} session cannot be rerun (Realtime, GPT-Live and Responses WebSocket can)")
+    if api is Api.LIVE:
+        refused = live.refusal(dialect)
+        if refused is not None:
+            raise PlanError(refused)
+    default = "/v1/live/sessions" if api is Api.LIVE else "/v1/realtime"
     path = session.get("path")
-    path = path if isinstance(path, str) and path.startswith("/") else "/v1/realtime"
+    path = path if isinstance(path, str) and path.startswith("/") else default
     query = _query(str(session.get("query") or ""), model if api is Api.REALTIME else None)
     builder = _Builder(api, dialect, instructions, model)
     has_update = any((e := f.event) is not None and e.get("type") == "session.update" for f in frames)
@@ -515,7 +409,9 @@ def build_plan(
         (builder.server if frame.direction is Direction.SERVER else builder.client)(frame)
     if not builder.steps:
         raise PlanError("the recording has no client events to send")
+    builder.mark_delegations()
     header_model = model if model is not None else session.get("model")
+    is_live = api is Api.LIVE
     return Plan(
         api=api,
         dialect=dialect,
@@ -527,10 +423,12 @@ def build_plan(
         model=header_model if isinstance(header_model, str) else None,
         turns=builder.turns(),
         greeting=builder.greeting,
-        final_done=builder.done,
-        final_type=None if builder.final_type in builder.finished else builder.final_type,
+        final_done=0 if is_live else builder.done,
+        final_type=None if is_live or builder.final_type in builder.finished else builder.final_type,
         calls=tuple(builder.calls),
         outputs=builder.outputs,
         ids=builder.ledger,
         expected=tuple(Frame(i, f.t, f.direction, f.data) for i, f in enumerate(builder.expected)),
+        final_waits=tuple((k, builder.milestones[k]) for k in sorted(builder.since)),
+        delegations=tuple(builder.delegations),
     )

@@ -10,7 +10,7 @@ delay (scaled by ``speed``; 0 sends as fast as the server allows). Every wait is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -20,8 +20,10 @@ from yarl import URL
 from ..errors import UpstreamError
 from ..record.proxy import Proxy
 from ..store import Recorder
-from .rerun import Call, Plan, Step
-from .rerun_state import Divergence, Handler, RunState
+from .rerun import Plan, Step
+from .rerun_ids import Call
+from .rerun_live import APPENDED
+from .rerun_state import MAX_EXTRA_ROUNDS, Divergence, Handler, RunState
 
 Progress = Callable[[str], None]
 
@@ -106,16 +108,38 @@ class _Player:
         return None
 
     async def answer_extra_calls(self, step: Step | None, turn: int) -> Divergence | None:
-        """Answer, with --tools handlers, the calls the new model made where the recording made none."""
+        """Answer, with --tools handlers, the calls the new model made where the recording made none (and the
+        GPT-Live client delegations it did not have)."""
         state = self.state
-        while (call := state.extra_call(step)) is not None:
-            frames = state.extra_answer(call, self.handlers, turn)
-            if isinstance(frames, Divergence):
-                return frames
-            failed = await self._answer_one(call, frames, turn)
+        while True:
+            call = state.extra_call(step)
+            if call is not None:
+                frames = state.extra_answer(call, self.handlers, turn)
+                if isinstance(frames, Divergence):
+                    return frames
+                failed = await self._answer_one(call, frames, turn)
+            elif (delegation := state.extra_delegation(step)) is not None:
+                failed = await self._answer_delegation(delegation, turn)
+            else:
+                return None
             if failed is not None:
                 return failed
-        return None
+
+    async def _answer_delegation(self, delegation: tuple[str, str, str], turn: int) -> Divergence | None:
+        """Send a handler's reply to a client delegation; wait until the server acknowledged it."""
+        state = self.state
+        before = state.milestones[APPENDED]
+        frame = state.delegation_answer(delegation, self.handlers, turn)
+        if isinstance(frame, Divergence):
+            return frame
+        failed = await self._send_frame(frame, "the reply to a delegation", turn)
+        if failed is not None:
+            return failed
+        state.sent(None)
+        reason = await self.until(
+            lambda: state.milestones[APPENDED] > before, lambda: f"{APPENDED} of the reply", lambda: None
+        )
+        return Divergence(turn, reason) if reason is not None else None
 
     async def _answer_one(self, call: Call, frames: list[str], turn: int) -> Divergence | None:
         """Send a call's output and response.create; wait until the response they provoke is over."""
@@ -133,12 +157,36 @@ class _Player:
         reason = await self.until(answered, lambda: f"the answer after {call.name}'s output", lambda: None)
         return Divergence(turn, reason) if reason is not None else None
 
+    async def wait_ready(self, step: Step | None, turn: int) -> Divergence | None:
+        """Wait until `step` (None: the end) may go, answering on the way the GPT-Live client delegations the
+        recording did not have (a full-duplex server may wait for them before it says what the step waits for)."""
+        state = self.state
+        if step is None:
+            ready, what, stuck = state.final_ready, state.final_waiting_for, state.delegation_mismatch
+        else:
+            ready, what, stuck = (
+                (lambda: state.ready(step)),
+                (lambda: state.waiting_for(step)),
+                (lambda: state.stuck(step)),
+            )
+        for _ in range(MAX_EXTRA_ROUNDS + 1):  # delegation_answer refuses past MAX_EXTRA_ROUNDS
+            reason = await self.until(lambda: ready() or state.extra_delegation(step) is not None, what, stuck)
+            if reason is not None:
+                return Divergence(turn, reason)
+            delegation = state.extra_delegation(step)
+            if delegation is None:
+                return None
+            failed = await self._answer_delegation(delegation, turn)
+            if failed is not None:
+                return failed
+        return None
+
     async def send(self, step: Step, turn: int) -> Divergence | None:
         state = self.state
         waited = not state.ready(step)
-        reason = await self.until(lambda: state.ready(step), lambda: state.waiting_for(step), lambda: state.stuck(step))
-        if reason is not None:
-            return Divergence(turn, reason)
+        stop = await self.wait_ready(step, turn)
+        if stop is not None:
+            return stop
         extra = await self.answer_extra_calls(step, turn)
         if extra is not None:
             return extra
@@ -168,11 +216,10 @@ class _Player:
                     return
                 result.sent += 1
             result.played += 1
-        state = self.state
         last = turns[-1].number
-        reason = await self.until(state.final_ready, state.final_waiting_for, lambda: None)
-        if reason is not None:
-            result.stopped = Divergence(last, reason)
+        stop = await self.wait_ready(None, last)
+        if stop is not None:
+            result.stopped = stop
             return
         result.stopped = await self.answer_extra_calls(None, last)
 
@@ -191,28 +238,61 @@ async def rerun(
     portable: bool | None = None,
 ) -> RerunResult:
     """Play `plan` against `upstream` through an in-process recording proxy writing to `db`."""
+    (result,) = await rerun_each(
+        [(plan, label)],
+        upstream=upstream,
+        db=db,
+        api_key=api_key,
+        speed=speed,
+        timeout=timeout,
+        handlers=handlers,
+        progress=progress,
+        portable=portable,
+    )
+    return result
+
+
+async def rerun_each(
+    plans: Sequence[tuple[Plan, str]],
+    *,
+    upstream: str,
+    db: str,
+    api_key: str,
+    speed: float = 1.0,
+    timeout: float = 60.0,
+    handlers: Mapping[str, Handler] | None = None,
+    progress: Progress = lambda line: None,
+    portable: bool | None = None,
+) -> list[RerunResult]:
+    """Play each (plan, label) in order, each on a connection of its own (a new session, labelled), through one
+    in-process recording proxy writing to `db`."""
     recorder = Recorder(db, portable=portable)
     recorder.start()
-    proxy = Proxy(recorder, upstream=upstream, label=label, connect_timeout=min(timeout, 600.0))
+    proxy = Proxy(recorder, upstream=upstream, connect_timeout=min(timeout, 600.0))
     runner = web.AppRunner(proxy.make_app(), handle_signals=False, access_log=None)
-    result = RerunResult(None, len(plan.turns))
+    results: list[RerunResult] = []
     try:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         async with aiohttp.ClientSession(trust_env=False) as http:
-            await _connect_and_play(http, port, plan, api_key, result, speed, timeout, handlers or {}, progress)
-        try:
-            ids = await proxy.wait_finished(1, timeout=10.0)
-        except (TimeoutError, asyncio.TimeoutError):
-            ids = []
-        result.session_id = ids[0] if ids else None
+            for plan, label in plans:
+                proxy.label = label  # read when the relay opens its session
+                result = RerunResult(None, len(plan.turns))
+                results.append(result)
+                before = len(proxy.finished)
+                await _connect_and_play(http, port, plan, api_key, result, speed, timeout, handlers or {}, progress)
+                try:
+                    ids = await proxy.wait_finished(before + 1, timeout=10.0)
+                except (TimeoutError, asyncio.TimeoutError):
+                    ids = []
+                result.session_id = ids[before] if len(ids) > before else None
     finally:
         await proxy.shutdown()
         await runner.cleanup()
         await asyncio.to_thread(recorder.close)
-    return result
+    return results
 
 
 async def _connect_and_play(

@@ -5,11 +5,14 @@
 seen), when it never will be (:meth:`~RunState.stuck`), and the frame to send for it (:meth:`~RunState.answer`:
 ids mapped to this run's, function outputs answered from the recording or a handler), or the
 :class:`Divergence` that stops the rerun. A call the recording never made can be answered by a handler
-(:meth:`~RunState.extra_answer`): the responses that provokes are not counted against the recording's.
+(:meth:`~RunState.extra_answer`): the responses that provokes are not counted against the recording's. GPT-Live
+adds milestones (:attr:`~rtproxy.replay.rerun.Step.waits`) and client delegations
+(:mod:`rtproxy.replay.rerun_live`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,16 +22,12 @@ import orjson
 from ..conversation.model import short, too_deep
 from ..protocols import Api
 from ..protocols.wire import parse_event
-from .rerun import (
-    CREATED,
-    FINISHED,
+from . import rerun_live as live
+from .rerun import CREATED_KEY, FINISHED, MAX_ERRORS, WRITE_DEPTH, Plan, Step, event_key
+from .rerun_ids import (
     MAX_CALLS,
-    MAX_ERRORS,
-    WRITE_DEPTH,
     Call,
     IdLedger,
-    Plan,
-    Step,
     function_calls,
     json_or_text,
     outputs_of,
@@ -55,7 +54,11 @@ class Divergence:
 def call_handler(handler: Handler, arguments: str) -> str:
     """Run a --tools handler on a call's JSON arguments; its result as the output text (a dict as JSON)."""
     args = json_or_text(arguments)
-    result = handler(**args) if isinstance(args, dict) else handler(args)
+    return as_text(handler(**args) if isinstance(args, dict) else handler(args))
+
+
+def as_text(result: Any) -> str:
+    """A handler's result as sent: a str as it is, anything else as JSON (or its str() if not JSON-able)."""
     if isinstance(result, str):
         return result
     try:
@@ -69,7 +72,7 @@ class RunState:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.finished = FINISHED[plan.api]
+        self.finished, self.created_key = FINISHED[plan.api], CREATED_KEY[plan.api]
         self.ids = IdLedger()
         self.calls: list[Call] = []  # the run's calls that stand for the recording's, in order
         self.done = 0
@@ -80,6 +83,11 @@ class RunState:
         self.handled: list[tuple[Call, str]] = []  # calls a --tools handler answered, and what it said
         self.errors: list[str] = []  # the server's error events (their messages, the first MAX_ERRORS)
         self._extra_ids: set[str] = set()
+        self.milestones: Counter[str] = Counter()  # Live: the milestones received
+        self.acks_extra: Counter[str] = Counter()  # Live: milestones provoked by answers the recording never sent
+        self.delegations: list[tuple[str, str, str]] = []  # Live: (id, target, what the user had said before it)
+        self.delegations_extra: set[str] = set()  # Live: client delegations a handler answered
+        self._transcript = live.Transcript()
 
     # -- what the server said --
 
@@ -91,19 +99,30 @@ class RunState:
         kind = event.get("type")
         if isinstance(kind, str) and len(self.types_since_send) < 256:
             self.types_since_send.add(kind)
+        key = event_key(self.plan.api, event)
+        if self.plan.api is Api.LIVE:
+            self._feed_live(event, key)
         self.ids.feed_server(event)
         for call in function_calls(event):
             known = call.call_id in self._extra_ids or any(c.call_id == call.call_id for c in self.calls)
             if len(self.calls) < MAX_CALLS and not known:
                 self.calls.append(call)
-        if kind in self.finished:
+        if key in self.finished:
             self.done += 1
-        elif kind == CREATED:
+        elif key == self.created_key:
             self.created += 1
         elif kind == "error" and len(self.errors) < MAX_ERRORS:
             error = event.get("error")
             message = error.get("message") if isinstance(error, Mapping) else None
             self.errors.append(short(message if isinstance(message, str) else error, 200))
+
+    def _feed_live(self, event: Mapping[str, Any], key: str | None) -> None:
+        if key in live.MILESTONES:
+            self.milestones[key] += 1
+        delegation = live.delegation_of(event)
+        if delegation is not None and len(self.delegations) < live.MAX_DELEGATIONS:
+            self.delegations.append((*delegation, self._transcript.text))
+        self._transcript.feed(event)
 
     def sent(self, event: dict[str, Any] | None) -> None:
         if event is not None:
@@ -126,7 +145,17 @@ class RunState:
 
     # -- when to send --
 
+    def count(self, key: str) -> int:
+        """How many of a milestone this run has received that stand for the recording's."""
+        extra = self.extra if key in self.finished or key == self.created_key else 0
+        return self.milestones[key] - extra - self.acks_extra[key]
+
+    def _unmet(self, waits: tuple[tuple[str, int], ...]) -> tuple[str, int] | None:
+        return next(((k, n) for k, n in waits if self.count(k) < n), None)
+
     def _counts_reached(self, step: Step) -> bool:
+        if self._unmet(step.waits) is not None:
+            return False
         return self.counted_done >= step.after_done and self.counted_created >= step.after_created
 
     def _missing(self, step: Step) -> list[str]:
@@ -141,6 +170,9 @@ class RunState:
     def stuck(self, step: Step) -> str | None:
         """Why `step` can never become ready: the server is idle, has done what was waited for, and still lacks
         an object the step names."""
+        other = self.delegation_mismatch()
+        if other is not None:
+            return other
         if not self.idle or not self._counts_reached(step):
             return None
         missing = self._missing(step)
@@ -155,6 +187,9 @@ class RunState:
     def waiting_for(self, step: Step) -> str:
         if self.plan.greeting and self.frames == 0:
             return "the server's first event"
+        unmet = self._unmet(step.waits)
+        if unmet is not None:
+            return f"{unmet[0]} #{unmet[1]}"
         if self.counted_done < step.after_done:
             return f"finished response #{step.after_done}"
         if self.counted_created < step.after_created:
@@ -164,20 +199,75 @@ class RunState:
 
     def final_ready(self) -> bool:
         """After the last step: the responses the recording finished, and its last server event, are in."""
-        if self.counted_done < self.plan.final_done:
+        if self.counted_done < self.plan.final_done or self._unmet(self.plan.final_waits) is not None:
             return False
         return self.plan.final_type is None or self.plan.final_type in self.types_since_send
 
     def final_waiting_for(self) -> str:
         if self.counted_done < self.plan.final_done:
             return f"finished response #{self.plan.final_done}"
+        unmet = self._unmet(self.plan.final_waits)
+        if unmet is not None:
+            return f"{unmet[0]} #{unmet[1]}"
         return self.plan.final_type or "the end"
+
+    # -- GPT-Live delegations --
+
+    def delegation_mismatch(self) -> str | None:
+        """The run delegated elsewhere than the recording did at the same place (the n-th delegation of each)."""
+        for (_, recorded), (_, target, _) in zip(self.plan.delegations, self._live_run(), strict=False):
+            if recorded != target:
+                return f"the new model delegated to {target} where the recording delegated to {recorded}"
+        return None
+
+    def _live_run(self) -> list[tuple[str, str, str]]:
+        return [d for d in self.delegations if d[0] not in self.delegations_extra]
+
+    def extra_delegation(self, step: Step | None) -> tuple[str, str, str] | None:
+        """A client delegation, still unanswered, past those the recording had by the next step that waited for the
+        server (or by the end)."""
+        if self.plan.api is not Api.LIVE:
+            return None
+        recorded = (
+            step.delegations_by_wait if step is not None else sum(t == "client" for _, t in self.plan.delegations)
+        )
+        run = [d for d in self._live_run() if d[1] == "client"]
+        return run[recorded] if len(run) > recorded else None
+
+    def delegation_answer(
+        self, delegation: tuple[str, str, str], handlers: Mapping[str, Handler], turn: int
+    ) -> str | Divergence:
+        """The frame that answers a client delegation the recording never had (a --tools ``delegation`` function
+        given what the user said before it), or why it cannot be answered."""
+        did, _, transcript = delegation
+        handler = handlers.get(live.DELEGATION_HANDLER)
+        said = f" (after the user said {orjson.dumps(transcript[:80]).decode()})" if transcript else ""
+        stop = f"the new model delegated to the client{said} where the recording had no delegation"
+        if handler is None:
+            return Divergence(turn, f"{stop}; no --tools handler named {live.DELEGATION_HANDLER}")
+        if len(self.delegations_extra) >= MAX_EXTRA_ROUNDS:
+            return Divergence(turn, f"{stop}; {MAX_EXTRA_ROUNDS} delegations answered already")
+        try:
+            result = handler(transcript=transcript)
+        except Exception as e:  # the user's handler: its failure is reported, never a traceback
+            return Divergence(turn, f"--tools handler {live.DELEGATION_HANDLER} raised {type(e).__name__}: {e}")
+        content = as_text(result)
+        self.delegations_extra.add(did)
+        self.ids.forget(did)
+        self.acks_extra[live.APPENDED] += 1
+        self.handled.append(
+            (Call(did, live.DELEGATION_HANDLER, orjson.dumps({"transcript": transcript}).decode()), content)
+        )
+        return live.delegation_reply(did, content)
 
     # -- function calls --
 
     def extra_call(self, step: Step | None) -> Call | None:
         """A call the new model made where the recording made none, once the server is idle (before a step, or
-        at the end)."""
+        at the end; GPT-Live: before a step that waited for the server)."""
+        if self.plan.api is Api.LIVE and step is not None and not step.waits:
+            return None  # full duplex: a call may come a few appends earlier than recorded; judged where the
+            # recorded client reacted to the server
         recorded = step.calls_before if step is not None else len(self.plan.calls)
         if self.idle and len(self.calls) > recorded:
             return self.calls[recorded]
@@ -190,8 +280,8 @@ class RunState:
         stop = f"the new model called {call.shown()} where the recording made no call"
         if handler is None:
             return Divergence(turn, f"{stop}; no --tools handler for {call.name}")
-        if self.plan.api is not Api.REALTIME:
-            return Divergence(turn, f"{stop}; answering a call the recording never made is Realtime only")
+        if self.plan.api is Api.RESPONSES:
+            return Divergence(turn, f"{stop}; answering a call the recording never made is Realtime and GPT-Live only")
         if self.extra >= MAX_EXTRA_ROUNDS:
             return Divergence(turn, f"{stop}; {MAX_EXTRA_ROUNDS} calls answered in a row already")
         try:
@@ -203,6 +293,8 @@ class RunState:
         self.ids.forget(call.call_id)
         self.handled.append((call, output))
         self.extra += 1
+        if self.plan.api is Api.LIVE:
+            return live.call_output_frames(call.call_id, output)
         item = {"type": "function_call_output", "call_id": call.call_id, "output": output}
         return [
             orjson.dumps({"type": "conversation.item.create", "item": item}).decode(),
