@@ -1,0 +1,267 @@
+"""Pipecat (pipecat-ai) voice agents recorded through the real proxy and replayed offline to a fresh run.
+
+Pipecat's ``OpenAIRealtimeLLMService`` is its own Realtime client (``websockets``, its own pydantic events, its
+own event loop) and speaks the GA dialect only: it opens ``{base_url}?model=…`` with an ``Authorization`` header
+and no ``OpenAI-Beta`` header, and its receive loop knows GA event names only (``response.output_audio.delta``,
+``conversation.item.added``), so a beta session is not something it can have; these tests cover GA. The ids it
+makes itself: every client event's ``event_id`` (a uuid4) and every ``conversation.item.create``'s ``item.id``
+(a uuid4 hex), both new on every run; it waits for ``conversation.item.added`` of its own items (to tell them
+from the model's) and answers tool calls by the server's ``call_id``. Once ``session.updated`` arrives it sends
+its context as a burst: ``conversation.item.create`` per message, ``session.update`` (tools, instructions) and
+``response.create``, nothing from the server between.
+
+The app here is a real ``Pipeline`` (context aggregators, the service, a collector) run by a ``WorkerRunner``
+(pipecat 1.14's names for PipelineTask/PipelineRunner), pointed at the proxy or the replay through ``base_url``
+only, with a registered tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+pytest.importorskip("pipecat.services.openai.realtime.llm")
+
+from loguru import logger  # noqa: E402  (pipecat's logger; its debug lines would flood the output)
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema  # noqa: E402
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema  # noqa: E402
+from pipecat.frames.frames import (  # noqa: E402
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    FunctionCallInProgressFrame,
+    LLMFullResponseEndFrame,
+    LLMRunFrame,
+    LLMTextFrame,
+    TTSAudioRawFrame,
+    TTSTextFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
+from pipecat.pipeline.worker import PipelineWorker  # noqa: E402
+from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
+from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair  # noqa: E402
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
+from pipecat.services.llm_service import FunctionCallParams  # noqa: E402
+from pipecat.services.openai.realtime import events  # noqa: E402
+from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService  # noqa: E402
+from pipecat.workers.runner import WorkerRunner  # noqa: E402
+
+from rtproxy.recording import read_connections  # noqa: E402
+from tests.conftest import ProxyProcess, make_key, rtproxy_exe, spawn_proxy  # noqa: E402
+from tests.test_replay_server import ReplayProcess, spawn_replay  # noqa: E402
+from tests.upstream import ScriptedUpstream  # noqa: E402
+
+logger.remove()
+logger.add(sys.stderr, level="WARNING")
+
+pytestmark = pytest.mark.slow
+
+WEATHER = FunctionSchema(
+    name="get_weather",
+    description="The weather in a city.",
+    properties={"location": {"type": "string"}, "unit": {"type": "string"}},
+    required=["location"],
+)
+SUNNY = {"temperature": 21, "sky": "clear"}
+MINI, SHORT = "gpt-realtime-mini", "Hello there!"  # the second session's model, and what the upstream says to it
+
+
+@dataclass
+class Heard:
+    """What the pipeline reported to the app: the assistant's words, its audio, tool calls and errors."""
+
+    text: str = ""
+    audio: bytearray = field(default_factory=bytearray)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    responses: int = 0
+
+
+class Collector(FrameProcessor):
+    """Records what the service emits downstream; `done` once `responses` answers ended (or an error came)."""
+
+    def __init__(self, heard: Heard, responses: int, done: asyncio.Event) -> None:
+        super().__init__()
+        self.heard, self.want, self.done = heard, responses, done
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TTSTextFrame) or (isinstance(frame, LLMTextFrame) and frame.append_to_context):
+            self.heard.text += frame.text
+        elif isinstance(frame, TTSAudioRawFrame):
+            self.heard.audio += frame.audio
+        elif isinstance(frame, FunctionCallInProgressFrame):
+            self.heard.calls.append((frame.function_name, dict(frame.arguments)))
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            self.heard.responses += 1
+            if self.heard.responses >= self.want:
+                self.done.set()
+        await self.push_frame(frame, direction)
+
+
+async def converse(
+    url: str,
+    question: str,
+    *,
+    tool_result: dict[str, Any] | None = None,
+    text_only: bool = False,
+    model: str = "gpt-realtime",
+) -> Heard:
+    """One Pipecat session at `url` (its base_url): the user's question, answered (with `tool_result` a tool
+    call first, then the answer); what the app was told, once the answers ended or an error came (10 s at most)."""
+    heard, done = Heard(), asyncio.Event()
+    props = events.SessionProperties(output_modalities=["text"] if text_only else ["audio"])
+    llm = OpenAIRealtimeLLMService(
+        api_key=make_key(),
+        base_url=url,
+        settings=OpenAIRealtimeLLMService.Settings(model=model, session_properties=props),
+    )
+    tools: Any = ToolsSchema(standard_tools=[WEATHER]) if tool_result is not None else None
+    if tool_result is not None:
+
+        async def get_weather(params: FunctionCallParams) -> None:
+            await params.result_callback(tool_result)
+
+        llm.register_function("get_weather", get_weather)
+    context = LLMContext(messages=[{"role": "user", "content": question}], **({"tools": tools} if tools else {}))
+    pair = LLMContextAggregatorPair(context)
+    collector = Collector(heard, 2 if tool_result is not None else 1, done)
+    worker = PipelineWorker(Pipeline([pair.user(), llm, collector, pair.assistant()]), enable_rtvi=False)
+
+    @worker.event_handler("on_pipeline_error")
+    async def on_error(_worker: PipelineWorker, frame: ErrorFrame) -> None:
+        heard.errors.append(frame.error)
+        done.set()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    running = asyncio.ensure_future(runner.run())
+    try:
+        await worker.queue_frames([LLMRunFrame()])
+        async with asyncio.timeout(10):
+            await asyncio.wait({running, asyncio.ensure_future(done.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        await worker.queue_frame(EndFrame())
+        async with asyncio.timeout(10):
+            await running
+    finally:
+        if not running.done():
+            await worker.cancel()
+            await asyncio.wait_for(running, 10)
+    return heard
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*rtproxy_exe(), *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ProxyProcess | ReplayProcess]]:
+    """Proxy and replay processes started here are killed at teardown."""
+    started: list[ProxyProcess | ReplayProcess] = []
+    yield started
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
+
+
+async def record(tmp_path: Path, processes: list[Any]) -> tuple[Path, list[Heard]]:
+    """Two Pipecat sessions through `rtproxy proxy` (a subprocess) from the scripted upstream, exported together
+    into one cassette: a voice answer after a tool call, then a text answer; what the app heard in each."""
+    db, cassette = tmp_path / "rec.db", tmp_path / "pipecat.jsonl"
+    async with ScriptedUpstream(exact=True, new_model=MINI, new_text=SHORT) as up:
+        proxy = spawn_proxy(["--db", str(db), "--upstream", up.url, "--label", "pipecat"])
+        processes.append(proxy)
+        url = f"ws://127.0.0.1:{proxy.port}/v1/realtime"
+        heard = [
+            await converse(url, "What's the weather in Paris?", tool_result=SUNNY),
+            await converse(url, "Say hello.", text_only=True, model=MINI),
+        ]
+        async with asyncio.timeout(10):
+            for conn in up.connections:
+                await conn.closed.wait()
+        code, out, err = await asyncio.to_thread(proxy.stop)
+        assert code == 0, out + err
+    assert len(up.connections) == 2 and all(c.dialect == "ga" for c in up.connections)
+    done = run("export", "--db", str(db), "--label", "pipecat", "-o", str(cassette))
+    assert done.returncode == 0, done.stderr
+    assert [c.session["api"] for c in read_connections(cassette)] == ["realtime", "realtime"]
+    return cassette, heard
+
+
+def sent_by_client(cassette: Path) -> list[list[dict[str, Any]]]:
+    """The client events of each recorded connection."""
+    return [
+        [orjson.loads(f.data) for f in c.frames if f.direction.value == "client" and isinstance(f.data, str)]
+        for c in read_connections(cassette)
+    ]
+
+
+async def test_pipecat_sessions_recorded_through_the_proxy_replay_to_a_fresh_run(
+    tmp_path: Path, processes: list[Any]
+) -> None:
+    """Two Pipecat sessions (a tool call then a voice answer; a text answer) recorded through the proxy and
+    exported as one cassette replay (strict, `rtproxy replay --once`) to a fresh Pipecat run, whose own new
+    event and item ids come back: each session hears the same words, audio and tool call, the report passes."""
+    cassette, recorded = await record(tmp_path, processes)
+    first, second = recorded
+    assert first.calls == [("get_weather", {"location": "Paris", "unit": "celsius"})]
+    assert first.text == "Hello! How can I help you today?" and len(first.audio) > 0 and not first.errors
+    assert (second.text, bytes(second.audio), second.errors) == (SHORT, b"", [])
+    client = sent_by_client(cassette)
+    burst = [e["type"] for e in client[0][1:4]]
+    assert burst == ["conversation.item.create", "session.update", "response.create"]  # one burst, as sent
+    made = {e["item"]["id"] for c in client for e in c if e["type"] == "conversation.item.create"}
+    assert len(made) == 3  # the user's two questions and the tool's output: item ids Pipecat made
+
+    report = tmp_path / "report.json"
+    replay = spawn_replay([str(cassette), "--once", "--match", "strict", "--report", str(report)])
+    processes.append(replay)
+    url = f"{replay.base_url}/realtime"
+    replayed = [
+        await converse(url, "What's the weather in Paris?", tool_result=SUNNY),
+        await converse(url, "Say hello.", text_only=True, model=MINI),
+    ]
+    code, out, err = await asyncio.to_thread(replay.wait)
+    assert code == 0, out + err
+    for again, before in zip(replayed, recorded, strict=True):
+        assert (again.text, bytes(again.audio), again.calls, again.errors) == (
+            before.text,
+            bytes(before.audio),
+            before.calls,
+            [],
+        )
+    result = orjson.loads(report.read_bytes())
+    assert result["ok"] and result["recorded_connections"] == 2
+    assert [c["turns"]["played"] == c["turns"]["total"] for c in result["connections"]] == [True, True]
+
+
+async def test_a_changed_question_is_a_clear_mismatch_pipecat_sees(tmp_path: Path, processes: list[Any]) -> None:
+    """The same app whose second session asks something else: the replay answers the changed
+    conversation.item.create with an error event, which Pipecat reports to the app as a pipeline error naming
+    the field, and `rtproxy replay` exits 1 with a report naming it; nothing waits past its timeout."""
+    cassette, _ = await record(tmp_path, processes)
+    report = tmp_path / "report.json"
+    replay = spawn_replay([str(cassette), "--once", "--match", "strict", "--report", str(report)])
+    processes.append(replay)
+    url = f"{replay.base_url}/realtime"
+    same = await converse(url, "What's the weather in Paris?", tool_result=SUNNY)
+    changed = await converse(url, "Say goodbye.", text_only=True, model=MINI)
+    code, out, err = await asyncio.to_thread(replay.wait)
+    assert code == 1, out + err
+    assert not same.errors and same.calls == [("get_weather", {"location": "Paris", "unit": "celsius"})]
+    assert any("rtproxy replay" in e and "item.content[0].text" in e for e in changed.errors), changed.errors
+    result = orjson.loads(report.read_bytes())
+    assert [c["ok"] for c in result["connections"]] == [True, False]
+    (mismatch,) = result["connections"][1]["mismatches"]
+    assert mismatch["kind"] == "payload" and mismatch["received"]["type"] == "conversation.item.create"
+    assert mismatch["details"] == ['item.content[0].text: expected "Say hello.", got "Say goodbye."']
+    assert "Say goodbye." in out and "connection 2" in out
