@@ -20,6 +20,12 @@ interrupts it (status ``cancelled``), as on the real server.
 transcription events); openai-agents drops events that do not validate. The
 default keeps the original shapes.
 
+``vad=True`` turns on server VAD as the real server does it by default: input audio that is not silence
+starts speech (``input_audio_buffer.speech_started``), ``vad_silence_ms`` of silence after it stops it
+(``speech_stopped``), and the buffer is committed and answered as if the client had sent
+``input_audio_buffer.commit`` and ``response.create``; a ``session.update`` setting the turn detection to null
+turns it off. Without it (the default) speech events come only with a commit, as before.
+
 ``new_model="NAME"`` makes a connection whose query says ``model=NAME`` behave
 like another model: its answers say ``new_text`` (when given) and its tool
 calls ask for ``"unit": "fahrenheit"``; every other connection is unchanged.
@@ -84,8 +90,11 @@ class ScriptedUpstream:
         exact: bool = True,
         new_model: str | None = None,
         new_text: str | None = None,
+        vad: bool = False,
+        vad_silence_ms: int = 200,
     ) -> None:
         self.reply_text = text
+        self.vad, self.vad_silence_ms = vad, vad_silence_ms
         self.new_model = new_model
         self.new_text = new_text
         self.audio_ms = audio_ms
@@ -185,6 +194,11 @@ class Session:
         self.cancelled = False
         self.responding: asyncio.Task[None] | None = None
         self.new_model = up.new_model is not None and conn.query.get("model") == up.new_model
+        self.vad = up.vad
+        self.heard = 0  # server VAD: bytes of input audio received in the session
+        self.speech_at: int | None = None  # server VAD: where the speech being heard started (bytes)
+        self.silent = 0  # server VAD: bytes of silence since the last speech
+        self.vad_item = ""  # server VAD: the item the speech being heard becomes
 
     def _initial_config(self) -> dict[str, Any]:
         if self.beta:
@@ -279,7 +293,11 @@ class Session:
             return
         kind = event.get("type")
         if kind == "session.update":
-            self._merge(self.config, event.get("session") or {})
+            patch = event.get("session") or {}
+            self._merge(self.config, patch)
+            detection = ((patch.get("audio") or {}).get("input") or {}) if isinstance(patch, dict) else {}
+            if "turn_detection" in detection or "turn_detection" in patch:
+                self.vad = self.up.vad and (detection.get("turn_detection") or patch.get("turn_detection")) is not None
             await self.send({"type": "session.updated", "session": dict(self.config)})
         elif kind == "conversation.item.create":
             item = dict(event.get("item") or {})
@@ -288,7 +306,10 @@ class Session:
             item.setdefault("status", "completed")
             await self.item_added(item)
         elif kind == "input_audio_buffer.append":
-            self.buffer += base64.b64decode(event.get("audio", ""))
+            chunk = base64.b64decode(event.get("audio", ""))
+            self.buffer += chunk
+            if self.vad:
+                await self.detect(chunk)
         elif kind == "input_audio_buffer.clear":
             self.buffer.clear()
             await self.send({"type": "input_audio_buffer.cleared"})
@@ -342,15 +363,53 @@ class Session:
         self.last_role = item.get("role")
         self.last_type = item.get("type")
 
-    async def commit(self) -> None:
-        item_id = self.up.new_id("item")
+    async def detect(self, chunk: bytes) -> None:
+        """Server VAD on one appended chunk: speech is any sample louder than silence."""
+        loud = any(abs(v) > 300 for (v,) in struct.iter_unpack("<h", chunk[: len(chunk) // 2 * 2]))
+        self.heard += len(chunk)
+        if loud:
+            self.silent = 0
+            if self.speech_at is None:
+                self.speech_at = self.heard - len(chunk)
+                self.vad_item = self.up.new_id("item")
+                await self.send(
+                    {
+                        "type": "input_audio_buffer.speech_started",
+                        "audio_start_ms": self.speech_at * 1000 // (2 * RATE),
+                        "item_id": self.vad_item,
+                    }
+                )
+            return
+        if self.speech_at is None:
+            return
+        self.silent += len(chunk)
+        if self.silent * 1000 // (2 * RATE) < self.up.vad_silence_ms:
+            return
+        self.speech_at = None
+        await self.send(
+            {
+                "type": "input_audio_buffer.speech_stopped",
+                "audio_end_ms": self.heard * 1000 // (2 * RATE),
+                "item_id": self.vad_item,
+            }
+        )
+        await self.commit(self.vad_item, speech=False)
+        await self.respond({})
+
+    async def commit(self, item_id: str | None = None, *, speech: bool = True) -> None:
+        item_id = item_id or self.up.new_id("item")
         ms = len(self.buffer) // 2 * 1000 // RATE
-        await self.send(
-            {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.audio_start_ms, "item_id": item_id}
-        )
-        await self.send(
-            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.audio_start_ms + ms, "item_id": item_id}
-        )
+        if speech:
+            await self.send(
+                {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.audio_start_ms, "item_id": item_id}
+            )
+            await self.send(
+                {
+                    "type": "input_audio_buffer.speech_stopped",
+                    "audio_end_ms": self.audio_start_ms + ms,
+                    "item_id": item_id,
+                }
+            )
         self.audio_start_ms += ms
         self.buffer.clear()
         await self.send(
