@@ -6,9 +6,10 @@ match policies and the two ways input audio is matched (runs, or a streamed posi
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -113,11 +114,14 @@ class Player:
         step = self.script.steps[j]
         self._learn_ids(step.event, event)
         compare = getattr(self.rules, "compared", None)  # an API whose `ordered` compares part of the payload
+        measured: tuple[str, str] | None = getattr(self.rules, "MEASURED", {}).get(kind)  # (field, its echo)
         checked = self.policy == "strict" or (self.policy == "ordered" and compare is not None)
         if checked and step.event is not None and event is not None:
             expected, got = step.event, self._as_recorded(event, data)
             if compare is not None and isinstance(got, dict):
                 expected, got = compare(expected, self.policy), compare(got, self.policy)
+            if measured is not None and isinstance(got, dict):
+                expected, got = _without(expected, measured[0]), _without(got, measured[0])
             diffs = differences(normalise(expected), normalise(got))
             if diffs:
                 out += self._mismatch(
@@ -139,7 +143,8 @@ class Player:
             self._play(j)
         if self.streamed:
             return out + self._caught_up(step, event, t) + self._release(step.replies)
-        return out + self._replies(step.replies)
+        replies = step.replies if measured is None else _echo(step.replies, measured, step.event, event)
+        return out + self._replies(replies)
 
     def close(self, t: float, code: int | None = None) -> None:
         """The client left: steps never played are a mismatch (strict: so is other streamed audio in total)."""
@@ -479,6 +484,30 @@ class Player:
         ids = self.rules.client_ids(event) if event is not None else []  # the first names the event
         error = self.rules.error_event(self._errors, m.message, ids[0] if ids else None)
         return [Send(orjson.dumps(error).decode())]
+
+
+def _without(event: Any, key: str) -> Any:
+    return {k: v for k, v in event.items() if k != key} if isinstance(event, dict) else event
+
+
+def _echo(
+    replies: tuple[Reply, ...], measured: tuple[str, str], recorded: dict[str, Any] | None, event: dict[str, Any] | None
+) -> tuple[Reply, ...]:
+    """`replies` with the recorded value of a measured number (a field, echoed in server events of a type) in
+    those events as this run's."""
+    key, echo = measured
+    old, new = (recorded or {}).get(key), (event or {}).get(key)
+    numbers = (int, float)
+    if not isinstance(old, numbers) or not isinstance(new, numbers) or isinstance(new, bool) or old == new:
+        return replies
+    token = re.compile(rf'("{re.escape(key)}"\s*:\s*){re.escape(orjson.dumps(old).decode())}(?![0-9.eE])')
+    kind = orjson.dumps(echo).decode()
+    out = []
+    for r in replies:
+        if isinstance(r.data, str) and kind in r.data:
+            r = replace(r, data=token.sub(lambda m: m.group(1) + orjson.dumps(new).decode(), r.data, count=1))
+        out.append(r)
+    return tuple(out)
 
 
 def _ms(n_bytes: int) -> float:
