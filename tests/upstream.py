@@ -24,7 +24,12 @@ default keeps the original shapes.
 starts speech (``input_audio_buffer.speech_started``), ``vad_silence_ms`` of silence after it stops it
 (``speech_stopped``), and the buffer is committed and answered as if the client had sent
 ``input_audio_buffer.commit`` and ``response.create``; a ``session.update`` setting the turn detection to null
-turns it off. Without it (the default) speech events come only with a commit, as before.
+turns it off (a commit then brings no speech events, as on the real server). Without it (the default) speech
+events come with every commit, as before.
+
+``greet_after=N`` sends ``session.created`` only once N client events have come (the real server can take
+a while to greet, and a client that does not wait for it streams its microphone first); they are handled after
+it, in order.
 
 ``new_model="NAME"`` makes a connection whose query says ``model=NAME`` behave
 like another model: its answers say ``new_text`` (when given) and its tool
@@ -92,9 +97,11 @@ class ScriptedUpstream:
         new_text: str | None = None,
         vad: bool = False,
         vad_silence_ms: int = 200,
+        greet_after: int = 0,
     ) -> None:
         self.reply_text = text
         self.vad, self.vad_silence_ms = vad, vad_silence_ms
+        self.greet_after = greet_after
         self.new_model = new_model
         self.new_text = new_text
         self.audio_ms = audio_ms
@@ -246,7 +253,9 @@ class Session:
         return beta.get(ga, ga) if self.beta else ga
 
     async def run(self) -> None:
-        await self.send({"type": "session.created", "session": dict(self.config)})
+        held: list[str] = []  # client events that came before the greeting, handled after it
+        if not self.up.greet_after:
+            await self.send({"type": "session.created", "session": dict(self.config)})
         close_after = int(self.conn.query.get("close_after", "0") or 0)
         vanish_after = int(self.conn.query.get("vanish_after", "0") or 0)
         count = 0
@@ -261,6 +270,13 @@ class Session:
             else:
                 break
             count += 1
+            if self.up.greet_after and count <= self.up.greet_after:
+                held.append(msg.data)
+                if count < self.up.greet_after:
+                    continue
+                await self.send({"type": "session.created", "session": dict(self.config)})
+                for data in held[:-1]:
+                    await self.handle(data)
             if vanish_after and count >= vanish_after:
                 assert self.ws._req is not None and self.ws._req.transport is not None
                 self.ws._req.transport.abort()
@@ -314,7 +330,7 @@ class Session:
             self.buffer.clear()
             await self.send({"type": "input_audio_buffer.cleared"})
         elif kind == "input_audio_buffer.commit":
-            await self.commit()
+            await self.commit(speech=not self.up.vad)
         elif kind == "response.create":
             if self.up.chunk_delay:
                 self.responding = asyncio.ensure_future(self.respond(event.get("response") or {}))
