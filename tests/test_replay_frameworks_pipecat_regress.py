@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -72,3 +73,49 @@ def test_strict_still_tells_a_truncate_of_another_item() -> None:
     (mismatch,) = player.report.mismatches
     assert mismatch.kind == "payload" and mismatch.details == ['item_id: expected "item_a1", got "item_b2"']
     assert "error" in [e["type"] for e in out]
+
+
+CHUNK = base64.b64encode(bytes(4800)).decode()  # 100 ms of PCM16 at 24 kHz
+APPEND = {"type": "input_audio_buffer.append", "audio": CHUNK}
+
+
+def mic_split_by_update(before: int, after: int, answered_at: int) -> list[Frame]:
+    """A live microphone under server VAD: `before` appends, the session.update the client sent on
+    session.created, `after` more appends; the server's turn (speech_stopped, committed, the response) was
+    recorded after the `answered_at`-th append of the second run."""
+    spec: list[tuple[float, str, dict[str, Any]]] = [(0.0, "server", {"type": "session.created", "event_id": "e0"})]
+    spec += [(0.01, "client", APPEND)] * before
+    spec += [
+        (0.02, "client", {"type": "session.update", "event_id": "evt_u", "session": {"type": "realtime"}}),
+        (0.03, "server", {"type": "session.updated", "event_id": "e1"}),
+    ]
+    for k in range(after):
+        spec.append((0.04 + k / 100, "client", APPEND))
+        if k + 1 == answered_at:
+            spec += [
+                (0.05 + k / 100, "server", {"type": "input_audio_buffer.speech_stopped", "item_id": "item_u"}),
+                (0.05 + k / 100, "server", {"type": "input_audio_buffer.committed", "item_id": "item_u"}),
+                (0.06 + k / 100, "server", {"type": "response.created", "response": {"id": "resp_1"}}),
+                (0.07 + k / 100, "server", {"type": "response.done", "response": {"id": "resp_1"}}),
+            ]
+    return frames(spec)
+
+
+def stream(player: Player, before: int, after: int) -> list[list[str]]:
+    """The replay's answers to `before` appends, the session.update and `after` appends, event by event."""
+    sent = [[orjson.loads(s.data)["type"] for s in player.start()]]
+    events = [APPEND] * before + [{"type": "session.update", "event_id": "evt_u2", "session": {"type": "realtime"}}]
+    for e in events + [APPEND] * after:
+        sent.append([orjson.loads(s.data)["type"] for s in player.receive(orjson.dumps(e).decode(), 0.0)])
+    return sent
+
+
+def test_a_server_vad_turn_comes_at_its_place_in_the_audio_however_a_command_split_the_stream() -> None:
+    """The input audio buffer is one stream that a command sent meanwhile (the session.update a client sends on
+    session.created, a moment set by the network) does not cut: the server's turn recorded 8 chunks into the
+    session comes once this run has streamed 8 chunks, although its session.update split them 7 + 1, not 2 + 6."""
+    player = Player(build_script(mic_split_by_update(2, 8, 6)), "ordered")
+    sent = stream(player, 7, 3)
+    assert "response.done" in sent[9] and not any("response.done" in s for s in sent[:9]), sent
+    player.close(1.0)
+    assert player.report.ok, player.report.format()

@@ -64,6 +64,7 @@ class Player:
         self.run: Step | None = None  # the audio run being received
         self.run_bytes = 0
         self.run_sent = 0
+        self.heard = 0  # audio runs: all the audio this client appended in the session
         self.absorbing: Mismatch | None = None  # an unexpected audio run, counted once
         self._errors = 0
         self.rules = script.rules
@@ -337,6 +338,7 @@ class Player:
 
     def _append(self, event: dict[str, Any] | None, t: float) -> list[Send]:
         n = b64_len(event.get("audio") if event else None)
+        self.heard += n
         audio_type = self.audio_type
         if self.run is None:
             if self.absorbing is not None:
@@ -358,9 +360,11 @@ class Player:
         else:
             out = []
         self.run_bytes += n
-        replies = self.run.replies
+        # a reply waits for its place in the session's audio (the run's recorded start, plus its offset in the
+        # run), not in this run: a command sent while audio streams splits the stream where timing has it
+        replies, position = self.run.replies, self.heard - self.run.at_bytes
         k = self.run_sent
-        while k < len(replies) and replies[k].at_bytes <= self.run_bytes:
+        while k < len(replies) and replies[k].at_bytes <= position:
             k += 1
         out += self._replies(replies[self.run_sent : k])
         self.run_sent = k
