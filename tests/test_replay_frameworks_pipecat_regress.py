@@ -119,3 +119,19 @@ def test_a_server_vad_turn_comes_at_its_place_in_the_audio_however_a_command_spl
     assert "response.done" in sent[9] and not any("response.done" in s for s in sent[:9]), sent
     player.close(1.0)
     assert player.report.ok, player.report.format()
+
+
+def test_strict_compares_the_audio_of_a_buffer_not_of_the_runs_a_command_split_it_into() -> None:
+    """Strict takes the same 10 chunks split 7 + 1 + 2 (recorded 2 + 8) by the session.update; one chunk more in
+    the buffer is one audio mismatch, reported with the buffer's lengths."""
+    script = build_script(mic_split_by_update(2, 8, 6))
+    same = Player(script, "strict")
+    stream(same, 7, 3)
+    same.close(1.0)
+    assert same.report.ok, same.report.format()
+    more = Player(script, "strict")
+    stream(more, 7, 4)
+    more.close(1.0)
+    (mismatch,) = more.report.mismatches
+    assert mismatch.kind == "audio" and "recorded 48000 bytes" in mismatch.message
+    assert "received 52800 bytes" in mismatch.message

@@ -65,6 +65,8 @@ class Player:
         self.run_bytes = 0
         self.run_sent = 0
         self.heard = 0  # audio runs: all the audio this client appended in the session
+        self.buffer: list[int] = [0, 0]  # audio runs, strict: (recorded, received) bytes since the buffer began
+        self.buffer_run: Step | None = None  # the latest run of that buffer
         self.absorbing: Mismatch | None = None  # an unexpected audio run, counted once
         self._errors = 0
         self.rules = script.rules
@@ -105,7 +107,7 @@ class Player:
                 self.audio += b64_len(event.get("audio") if event else None)
                 return self._flush()
             return self._append(event, t)
-        out = self._end_run(t)
+        out = self._end_run(t, kind)
         self.absorbing = None
         j = self._find(kind) if self.lane_of is None else self._find_on_lane(kind, event)
         if j is None:
@@ -150,6 +152,7 @@ class Player:
     def close(self, t: float, code: int | None = None) -> None:
         """The client left: steps never played are a mismatch (strict: so is other streamed audio in total)."""
         self._end_run(t)
+        self._buffer_ended(t)
         self.report.closed, self.report.close_code, self.report.duration = True, code, t
         if self.streamed and self.policy == "strict" and self.audio != self.script.audio_total:
             rec, got = self.script.audio_total, self.audio
@@ -370,30 +373,40 @@ class Player:
         self.run_sent = k
         return out
 
-    def _end_run(self, t: float) -> list[Send]:
+    def _end_run(self, t: float, kind: str | None = None) -> list[Send]:
+        """The run of appends ended (by a client event of type `kind`; None: the client left)."""
         run = self.run
         if run is None:
             return []
         self.run = None
         out = self._replies(run.replies[self.run_sent :])
-        if self.policy == "strict" and self.run_bytes != run.audio_bytes:
-            ms = _ms(run.audio_bytes), _ms(self.run_bytes)
-            out = (
-                self._mismatch(
-                    Mismatch(
-                        "audio",
-                        f"audio length differs: recorded {run.audio_bytes} bytes "
-                        f"(~{ms[0]:.0f} ms), received {self.run_bytes} bytes (~{ms[1]:.0f} ms)",
-                        t,
-                        run.index,
-                        run.summary(),
-                        {"type": self.audio_type, "audio_bytes": self.run_bytes},
-                        next="sent an error event, then the replies recorded for the run",
-                    )
-                )
-                + out
-            )
+        self.buffer[0] += run.audio_bytes
+        self.buffer[1] += self.run_bytes
+        self.buffer_run = run
+        ends = getattr(self.rules, "BUFFER_ENDS", None)  # an API whose appends fill a buffer until these
+        if ends is None or kind is None or kind in ends:
+            out = self._buffer_ended(t) + out
         return out
+
+    def _buffer_ended(self, t: float) -> list[Send]:
+        """Strict: the audio appended since the buffer began must be as long as recorded, however commands sent
+        meanwhile split it into runs."""
+        (rec, got), run = self.buffer, self.buffer_run
+        self.buffer, self.buffer_run = [0, 0], None
+        if self.policy != "strict" or run is None or rec == got:
+            return []
+        ms = _ms(rec), _ms(got)
+        return self._mismatch(
+            Mismatch(
+                "audio",
+                f"audio length differs: recorded {rec} bytes (~{ms[0]:.0f} ms), received {got} bytes (~{ms[1]:.0f} ms)",
+                t,
+                run.index,
+                run.summary() if rec == run.audio_bytes else {"type": self.audio_type, "audio_bytes": rec},
+                {"type": self.audio_type, "audio_bytes": got},
+                next="sent an error event, then the replies recorded for the run",
+            )
+        )
 
     # -- streamed audio (full duplex) --
 
