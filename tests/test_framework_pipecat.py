@@ -18,6 +18,12 @@ only, with a registered tool. Two of Pipecat's own timing races are kept out of 
 is deterministic: the tool is the service's, not the context's (the first ``session.update``, sent on
 ``session.created``, carries the context's tools only if the context came first), and the aggregator does not
 broadcast interruptions (the one it sends with the transcript races the answer's first audio delta).
+
+Pipecat's ``OpenAILiveLLMService`` targets ``/v1/live/sessions`` (GPT-Live, one dialect): ``session.start`` on
+its first context, input audio only once ``session.started`` came, a uuid4 ``event_id`` on every command (the
+server echoes it as ``client_event_id``), and with ``ResponsesDelegation`` it runs the app's tools for the
+delegated Responses backend (``response.item.create`` with the output, then ``response.create``); it is covered
+against ``tests/live_upstream.py`` below.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ from pipecat.frames.frames import (  # noqa: E402
     LLMFullResponseEndFrame,
     LLMRunFrame,
     LLMTextFrame,
+    OutputAudioRawFrame,
     TranscriptionFrame,
-    TTSAudioRawFrame,
     TTSTextFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
@@ -60,13 +66,16 @@ from pipecat.processors.aggregators.llm_response_universal import (  # noqa: E40
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 from pipecat.services.llm_service import FunctionCallParams  # noqa: E402
+from pipecat.services.openai.live.llm import OpenAILiveLLMService, ResponsesDelegation  # noqa: E402
 from pipecat.services.openai.realtime import events  # noqa: E402
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService  # noqa: E402
+from pipecat.services.openai.responses.llm import OpenAIResponsesLLMSettings  # noqa: E402
 from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
 from rtproxy.recording import read_connections  # noqa: E402
 from tests.conftest import ProxyProcess, make_key, rtproxy_exe, spawn_proxy  # noqa: E402
+from tests.live_upstream import LiveUpstream, silence  # noqa: E402
 from tests.test_replay_server import ReplayProcess, spawn_replay  # noqa: E402
 from tests.upstream import RATE, ScriptedUpstream, tone  # noqa: E402
 
@@ -112,7 +121,7 @@ class Ears(FrameProcessor):
 
 
 class Collector(FrameProcessor):
-    """Records what the service emits downstream, and tells `progress` when an answer ended."""
+    """Records what the service emits downstream, and tells `progress` of a tool call and of an answer's end."""
 
     def __init__(self, heard: Heard, progress: asyncio.Condition) -> None:
         super().__init__()
@@ -122,10 +131,12 @@ class Collector(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, TTSTextFrame) or (isinstance(frame, LLMTextFrame) and frame.append_to_context):
             self.heard.text += frame.text
-        elif isinstance(frame, TTSAudioRawFrame):
+        elif isinstance(frame, OutputAudioRawFrame):  # TTSAudioRawFrame (Realtime), SpeechOutputAudioRawFrame (Live)
             self.heard.audio += frame.audio
         elif isinstance(frame, FunctionCallInProgressFrame):
             self.heard.calls.append((frame.function_name, dict(frame.arguments)))
+            async with self.progress:
+                self.progress.notify_all()
         elif isinstance(frame, LLMFullResponseEndFrame):
             self.heard.responses += 1
             async with self.progress:
@@ -331,3 +342,156 @@ async def test_a_changed_question_is_a_clear_mismatch_pipecat_sees(tmp_path: Pat
     assert mismatch["kind"] == "payload" and mismatch["received"]["type"] == "conversation.item.create"
     assert mismatch["details"] == ['item.content[0].text: expected "Say hello.", got "Say goodbye."']
     assert "Say goodbye." in out and "connection 2" in out
+
+
+# --- GPT-Live: OpenAILiveLLMService (/v1/live/sessions) -----------------------------------------------------
+
+
+def mic(pcm: bytes) -> list[Frame]:
+    return [
+        InputAudioRawFrame(audio=pcm[i : i + 960], sample_rate=RATE, num_channels=1) for i in range(0, len(pcm), 960)
+    ]
+
+
+async def live_converse(url: str, result: dict[str, Any]) -> Heard:
+    """One Pipecat GPT-Live session at `url` (its base_url), delegating to a Responses backend whose tool the
+    app runs: the user asks, the backend calls get_weather (answered with `result`), the assistant speaks while
+    the microphone goes on streaming; what the app was told (10 s at most for each step)."""
+    heard, progress = Heard(), asyncio.Condition()
+    llm = OpenAILiveLLMService(
+        api_key=make_key(),
+        base_url=url,
+        delegation=ResponsesDelegation(settings=OpenAIResponsesLLMSettings(model="gpt-5.5")),
+    )
+
+    async def get_weather(params: FunctionCallParams) -> None:
+        await params.result_callback(result)
+
+    llm.register_function("get_weather", get_weather)
+    started: list[str] = []
+
+    @llm.event_handler("on_session_started")
+    async def on_started(_llm: OpenAILiveLLMService, session: Any) -> None:
+        started.append(session.id)
+        async with progress:
+            progress.notify_all()
+
+    pair = LLMContextAggregatorPair(LLMContext(tools=ToolsSchema(standard_tools=[WEATHER])))
+    stages = [pair.user(), Ears(heard), llm, Collector(heard, progress), pair.assistant()]
+    worker = PipelineWorker(Pipeline(stages), enable_rtvi=False)
+
+    @worker.event_handler("on_pipeline_error")
+    async def on_error(_worker: PipelineWorker, frame: ErrorFrame) -> None:
+        heard.errors.append(frame.error)
+        async with progress:
+            progress.notify_all()
+
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    running = asyncio.ensure_future(runner.run())
+
+    async def until(what: Any) -> bool:
+        """Until `what()` holds, an error came or the pipeline stopped (10 s at most); whether it holds."""
+
+        async def reached() -> None:
+            async with progress:
+                await progress.wait_for(lambda: what() or bool(heard.errors))
+
+        waiting = asyncio.ensure_future(reached())
+        async with asyncio.timeout(10):
+            await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        return bool(what()) and not heard.errors
+
+    try:
+        await worker.queue_frame(LLMRunFrame())  # the first context starts the session (session.start)
+        if await until(lambda: started):  # audio before session.started is dropped by the service
+            await worker.queue_frames(mic(tone(600) + silence(400)))
+            if await until(lambda: heard.calls):  # the assistant speaks while the microphone streams
+                await worker.queue_frames(mic(silence(3000)))
+                await until(lambda: heard.responses >= 1)
+        await worker.queue_frame(EndFrame())  # session.close, then session.closed
+        async with asyncio.timeout(15):
+            await running
+    finally:
+        if not running.done():
+            await worker.cancel()
+            await asyncio.wait_for(running, 10)
+    return heard
+
+
+LIVE_SUNNY = {"temperature": 18, "sky": "sunny"}
+
+
+async def record_live(tmp_path: Path, processes: list[Any]) -> tuple[Path, list[Heard]]:
+    """Two Pipecat GPT-Live sessions through `rtproxy proxy` from the scripted Live upstream, exported together."""
+    db, cassette = tmp_path / "live.db", tmp_path / "pipecat-live.jsonl"
+    async with LiveUpstream() as up:
+        proxy = spawn_proxy(["--db", str(db), "--upstream", up.url, "--label", "pipecat-live"])
+        processes.append(proxy)
+        url = f"ws://127.0.0.1:{proxy.port}/v1/live/sessions"
+        heard = [await live_converse(url, LIVE_SUNNY), await live_converse(url, LIVE_SUNNY)]
+        async with asyncio.timeout(10):
+            for conn in up.connections:
+                await conn.closed.wait()
+        code, out, err = await asyncio.to_thread(proxy.stop)
+        assert code == 0, out + err
+    assert [c.kind for c in up.connections] == ["primary", "primary"]
+    done = run("export", "--db", str(db), "--label", "pipecat-live", "-o", str(cassette))
+    assert done.returncode == 0, done.stderr
+    assert [c.session["api"] for c in read_connections(cassette)] == ["live", "live"]
+    return cassette, heard
+
+
+async def test_pipecat_live_sessions_recorded_through_the_proxy_replay_to_a_fresh_run(
+    tmp_path: Path, processes: list[Any]
+) -> None:
+    """GPT-Live (one dialect): two Pipecat sessions delegating to a Responses backend, the app's tool answering
+    it, recorded through the proxy and exported as one cassette, replay (strict, --once) to a fresh run whose
+    own event ids come back as client_event_id: the same transcript, tool call, spoken words and audio."""
+    cassette, recorded = await record_live(tmp_path, processes)
+    for heard in recorded:
+        assert heard.transcripts == ["What's the weather in Paris?"] and not heard.errors
+        assert heard.calls == [("get_weather", {"location": "Paris", "unit": "celsius"})]
+        assert heard.text == "It is 18 degrees and sunny in Paris." and len(heard.audio) > 0
+    client = sent_by_client(cassette)
+    assert [e["type"] for e in client[0] if e["type"] != "session.input_audio.append"] == [
+        "session.start",
+        "response.item.create",
+        "response.create",
+        "session.close",
+    ]
+    assert len({e["event_id"] for c in client for e in c}) == sum(len(c) for c in client)  # uuids Pipecat made
+
+    report = tmp_path / "report.json"
+    replay = spawn_replay([str(cassette), "--once", "--match", "strict", "--report", str(report)])
+    processes.append(replay)
+    url = f"{replay.base_url}/live/sessions"
+    replayed = [await live_converse(url, LIVE_SUNNY), await live_converse(url, LIVE_SUNNY)]
+    code, out, err = await asyncio.to_thread(replay.wait)
+    assert code == 0, out + err
+    assert [told(h) for h in replayed] == [told(h) for h in recorded]
+    result = orjson.loads(report.read_bytes())
+    assert result["ok"] and result["recorded_connections"] == 2
+
+
+async def test_a_changed_live_tool_result_is_a_clear_mismatch_pipecat_sees(
+    tmp_path: Path, processes: list[Any]
+) -> None:
+    """The app's tool now answers otherwise: the replay answers the changed response.item.create with GPT-Live's
+    error event, which Pipecat reports to the app, and `rtproxy replay` exits 1 naming the field."""
+    cassette, _ = await record_live(tmp_path, processes)
+    report = tmp_path / "report.json"
+    replay = spawn_replay([str(cassette), "--once", "--match", "strict", "--report", str(report)])
+    processes.append(replay)
+    url = f"{replay.base_url}/live/sessions"
+    changed = await live_converse(url, {"temperature": 30, "sky": "rain"})
+    same = await live_converse(url, LIVE_SUNNY)
+    code, out, err = await asyncio.to_thread(replay.wait)
+    assert code == 1, out + err
+    assert not same.errors and any("rtproxy replay" in e and "item.output" in e for e in changed.errors)
+    result = orjson.loads(report.read_bytes())
+    assert [c["ok"] for c in result["connections"]] == [False, True]
+    (mismatch,) = result["connections"][0]["mismatches"]
+    assert mismatch["kind"] == "payload" and mismatch["received"]["type"] == "response.item.create"
+    assert [d.split(":")[0] for d in mismatch["details"]] == ["item.output"]
