@@ -20,6 +20,17 @@ interrupts it (status ``cancelled``), as on the real server.
 transcription events); openai-agents drops events that do not validate. The
 default keeps the original shapes.
 
+``vad=True`` turns on server VAD as the real server does it by default: input audio that is not silence
+starts speech (``input_audio_buffer.speech_started``), ``vad_silence_ms`` of silence after it stops it
+(``speech_stopped``), and the buffer is committed and answered as if the client had sent
+``input_audio_buffer.commit`` and ``response.create``; a ``session.update`` setting the turn detection to null
+turns it off (a commit then brings no speech events, as on the real server). Without it (the default) speech
+events come with every commit, as before.
+
+``greet_after=N`` sends ``session.created`` only once N client events have come (the real server can take
+a while to greet, and a client that does not wait for it streams its microphone first); they are handled after
+it, in order.
+
 ``new_model="NAME"`` makes a connection whose query says ``model=NAME`` behave
 like another model: its answers say ``new_text`` (when given) and its tool
 calls ask for ``"unit": "fahrenheit"``; every other connection is unchanged.
@@ -84,8 +95,13 @@ class ScriptedUpstream:
         exact: bool = True,
         new_model: str | None = None,
         new_text: str | None = None,
+        vad: bool = False,
+        vad_silence_ms: int = 200,
+        greet_after: int = 0,
     ) -> None:
         self.reply_text = text
+        self.vad, self.vad_silence_ms = vad, vad_silence_ms
+        self.greet_after = greet_after
         self.new_model = new_model
         self.new_text = new_text
         self.audio_ms = audio_ms
@@ -185,6 +201,11 @@ class Session:
         self.cancelled = False
         self.responding: asyncio.Task[None] | None = None
         self.new_model = up.new_model is not None and conn.query.get("model") == up.new_model
+        self.vad = up.vad
+        self.heard = 0  # server VAD: bytes of input audio received in the session
+        self.speech_at: int | None = None  # server VAD: where the speech being heard started (bytes)
+        self.silent = 0  # server VAD: bytes of silence since the last speech
+        self.vad_item = ""  # server VAD: the item the speech being heard becomes
 
     def _initial_config(self) -> dict[str, Any]:
         if self.beta:
@@ -232,7 +253,9 @@ class Session:
         return beta.get(ga, ga) if self.beta else ga
 
     async def run(self) -> None:
-        await self.send({"type": "session.created", "session": dict(self.config)})
+        held: list[str] = []  # client events that came before the greeting, handled after it
+        if not self.up.greet_after:
+            await self.send({"type": "session.created", "session": dict(self.config)})
         close_after = int(self.conn.query.get("close_after", "0") or 0)
         vanish_after = int(self.conn.query.get("vanish_after", "0") or 0)
         count = 0
@@ -247,6 +270,13 @@ class Session:
             else:
                 break
             count += 1
+            if self.up.greet_after and count <= self.up.greet_after:
+                held.append(msg.data)
+                if count < self.up.greet_after:
+                    continue
+                await self.send({"type": "session.created", "session": dict(self.config)})
+                for data in held[:-1]:
+                    await self.handle(data)
             if vanish_after and count >= vanish_after:
                 assert self.ws._req is not None and self.ws._req.transport is not None
                 self.ws._req.transport.abort()
@@ -279,7 +309,11 @@ class Session:
             return
         kind = event.get("type")
         if kind == "session.update":
-            self._merge(self.config, event.get("session") or {})
+            patch = event.get("session") or {}
+            self._merge(self.config, patch)
+            detection = ((patch.get("audio") or {}).get("input") or {}) if isinstance(patch, dict) else {}
+            if "turn_detection" in detection or "turn_detection" in patch:
+                self.vad = self.up.vad and (detection.get("turn_detection") or patch.get("turn_detection")) is not None
             await self.send({"type": "session.updated", "session": dict(self.config)})
         elif kind == "conversation.item.create":
             item = dict(event.get("item") or {})
@@ -288,12 +322,15 @@ class Session:
             item.setdefault("status", "completed")
             await self.item_added(item)
         elif kind == "input_audio_buffer.append":
-            self.buffer += base64.b64decode(event.get("audio", ""))
+            chunk = base64.b64decode(event.get("audio", ""))
+            self.buffer += chunk
+            if self.vad:
+                await self.detect(chunk)
         elif kind == "input_audio_buffer.clear":
             self.buffer.clear()
             await self.send({"type": "input_audio_buffer.cleared"})
         elif kind == "input_audio_buffer.commit":
-            await self.commit()
+            await self.commit(speech=not self.up.vad)
         elif kind == "response.create":
             if self.up.chunk_delay:
                 self.responding = asyncio.ensure_future(self.respond(event.get("response") or {}))
@@ -342,15 +379,53 @@ class Session:
         self.last_role = item.get("role")
         self.last_type = item.get("type")
 
-    async def commit(self) -> None:
-        item_id = self.up.new_id("item")
+    async def detect(self, chunk: bytes) -> None:
+        """Server VAD on one appended chunk: speech is any sample louder than silence."""
+        loud = any(abs(v) > 300 for (v,) in struct.iter_unpack("<h", chunk[: len(chunk) // 2 * 2]))
+        self.heard += len(chunk)
+        if loud:
+            self.silent = 0
+            if self.speech_at is None:
+                self.speech_at = self.heard - len(chunk)
+                self.vad_item = self.up.new_id("item")
+                await self.send(
+                    {
+                        "type": "input_audio_buffer.speech_started",
+                        "audio_start_ms": self.speech_at * 1000 // (2 * RATE),
+                        "item_id": self.vad_item,
+                    }
+                )
+            return
+        if self.speech_at is None:
+            return
+        self.silent += len(chunk)
+        if self.silent * 1000 // (2 * RATE) < self.up.vad_silence_ms:
+            return
+        self.speech_at = None
+        await self.send(
+            {
+                "type": "input_audio_buffer.speech_stopped",
+                "audio_end_ms": self.heard * 1000 // (2 * RATE),
+                "item_id": self.vad_item,
+            }
+        )
+        await self.commit(self.vad_item, speech=False)
+        await self.respond({})
+
+    async def commit(self, item_id: str | None = None, *, speech: bool = True) -> None:
+        item_id = item_id or self.up.new_id("item")
         ms = len(self.buffer) // 2 * 1000 // RATE
-        await self.send(
-            {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.audio_start_ms, "item_id": item_id}
-        )
-        await self.send(
-            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.audio_start_ms + ms, "item_id": item_id}
-        )
+        if speech:
+            await self.send(
+                {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.audio_start_ms, "item_id": item_id}
+            )
+            await self.send(
+                {
+                    "type": "input_audio_buffer.speech_stopped",
+                    "audio_end_ms": self.audio_start_ms + ms,
+                    "item_id": item_id,
+                }
+            )
         self.audio_start_ms += ms
         self.buffer.clear()
         await self.send(

@@ -6,9 +6,10 @@ match policies and the two ways input audio is matched (runs, or a streamed posi
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -63,6 +64,9 @@ class Player:
         self.run: Step | None = None  # the audio run being received
         self.run_bytes = 0
         self.run_sent = 0
+        self.heard = 0  # audio runs: all the audio this client appended in the session
+        self.buffer: list[int] = [0, 0]  # audio runs, strict: (recorded, received) bytes since the buffer began
+        self.buffer_run: Step | None = None  # the latest run of that buffer
         self.absorbing: Mismatch | None = None  # an unexpected audio run, counted once
         self._errors = 0
         self.rules = script.rules
@@ -103,7 +107,7 @@ class Player:
                 self.audio += b64_len(event.get("audio") if event else None)
                 return self._flush()
             return self._append(event, t)
-        out = self._end_run(t)
+        out = self._end_run(t, kind)
         self.absorbing = None
         j = self._find(kind) if self.lane_of is None else self._find_on_lane(kind, event)
         if j is None:
@@ -113,11 +117,14 @@ class Player:
         step = self.script.steps[j]
         self._learn_ids(step.event, event)
         compare = getattr(self.rules, "compared", None)  # an API whose `ordered` compares part of the payload
+        measured: tuple[str, str] | None = getattr(self.rules, "MEASURED", {}).get(kind)  # (field, its echo)
         checked = self.policy == "strict" or (self.policy == "ordered" and compare is not None)
         if checked and step.event is not None and event is not None:
             expected, got = step.event, self._as_recorded(event, data)
             if compare is not None and isinstance(got, dict):
                 expected, got = compare(expected, self.policy), compare(got, self.policy)
+            if measured is not None and isinstance(got, dict):
+                expected, got = _without(expected, measured[0]), _without(got, measured[0])
             diffs = differences(normalise(expected), normalise(got))
             if diffs:
                 out += self._mismatch(
@@ -139,11 +146,13 @@ class Player:
             self._play(j)
         if self.streamed:
             return out + self._caught_up(step, event, t) + self._release(step.replies)
-        return out + self._replies(step.replies)
+        replies = step.replies if measured is None else _echo(step.replies, measured, step.event, event)
+        return out + self._replies(replies)
 
     def close(self, t: float, code: int | None = None) -> None:
         """The client left: steps never played are a mismatch (strict: so is other streamed audio in total)."""
         self._end_run(t)
+        self._buffer_ended(t)
         self.report.closed, self.report.close_code, self.report.duration = True, code, t
         if self.streamed and self.policy == "strict" and self.audio != self.script.audio_total:
             rec, got = self.script.audio_total, self.audio
@@ -336,6 +345,7 @@ class Player:
 
     def _append(self, event: dict[str, Any] | None, t: float) -> list[Send]:
         n = b64_len(event.get("audio") if event else None)
+        self.heard += n
         audio_type = self.audio_type
         if self.run is None:
             if self.absorbing is not None:
@@ -357,38 +367,50 @@ class Player:
         else:
             out = []
         self.run_bytes += n
-        replies = self.run.replies
+        # a reply waits for its place in the session's audio (the run's recorded start, plus its offset in the
+        # run), not in this run: a command sent while audio streams splits the stream where timing has it
+        replies, position = self.run.replies, self.heard - self.run.at_bytes
         k = self.run_sent
-        while k < len(replies) and replies[k].at_bytes <= self.run_bytes:
+        while k < len(replies) and replies[k].at_bytes <= position:
             k += 1
         out += self._replies(replies[self.run_sent : k])
         self.run_sent = k
         return out
 
-    def _end_run(self, t: float) -> list[Send]:
+    def _end_run(self, t: float, kind: str | None = None) -> list[Send]:
+        """The run of appends ended (by a client event of type `kind`; None: the client left)."""
         run = self.run
         if run is None:
             return []
         self.run = None
         out = self._replies(run.replies[self.run_sent :])
-        if self.policy == "strict" and self.run_bytes != run.audio_bytes:
-            ms = _ms(run.audio_bytes), _ms(self.run_bytes)
-            out = (
-                self._mismatch(
-                    Mismatch(
-                        "audio",
-                        f"audio length differs: recorded {run.audio_bytes} bytes "
-                        f"(~{ms[0]:.0f} ms), received {self.run_bytes} bytes (~{ms[1]:.0f} ms)",
-                        t,
-                        run.index,
-                        run.summary(),
-                        {"type": self.audio_type, "audio_bytes": self.run_bytes},
-                        next="sent an error event, then the replies recorded for the run",
-                    )
-                )
-                + out
-            )
+        self.buffer[0] += run.audio_bytes
+        self.buffer[1] += self.run_bytes
+        self.buffer_run = run
+        ends = getattr(self.rules, "BUFFER_ENDS", None)  # an API whose appends fill a buffer until these
+        if ends is None or kind is None or kind in ends:
+            out = self._buffer_ended(t) + out
         return out
+
+    def _buffer_ended(self, t: float) -> list[Send]:
+        """Strict: the audio appended since the buffer began must be as long as recorded, however commands sent
+        meanwhile split it into runs."""
+        (rec, got), run = self.buffer, self.buffer_run
+        self.buffer, self.buffer_run = [0, 0], None
+        if self.policy != "strict" or run is None or rec == got:
+            return []
+        ms = _ms(rec), _ms(got)
+        return self._mismatch(
+            Mismatch(
+                "audio",
+                f"audio length differs: recorded {rec} bytes (~{ms[0]:.0f} ms), received {got} bytes (~{ms[1]:.0f} ms)",
+                t,
+                run.index,
+                run.summary() if rec == run.audio_bytes else {"type": self.audio_type, "audio_bytes": rec},
+                {"type": self.audio_type, "audio_bytes": got},
+                next="sent an error event, then the replies recorded for the run",
+            )
+        )
 
     # -- streamed audio (full duplex) --
 
@@ -483,6 +505,30 @@ class Player:
         ids = self.rules.client_ids(event) if event is not None else []  # the first names the event
         error = self.rules.error_event(self._errors, m.message, ids[0] if ids else None)
         return [Send(orjson.dumps(error).decode())]
+
+
+def _without(event: Any, key: str) -> Any:
+    return {k: v for k, v in event.items() if k != key} if isinstance(event, dict) else event
+
+
+def _echo(
+    replies: tuple[Reply, ...], measured: tuple[str, str], recorded: dict[str, Any] | None, event: dict[str, Any] | None
+) -> tuple[Reply, ...]:
+    """`replies` with the recorded value of a measured number (a field, echoed in server events of a type) in
+    those events as this run's."""
+    key, echo = measured
+    old, new = (recorded or {}).get(key), (event or {}).get(key)
+    numbers = (int, float)
+    if not isinstance(old, numbers) or not isinstance(new, numbers) or isinstance(new, bool) or old == new:
+        return replies
+    token = re.compile(rf'("{re.escape(key)}"\s*:\s*){re.escape(orjson.dumps(old).decode())}(?![0-9.eE])')
+    kind = orjson.dumps(echo).decode()
+    out = []
+    for r in replies:
+        if isinstance(r.data, str) and kind in r.data:
+            r = replace(r, data=token.sub(lambda m: m.group(1) + orjson.dumps(new).decode(), r.data, count=1))
+        out.append(r)
+    return tuple(out)
 
 
 def _ms(n_bytes: int) -> float:
