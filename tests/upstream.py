@@ -23,6 +23,13 @@ default keeps the original shapes.
 ``new_model="NAME"`` makes a connection whose query says ``model=NAME`` behave
 like another model: its answers say ``new_text`` (when given) and its tool
 calls ask for ``"unit": "fahrenheit"``; every other connection is unchanged.
+
+``echo_metadata=True`` echoes a ``response.create``'s ``response.metadata`` in the response's
+``response.created`` and ``response.done``, as the real server does (clients such as LiveKit Agents
+correlate a reply with the request that asked for it by an id they put there).
+``azure_beta=True`` makes a connection on Azure's legacy path (``/openai/realtime`` with an
+``api-version`` query) speak the beta dialect, as Azure's dated API versions do (they send no
+``OpenAI-Beta`` header).
 """
 
 from __future__ import annotations
@@ -84,8 +91,12 @@ class ScriptedUpstream:
         exact: bool = True,
         new_model: str | None = None,
         new_text: str | None = None,
+        echo_metadata: bool = False,
+        azure_beta: bool = False,
     ) -> None:
         self.reply_text = text
+        self.echo_metadata = echo_metadata
+        self.azure_beta = azure_beta
         self.new_model = new_model
         self.new_text = new_text
         self.audio_ms = audio_ms
@@ -155,6 +166,8 @@ class ScriptedUpstream:
             )
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "") or "openai-beta.realtime-v1" in offered
+        if self.azure_beta and request.path.rstrip("/") == "/openai/realtime" and "api-version" in query:
+            beta = True
         ws = web.WebSocketResponse(protocols=("realtime",) if "realtime" in offered else (), max_msg_size=0)
         await ws.prepare(request)
         conn = Connection(request.path, query, dict(request.headers), "beta" if beta else "ga", ws.ws_protocol)
@@ -395,7 +408,8 @@ class Session:
     async def respond(self, override: dict[str, Any]) -> None:
         self.cancelled = False
         rid = self.up.new_id("resp")
-        base = {"id": rid, "object": "realtime.response", "output": [], "usage": None, "metadata": None}
+        metadata = override.get("metadata") if self.up.echo_metadata else None
+        base = {"id": rid, "object": "realtime.response", "output": [], "usage": None, "metadata": metadata}
         await self.send(
             {"type": "response.created", "response": {**base, "status": "in_progress", "status_details": None}}
         )
