@@ -9,7 +9,9 @@ frame it received and sent so tests can compare them with the database.
 Tests steer failure behaviour through the query string, which the proxy
 relays unchanged: ``reject=401`` refuses the upgrade with that status and a
 JSON body; ``close_after=N&close_code=C`` closes after N client events;
-``vanish_after=N`` drops the TCP connection without a close frame.
+``vanish_after=N`` drops the TCP connection without a close frame. With ``close_once=1`` only the first
+connection so asked closes after N client events, once the response under way is done (a drop between
+turns: the client's reconnection stays up).
 
 ``chunk_delay`` (seconds) paces audio deltas and answers ``response.create``
 from a task of its own, so a ``response.cancel`` arriving mid-response
@@ -105,6 +107,7 @@ class ScriptedUpstream:
         self.connections: list[Connection] = []
         self.http_requests: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
+        self.closed_once = False  # a close_once connection was closed
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -247,6 +250,9 @@ class Session:
     async def run(self) -> None:
         await self.send({"type": "session.created", "session": dict(self.config)})
         close_after = int(self.conn.query.get("close_after", "0") or 0)
+        once = self.conn.query.get("close_once") == "1"
+        if once and self.up.closed_once:
+            close_after = 0
         vanish_after = int(self.conn.query.get("vanish_after", "0") or 0)
         count = 0
         async for msg in self.ws:
@@ -266,6 +272,10 @@ class Session:
                 return
             await self.handle(msg.data)
             if close_after and count >= close_after:
+                if once:
+                    self.up.closed_once = True
+                    if self.responding is not None:
+                        await self.responding
                 await self.ws.close(
                     code=int(self.conn.query.get("close_code", "1000")),
                     message=self.conn.query.get("close_reason", "scripted close").encode(),
