@@ -1,0 +1,371 @@
+"""LiveKit Agents (livekit-agents + livekit-plugins-openai 1.8.x) recorded through ``rtproxy proxy`` and replayed
+with ``rtproxy replay --once``: the framework's own Realtime client (its aiohttp WebSocket, its event handling,
+its generation streams) is driven through its model-session API, pointed at the proxy by ``base_url`` only.
+
+Dialects: LiveKit's ``RealtimeModel`` speaks GA (no ``OpenAI-Beta`` header, nested session config,
+``conversation.item.added``, ``response.output_*`` names) to OpenAI; with ``api_version`` (Azure's dated API, its
+``with_azure``) it speaks the beta dialect on ``/openai/realtime?api-version=…``: flat session config
+(``modalities``, ``input_audio_format``…) in, beta names (``conversation.item.created``, ``response.audio.delta``…)
+out, which it maps to GA names itself. Both are covered (the scripted upstream speaks beta on that path with
+``azure_beta``).
+
+Ids LiveKit makes itself: every client event's ``event_id`` (``session_update_…``, ``instructions_update_…``,
+``tools_update_…``, ``chat_ctx_create_…``, ``response_create_…``); its chat-context items' ``item.id`` (it waits
+for ``conversation.item.added`` naming each, 5 s); the ``previous_item_id`` of each created item (the previous
+one's id, its own); ``response.metadata.client_event_id`` (it resolves ``generate_reply`` when a
+``response.created`` echoes it, else times out after 10 s); and a function call output's item id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from rtproxy.recording import read_connections
+from rtproxy.replay.script import build_script
+from tests.conftest import ProxyProcess, make_key, rtproxy_exe, spawn_proxy
+from tests.test_replay_server import ReplayProcess, spawn_replay
+from tests.upstream import ScriptedUpstream, tone
+
+lk_openai = pytest.importorskip("livekit.plugins.openai")
+aiohttp = pytest.importorskip("aiohttp")
+from livekit import rtc  # noqa: E402
+from livekit.agents import llm  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+REPLY = "It is sunny in Paris."
+QUESTION, RESULT = "What's the weather in Paris?", "sunny, 21 C"
+TIMEOUT = 15.0
+AZURE_VERSION = "2024-10-01-preview"
+
+
+@llm.function_tool
+async def get_weather(location: str, unit: str) -> str:
+    """The weather in a city.
+
+    Args:
+        location: the city
+        unit: celsius or fahrenheit
+    """
+    return "sunny"
+
+
+@dataclass
+class Seen:
+    """What LiveKit's model session reported to the app in one session."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (name, arguments)
+    text: list[str] = field(default_factory=list)  # each message's text (or audio transcript)
+    audio: list[int] = field(default_factory=list)  # each message's audio bytes
+    user_transcripts: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    generations: int = 0
+    # the wire as LiveKit's session reports it (its openai_client_event_queued / openai_server_event_received)
+    made: dict[str, list[str]] = field(default_factory=dict, compare=False)  # ids LiveKit made, by kind
+    echoed: dict[str, list[str]] = field(default_factory=dict, compare=False)  # the same ids in server events
+    server_errors: list[dict[str, Any]] = field(default_factory=list, compare=False)
+
+    def client_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "conversation.item.create" and event["item"]["id"] not in self.made.get("server", []):
+            self.made.setdefault("item", []).append(event["item"]["id"])  # not one the server made (re-sent)
+        elif kind == "response.create":
+            self.made.setdefault("response", []).append(event["response"]["metadata"]["client_event_id"])
+
+    def server_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "conversation.item.added":
+            item_id = event["item"]["id"]
+            into = self.echoed if item_id in self.made.get("item", []) else self.made
+            into.setdefault("item" if into is self.echoed else "server", []).append(item_id)
+        elif kind == "response.created":
+            metadata = event["response"].get("metadata") or {}
+            self.echoed.setdefault("response", []).append(metadata.get("client_event_id"))
+        elif kind == "error":
+            self.server_errors.append(event["error"])
+
+
+def model_for(base: str, dialect: str, http: aiohttp.ClientSession, query: str = "") -> Any:
+    """LiveKit's OpenAI RealtimeModel pointed at `base` (the proxy or the replay) through base_url only (with
+    `query` in it: LiveKit keeps a base URL's query in the URL it connects to)."""
+    common: dict[str, Any] = {"api_key": make_key(), "http_session": http, "turn_detection": None}
+    tail = f"?{query}" if query else ""
+    if dialect == "beta":
+        return lk_openai.realtime.RealtimeModel(
+            base_url=f"{base}/openai{tail}",
+            api_version=AZURE_VERSION,
+            azure_deployment="gpt-4o-realtime-preview",
+            **common,
+        )
+    return lk_openai.realtime.RealtimeModel(base_url=f"{base}/v1{tail}", **common)
+
+
+def watch(session: Any, seen: Seen) -> None:
+    session.on("openai_client_event_queued", seen.client_event)
+    session.on("openai_server_event_received", seen.server_event)
+    session.on("error", lambda e: seen.errors.append(str(e.error)))
+    session.on(
+        "input_audio_transcription_completed",
+        lambda e: seen.user_transcripts.append(e.transcript) if e.is_final else None,
+    )
+
+
+async def read_generation(gen: Any, seen: Seen) -> None:
+    """Everything one generation streams: its function calls, and each message's text and audio."""
+    seen.generations += 1
+
+    async def calls() -> None:
+        async for call in gen.function_stream:
+            seen.calls.append((call.name, call.arguments))
+
+    async def messages() -> None:
+        async for msg in gen.message_stream:
+
+            async def text(msg: Any = msg) -> str:
+                return "".join([t async for t in msg.text_stream])
+
+            async def audio(msg: Any = msg) -> int:
+                return sum([len(f.data.tobytes()) async for f in msg.audio_stream])
+
+            said, n = await asyncio.gather(text(), audio())
+            seen.text.append(said)
+            seen.audio.append(n)
+
+    await asyncio.gather(calls(), messages())
+
+
+DROP = "close_after=5&close_once=1&close_code=1011"  # the upstream drops the first connection after 5 events
+
+
+async def text_turn_with_tool(base: str, dialect: str, user_text: str, tool_result: str) -> Seen:
+    """One LiveKit session over two connections: instructions and a tool (a burst of session.updates sent as it
+    connects), a typed user message synced through the chat context (LiveKit's item id), a reply that calls the
+    tool; the server drops the connection (1011) and LiveKit reconnects by itself, sending its session and its
+    whole chat context again (its own item ids a second time); then the tool's output synced (another item of
+    LiveKit's) and the spoken answer on the new connection."""
+    seen = Seen()
+    async with aiohttp.ClientSession() as http:
+        session = model_for(base, dialect, http, DROP).session()
+        watch(session, seen)
+        reconnected = asyncio.Event()
+        session.on("session_reconnected", lambda _e: reconnected.set())
+        synced = asyncio.Event()
+        session.on("remote_item_added", lambda _e: synced.set())
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await session.update_instructions("You are a weather bot.")
+                await session.update_tools([get_weather])
+                ctx = llm.ChatContext.empty()
+                ctx.add_message(role="user", content=user_text)
+                await session.update_chat_ctx(ctx)
+                await read_generation(await session.generate_reply(), seen)
+                await reconnected.wait()
+                while len(session.chat_ctx.items) < 2:  # the re-sent items, confirmed on the new connection
+                    synced.clear()
+                    await synced.wait()
+                call = next(i for i in session.chat_ctx.items if i.type == "function_call")
+                ctx = session.chat_ctx.copy()
+                ctx.items.append(
+                    llm.FunctionCallOutput(call_id=call.call_id, name=call.name, output=tool_result, is_error=False)
+                )
+                await session.update_chat_ctx(ctx)
+                await read_generation(await session.generate_reply(), seen)
+        finally:
+            await session.aclose()
+    return seen
+
+
+async def voice_turn(base: str, dialect: str) -> Seen:
+    """Another LiveKit session: half a second of the user's voice pushed as audio frames, committed and answered
+    in one burst (appends, input_audio_buffer.commit, response.create); the app interrupts the spoken answer as
+    soon as its first audio frame plays (barge-in): LiveKit sends response.cancel, the server ends the response
+    as cancelled."""
+    seen = Seen()
+    async with aiohttp.ClientSession() as http:
+        session = model_for(base, dialect, http).session()
+        watch(session, seen)
+        heard = asyncio.Event()
+        session.on("input_audio_transcription_completed", lambda _e: heard.set())
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                pcm = tone(500, 180.0)
+                for i in range(0, len(pcm), 960):  # 20 ms frames, as a room's audio track delivers them
+                    chunk = pcm[i : i + 960]
+                    session.push_audio(rtc.AudioFrame(chunk, 24000, 1, len(chunk) // 2))
+                session.commit_audio()
+                gen = await session.generate_reply()
+                seen.generations += 1
+                msg = await anext(aiter(gen.message_stream))
+                frames = aiter(msg.audio_stream)
+                first = await anext(frames)
+                session.interrupt()
+                rest = [len(f.data.tobytes()) async for f in frames]
+                seen.audio.append(len(first.data.tobytes()) + sum(rest))
+                seen.text.append("".join([t async for t in msg.text_stream]))
+                await heard.wait()
+        finally:
+            await session.aclose()
+    return seen
+
+
+# --- recording through the proxy, exporting, replaying (real subprocesses) ---------------------------
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*rtproxy_exe(), *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@dataclass
+class Cassette:
+    path: Path
+    dialect: str
+    recorded: list[Seen]
+
+
+async def conversation(base: str, dialect: str, user_text: str = QUESTION, tool_result: str = RESULT) -> list[Seen]:
+    """The app: both LiveKit sessions, one after the other."""
+    return [await text_turn_with_tool(base, dialect, user_text, tool_result), await voice_turn(base, dialect)]
+
+
+async def record(tmp: Path, dialect: str) -> Cassette:
+    """Both LiveKit sessions run through `rtproxy proxy` (a subprocess) in front of the scripted upstream, one
+    after the other (three connections: the first session reconnects); all exported together into one
+    cassette."""
+    db = tmp / f"{dialect}.db"
+    async with ScriptedUpstream(text=REPLY, echo_metadata=True, azure_beta=True, audio_ms=3000, chunk_delay=0.02) as up:
+        proxy: ProxyProcess = await asyncio.to_thread(spawn_proxy, ["--upstream", up.url, "--db", str(db)])
+        try:
+            base = f"http://127.0.0.1:{proxy.port}"
+            seen = await conversation(base, dialect)
+        finally:
+            code, out, err = await asyncio.to_thread(proxy.stop)
+        assert [c.dialect for c in up.connections] == [dialect] * 3
+    assert code == 0, out + err
+    listed = orjson.loads(run("sessions", "--db", str(db), "--json").stdout)
+    ids = sorted(s["id"] for s in listed)
+    target = tmp / f"livekit-{dialect}.jsonl"
+    done = run("export", *ids, "--db", str(db), "-o", str(target))
+    assert done.returncode == 0, done.stderr
+    return Cassette(target, dialect, seen)
+
+
+async def replay(cassette: Path, run_flow: Any, *args: str) -> tuple[Any, int, str, dict[str, Any]]:
+    """`rtproxy replay FILE --once` (a subprocess) serving `run_flow(base)`; (what it returned, exit code,
+    output, report)."""
+    report = cassette.with_suffix(".report.json")
+    p: ReplayProcess = await asyncio.to_thread(spawn_replay, [str(cassette), "--once", "--report", str(report), *args])
+    try:
+        base = p.base_url.removesuffix("/v1").replace("ws://", "http://", 1)
+        got = await run_flow(base)
+        code, out, err = await asyncio.to_thread(p.wait)
+    finally:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.communicate()
+    return got, code, out + err, orjson.loads(report.read_bytes()) if report.exists() else {}
+
+
+# --- the tests ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["ga", "beta"])
+def cassette(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Cassette:
+    """The app recorded once per dialect through the proxy (a fresh recording, three connections)."""
+    dialect = request.param
+    return asyncio.run(record(tmp_path_factory.mktemp(f"livekit-{dialect}"), dialect))
+
+
+def test_the_recording_has_livekits_ids_bursts_and_three_connections(cassette: Cassette) -> None:
+    """What was recorded: the tool call and its spoken answer, the reconnection, the user's transcribed voice
+    and the interrupted answer; three connections in the one cassette; bursts of client events with nothing
+    from the server between (LiveKit's session.updates and its first item as it connects; the audio, its commit
+    and response.create)."""
+    first, second = cassette.recorded
+    assert first.calls == [("get_weather", '{"location": "Paris", "unit": "celsius"}')]
+    assert first.text == [REPLY] and first.audio == [3 * 48000] and first.generations == 2
+    assert first.errors == ["OpenAI Realtime API connection closed unexpectedly"]  # the drop, then LiveKit's reconnect
+    assert second.user_transcripts == [QUESTION]
+    assert second.text[0] and REPLY.startswith(second.text[0]) and second.text[0] != REPLY  # cut off
+    assert 0 < second.audio[0] < 3 * 48000
+    connections = read_connections(cassette.path)
+    assert len(connections) == 3
+    assert [c.session["closed_by"] for c in connections][0] == "upstream"
+    scripts = [build_script(c.frames, session=c.session) for c in connections]
+    opening = [s.type for s in scripts[0].steps[:4]]
+    assert opening == ["session.update"] * 3 + ["conversation.item.create"]
+    assert [s.starts_burst for s in scripts[0].steps[:4]] == [True, False, False, False]
+    voice = [(s.type, s.starts_burst) for s in scripts[2].steps if s.type != "conversation.item.create"]
+    assert voice[1:4] == [
+        ("input_audio_buffer.append", False),
+        ("input_audio_buffer.commit", False),
+        ("response.create", False),
+    ]
+    # the reconnection sends the session and the whole chat context again, LiveKit's own item id included
+    reconnect = scripts[1].steps
+    created = [s.event["item"]["id"] for s in reconnect if s.type == "conversation.item.create" and s.event]
+    assert first.made["item"][0] in created
+
+
+async def test_livekit_gets_its_conversation_back_from_the_replay(cassette: Cassette) -> None:
+    """`rtproxy replay --once --match strict` of the cassette serves a fresh run of the app (new ids of
+    LiveKit's own) all three connections: LiveKit reports the same tool call, text, audio, transcript and
+    interruption; every item and response it made is echoed with this run's id; the report passes."""
+    got, code, out, report = await replay(
+        cassette.path, lambda base: conversation(base, cassette.dialect), "--match", "strict"
+    )
+    assert code == 0, out
+    assert report["ok"] and [c["recorded"] for c in report["connections"]] == [1, 2, 3]
+    assert got == cassette.recorded
+    for now, then in zip(got, cassette.recorded, strict=True):
+        mine, before = set(now.made.get("item", [])), set(then.made.get("item", []))
+        assert not mine & before  # a fresh run: LiveKit made other ids
+        assert set(now.echoed.get("item", [])) == mine  # each item LiveKit created, named by this run's id
+        assert now.echoed["response"] == now.made["response"]  # response.metadata.client_event_id, this run's
+        assert now.server_errors == []
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "connections"),
+    [
+        ({"user_text": "What's the weather in Rome?"}, "item.content[0].text", [1]),
+        ({"tool_result": "rain, 12 C"}, "item.output", [2]),
+    ],
+    ids=["user-text", "tool-result"],
+)
+async def test_a_changed_app_gets_a_mismatch_it_is_told_of(
+    cassette: Cassette, change: dict[str, str], path: str, connections: list[int]
+) -> None:
+    """The app changed (other user text, or another tool result): strict replay reports a payload mismatch
+    naming the field, on the connection that sent it (LiveKit's reconnection re-sends the user item as the
+    server confirmed it: the recorded one); LiveKit receives the replay's error event naming the event it
+    sent; the replay exits 1 and nothing hangs."""
+    got, code, out, report = await replay(
+        cassette.path, lambda base: conversation(base, cassette.dialect, **change), "--match", "strict"
+    )
+    assert code == 1, out
+    bad = [c["number"] for c in report["connections"] if not c["ok"]]
+    assert bad == connections, out
+    mismatches = [m for c in report["connections"] for m in c["mismatches"]]
+    assert {m["kind"] for m in mismatches} == {"payload"}
+    assert all(any(d.startswith(path) for d in m["details"]) for m in mismatches), out
+    errors = [e for seen in got for e in seen.server_errors]
+    assert errors and all(e["code"] == "rtproxy_replay_mismatch" for e in errors)
+    assert all(e["event_id"].startswith("chat_ctx_create_") for e in errors)  # LiveKit's id of its item create
+
+
+@pytest.mark.parametrize("cassette", ["ga"], indirect=True)
+async def test_ordered_and_loose_replay_it_too(cassette: Cassette) -> None:
+    """The default policy (ordered) and loose serve the same run (GA) with no mismatch."""
+    for policy in ("ordered", "loose"):
+        got, code, out, report = await replay(
+            cassette.path, lambda base: conversation(base, cassette.dialect), "--match", policy
+        )
+        assert code == 0 and report["ok"], out
+        assert got == cassette.recorded
