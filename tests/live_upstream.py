@@ -13,7 +13,8 @@ chunking of the appends changes nothing), finds speech by amplitude, and ends a 
   backend response that calls ``get_weather``; the client answers with ``response.item.create`` (the call's output)
   and ``response.create``; a second backend response streams text, with usage; the assistant speaks it;
 - ``client``: ``session.delegation.created`` (target ``client``); the client answers with
-  ``session.instructions.append`` naming the delegation (``session.instructions.appended``); the assistant speaks.
+  ``session.instructions.append`` or ``session.commentary.append`` naming the delegation (acknowledged with
+  ``session.instructions.appended`` / ``session.commentary.appended``); the assistant speaks.
 
 The assistant's speech (``session.output_audio.delta`` with ``session.output_transcript.delta``, 100 ms each) is
 paced by the input clock, as a real full-duplex server speaks while the microphone streams: one 100 ms chunk per
@@ -247,8 +248,13 @@ class LiveSession:
             audio = base64.b64decode(event.get("audio", ""))
             await self.reflect({"type": "session.input_audio.append", "audio": event.get("audio", "")})
             await self.audio(audio)
-        elif kind == "session.instructions.append":
-            await self.send(self.event("session.instructions.appended", ceid, start_ms=self.pos_ms, end_ms=self.pos_ms))
+        elif kind in ("session.instructions.append", "session.commentary.append"):
+            ack = (
+                "session.instructions.appended"
+                if kind == "session.instructions.append"
+                else "session.commentary.appended"
+            )
+            await self.send(self.event(ack, ceid, start_ms=self.pos_ms, end_ms=self.pos_ms))
             if self.waiting and self.waiting["target"] == "client":
                 if event.get("delegation_id") != self.waiting["id"]:
                     await self.error("delegation_id names no open client delegation", ceid, "unknown_delegation")
