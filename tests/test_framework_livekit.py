@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import pytest
 from rtproxy.recording import read_connections
 from rtproxy.replay.script import build_script
 from tests.conftest import ProxyProcess, make_key, rtproxy_exe, spawn_proxy
+from tests.live_upstream import LiveUpstream
 from tests.test_replay_server import ReplayProcess, spawn_replay
 from tests.upstream import ScriptedUpstream, tone
 
@@ -105,6 +107,13 @@ def model_for(base: str, dialect: str, http: aiohttp.ClientSession, query: str =
             **common,
         )
     return lk_openai.realtime.RealtimeModel(base_url=f"{base}/v1{tail}", **common)
+
+
+def frames_of(pcm: bytes) -> Iterator[rtc.AudioFrame]:
+    """PCM16 at 24 kHz as 20 ms frames, as a room's audio track delivers them."""
+    for i in range(0, len(pcm), 960):
+        chunk = pcm[i : i + 960]
+        yield rtc.AudioFrame(chunk, 24000, 1, len(chunk) // 2)
 
 
 def watch(session: Any, seen: Seen) -> None:
@@ -195,10 +204,8 @@ async def voice_turn(base: str, dialect: str) -> Seen:
         session.on("input_audio_transcription_completed", lambda _e: heard.set())
         try:
             async with asyncio.timeout(TIMEOUT):
-                pcm = tone(500, 180.0)
-                for i in range(0, len(pcm), 960):  # 20 ms frames, as a room's audio track delivers them
-                    chunk = pcm[i : i + 960]
-                    session.push_audio(rtc.AudioFrame(chunk, 24000, 1, len(chunk) // 2))
+                for frame in frames_of(tone(500, 180.0)):
+                    session.push_audio(frame)
                 session.commit_audio()
                 gen = await session.generate_reply()
                 seen.generations += 1
@@ -369,3 +376,167 @@ async def test_ordered_and_loose_replay_it_too(cassette: Cassette) -> None:
         )
         assert code == 0 and report["ok"], out
         assert got == cassette.recorded
+
+
+# --- GPT-Live: LiveKit's GPTLiveModel ----------------------------------------------------------------
+
+
+@dataclass
+class Heard:
+    """What LiveKit's GPT-Live session reported to the app."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    user: str = ""  # the caller's words, as transcribed
+    said: str = ""  # the assistant's words (its transcript deltas)
+    audio: int = 0  # bytes of the assistant's audio
+    errors: list[str] = field(default_factory=list)
+    made: list[str] = field(default_factory=list, compare=False)  # the event ids LiveKit gave its commands
+    echoed: list[str] = field(default_factory=list, compare=False)  # client_event_id of the server's events
+    server_errors: list[dict[str, Any]] = field(default_factory=list, compare=False)
+
+
+async def live_turn(base: str, delegation: str, answer: str = RESULT) -> Heard:
+    """One GPT-Live session (LiveKit's GPTLiveModel): instructions (and, delegating to Responses, the tool) go in
+    session.start; the caller's voice streams as audio. Delegating to Responses, the backend calls the tool
+    (nested response.event) and the app answers it (LiveKit sends response.item.create and response.create in
+    one burst); delegating to the client, the app answers the delegation LiveKit reports with
+    append_commentary naming it. The assistant then speaks while the app streams silence (one 100 ms chunk of
+    speech per 100 ms of input: full duplex)."""
+    heard = Heard()
+    server: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    asked: asyncio.Queue[Any] = asyncio.Queue()  # LiveKit's function calls, or its client delegations
+    async with aiohttp.ClientSession() as http:
+        model = lk_openai.realtime.GPTLiveModel(
+            base_url=f"{base}/v1", api_key=make_key(), http_session=http, delegation=delegation
+        )
+        session = model.session()
+        session.on("openai_server_event_received", server.put_nowait)
+        session.on("openai_client_event_queued", lambda e: heard.made.append(e.get("event_id") or e["type"]))
+        session.on("function_call" if delegation == "responses" else "delegation_created", asked.put_nowait)
+        session.on("error", lambda e: heard.errors.append(str(e.error)))
+        session.on("transcript_delta", lambda e: setattr(heard, "said", heard.said + e.text))
+        session.on("input_audio_transcription_completed", lambda e: setattr(heard, "user", e.transcript))
+
+        async def until(*kinds: str, answered: bool = False) -> dict[str, Any]:
+            """The next server event of one of these types (answered: one echoing a command's id)."""
+            while True:
+                event = await server.get()
+                if event.get("client_event_id"):
+                    heard.echoed.append(event["client_event_id"])
+                if event["type"] == "error":
+                    heard.server_errors.append(event["error"])
+                if event["type"] in kinds and (event.get("client_event_id") or not answered):
+                    return event
+
+        async def audio() -> None:
+            async for frame in session.audio_stream:
+                heard.audio += len(frame.frame.data.tobytes())
+
+        reader = asyncio.create_task(audio())
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                tools = [get_weather] if delegation == "responses" else []
+                await session._update_session(instructions="You are a weather bot.", tools=tools)
+                await until("session.started")
+                for frame in frames_of(tone(600, 180.0) + bytes(24000 * 2 * 3 // 10)):
+                    session.push_audio(frame)
+                work = await asked.get()
+                if delegation == "responses":
+                    heard.calls.append((work.name, work.arguments))
+                    output = llm.FunctionCallOutput(call_id=work.call_id, name=work.name, output=answer, is_error=False)
+                    await session._append_items([output])
+                    await until("response.event", answered=True)  # the backend's answer to the tool output
+                else:
+                    heard.calls.append(("delegation", work.pending_transcript))
+                    session.append_commentary(answer, delegation_id=work.id)
+                    await until("session.commentary.appended")
+                for _ in range(50):  # the assistant speaks one 100 ms chunk per 100 ms of input
+                    for frame in frames_of(bytes(24000 * 2 // 10)):
+                        session.push_audio(frame)
+                    spoken = await until("session.output_audio.delta", "session.usage.updated")
+                    if spoken["type"] == "session.usage.updated":  # all of the answer was said
+                        break
+        finally:
+            await session.aclose()
+            await asyncio.wait_for(reader, TIMEOUT)
+    return heard
+
+
+async def live_conversation(base: str, answer: str = RESULT) -> list[Heard]:
+    """The GPT-Live app: a session delegating to Responses, then one delegating to the client."""
+    return [await live_turn(base, "responses", answer), await live_turn(base, "client", answer)]
+
+
+async def record_live(tmp: Path) -> tuple[Path, list[Heard]]:
+    """The GPT-Live app recorded through `rtproxy proxy` (a subprocess) from the scripted Live upstream; its two
+    sessions exported together."""
+    db = tmp / "live.db"
+    async with LiveUpstream(replies=(REPLY,)) as up:
+        proxy: ProxyProcess = await asyncio.to_thread(spawn_proxy, ["--upstream", up.url, "--db", str(db)])
+        try:
+            heard = await live_conversation(f"http://127.0.0.1:{proxy.port}")
+        finally:
+            code, out, err = await asyncio.to_thread(proxy.stop)
+        assert len(up.connections) == 2
+    assert code == 0, out + err
+    ids = sorted(s["id"] for s in orjson.loads(run("sessions", "--db", str(db), "--json").stdout))
+    target = tmp / "livekit-live.jsonl"
+    done = run("export", *ids, "--db", str(db), "-o", str(target))
+    assert done.returncode == 0, done.stderr
+    return target, heard
+
+
+@pytest.fixture(scope="module")
+def live_cassette(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Heard]]:
+    return asyncio.run(record_live(tmp_path_factory.mktemp("livekit-live")))
+
+
+def test_the_gpt_live_recording_has_both_delegations_and_a_burst(live_cassette: tuple[Path, list[Heard]]) -> None:
+    """Recorded: the backend's tool call and its spoken answer, the client delegation answered by commentary;
+    the tool output and response.create sent in one burst; two connections in the one cassette."""
+    path, (backend, client) = live_cassette
+    assert backend.calls == [("get_weather", '{"location": "Paris", "unit": "celsius"}')] and backend.said == REPLY
+    assert client.calls == [("delegation", QUESTION)] and client.said == RESULT
+    assert backend.user == client.user == QUESTION and backend.audio > 0 and client.audio > 0
+    connections = read_connections(path)
+    assert [c.session["api"] for c in connections] == ["live", "live"]
+    steps = build_script(connections[0].frames, session=connections[0].session).steps
+    burst = [(s.type, s.starts_burst) for s in steps if s.type.startswith("response.")]
+    assert burst == [("response.item.create", True), ("response.create", False)]
+
+
+async def test_livekit_gpt_live_gets_both_sessions_back_from_the_replay(
+    live_cassette: tuple[Path, list[Heard]],
+) -> None:
+    """`rtproxy replay --once --match strict` serves a fresh run of the GPT-Live app both sessions: LiveKit
+    reports the same tool call, delegation, transcripts and audio; every client_event_id it gets back is one
+    of this run's command ids; the report passes."""
+    path, recorded = live_cassette
+    got, code, out, report = await replay(path, live_conversation, "--match", "strict")
+    assert code == 0 and report["ok"], out
+    assert got == recorded
+    for now, then in zip(got, recorded, strict=True):
+        assert (
+            now.echoed
+            and set(now.echoed) <= set(now.made)
+            and not set(now.made)
+            & set(then.made)
+            - {
+                "session.input_audio.append",
+                "session.close",
+            }
+        )
+
+
+async def test_a_changed_gpt_live_app_gets_a_mismatch_it_is_told_of(live_cassette: tuple[Path, list[Heard]]) -> None:
+    """Another tool result (and commentary): strict replay reports the payload mismatch of both connections,
+    LiveKit gets the Live error event naming its command and reports an error; exit 1, nothing hangs."""
+    path, _ = live_cassette
+    got, code, out, report = await replay(path, lambda base: live_conversation(base, "rain, 12 C"), "--match", "strict")
+    assert code == 1, out
+    details = [d for c in report["connections"] for m in c["mismatches"] for d in m["details"]]
+    assert any(d.startswith("item.output") for d in details) and any(d.startswith("content") for d in details), out
+    for heard in got:
+        assert [e["code"] for e in heard.server_errors] == ["rtproxy_replay_mismatch"]
+        assert heard.server_errors[0]["client_event_id"] in heard.made
+        assert heard.errors == ["GPT-Live returned an error"]
