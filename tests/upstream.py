@@ -29,6 +29,12 @@ calls ask for ``"unit": "fahrenheit"``; every other connection is unchanged.
 ``echo_metadata=True`` echoes a ``response.create``'s ``response.metadata`` in the response's
 ``response.created`` and ``response.done``, as the real server does (clients such as LiveKit Agents
 correlate a reply with the request that asked for it by an id they put there).
+``vad=True`` turns on server turn detection where the session asks for it (``turn_detection`` with a
+``type``: ``server_vad`` or ``semantic_vad``): the input audio is cut into 20 ms frames, speech found by
+amplitude; speech starting sends ``input_audio_buffer.speech_started`` (and, while a response is under way
+and ``interrupt_response`` is not false, cancels it: status ``cancelled``, reason ``turn_detected``);
+``silence_duration_ms`` (200 if unset) of silence ends the turn: ``speech_stopped``, the commit's events,
+and (unless ``create_response`` is false) a response, as the real server does.
 ``azure_beta=True`` makes a connection on Azure's legacy path (``/openai/realtime`` with an
 ``api-version`` query) speak the beta dialect, as Azure's dated API versions do (they send no
 ``OpenAI-Beta`` header).
@@ -95,7 +101,9 @@ class ScriptedUpstream:
         new_text: str | None = None,
         echo_metadata: bool = False,
         azure_beta: bool = False,
+        vad: bool = False,
     ) -> None:
+        self.vad = vad
         self.reply_text = text
         self.echo_metadata = echo_metadata
         self.azure_beta = azure_beta
@@ -199,7 +207,12 @@ class Session:
         self.buffer = bytearray()
         self.audio_start_ms = 0
         self.cancelled = False
+        self.cancel_reason = "client_cancelled"
         self.responding: asyncio.Task[None] | None = None
+        self.vad_pending = b""  # server VAD: input audio not yet cut into frames
+        self.vad_ms = 0  # server VAD: the input audio's clock
+        self.speech: tuple[str, int] | None = None  # server VAD: the item id and start of the speech under way
+        self.quiet_ms = 0
         self.new_model = up.new_model is not None and conn.query.get("model") == up.new_model
 
     def _initial_config(self) -> dict[str, Any]:
@@ -311,7 +324,11 @@ class Session:
             item.setdefault("status", "completed")
             await self.item_added(item)
         elif kind == "input_audio_buffer.append":
-            self.buffer += base64.b64decode(event.get("audio", ""))
+            audio = base64.b64decode(event.get("audio", ""))
+            self.buffer += audio
+            detection = self._turn_detection()
+            if detection is not None:
+                await self.detect(audio, detection)
         elif kind == "input_audio_buffer.clear":
             self.buffer.clear()
             await self.send({"type": "input_audio_buffer.cleared"})
@@ -323,7 +340,7 @@ class Session:
             else:
                 await self.respond(event.get("response") or {})
         elif kind == "response.cancel":
-            self.cancelled = True
+            self.cancelled, self.cancel_reason = True, "client_cancelled"
         elif kind == "conversation.item.truncate":
             await self.send(
                 {
@@ -365,15 +382,63 @@ class Session:
         self.last_role = item.get("role")
         self.last_type = item.get("type")
 
-    async def commit(self) -> None:
-        item_id = self.up.new_id("item")
+    def _turn_detection(self) -> dict[str, Any] | None:
+        """The session's server turn detection, when the upstream does it (``vad``) and the session asks."""
+        if not self.up.vad:
+            return None
+        audio_in = (self.config.get("audio") or {}).get("input") or {}
+        detection = self.config.get("turn_detection") if self.beta else audio_in.get("turn_detection")
+        return detection if isinstance(detection, dict) and detection.get("type") else None
+
+    async def detect(self, audio: bytes, detection: dict[str, Any]) -> None:
+        """Server VAD over 20 ms frames of the input audio."""
+        self.vad_pending += audio
+        size = RATE * 2 * 20 // 1000
+        while len(self.vad_pending) >= size:
+            frame, self.vad_pending = self.vad_pending[:size], self.vad_pending[size:]
+            loud = max((abs(v) for (v,) in struct.iter_unpack("<h", frame)), default=0) > 800
+            self.vad_ms += 20
+            if loud and self.speech is None:
+                item_id = self.up.new_id("item")
+                self.speech, self.quiet_ms = (item_id, self.vad_ms - 20), 0
+                if self.responding is not None and not self.responding.done():
+                    if detection.get("interrupt_response", True):
+                        self.cancelled, self.cancel_reason = True, "turn_detected"
+                event = {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.vad_ms - 20}
+                await self.send({**event, "item_id": item_id})
+            elif loud:
+                self.quiet_ms = 0
+            elif self.speech is not None:
+                self.quiet_ms += 20
+                if self.quiet_ms >= int(detection.get("silence_duration_ms") or 200):
+                    item_id, _ = self.speech
+                    self.speech = None
+                    end = {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.vad_ms - self.quiet_ms}
+                    await self.send({**end, "item_id": item_id})
+                    await self.commit(item_id)
+                    if detection.get("create_response", True):
+                        if self.responding is not None:
+                            await self.responding  # the interrupted response ends first
+                        if self.up.chunk_delay:
+                            self.responding = asyncio.ensure_future(self.respond({}))
+                        else:
+                            await self.respond({})
+
+    async def commit(self, detected: str | None = None) -> None:
+        """The buffer committed (`detected`: by server VAD, its speech events already sent for this item)."""
+        item_id = detected or self.up.new_id("item")
         ms = len(self.buffer) // 2 * 1000 // RATE
-        await self.send(
-            {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.audio_start_ms, "item_id": item_id}
-        )
-        await self.send(
-            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.audio_start_ms + ms, "item_id": item_id}
-        )
+        if detected is None:
+            await self.send(
+                {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.audio_start_ms, "item_id": item_id}
+            )
+            await self.send(
+                {
+                    "type": "input_audio_buffer.speech_stopped",
+                    "audio_end_ms": self.audio_start_ms + ms,
+                    "item_id": item_id,
+                }
+            )
         self.audio_start_ms += ms
         self.buffer.clear()
         await self.send(
@@ -436,7 +501,7 @@ class Session:
             "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 64},
             "output_token_details": {"text_tokens": 17, "audio_tokens": 50},
         }
-        details = {"type": "cancelled", "reason": "client_cancelled"} if self.cancelled else None
+        details = {"type": "cancelled", "reason": self.cancel_reason} if self.cancelled else None
         await self.send(
             {
                 "type": "response.done",
