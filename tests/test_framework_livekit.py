@@ -94,10 +94,13 @@ class Seen:
             self.server_errors.append(event["error"])
 
 
-def model_for(base: str, dialect: str, http: aiohttp.ClientSession, query: str = "") -> Any:
+def model_for(base: str, dialect: str, http: aiohttp.ClientSession, query: str = "", *, vad: bool = False) -> Any:
     """LiveKit's OpenAI RealtimeModel pointed at `base` (the proxy or the replay) through base_url only (with
-    `query` in it: LiveKit keeps a base URL's query in the URL it connects to)."""
-    common: dict[str, Any] = {"api_key": make_key(), "http_session": http, "turn_detection": None}
+    `query` in it: LiveKit keeps a base URL's query in the URL it connects to); turn taking by the app, or
+    (`vad`) LiveKit's default: the server's (semantic VAD, which starts responses and cuts them on speech)."""
+    common: dict[str, Any] = {"api_key": make_key(), "http_session": http}
+    if not vad:
+        common["turn_detection"] = None
     tail = f"?{query}" if query else ""
     if dialect == "beta":
         return lk_openai.realtime.RealtimeModel(
@@ -222,6 +225,40 @@ async def voice_turn(base: str, dialect: str) -> Seen:
     return seen
 
 
+async def server_vad_turn(base: str, dialect: str) -> Seen:
+    """A LiveKit session with its default turn taking (the server's VAD): the app only streams the caller's
+    audio; the server finds the end of speech, commits and answers by itself; the caller talks over the answer
+    once its first audio frame plays, which cuts it (turn_detected), and the server answers that turn too."""
+    seen = Seen()
+    generations: asyncio.Queue[Any] = asyncio.Queue()
+    async with aiohttp.ClientSession() as http:
+        session = model_for(base, dialect, http, vad=True).session()
+        watch(session, seen)
+        session.on("generation_created", generations.put_nowait)
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                for frame in frames_of(tone(500, 180.0) + bytes(24000 * 2 * 3 // 10)):
+                    session.push_audio(frame)
+                gen = await generations.get()
+                seen.generations += 1
+                msg = await anext(aiter(gen.message_stream))
+                frames = aiter(msg.audio_stream)
+                first = await anext(frames)
+                for frame in frames_of(tone(400, 180.0) + bytes(24000 * 2 * 3 // 10)):  # the caller barges in
+                    session.push_audio(frame)
+                rest = [len(f.data.tobytes()) async for f in frames]
+                seen.audio.append(len(first.data.tobytes()) + sum(rest))
+                seen.text.append("".join([t async for t in msg.text_stream]))
+                await read_generation(await generations.get(), seen)
+                while len(seen.user_transcripts) < 2:
+                    heard = asyncio.get_running_loop().create_future()
+                    session.once("input_audio_transcription_completed", heard.set_result)
+                    await heard
+        finally:
+            await session.aclose()
+    return seen
+
+
 # --- recording through the proxy, exporting, replaying (real subprocesses) ---------------------------
 
 
@@ -237,8 +274,12 @@ class Cassette:
 
 
 async def conversation(base: str, dialect: str, user_text: str = QUESTION, tool_result: str = RESULT) -> list[Seen]:
-    """The app: both LiveKit sessions, one after the other."""
-    return [await text_turn_with_tool(base, dialect, user_text, tool_result), await voice_turn(base, dialect)]
+    """The app: its three LiveKit sessions, one after the other."""
+    return [
+        await text_turn_with_tool(base, dialect, user_text, tool_result),
+        await voice_turn(base, dialect),
+        await server_vad_turn(base, dialect),
+    ]
 
 
 async def record(tmp: Path, dialect: str) -> Cassette:
@@ -246,14 +287,16 @@ async def record(tmp: Path, dialect: str) -> Cassette:
     after the other (three connections: the first session reconnects); all exported together into one
     cassette."""
     db = tmp / f"{dialect}.db"
-    async with ScriptedUpstream(text=REPLY, echo_metadata=True, azure_beta=True, audio_ms=3000, chunk_delay=0.02) as up:
+    async with ScriptedUpstream(
+        text=REPLY, echo_metadata=True, azure_beta=True, audio_ms=3000, chunk_delay=0.02, vad=True
+    ) as up:
         proxy: ProxyProcess = await asyncio.to_thread(spawn_proxy, ["--upstream", up.url, "--db", str(db)])
         try:
             base = f"http://127.0.0.1:{proxy.port}"
             seen = await conversation(base, dialect)
         finally:
             code, out, err = await asyncio.to_thread(proxy.stop)
-        assert [c.dialect for c in up.connections] == [dialect] * 3
+        assert [c.dialect for c in up.connections] == [dialect] * 4
     assert code == 0, out + err
     listed = orjson.loads(run("sessions", "--db", str(db), "--json").stdout)
     ids = sorted(s["id"] for s in listed)
@@ -289,52 +332,58 @@ def cassette(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return asyncio.run(record(tmp_path_factory.mktemp(f"livekit-{dialect}"), dialect))
 
 
-def test_the_recording_has_livekits_ids_bursts_and_three_connections(cassette: Cassette) -> None:
-    """What was recorded: the tool call and its spoken answer, the reconnection, the user's transcribed voice
-    and the interrupted answer; three connections in the one cassette; bursts of client events with nothing
-    from the server between (LiveKit's session.updates and its first item as it connects; the audio, its commit
-    and response.create)."""
-    first, second = cassette.recorded
-    assert first.calls == [("get_weather", '{"location": "Paris", "unit": "celsius"}')]
-    assert first.text == [REPLY] and first.audio == [3 * 48000] and first.generations == 2
-    assert first.errors == ["OpenAI Realtime API connection closed unexpectedly"]  # the drop, then LiveKit's reconnect
-    assert second.user_transcripts == [QUESTION]
-    assert second.text[0] and REPLY.startswith(second.text[0]) and second.text[0] != REPLY  # cut off
-    assert 0 < second.audio[0] < 3 * 48000
+def test_the_recording_has_livekits_ids_bursts_and_four_connections(cassette: Cassette) -> None:
+    """What was recorded: the tool call and its spoken answer, the drop and LiveKit's reconnection, the user's
+    transcribed voice and the interrupted answer, the server-VAD turn cut by the caller's barge-in and the
+    next answer; four connections in the one cassette; bursts of client events with nothing from the server
+    between (LiveKit's session.updates and its first item as it connects; the audio, its commit and
+    response.create); no key on disk."""
+    tools, voice, vad = cassette.recorded
+    assert tools.calls == [("get_weather", '{"location": "Paris", "unit": "celsius"}')]
+    assert tools.text == [REPLY] and tools.audio == [3 * 48000] and tools.generations == 2
+    assert tools.errors == ["OpenAI Realtime API connection closed unexpectedly"]  # the drop; LiveKit reconnected
+    assert voice.user_transcripts == [QUESTION]
+    assert voice.text[0] and REPLY.startswith(voice.text[0]) and voice.text[0] != REPLY  # cut off
+    assert 0 < voice.audio[0] < 3 * 48000
+    assert vad.user_transcripts == [QUESTION] * 2 and vad.generations == 2
+    assert vad.text[1] == REPLY and REPLY.startswith(vad.text[0]) and vad.text[0] != REPLY  # barged in on
     connections = read_connections(cassette.path)
-    assert len(connections) == 3
-    assert [c.session["closed_by"] for c in connections][0] == "upstream"
+    assert len(connections) == 4 and connections[0].session["closed_by"] == "upstream"
+    assert "sk-test-" not in cassette.path.read_text()
     scripts = [build_script(c.frames, session=c.session) for c in connections]
-    opening = [s.type for s in scripts[0].steps[:4]]
-    assert opening == ["session.update"] * 3 + ["conversation.item.create"]
-    assert [s.starts_burst for s in scripts[0].steps[:4]] == [True, False, False, False]
-    voice = [(s.type, s.starts_burst) for s in scripts[2].steps if s.type != "conversation.item.create"]
-    assert voice[1:4] == [
+    opening = [(s.type, s.starts_burst) for s in scripts[0].steps[:4]]
+    assert opening == [("session.update", True)] + [("session.update", False)] * 2 + [
+        ("conversation.item.create", False)
+    ]
+    spoken = [(s.type, s.starts_burst) for s in scripts[2].steps if s.type != "conversation.item.create"]
+    assert spoken[1:4] == [
         ("input_audio_buffer.append", False),
         ("input_audio_buffer.commit", False),
         ("response.create", False),
     ]
     # the reconnection sends the session and the whole chat context again, LiveKit's own item id included
-    reconnect = scripts[1].steps
-    created = [s.event["item"]["id"] for s in reconnect if s.type == "conversation.item.create" and s.event]
-    assert first.made["item"][0] in created
+    created = [s.event["item"]["id"] for s in scripts[1].steps if s.type == "conversation.item.create" and s.event]
+    assert tools.made["item"][0] in created
+    # server VAD: the app sends only audio after its session.update; the server's answers ride on it
+    assert [s.type for s in scripts[3].steps] == ["session.update", "input_audio_buffer.append"]
 
 
 async def test_livekit_gets_its_conversation_back_from_the_replay(cassette: Cassette) -> None:
     """`rtproxy replay --once --match strict` of the cassette serves a fresh run of the app (new ids of
-    LiveKit's own) all three connections: LiveKit reports the same tool call, text, audio, transcript and
-    interruption; every item and response it made is echoed with this run's id; the report passes."""
+    LiveKit's own) all four connections: LiveKit reports the same tool call, text, audio, transcripts and
+    interruptions (its own and the server's); every item and response it made is echoed with this run's id;
+    the report passes."""
     got, code, out, report = await replay(
         cassette.path, lambda base: conversation(base, cassette.dialect), "--match", "strict"
     )
     assert code == 0, out
-    assert report["ok"] and [c["recorded"] for c in report["connections"]] == [1, 2, 3]
+    assert report["ok"] and [c["recorded"] for c in report["connections"]] == [1, 2, 3, 4]
     assert got == cassette.recorded
     for now, then in zip(got, cassette.recorded, strict=True):
         mine, before = set(now.made.get("item", [])), set(then.made.get("item", []))
         assert not mine & before  # a fresh run: LiveKit made other ids
         assert set(now.echoed.get("item", [])) == mine  # each item LiveKit created, named by this run's id
-        assert now.echoed["response"] == now.made["response"]  # response.metadata.client_event_id, this run's
+        assert now.echoed["response"] == now.made.get("response", [None] * now.generations)  # metadata, this run's
         assert now.server_errors == []
 
 
