@@ -5,17 +5,26 @@ only while a generation is active). The rest of that response (its ``*.done`` ev
 status ``cancelled``) is what the cancel caused, so a replay sends it after this run's cancel, not with the
 ``response.create``: a client that cancels once it has heard the first audio is never handed a finished
 response it can no longer cancel.
+
+A server's close, replayed: the recorded close came after every client frame recorded, the client's input
+audio included, so the replay closes only once this client has streamed as much (GPT-Live: the session's audio;
+Realtime: the whole of the last audio run), as it sends every reply. LiveKit's GPT-Live app keeps streaming
+after an answer; the server dropped it at its next chunk; the replay closed before that chunk, and strict
+reported other streamed audio.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
+from aiohttp import ClientSession, WSMsgType
 
 from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.replay.player import Player
 from rtproxy.replay.script import build_script
+from rtproxy.replay.server import ReplayServer, start
 from tests.test_replay_causal import reply_types
 
 AUDIO = "AAAA" * 400
@@ -104,3 +113,64 @@ def test_the_player_holds_the_cancelled_tail_until_this_runs_cancel() -> None:
     assert [e["type"] for e in rest] == TAIL and rest[-1]["response"]["status"] == "cancelled"
     player.close(0.2)
     assert player.report.ok and player.finished
+
+
+# --- a server's close is on the input audio's timeline ---------------------------------------------------
+
+LIVE = {"api": "live", "path": "/v1/live/sessions", "closed_by": "upstream", "server_close_code": 1011}
+CHUNK = "AAAA" * 1600  # 4800 bytes: 100 ms of PCM16 at 24 kHz
+
+
+def appended(n: int) -> list[tuple[str, dict[str, Any]]]:
+    return [("client", {"type": "session.input_audio.append", "audio": CHUNK})] * n
+
+
+def dropped_after_more_audio() -> list[Frame]:
+    """A Live session whose server answered after two chunks of audio, and closed (1011) once the client had
+    streamed a third (as LiveKit's GPT-Live app keeps streaming its microphone after an answer)."""
+    spec: list[tuple[str, dict[str, Any]]] = [
+        ("client", {"type": "session.start", "event_id": "s1", "session": {"model": "gpt-live-1"}}),
+        ("server", {"type": "session.started", "client_event_id": "s1", "session": {"id": "sess_1"}}),
+        *appended(2),
+        ("server", {"type": "session.usage.updated", "usage": {"seconds": 0.2}}),
+        *appended(1),
+    ]
+    return frames(spec)
+
+
+def test_the_player_may_close_only_once_the_client_streamed_the_recorded_audio() -> None:
+    """Every step played and every reply sent after two chunks, the player is finished but not yet closable:
+    the recorded server closed after the third chunk; after it, it is."""
+    player = Player(build_script(dropped_after_more_audio(), session=LIVE), "strict")
+    player.start()
+    player.receive('{"type":"session.start","event_id":"s2","session":{"model":"gpt-live-1"}}', 0.0)
+    sent = [player.receive(orjson.dumps(e).decode(), 0.1) for _, e in appended(2)]
+    assert [orjson.loads(s.data)["type"] for s in sent[-1]] == ["session.usage.updated"]
+    assert player.finished and not player.closable
+    player.receive(orjson.dumps(appended(1)[0][1]).decode(), 0.2)
+    assert player.closable
+
+
+async def test_a_replayed_close_comes_after_the_clients_recorded_audio() -> None:
+    """Over a real socket (strict): a client that streams the recorded three chunks sends them all before the
+    replay closes with the recorded 1011; the report has no audio mismatch."""
+    server = ReplayServer(build_script(dropped_after_more_audio(), session=LIVE, source="drop"), policy="strict")
+    runner, port = await start(server)
+    try:
+        async with asyncio.timeout(5), ClientSession() as http:
+            async with http.ws_connect(f"ws://127.0.0.1:{port}/v1/live/sessions") as ws:
+                await ws.send_str('{"type":"session.start","event_id":"s2","session":{"model":"gpt-live-1"}}')
+                assert orjson.loads((await ws.receive()).data)["type"] == "session.started"
+                for _, e in appended(2):
+                    await ws.send_str(orjson.dumps(e).decode())
+                assert orjson.loads((await ws.receive()).data)["type"] == "session.usage.updated"
+                await ws.send_str(orjson.dumps(appended(1)[0][1]).decode())
+                closing = await ws.receive()
+                assert closing.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+                assert ws.close_code == 1011
+        await server.wait_closed(1, timeout=5)
+    finally:
+        await server.shutdown()
+        await runner.cleanup()
+    assert server.report.ok, server.report.format()
+    assert server.report.connections[0].server_close == 1011
