@@ -21,6 +21,9 @@ paced by the input clock, as a real full-duplex server speaks while the micropho
 100 ms of input audio. User speech while the assistant speaks is a barge-in: the speech stops there. Each answer
 spoken ends with ``session.usage.updated``; ``session.close`` ends with ``session.closed`` and the final usage.
 
+``drop_first=True`` drops the first primary connection (close 1011) at the first client event after its first
+spoken answer ended, as a server restart would; a client that reconnects gets a new session.
+
 ``/v1/live/sessions/{id}/attach`` is the sideband: it receives what the primary's session does from the moment it
 attaches, as the real API reflects it (input audio as ``session.input_audio.append`` without an event id, output
 audio with ``start_ms``/``end_ms``), and is closed when the session closes. Every frame received and sent, per
@@ -88,8 +91,10 @@ class LiveUpstream:
         *,
         user: tuple[str, ...] = ("What's the weather in Paris?",),
         replies: tuple[str, ...] = ("It is 18 degrees and sunny in Paris.",),
+        drop_first: bool = False,
     ) -> None:
         self.user, self.replies = user, replies
+        self.drop_first, self.dropped = drop_first, False
         self.connections: list[Connection] = []
         self.sessions: dict[str, LiveSession] = {}
         self.attached = asyncio.Event()
@@ -181,6 +186,7 @@ class LiveSession:
         self.out_ms = 0
         self.waiting: dict[str, Any] | None = None  # a delegation waiting for the client
         self.backend_model = "gpt-5.5"
+        self.drop_next = False  # drop_first: the connection is dropped at the next client event
 
     # -- sending --
 
@@ -231,6 +237,10 @@ class LiveSession:
     # -- client commands --
 
     async def handle(self, text: str) -> None:
+        if self.drop_next:
+            self.drop_next = False
+            await self.ws.close(code=1011, message=b"scripted drop")
+            return
         event = orjson.loads(text)
         kind, ceid = event.get("type"), event.get("event_id")
         if kind == "session.start":
@@ -382,6 +392,8 @@ class LiveSession:
             await self.send(
                 self.event("session.usage.updated", usage=self.usage(), context_window={"usage_ratio": 0.01})
             )
+            if self.up.drop_first and not self.up.dropped:
+                self.up.dropped = self.drop_next = True
 
     # -- Responses delegation --
 
