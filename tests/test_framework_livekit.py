@@ -1,19 +1,28 @@
-"""LiveKit Agents (livekit-agents + livekit-plugins-openai 1.8.x) recorded through ``rtproxy proxy`` and replayed
-with ``rtproxy replay --once``: the framework's own Realtime client (its aiohttp WebSocket, its event handling,
-its generation streams) is driven through its model-session API, pointed at the proxy by ``base_url`` only.
+"""LiveKit Agents (livekit-agents + livekit-plugins-openai 1.8.9) recorded through ``rtproxy proxy`` and replayed
+with ``rtproxy replay --once`` (real subprocesses, loopback only): the framework's own clients (their aiohttp
+WebSockets, their event handling, their generation streams) driven through their model-session APIs and pointed
+at the proxy, then at the replay, by ``base_url`` only. Two parts: the Realtime ``RealtimeModel`` and the GPT-Live
+``GPTLiveModel``.
 
-Dialects: LiveKit's ``RealtimeModel`` speaks GA (no ``OpenAI-Beta`` header, nested session config,
-``conversation.item.added``, ``response.output_*`` names) to OpenAI; with ``api_version`` (Azure's dated API, its
-``with_azure``) it speaks the beta dialect on ``/openai/realtime?api-version=…``: flat session config
-(``modalities``, ``input_audio_format``…) in, beta names (``conversation.item.created``, ``response.audio.delta``…)
-out, which it maps to GA names itself. Both are covered (the scripted upstream speaks beta on that path with
-``azure_beta``).
+Dialects: ``RealtimeModel`` speaks GA (no ``OpenAI-Beta`` header, nested session config,
+``conversation.item.added``, ``response.output_*`` names) to OpenAI. LiveKit never sends ``OpenAI-Beta:
+realtime=v1``; its beta dialect is Azure's dated API (``api_version``, as ``with_azure`` sets it) on
+``/openai/realtime?api-version=…&deployment=…`` with an ``api-key`` header: flat session config
+(``modalities``, ``input_audio_format``, ``turn_detection``…) in, beta names (``conversation.item.created``,
+``response.audio.delta``…) out, which it maps to GA names itself. Both are covered (the scripted upstream
+speaks beta on that path with ``azure_beta``; rtproxy detects the dialect from the events). GPT-Live has one.
 
-Ids LiveKit makes itself: every client event's ``event_id`` (``session_update_…``, ``instructions_update_…``,
-``tools_update_…``, ``chat_ctx_create_…``, ``response_create_…``); its chat-context items' ``item.id`` (it waits
-for ``conversation.item.added`` naming each, 5 s); the ``previous_item_id`` of each created item (the previous
-one's id, its own); ``response.metadata.client_event_id`` (it resolves ``generate_reply`` when a
-``response.created`` echoes it, else times out after 10 s); and a function call output's item id.
+Ids LiveKit makes itself (Realtime): every client event's ``event_id`` (``session_update_…``,
+``instructions_update_…``, ``tools_update_…``, ``chat_ctx_create_…``, ``response_create_…``); its chat-context
+items' ``item.id`` (it waits for ``conversation.item.added`` naming each, 5 s) and their ``previous_item_id``;
+``response.metadata.client_event_id`` (``generate_reply`` resolves when a ``response.created`` echoes it, else
+fails after 10 s); a function call output's item id. On a reconnection it sends its items again under the same
+ids (server-made ones too). GPT-Live: every command's ``event_id`` (``session_start_…``, ``tool_output_…``,
+``response_create_…``, ``append_…``), echoed by the server as ``client_event_id``.
+
+Found with it: a barge-in (``interrupt()``, sent only while a generation is active) failed to replay, as the
+cancelled response's tail was sent with its ``response.create``; fixed in :mod:`rtproxy.replay.realtime`
+(the tail belongs to the ``response.cancel``), pinned in ``tests/test_replay_frameworks_livekit_regress.py``.
 """
 
 from __future__ import annotations
@@ -310,6 +319,7 @@ async def replay(cassette: Path, run_flow: Any, *args: str) -> tuple[Any, int, s
     """`rtproxy replay FILE --once` (a subprocess) serving `run_flow(base)`; (what it returned, exit code,
     output, report)."""
     report = cassette.with_suffix(".report.json")
+    report.unlink(missing_ok=True)  # one replay's report, never an earlier one's
     p: ReplayProcess = await asyncio.to_thread(spawn_replay, [str(cassette), "--once", "--report", str(report), *args])
     try:
         base = p.base_url.removesuffix("/v1").replace("ws://", "http://", 1)
@@ -349,6 +359,7 @@ def test_the_recording_has_livekits_ids_bursts_and_four_connections(cassette: Ca
     assert vad.text[1] == REPLY and REPLY.startswith(vad.text[0]) and vad.text[0] != REPLY  # barged in on
     connections = read_connections(cassette.path)
     assert len(connections) == 4 and connections[0].session["closed_by"] == "upstream"
+    assert [c.session["dialect"] for c in connections] == [cassette.dialect] * 4
     assert "sk-test-" not in cassette.path.read_text()
     scripts = [build_script(c.frames, session=c.session) for c in connections]
     opening = [(s.type, s.starts_burst) for s in scripts[0].steps[:4]]
@@ -437,6 +448,7 @@ class Heard:
     calls: list[tuple[str, str]] = field(default_factory=list)
     user: str = ""  # the caller's words, as transcribed
     said: str = ""  # the assistant's words (its transcript deltas)
+    answers: list[str] = field(default_factory=list)  # the words of each answer
     audio: int = 0  # bytes of the assistant's audio
     errors: list[str] = field(default_factory=list)
     made: list[str] = field(default_factory=list, compare=False)  # the event ids LiveKit gave its commands
@@ -444,7 +456,7 @@ class Heard:
     server_errors: list[dict[str, Any]] = field(default_factory=list, compare=False)
 
 
-async def live_turn(base: str, delegation: str, answer: str = RESULT) -> Heard:
+async def live_turn(base: str, delegation: str, answer: str = RESULT, turns: int = 1) -> Heard:
     """One GPT-Live session (LiveKit's GPTLiveModel): instructions (and, delegating to Responses, the tool) go in
     session.start; the caller's voice streams as audio. Delegating to Responses, the backend calls the tool
     (nested response.event) and the app answers it (LiveKit sends response.item.create and response.create in
@@ -463,6 +475,8 @@ async def live_turn(base: str, delegation: str, answer: str = RESULT) -> Heard:
         session.on("openai_client_event_queued", lambda e: heard.made.append(e.get("event_id") or e["type"]))
         session.on("function_call" if delegation == "responses" else "delegation_created", asked.put_nowait)
         session.on("error", lambda e: heard.errors.append(str(e.error)))
+        reconnected = asyncio.Event()
+        session.on("session_reconnected", lambda _e: reconnected.set())
         session.on("transcript_delta", lambda e: setattr(heard, "said", heard.said + e.text))
         session.on("input_audio_transcription_completed", lambda e: setattr(heard, "user", e.transcript))
 
@@ -481,30 +495,39 @@ async def live_turn(base: str, delegation: str, answer: str = RESULT) -> Heard:
             async for frame in session.audio_stream:
                 heard.audio += len(frame.frame.data.tobytes())
 
+        async def ask() -> None:
+            """One turn: the caller's question, the delegated work answered, the answer heard."""
+            for frame in frames_of(tone(600, 180.0) + bytes(24000 * 2 * 3 // 10)):
+                session.push_audio(frame)
+            work = await asked.get()
+            if delegation == "responses":
+                heard.calls.append((work.name, work.arguments))
+                output = llm.FunctionCallOutput(call_id=work.call_id, name=work.name, output=answer, is_error=False)
+                await session._append_items([output])
+                await until("response.event", answered=True)  # the backend's answer to the tool output
+            else:
+                heard.calls.append(("delegation", work.pending_transcript))
+                session.append_commentary(answer, delegation_id=work.id)
+                await until("session.commentary.appended")
+            said = len(heard.said)
+            for _ in range(50):  # the assistant speaks one 100 ms chunk per 100 ms of input
+                for frame in frames_of(bytes(24000 * 2 // 10)):
+                    session.push_audio(frame)
+                spoken = await until("session.output_audio.delta", "session.usage.updated")
+                if spoken["type"] == "session.usage.updated":  # all of the answer was said
+                    break
+            heard.answers.append(heard.said[said:])
+
         reader = asyncio.create_task(audio())
         try:
             async with asyncio.timeout(TIMEOUT):
                 tools = [get_weather] if delegation == "responses" else []
                 await session._update_session(instructions="You are a weather bot.", tools=tools)
-                await until("session.started")
-                for frame in frames_of(tone(600, 180.0) + bytes(24000 * 2 * 3 // 10)):
-                    session.push_audio(frame)
-                work = await asked.get()
-                if delegation == "responses":
-                    heard.calls.append((work.name, work.arguments))
-                    output = llm.FunctionCallOutput(call_id=work.call_id, name=work.name, output=answer, is_error=False)
-                    await session._append_items([output])
-                    await until("response.event", answered=True)  # the backend's answer to the tool output
-                else:
-                    heard.calls.append(("delegation", work.pending_transcript))
-                    session.append_commentary(answer, delegation_id=work.id)
-                    await until("session.commentary.appended")
-                for _ in range(50):  # the assistant speaks one 100 ms chunk per 100 ms of input
-                    for frame in frames_of(bytes(24000 * 2 // 10)):
-                        session.push_audio(frame)
-                    spoken = await until("session.output_audio.delta", "session.usage.updated")
-                    if spoken["type"] == "session.usage.updated":  # all of the answer was said
-                        break
+                for turn in range(turns):
+                    if turn:  # the server dropped the connection after the answer: LiveKit reconnects
+                        await reconnected.wait()
+                    await until("session.started")
+                    await ask()
         finally:
             await session.aclose()
             await asyncio.wait_for(reader, TIMEOUT)
@@ -512,21 +535,22 @@ async def live_turn(base: str, delegation: str, answer: str = RESULT) -> Heard:
 
 
 async def live_conversation(base: str, answer: str = RESULT) -> list[Heard]:
-    """The GPT-Live app: a session delegating to Responses, then one delegating to the client."""
-    return [await live_turn(base, "responses", answer), await live_turn(base, "client", answer)]
+    """The GPT-Live app: a session delegating to Responses (two turns: the server drops the connection after the
+    first and LiveKit reconnects), then one delegating to the client."""
+    return [await live_turn(base, "responses", answer, turns=2), await live_turn(base, "client", answer)]
 
 
 async def record_live(tmp: Path) -> tuple[Path, list[Heard]]:
     """The GPT-Live app recorded through `rtproxy proxy` (a subprocess) from the scripted Live upstream; its two
     sessions exported together."""
     db = tmp / "live.db"
-    async with LiveUpstream(replies=(REPLY,)) as up:
+    async with LiveUpstream(replies=(REPLY,), drop_first=True) as up:
         proxy: ProxyProcess = await asyncio.to_thread(spawn_proxy, ["--upstream", up.url, "--db", str(db)])
         try:
             heard = await live_conversation(f"http://127.0.0.1:{proxy.port}")
         finally:
             code, out, err = await asyncio.to_thread(proxy.stop)
-        assert len(up.connections) == 2
+        assert len(up.connections) == 3
     assert code == 0, out + err
     ids = sorted(s["id"] for s in orjson.loads(run("sessions", "--db", str(db), "--json").stdout))
     target = tmp / "livekit-live.jsonl"
@@ -540,52 +564,56 @@ def live_cassette(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[
     return asyncio.run(record_live(tmp_path_factory.mktemp("livekit-live")))
 
 
-def test_the_gpt_live_recording_has_both_delegations_and_a_burst(live_cassette: tuple[Path, list[Heard]]) -> None:
-    """Recorded: the backend's tool call and its spoken answer, the client delegation answered by commentary;
-    the tool output and response.create sent in one burst; two connections in the one cassette."""
-    path, (backend, client) = live_cassette
-    assert backend.calls == [("get_weather", '{"location": "Paris", "unit": "celsius"}')] and backend.said == REPLY
-    assert client.calls == [("delegation", QUESTION)] and client.said == RESULT
-    assert backend.user == client.user == QUESTION and backend.audio > 0 and client.audio > 0
-    connections = read_connections(path)
-    assert [c.session["api"] for c in connections] == ["live", "live"]
-    steps = build_script(connections[0].frames, session=connections[0].session).steps
-    burst = [(s.type, s.starts_burst) for s in steps if s.type.startswith("response.")]
-    assert burst == [("response.item.create", True), ("response.create", False)]
-
-
-async def test_livekit_gpt_live_gets_both_sessions_back_from_the_replay(
+def test_the_gpt_live_recording_has_a_reconnection_both_delegations_and_a_burst(
     live_cassette: tuple[Path, list[Heard]],
 ) -> None:
-    """`rtproxy replay --once --match strict` serves a fresh run of the GPT-Live app both sessions: LiveKit
-    reports the same tool call, delegation, transcripts and audio; every client_event_id it gets back is one
+    """Recorded: the backend's tool call and its spoken answer, twice, across the server's drop (1011, at the
+    app's next audio chunk) and LiveKit's reconnection, which starts a new session seeded with the conversation
+    so far; the client delegation answered by commentary; the tool output and response.create sent in one
+    burst; three connections in the one cassette."""
+    path, (backend, client) = live_cassette
+    assert backend.calls == [("get_weather", '{"location": "Paris", "unit": "celsius"}')] * 2
+    assert backend.answers == [REPLY, REPLY] and backend.errors == ["OpenAI Live API connection closed unexpectedly"]
+    assert client.calls == [("delegation", QUESTION)] and client.answers == [RESULT] and client.errors == []
+    assert backend.user == client.user == QUESTION and backend.audio > 0 and client.audio > 0
+    connections = read_connections(path)
+    assert [c.session["api"] for c in connections] == ["live"] * 3
+    assert connections[0].session["closed_by"] == "upstream" and connections[0].session["server_close_code"] == 1011
+    first, again = (build_script(c.frames, session=c.session).steps for c in connections[:2])
+    burst = [(s.type, s.starts_burst) for s in first if s.type.startswith("response.")]
+    assert burst == [("response.item.create", True), ("response.create", False)]
+    assert again[0].type == "session.start" and again[0].event is not None
+    seeded = [part["text"] for item in again[0].event["session"]["input"] for part in item["content"]]
+    assert seeded[0] == QUESTION and seeded[-1] == REPLY and f"Tool get_weather returned {RESULT}" in seeded
+
+
+async def test_livekit_gpt_live_gets_its_sessions_back_from_the_replay(
+    live_cassette: tuple[Path, list[Heard]],
+) -> None:
+    """`rtproxy replay --once --match strict` serves a fresh run of the GPT-Live app all three connections (the
+    drop replayed where it was recorded, after the app's next chunk of audio; LiveKit reconnects): LiveKit
+    reports the same tool calls, delegation, transcripts and audio; every client_event_id it gets back is one
     of this run's command ids; the report passes."""
     path, recorded = live_cassette
     got, code, out, report = await replay(path, live_conversation, "--match", "strict")
     assert code == 0 and report["ok"], out
+    assert [c["server_close"] for c in report["connections"]][0] == 1011
     assert got == recorded
     for now, then in zip(got, recorded, strict=True):
-        assert (
-            now.echoed
-            and set(now.echoed) <= set(now.made)
-            and not set(now.made)
-            & set(then.made)
-            - {
-                "session.input_audio.append",
-                "session.close",
-            }
-        )
+        assert now.echoed and set(now.echoed) <= set(now.made)
+        assert not set(now.made) & set(then.made) - {"session.input_audio.append", "session.close"}  # fresh ids
 
 
 async def test_a_changed_gpt_live_app_gets_a_mismatch_it_is_told_of(live_cassette: tuple[Path, list[Heard]]) -> None:
-    """Another tool result (and commentary): strict replay reports the payload mismatch of both connections,
-    LiveKit gets the Live error event naming its command and reports an error; exit 1, nothing hangs."""
+    """Another tool result (and commentary): strict replay reports payload mismatches on every connection,
+    LiveKit gets the Live error events naming its commands and reports errors; exit 1, nothing hangs."""
     path, _ = live_cassette
     got, code, out, report = await replay(path, lambda base: live_conversation(base, "rain, 12 C"), "--match", "strict")
     assert code == 1, out
+    assert all(not c["ok"] for c in report["connections"]), out
     details = [d for c in report["connections"] for m in c["mismatches"] for d in m["details"]]
     assert any(d.startswith("item.output") for d in details) and any(d.startswith("content") for d in details), out
     for heard in got:
-        assert [e["code"] for e in heard.server_errors] == ["rtproxy_replay_mismatch"]
-        assert heard.server_errors[0]["client_event_id"] in heard.made
-        assert heard.errors == ["GPT-Live returned an error"]
+        assert heard.server_errors and {e["code"] for e in heard.server_errors} == {"rtproxy_replay_mismatch"}
+        assert {e["client_event_id"] for e in heard.server_errors} <= set(heard.made)
+        assert "GPT-Live returned an error" in heard.errors
