@@ -20,9 +20,11 @@ fails after 10 s); a function call output's item id. On a reconnection it sends 
 ids (server-made ones too). GPT-Live: every command's ``event_id`` (``session_start_…``, ``tool_output_…``,
 ``response_create_…``, ``append_…``), echoed by the server as ``client_event_id``.
 
-Found with it: a barge-in (``interrupt()``, sent only while a generation is active) failed to replay, as the
-cancelled response's tail was sent with its ``response.create``; fixed in :mod:`rtproxy.replay.realtime`
-(the tail belongs to the ``response.cancel``), pinned in ``tests/test_replay_frameworks_livekit_regress.py``.
+Found with it, fixed in rtproxy and pinned in ``tests/test_replay_frameworks_livekit_regress.py``: a barge-in
+(``interrupt()``, sent only while a generation is active) failed to replay, as the cancelled response's tail
+was sent with its ``response.create`` (:mod:`rtproxy.replay.realtime`: the tail belongs to the
+``response.cancel``); and a server's drop of a GPT-Live session that LiveKit keeps streaming audio into was
+replayed before the audio the recorded client had sent first (:attr:`rtproxy.replay.player.Player.closable`).
 """
 
 from __future__ import annotations

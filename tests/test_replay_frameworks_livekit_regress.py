@@ -174,3 +174,24 @@ async def test_a_replayed_close_comes_after_the_clients_recorded_audio() -> None
         await runner.cleanup()
     assert server.report.ok, server.report.format()
     assert server.report.connections[0].server_close == 1011
+
+
+def test_a_realtime_close_after_an_audio_run_waits_for_the_whole_run() -> None:
+    """Realtime (runs of appends): the server's close recorded after a run whose last reply came mid-run (server
+    VAD) is closable only once this client has appended the whole run, however it chunks it."""
+    spec: list[tuple[str, dict[str, Any]]] = [
+        ("server", {"type": "session.created", "session": {"id": "sess_1"}}),
+        *[("client", {"type": "input_audio_buffer.append", "audio": CHUNK})] * 2,
+        ("server", {"type": "input_audio_buffer.speech_started", "item_id": "it_u"}),
+        *[("client", {"type": "input_audio_buffer.append", "audio": CHUNK})] * 2,
+    ]
+    session = {"api": "realtime", "path": "/v1/realtime", "closed_by": "upstream", "server_close_code": 1011}
+    player = Player(build_script(frames(spec), session=session), "ordered")
+    player.start()
+    half = orjson.dumps({"type": "input_audio_buffer.append", "audio": "AAAA" * 800}).decode()  # 50 ms
+    sent = [s for _ in range(4) for s in player.receive(half, 0.1)]  # 200 ms: the speech_started is due
+    assert [orjson.loads(s.data)["type"] for s in sent] == ["input_audio_buffer.speech_started"]
+    assert player.finished and not player.closable
+    for _ in range(4):
+        player.receive(half, 0.2)
+    assert player.closable
