@@ -84,6 +84,7 @@ class Seen:
     made: dict[str, list[str]] = field(default_factory=dict, compare=False)  # ids LiveKit made, by kind
     echoed: dict[str, list[str]] = field(default_factory=dict, compare=False)  # the same ids in server events
     server_errors: list[dict[str, Any]] = field(default_factory=list, compare=False)
+    notes: list[str | None] = field(default_factory=list)  # the chat context's messages, as LiveKit mirrors it
 
     def client_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -206,10 +207,11 @@ async def text_turn_with_tool(base: str, dialect: str, user_text: str, tool_resu
 
 
 async def voice_turn(base: str, dialect: str) -> Seen:
-    """Another LiveKit session: half a second of the user's voice pushed as audio frames, committed and answered
-    in one burst (appends, input_audio_buffer.commit, response.create); the app interrupts the spoken answer as
-    soon as its first audio frame plays (barge-in): LiveKit sends response.cancel, the server ends the response
-    as cancelled."""
+    """Another LiveKit session: the app syncs a typed note and then corrects it (LiveKit deletes the item and
+    creates it again under its same id); half a second of the user's voice pushed as audio frames, committed
+    and answered in one burst (appends, input_audio_buffer.commit, response.create); the app interrupts the
+    spoken answer as soon as its first audio frame plays (barge-in): LiveKit sends response.cancel, the server
+    ends the response as cancelled."""
     seen = Seen()
     async with aiohttp.ClientSession() as http:
         session = model_for(base, dialect, http).session()
@@ -218,6 +220,13 @@ async def voice_turn(base: str, dialect: str) -> Seen:
         session.on("input_audio_transcription_completed", lambda _e: heard.set())
         try:
             async with asyncio.timeout(TIMEOUT):
+                ctx = llm.ChatContext.empty()
+                note = ctx.add_message(role="user", content="I am in Pariss.")
+                await session.update_chat_ctx(ctx)
+                ctx = session.chat_ctx.copy()
+                ctx.items[0] = llm.ChatMessage(id=note.id, role="user", content=["I am in Paris."])
+                await session.update_chat_ctx(ctx)  # conversation.item.delete, then .create, of LiveKit's id
+                seen.notes = [m.text_content for m in session.chat_ctx.items if m.type == "message"]
                 for frame in frames_of(tone(500, 180.0)):
                     session.push_audio(frame)
                 session.commit_audio()
@@ -368,12 +377,15 @@ def test_the_recording_has_livekits_ids_bursts_and_four_connections(cassette: Ca
     assert opening == [("session.update", True)] + [("session.update", False)] * 2 + [
         ("conversation.item.create", False)
     ]
-    spoken = [(s.type, s.starts_burst) for s in scripts[2].steps if s.type != "conversation.item.create"]
-    assert spoken[1:4] == [
-        ("input_audio_buffer.append", False),
-        ("input_audio_buffer.commit", False),
-        ("response.create", False),
+    spoken = [(s.type, s.starts_burst) for s in scripts[2].steps]
+    run = spoken.index(("input_audio_buffer.append", True))
+    assert spoken[run + 1 : run + 3] == [("input_audio_buffer.commit", False), ("response.create", False)]
+    edited = [s.event for s in scripts[2].steps if s.type.startswith("conversation.item.") and s.event]
+    assert [e["type"] for e in edited] == ["conversation.item.create", "conversation.item.delete"] + [
+        "conversation.item.create"
     ]
+    assert edited[0]["item"]["id"] == edited[1]["item_id"] == edited[2]["item"]["id"]  # LiveKit's id, reused
+    assert voice.notes == ["I am in Paris."]
     # the reconnection sends the session and the whole chat context again, LiveKit's own item id included
     created = [s.event["item"]["id"] for s in scripts[1].steps if s.type == "conversation.item.create" and s.event]
     assert tools.made["item"][0] in created
