@@ -631,3 +631,12 @@ async def test_a_changed_gpt_live_app_gets_a_mismatch_it_is_told_of(live_cassett
         assert heard.server_errors and {e["code"] for e in heard.server_errors} == {"rtproxy_replay_mismatch"}
         assert {e["client_event_id"] for e in heard.server_errors} <= set(heard.made)
         assert "GPT-Live returned an error" in heard.errors
+
+
+async def test_gpt_live_replays_under_ordered_and_loose_too(live_cassette: tuple[Path, list[Heard]]) -> None:
+    """The default policy (ordered) and loose serve the GPT-Live app too, the drop included, with no mismatch."""
+    path, recorded = live_cassette
+    for policy in ("ordered", "loose"):
+        got, code, out, report = await replay(path, live_conversation, "--match", policy)
+        assert code == 0 and report["ok"], out
+        assert got == recorded
