@@ -13,12 +13,16 @@ chunking of the appends changes nothing), finds speech by amplitude, and ends a 
   backend response that calls ``get_weather``; the client answers with ``response.item.create`` (the call's output)
   and ``response.create``; a second backend response streams text, with usage; the assistant speaks it;
 - ``client``: ``session.delegation.created`` (target ``client``); the client answers with
-  ``session.instructions.append`` naming the delegation (``session.instructions.appended``); the assistant speaks.
+  ``session.instructions.append`` or ``session.commentary.append`` naming the delegation (acknowledged with
+  ``session.instructions.appended`` / ``session.commentary.appended``); the assistant speaks.
 
 The assistant's speech (``session.output_audio.delta`` with ``session.output_transcript.delta``, 100 ms each) is
 paced by the input clock, as a real full-duplex server speaks while the microphone streams: one 100 ms chunk per
 100 ms of input audio. User speech while the assistant speaks is a barge-in: the speech stops there. Each answer
 spoken ends with ``session.usage.updated``; ``session.close`` ends with ``session.closed`` and the final usage.
+
+``drop_first=True`` drops the first primary connection (close 1011) at the first client event after its first
+spoken answer ended, as a server restart would; a client that reconnects gets a new session.
 
 ``/v1/live/sessions/{id}/attach`` is the sideband: it receives what the primary's session does from the moment it
 attaches, as the real API reflects it (input audio as ``session.input_audio.append`` without an event id, output
@@ -95,10 +99,12 @@ class LiveUpstream:
         new_replies: tuple[str, ...] | None = None,
         new_arguments: str | None = None,
         new_delegation: dict[str, Any] | None = None,
+        drop_first: bool = False,
     ) -> None:
         self.user, self.replies = user, replies
         self.new_model, self.new_replies, self.new_arguments = new_model, new_replies, new_arguments
         self.new_delegation = new_delegation
+        self.drop_first, self.dropped = drop_first, False
         self.connections: list[Connection] = []
         self.sessions: dict[str, LiveSession] = {}
         self.attached = asyncio.Event()
@@ -190,6 +196,7 @@ class LiveSession:
         self.out_ms = 0
         self.waiting: dict[str, Any] | None = None  # a delegation waiting for the client
         self.backend_model = "gpt-5.5"
+        self.drop_next = False  # drop_first: the connection is dropped at the next client event
 
     # -- sending --
 
@@ -240,6 +247,10 @@ class LiveSession:
     # -- client commands --
 
     async def handle(self, text: str) -> None:
+        if self.drop_next:
+            self.drop_next = False
+            await self.ws.close(code=1011, message=b"scripted drop")
+            return
         event = orjson.loads(text)
         kind, ceid = event.get("type"), event.get("event_id")
         if kind == "session.start":
@@ -257,8 +268,13 @@ class LiveSession:
             audio = base64.b64decode(event.get("audio", ""))
             await self.reflect({"type": "session.input_audio.append", "audio": event.get("audio", "")})
             await self.audio(audio)
-        elif kind == "session.instructions.append":
-            await self.send(self.event("session.instructions.appended", ceid, start_ms=self.pos_ms, end_ms=self.pos_ms))
+        elif kind in ("session.instructions.append", "session.commentary.append"):
+            ack = (
+                "session.instructions.appended"
+                if kind == "session.instructions.append"
+                else "session.commentary.appended"
+            )
+            await self.send(self.event(ack, ceid, start_ms=self.pos_ms, end_ms=self.pos_ms))
             if self.waiting and self.waiting["target"] == "client":
                 if event.get("delegation_id") != self.waiting["id"]:
                     await self.error("delegation_id names no open client delegation", ceid, "unknown_delegation")
@@ -392,6 +408,8 @@ class LiveSession:
             await self.send(
                 self.event("session.usage.updated", usage=self.usage(), context_window={"usage_ratio": 0.01})
             )
+            if self.up.drop_first and not self.up.dropped:
+                self.up.dropped = self.drop_next = True
 
     # -- Responses delegation --
 

@@ -9,7 +9,9 @@ frame it received and sent so tests can compare them with the database.
 Tests steer failure behaviour through the query string, which the proxy
 relays unchanged: ``reject=401`` refuses the upgrade with that status and a
 JSON body; ``close_after=N&close_code=C`` closes after N client events;
-``vanish_after=N`` drops the TCP connection without a close frame.
+``vanish_after=N`` drops the TCP connection without a close frame. With ``close_once=1`` only the first
+connection so asked closes after N client events, once the response under way is done (a drop between
+turns: the client's reconnection stays up).
 
 ``chunk_delay`` (seconds) paces audio deltas and answers ``response.create``
 from a task of its own, so a ``response.cancel`` arriving mid-response
@@ -20,13 +22,6 @@ interrupts it (status ``cancelled``), as on the real server.
 transcription events); openai-agents drops events that do not validate. The
 default keeps the original shapes.
 
-``vad=True`` turns on server VAD as the real server does it by default: input audio that is not silence
-starts speech (``input_audio_buffer.speech_started``), ``vad_silence_ms`` of silence after it stops it
-(``speech_stopped``), and the buffer is committed and answered as if the client had sent
-``input_audio_buffer.commit`` and ``response.create``; a ``session.update`` setting the turn detection to null
-turns it off (a commit then brings no speech events, as on the real server). Without it (the default) speech
-events come with every commit, as before.
-
 ``greet_after=N`` sends ``session.created`` only once N client events have come (the real server can take
 a while to greet, and a client that does not wait for it streams its microphone first); they are handled after
 it, in order.
@@ -34,6 +29,22 @@ it, in order.
 ``new_model="NAME"`` makes a connection whose query says ``model=NAME`` behave
 like another model: its answers say ``new_text`` (when given) and its tool
 calls ask for ``"unit": "fahrenheit"``; every other connection is unchanged.
+
+``echo_metadata=True`` echoes a ``response.create``'s ``response.metadata`` in the response's
+``response.created`` and ``response.done``, as the real server does (clients such as LiveKit Agents
+correlate a reply with the request that asked for it by an id they put there).
+``vad=True`` turns on server turn detection as the real server does it: by default (server VAD), or as a
+``session.update`` sets it (``turn_detection`` with a ``type``: ``server_vad`` or ``semantic_vad``; null turns
+it off): the input audio is cut into 20 ms frames, speech found by amplitude; speech starting sends
+``input_audio_buffer.speech_started`` (and, while a response is under way and ``interrupt_response`` is not
+false, cancels it: status ``cancelled``, reason ``turn_detected``); ``silence_duration_ms`` (200 if unset;
+``vad_silence_ms`` overrides it) of silence ends the turn: ``speech_stopped``, the commit's events, and
+(unless ``create_response`` is false) a response. A manual ``input_audio_buffer.commit`` then brings no
+speech events, as on the real server. Without ``vad`` (the default) speech events come with every commit,
+as before.
+``azure_beta=True`` makes a connection on Azure's legacy path (``/openai/realtime`` with an
+``api-version`` query) speak the beta dialect, as Azure's dated API versions do (they send no
+``OpenAI-Beta`` header).
 """
 
 from __future__ import annotations
@@ -95,13 +106,18 @@ class ScriptedUpstream:
         exact: bool = True,
         new_model: str | None = None,
         new_text: str | None = None,
+        echo_metadata: bool = False,
+        azure_beta: bool = False,
         vad: bool = False,
-        vad_silence_ms: int = 200,
+        vad_silence_ms: int | None = None,
         greet_after: int = 0,
     ) -> None:
+        self.vad = vad
         self.reply_text = text
-        self.vad, self.vad_silence_ms = vad, vad_silence_ms
+        self.vad_silence_ms = vad_silence_ms
         self.greet_after = greet_after
+        self.echo_metadata = echo_metadata
+        self.azure_beta = azure_beta
         self.new_model = new_model
         self.new_text = new_text
         self.audio_ms = audio_ms
@@ -110,6 +126,7 @@ class ScriptedUpstream:
         self.connections: list[Connection] = []
         self.http_requests: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
+        self.closed_once = False  # a close_once connection was closed
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -171,6 +188,8 @@ class ScriptedUpstream:
             )
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "") or "openai-beta.realtime-v1" in offered
+        if self.azure_beta and request.path.rstrip("/") == "/openai/realtime" and "api-version" in query:
+            beta = True
         ws = web.WebSocketResponse(protocols=("realtime",) if "realtime" in offered else (), max_msg_size=0)
         await ws.prepare(request)
         conn = Connection(request.path, query, dict(request.headers), "beta" if beta else "ga", ws.ws_protocol)
@@ -199,13 +218,14 @@ class Session:
         self.buffer = bytearray()
         self.audio_start_ms = 0
         self.cancelled = False
+        self.cancel_reason = "client_cancelled"
         self.responding: asyncio.Task[None] | None = None
+        self.vad_pending = b""  # server VAD: input audio not yet cut into frames
+        self.vad_ms = 0  # server VAD: the input audio's clock
+        self.speech: tuple[str, int] | None = None  # server VAD: the item id and start of the speech under way
+        self.quiet_ms = 0
         self.new_model = up.new_model is not None and conn.query.get("model") == up.new_model
-        self.vad = up.vad
-        self.heard = 0  # server VAD: bytes of input audio received in the session
-        self.speech_at: int | None = None  # server VAD: where the speech being heard started (bytes)
-        self.silent = 0  # server VAD: bytes of silence since the last speech
-        self.vad_item = ""  # server VAD: the item the speech being heard becomes
+        self.turn_detection_named = False  # has a session.update said what the turn detection is?
 
     def _initial_config(self) -> dict[str, Any]:
         if self.beta:
@@ -257,6 +277,9 @@ class Session:
         if not self.up.greet_after:
             await self.send({"type": "session.created", "session": dict(self.config)})
         close_after = int(self.conn.query.get("close_after", "0") or 0)
+        once = self.conn.query.get("close_once") == "1"
+        if once and self.up.closed_once:
+            close_after = 0
         vanish_after = int(self.conn.query.get("vanish_after", "0") or 0)
         count = 0
         async for msg in self.ws:
@@ -283,6 +306,10 @@ class Session:
                 return
             await self.handle(msg.data)
             if close_after and count >= close_after:
+                if once:
+                    self.up.closed_once = True
+                    if self.responding is not None:
+                        await self.responding
                 await self.ws.close(
                     code=int(self.conn.query.get("close_code", "1000")),
                     message=self.conn.query.get("close_reason", "scripted close").encode(),
@@ -313,7 +340,7 @@ class Session:
             self._merge(self.config, patch)
             detection = ((patch.get("audio") or {}).get("input") or {}) if isinstance(patch, dict) else {}
             if "turn_detection" in detection or "turn_detection" in patch:
-                self.vad = self.up.vad and (detection.get("turn_detection") or patch.get("turn_detection")) is not None
+                self.turn_detection_named = True
             await self.send({"type": "session.updated", "session": dict(self.config)})
         elif kind == "conversation.item.create":
             item = dict(event.get("item") or {})
@@ -322,10 +349,11 @@ class Session:
             item.setdefault("status", "completed")
             await self.item_added(item)
         elif kind == "input_audio_buffer.append":
-            chunk = base64.b64decode(event.get("audio", ""))
-            self.buffer += chunk
-            if self.vad:
-                await self.detect(chunk)
+            audio = base64.b64decode(event.get("audio", ""))
+            self.buffer += audio
+            detection = self._turn_detection()
+            if detection is not None:
+                await self.detect(audio, detection)
         elif kind == "input_audio_buffer.clear":
             self.buffer.clear()
             await self.send({"type": "input_audio_buffer.cleared"})
@@ -337,7 +365,7 @@ class Session:
             else:
                 await self.respond(event.get("response") or {})
         elif kind == "response.cancel":
-            self.cancelled = True
+            self.cancelled, self.cancel_reason = True, "client_cancelled"
         elif kind == "conversation.item.truncate":
             await self.send(
                 {
@@ -379,43 +407,58 @@ class Session:
         self.last_role = item.get("role")
         self.last_type = item.get("type")
 
-    async def detect(self, chunk: bytes) -> None:
-        """Server VAD on one appended chunk: speech is any sample louder than silence."""
-        loud = any(abs(v) > 300 for (v,) in struct.iter_unpack("<h", chunk[: len(chunk) // 2 * 2]))
-        self.heard += len(chunk)
-        if loud:
-            self.silent = 0
-            if self.speech_at is None:
-                self.speech_at = self.heard - len(chunk)
-                self.vad_item = self.up.new_id("item")
-                await self.send(
-                    {
-                        "type": "input_audio_buffer.speech_started",
-                        "audio_start_ms": self.speech_at * 1000 // (2 * RATE),
-                        "item_id": self.vad_item,
-                    }
-                )
-            return
-        if self.speech_at is None:
-            return
-        self.silent += len(chunk)
-        if self.silent * 1000 // (2 * RATE) < self.up.vad_silence_ms:
-            return
-        self.speech_at = None
-        await self.send(
-            {
-                "type": "input_audio_buffer.speech_stopped",
-                "audio_end_ms": self.heard * 1000 // (2 * RATE),
-                "item_id": self.vad_item,
-            }
-        )
-        await self.commit(self.vad_item, speech=False)
-        await self.respond({})
+    def _turn_detection(self) -> dict[str, Any] | None:
+        """The session's server turn detection, when the upstream does it (``vad``): what the session asked for
+        (``turn_detection`` with a ``type``; null turns it off), else the real server's default, server VAD."""
+        if not self.up.vad:
+            return None
+        if not self.turn_detection_named:
+            return {"type": "server_vad"}
+        audio_in = (self.config.get("audio") or {}).get("input") or {}
+        detection = self.config.get("turn_detection") if self.beta else audio_in.get("turn_detection")
+        return detection if isinstance(detection, dict) and detection.get("type") else None
 
-    async def commit(self, item_id: str | None = None, *, speech: bool = True) -> None:
-        item_id = item_id or self.up.new_id("item")
+    async def detect(self, audio: bytes, detection: dict[str, Any]) -> None:
+        """Server VAD over 20 ms frames of the input audio."""
+        self.vad_pending += audio
+        size = RATE * 2 * 20 // 1000
+        while len(self.vad_pending) >= size:
+            frame, self.vad_pending = self.vad_pending[:size], self.vad_pending[size:]
+            loud = max((abs(v) for (v,) in struct.iter_unpack("<h", frame)), default=0) > 800
+            self.vad_ms += 20
+            if loud and self.speech is None:
+                item_id = self.up.new_id("item")
+                self.speech, self.quiet_ms = (item_id, self.vad_ms - 20), 0
+                if self.responding is not None and not self.responding.done():
+                    if detection.get("interrupt_response", True):
+                        self.cancelled, self.cancel_reason = True, "turn_detected"
+                event = {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.vad_ms - 20}
+                await self.send({**event, "item_id": item_id})
+            elif loud:
+                self.quiet_ms = 0
+            elif self.speech is not None:
+                self.quiet_ms += 20
+                silence = self.up.vad_silence_ms or int(detection.get("silence_duration_ms") or 200)
+                if self.quiet_ms >= silence:
+                    item_id, _ = self.speech
+                    self.speech = None
+                    end = {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.vad_ms - self.quiet_ms}
+                    await self.send({**end, "item_id": item_id})
+                    await self.commit(item_id)
+                    if detection.get("create_response", True):
+                        if self.responding is not None:
+                            await self.responding  # the interrupted response ends first
+                        if self.up.chunk_delay:
+                            self.responding = asyncio.ensure_future(self.respond({}))
+                        else:
+                            await self.respond({})
+
+    async def commit(self, detected: str | None = None, *, speech: bool = True) -> None:
+        """The buffer committed (`detected`: by server VAD, its speech events already sent for this item; a manual
+        commit brings speech events unless `speech` is false: under server VAD, as on the real server, it does not)."""
+        item_id = detected or self.up.new_id("item")
         ms = len(self.buffer) // 2 * 1000 // RATE
-        if speech:
+        if detected is None and speech:
             await self.send(
                 {"type": "input_audio_buffer.speech_started", "audio_start_ms": self.audio_start_ms, "item_id": item_id}
             )
@@ -470,7 +513,8 @@ class Session:
     async def respond(self, override: dict[str, Any]) -> None:
         self.cancelled = False
         rid = self.up.new_id("resp")
-        base = {"id": rid, "object": "realtime.response", "output": [], "usage": None, "metadata": None}
+        metadata = override.get("metadata") if self.up.echo_metadata else None
+        base = {"id": rid, "object": "realtime.response", "output": [], "usage": None, "metadata": metadata}
         await self.send(
             {"type": "response.created", "response": {**base, "status": "in_progress", "status_details": None}}
         )
@@ -487,7 +531,7 @@ class Session:
             "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 64},
             "output_token_details": {"text_tokens": 17, "audio_tokens": 50},
         }
-        details = {"type": "cancelled", "reason": "client_cancelled"} if self.cancelled else None
+        details = {"type": "cancelled", "reason": self.cancel_reason} if self.cancelled else None
         await self.send(
             {
                 "type": "response.done",

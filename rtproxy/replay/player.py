@@ -91,6 +91,17 @@ class Player:
             return False
         return self.run is None or self.run_sent == len(self.run.replies)
 
+    @property
+    def closable(self) -> bool:
+        """Finished, and this client has sent all the input audio the recorded one had sent when its server
+        closed: a recorded close (it comes after every recorded client frame) is on the input audio's timeline
+        like every reply (streamed: the session's audio; runs: the whole of the last run)."""
+        if not self.finished:
+            return False
+        if self.streamed:
+            return self.audio >= self.script.audio_total
+        return self.run is None or self.run_bytes >= self.run.audio_bytes
+
     def start(self) -> list[Send]:
         if self.streamed:
             return self._release(self.script.greeting)

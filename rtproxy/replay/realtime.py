@@ -81,8 +81,10 @@ class Causes:
     ``response.create`` that started the response (under server VAD: the commit or audio run before it);
     an acknowledgement (``session.updated``, ``input_audio_buffer.committed``…) to the oldest client event of
     its kind not yet acknowledged; a client item's ``conversation.item.*`` to its ``conversation.item.create``;
-    an ``error`` to the client event its ``error.event_id`` names. Anything else, or anything unknown,
-    belongs to the latest client event before it.
+    an ``error`` to the client event its ``error.event_id`` names. A ``response.cancel`` sent while a response
+    was in progress (the one its ``response_id`` names, else the latest one not done) takes over that response:
+    its events after the cancel (the rest of its output, ``response.done`` with status ``cancelled``) are what
+    the cancel caused. Anything else, or anything unknown, belongs to the latest client event before it.
     """
 
     def __init__(self) -> None:
@@ -93,12 +95,20 @@ class Causes:
         self.responses: dict[str, int] = {}  # response id -> step
         self.items: dict[str, int] = {}  # item id -> step
         self.response: int | None = None  # the step of the latest response started
+        self.running: list[str] = []  # ids of the responses created and not done, oldest first
+        self.cancels: dict[str, int] = {}  # response id -> the response.cancel step that took it over
+        self.output: dict[str, str] = {}  # a response's output item id -> the response's id
 
     def client(self, index: int, kind: str, event: Mapping[str, Any] | None) -> None:
         """A client step (a run of audio appends is one, fed once)."""
         self.latest = index
         if kind in (AUDIO_APPEND, "input_audio_buffer.commit"):
             self.audio = index
+        if kind == "response.cancel":
+            named = _text(event.get("response_id")) if event is not None else ""
+            target = named or (self.running[-1] if self.running else "")
+            if target in self.running:
+                _bind(self.cancels, target, index)
         if kind in ACKS:
             waiting = self.waiting.setdefault(ACKS[kind], [])
             if len(waiting) < MAX_TRACKED:
@@ -128,8 +138,9 @@ class Causes:
             step = self._ack(kind, self.audio)
             self.response = step
             response = event.get("response")
-            if isinstance(response, Mapping):
-                _bind(self.responses, response.get("id"), step)
+            rid = _text(response.get("id")) if isinstance(response, Mapping) else ""
+            if _bind(self.responses, rid, step) and len(self.running) < MAX_TRACKED:
+                self.running.append(rid)
             return step
         if kind.startswith("response."):
             return self._response_event(event)
@@ -143,7 +154,7 @@ class Causes:
             item = event.get("item")
             item_id = _text(item.get("id")) if isinstance(item, Mapping) else ""
             if item_id in self.items:
-                return self.items[item_id]
+                return self.cancels.get(self.output.get(item_id, ""), self.items[item_id])
             waiting = self.waiting.get("conversation.item")
             if waiting and kind != "conversation.item.done":
                 step = waiting.pop(0)
@@ -169,10 +180,13 @@ class Causes:
         step = self.responses.get(rid, self.response if self.response is not None else self.latest)
         assert step is not None
         item = event.get("item")
-        if isinstance(item, Mapping):
-            _bind(self.items, item.get("id"), step)
-        _bind(self.items, event.get("item_id"), step)
-        return step
+        for value in (item.get("id") if isinstance(item, Mapping) else None, event.get("item_id")):
+            item_id = _text(value)
+            if _bind(self.items, item_id, step) and rid and (item_id in self.output or len(self.output) < MAX_TRACKED):
+                self.output[item_id] = rid
+        if event.get("type") == "response.done" and rid in self.running:
+            self.running.remove(rid)
+        return self.cancels.get(rid, step)
 
 
 def new_causes() -> Causes:

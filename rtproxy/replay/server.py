@@ -211,7 +211,7 @@ class ReplayServer:
         closing = script.server_close
         try:
             await sender.send(player.start(), 0.0)
-            if closing and player.finished:
+            if closing and player.closable:
                 player.report.server_close = closing[0]
                 await sender.close(*closing)
                 closing = None
@@ -221,7 +221,7 @@ class ReplayServer:
                     out = player.receive(msg.data, t)
                     if out:
                         await sender.send(out, t)
-                    if closing and player.finished:
+                    if closing and player.closable:
                         player.report.server_close = closing[0]
                         await sender.close(*closing)
                         closing = None
