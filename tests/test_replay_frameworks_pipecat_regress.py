@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from rtproxy.protocols.wire import Direction, Frame
 from rtproxy.replay.player import Player
@@ -135,3 +138,72 @@ def test_strict_compares_the_audio_of_a_buffer_not_of_the_runs_a_command_split_i
     (mismatch,) = more.report.mismatches
     assert mismatch.kind == "audio" and "recorded 48000 bytes" in mismatch.message
     assert "received 52800 bytes" in mismatch.message
+
+
+async def microphone(url: str, update_after: int) -> list[str]:
+    """The real SDK as a voice client that streams its microphone at once (before session.created) and sends
+    its session.update after `update_after` chunks of it: 600 ms of speech, 300 ms of silence, under server VAD;
+    the event types received until the answer is done."""
+    from openai import AsyncOpenAI
+
+    from tests.conftest import make_key
+    from tests.upstream import RATE, tone
+
+    pcm = tone(600) + bytes(RATE * 2 * 300 // 1000)
+    chunks = [base64.b64encode(pcm[i : i + 4800]).decode() for i in range(0, len(pcm), 4800)]
+    client = AsyncOpenAI(api_key=make_key(), websocket_base_url=url)
+    seen: list[str] = []
+    async with asyncio.timeout(5), client.realtime.connect(model="gpt-realtime") as conn:
+        for i, chunk in enumerate(chunks):
+            if i == update_after:
+                await conn.session.update(session={"type": "realtime", "instructions": "be brief"})
+            await conn.input_audio_buffer.append(audio=chunk)
+        async for event in conn:
+            seen.append(event.type)
+            if event.type == "response.done" or len(seen) > 500:
+                break
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("recorded", "replayed"), [(1, 7), (7, 1)])
+async def test_a_voice_client_recorded_through_the_proxy_replays_wherever_its_command_splits_the_stream(
+    tmp_path: Path, recorded: int, replayed: int
+) -> None:
+    """Recorded with the SDK through the proxy from an upstream that greets late and detects speech (server VAD),
+    the client's session.update after `recorded` chunks; replayed (strict) to the client sending it after
+    `replayed`: session.created comes first, on connect, although recorded after the first chunks (it came
+    after session.updated); the VAD turn and its answer at their place in the audio (recorded 1, replayed 7 used
+    to leave the client waiting); nothing is a mismatch."""
+    from rtproxy.recording import read_recording, write_recording
+    from rtproxy.replay.server import ReplayServer, load_script, start
+    from rtproxy.store import Store
+    from tests.conftest import start_proxy
+    from tests.upstream import ScriptedUpstream
+
+    async with ScriptedUpstream(exact=True, vad=True, greet_after=3) as up:
+        running, runner = await start_proxy(tmp_path / "rt.db", up.url)
+        try:
+            before = await microphone(running.ws_base, recorded)
+            (sid,) = await running.settle()
+        finally:
+            await running.proxy.shutdown()
+            await runner.cleanup()
+            running.recorder.close()
+    with Store(tmp_path / "rt.db") as store:
+        write_recording(tmp_path / "mic.jsonl", store.session(sid), store.frames(sid))
+    script = load_script(tmp_path / "mic.jsonl")
+    first = orjson.loads(next(f.data for f in read_recording(tmp_path / "mic.jsonl").frames))
+    assert first["type"] == "input_audio_buffer.append"  # the microphone streamed before the server greeted
+    assert [orjson.loads(r.data)["type"] for r in script.greeting] == ["session.created"]  # sent on connect
+    server = ReplayServer(script, policy="strict")
+    runner, port = await start(server)
+    try:
+        after = await microphone(f"ws://127.0.0.1:{port}/v1", replayed)
+        await server.wait_closed(1, timeout=5)
+    finally:
+        await server.shutdown()
+        await runner.cleanup()
+    assert sorted(after) == sorted(before) and after[0] == "session.created" and after[-1] == "response.done"
+    assert "input_audio_buffer.speech_stopped" in after  # (session.updated comes where this run's update was)
+    assert server.report.ok, server.report.format()

@@ -69,6 +69,10 @@ ACKS = {
     "conversation.item.retrieve": "conversation.item.retrieved",
     "response.create": "response.created",
 }
+#: What the server sends on its own as a connection opens ("emitted automatically … as the first server event"):
+#: the greeting, even when a slow server sent it after the client's first events (a voice client streams its
+#: microphone at once), so a replay sends it first, on connect.
+GREETING = frozenset({"session.created", "conversation.created"})
 _ITEM_EVENTS = frozenset({"conversation.item.created", "conversation.item.added", "conversation.item.done"})
 #: At most this many ids (event, response, item) are followed per recording.
 MAX_TRACKED = 4096
@@ -124,12 +128,14 @@ class Causes:
                     waiting.append(index)
 
     def server(self, event: Mapping[str, Any] | None) -> int | None:
-        """The step that caused this server event (None before any client event: the greeting)."""
+        """The step that caused this server event (None: the greeting, before any client event or not)."""
         if self.latest is None or event is None:
             return self.latest
         kind = event.get("type")
         if not isinstance(kind, str):
             return self.latest
+        if kind in GREETING:
+            return None
         if kind == "error":
             error = event.get("error")
             named = self.events.get(_text(error.get("event_id"))) if isinstance(error, Mapping) else None

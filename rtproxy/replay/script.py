@@ -177,7 +177,7 @@ def build_script(
             heard = True
             cause = causes.server(classify(skeleton(frame.data))[1] if isinstance(frame.data, str) else None)
             if cause is None or not built:
-                greeting.append(Reply(frame.data, max(0.0, frame.t - trigger_t), total if streamed else at_bytes))
+                greeting.append(Reply(frame.data, frame.t, total if streamed else at_bytes))  # from connect
                 continue
             step = built[min(cause, len(built) - 1)]
             latest = step is built[-1]
