@@ -10,6 +10,7 @@ replay plays such an answer at once, out of turn, and reports no mismatch.
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from tests.conftest import make_key
 
 FULL = {"type": "realtime", "instructions": "You are a weather bot.", "output_modalities": ["text"]}
 TRACING = {"type": "realtime", "tracing": "auto"}
+AUDIO = base64.b64encode(bytes(4800)).decode()
 QUESTION = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]}
 
 
@@ -82,6 +84,61 @@ def test_the_answer_to_the_greeting_may_come_before_the_opening_events(policy: s
     ]
     assert player.report.ok, [m.message for m in player.report.mismatches]
     assert player.report.turns_played == 4 and player.finished
+
+
+def voice_frames(answered_late: bool = False) -> list[Frame]:
+    """An Agents SDK voice turn as recorded: session.update, audio appended and committed, response.create (each
+    answered before the next), and its tracing session.update only after all of them, turns later.
+    `answered_late`: the server's answers were all recorded after the tracing session.update (one burst)."""
+    spec: list[tuple[float, str, dict[str, Any]]] = [
+        (0.000, "server", {"type": "session.created", "event_id": "e1", "session": {"id": "sess_1"}}),
+        (0.009, "client", {"type": "session.update", "session": FULL}),
+        (0.010, "server", {"type": "session.updated", "event_id": "e2", "session": {"id": "sess_1", "v": 1}}),
+        (0.014, "client", {"type": "input_audio_buffer.append", "audio": AUDIO}),
+        (0.020, "client", {"type": "input_audio_buffer.commit"}),
+        (0.021, "server", {"type": "input_audio_buffer.committed", "event_id": "e3", "item_id": "item_u"}),
+        (0.022, "client", {"type": "response.create", "event_id": "agents_js_response_create_1"}),
+        (0.023, "server", {"type": "response.created", "event_id": "e4", "response": {"id": "resp_1"}}),
+        (0.024, "server", {"type": "response.done", "event_id": "e5", "response": {"id": "resp_1"}}),
+        (0.025, "client", {"type": "session.update", "session": TRACING}),
+        (0.026, "server", {"type": "session.updated", "event_id": "e6", "session": {"id": "sess_1", "v": 2}}),
+    ]
+    if answered_late:
+        spec = [f for f in spec if f[1] == "client" or f[2]["type"] == "session.created"] + [
+            f for f in spec[1:] if f[1] == "server"
+        ]
+    return [Frame(i, t, Direction(d), orjson.dumps(e).decode()) for i, (t, d, e) in enumerate(spec)]
+
+
+@pytest.mark.parametrize("answered_late", [False, True], ids=["turns-later", "one-burst"])
+def test_the_answer_may_come_first_from_turns_later(answered_late: bool) -> None:
+    """The answer recorded after the client's commit and response.create (turns after its opening
+    session.update, or in one burst with them) is played first, at once, all the same; the turns then play in
+    order, strict, no mismatch."""
+    events = [
+        {"type": "session.update", "session": TRACING},
+        {"type": "session.update", "session": FULL},
+        {"type": "input_audio_buffer.append", "audio": AUDIO},
+        {"type": "input_audio_buffer.commit"},
+        {"type": "response.create", "event_id": "agents_js_response_create_1"},
+    ]
+    player, answers = play(voice_frames(answered_late), "strict", events)
+    assert answers == [
+        ["session.updated:2"],
+        ["session.updated:1"],
+        [],
+        ["input_audio_buffer.committed"],
+        ["response.created", "response.done"],
+    ]
+    assert player.report.ok, [m.message for m in player.report.mismatches]
+
+
+def test_only_a_session_update_is_taken_for_an_answer_to_the_greeting() -> None:
+    """An item the client sends first that equals one recorded later is the client's own reordering (it does not
+    configure the session the greeting described): reported as before, not played early."""
+    item = {"type": "conversation.item.create", "item": QUESTION}
+    player, _ = play(agents_frames(), "ordered", [item, ANSWER_FIRST[1]])
+    assert [m.kind for m in player.report.mismatches][:1] == ["reordered"]
 
 
 def test_the_recorded_order_still_plays_as_before() -> None:

@@ -288,34 +288,27 @@ class Player:
         answer to the greeting, read before the client's own opening events (ordered, strict).
 
         The greeting (``session.created``) is the only server output a client can have seen before it sends
-        anything, and a client that sends events when its socket opens and answers ``session.created`` with
-        another (OpenAI's Agents SDK: a tracing ``session.update``) sends that answer before or after its
-        opening events depending on whether it read the greeting together with the handshake, which the
-        network decides, not the client. Such an event is a pending step after the client's first burst, within
-        the first two turns, of this type and this payload (client-made ids aside), when the step the client's
-        event would otherwise match has another payload; it is played at once, out of turn, and is no mismatch.
+        anything, and a client that sends events when its socket opens and answers ``session.created`` by
+        configuring the session (the API's ``GREETING_ANSWERS``; OpenAI's Agents SDK: a tracing
+        ``session.update``) sends that answer before or after its opening events depending on whether it read
+        the greeting together with the handshake, which the network decides, not the client. Such an event is
+        the next pending step of its type after the one it would otherwise match, when that one has another
+        payload and this one the event's (client-made ids aside); it is played at once, out of turn, and is no
+        mismatch. (Two of the client's own ``session.update`` swapped as it opens look the same, and pass too.)
         """
         steps = self.script.steps
-        if self.opened or self.policy == "loose" or self.lane_of is not None or event is None:
+        answers: frozenset[str] = getattr(self.rules, "GREETING_ANSWERS", frozenset())
+        if self.opened or kind not in answers or self.policy == "loose" or event is None:
             return None
-        if not self.script.greeting or not steps or kind == self.audio_type:
+        if not self.script.greeting or self.lane_of is not None:
             return None
         got = self._as_recorded(event, data)
         usual = self._find(kind)
         if usual is not None and self._same(steps[usual].event, got):
             return None
-        first_burst = next((i for i in range(1, len(steps)) if steps[i].starts_burst), len(steps))
-        end = self.script.turn_end(0)
-        if end + 1 < len(steps):
-            end = self.script.turn_end(end + 1)
-        return next(
-            (
-                i
-                for i in range(first_burst, end + 1)
-                if self.state[i] == PENDING and steps[i].type == kind and self._same(steps[i].event, got)
-            ),
-            None,
-        )
+        start = 0 if usual is None else usual + 1
+        later = next((i for i in range(start, len(steps)) if self.state[i] == PENDING and steps[i].type == kind), None)
+        return later if later is not None and self._same(steps[later].event, got) else None
 
     def _same(self, recorded: dict[str, Any] | None, got: Any) -> bool:
         """Whether this run's event (its client-made ids as recorded) has the recorded payload, volatile fields

@@ -13,6 +13,8 @@ API = "realtime"
 AUDIO_APPEND = "input_audio_buffer.append"
 AUDIO_STREAM = False
 TURN_ENDS = frozenset({"response.create", "input_audio_buffer.commit"})
+#: Client events that answer the greeting (``session.created``) by configuring the session it describes.
+GREETING_ANSWERS = frozenset({"session.update", "transcription_session.update"})
 _MAX_METADATA = 16
 
 
