@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import orjson
-import pytest
 
 from rtproxy.store import Store
 from tests.conftest import ProxyProcess, spawn_proxy
+from tests.node_helpers import node_modules as install
 from tests.upstream import ScriptedUpstream
 
 SCRIPT = r"""
@@ -52,20 +51,7 @@ main().catch((err) => { console.error(err.stack || String(err)); process.exit(2)
 
 def node_modules() -> Path:
     """A folder with the Node `openai` and `ws` packages installed (once; cached between runs)."""
-    if not shutil.which("node") or not shutil.which("npm"):
-        pytest.skip("node and npm are not installed")
-    cache = Path(os.environ.get("RTPROXY_NODE_CACHE", Path.home() / ".cache" / "rtproxy-tests" / "node"))
-    if not (cache / "node_modules" / "openai" / "realtime" / "ws.js").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(
-            ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(cache), "openai@6", "ws@8"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if r.returncode != 0:
-            pytest.skip(f"npm could not install the Node openai SDK: {r.stderr.strip()[:200]}")
-    return cache
+    return install({"openai@6": "openai/realtime/ws.js", "ws@8": "ws/package.json"})
 
 
 async def test_node_sdk_records_through_tls(

@@ -45,6 +45,11 @@ as before.
 ``azure_beta=True`` makes a connection on Azure's legacy path (``/openai/realtime`` with an
 ``api-version`` query) speak the beta dialect, as Azure's dated API versions do (they send no
 ``OpenAI-Beta`` header).
+``retrieve=True`` answers ``conversation.item.retrieve`` with
+``conversation.item.retrieved`` carrying the item as it stands (a user audio
+item with its transcript once transcribed), or an ``item_not_found`` error, as
+the real server does; OpenAI's Agents SDK for JS retrieves every transcribed
+item. Without it the event is unknown (an error), as before.
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ class ScriptedUpstream:
         vad: bool = False,
         vad_silence_ms: int | None = None,
         greet_after: int = 0,
+        retrieve: bool = False,
     ) -> None:
         self.vad = vad
         self.reply_text = text
@@ -118,6 +124,7 @@ class ScriptedUpstream:
         self.greet_after = greet_after
         self.echo_metadata = echo_metadata
         self.azure_beta = azure_beta
+        self.retrieve = retrieve
         self.new_model = new_model
         self.new_text = new_text
         self.audio_ms = audio_ms
@@ -215,6 +222,7 @@ class Session:
         self.beta = conn.dialect == "beta"
         self.config: dict[str, Any] = self._initial_config()
         self.last_item: str | None = None
+        self.items: dict[str, dict[str, Any]] = {}  # retrieve=True: each item as it stands now
         self.buffer = bytearray()
         self.audio_start_ms = 0
         self.cancelled = False
@@ -377,6 +385,8 @@ class Session:
             )
         elif kind == "conversation.item.delete":
             await self.send({"type": "conversation.item.deleted", "item_id": event.get("item_id")})
+        elif kind == "conversation.item.retrieve" and self.up.retrieve:
+            await self.retrieved(event)
         else:
             await self.send(
                 {
@@ -397,8 +407,22 @@ class Session:
             else:
                 into[k] = v
 
+    async def retrieved(self, event: dict[str, Any]) -> None:
+        item = self.items.get(str(event.get("item_id")))
+        if item is not None:
+            await self.send({"type": "conversation.item.retrieved", "item": item})
+            return
+        error = {
+            "type": "invalid_request_error",
+            "code": "item_not_found",
+            "message": f"no item {event.get('item_id')!r}",
+            "event_id": event.get("event_id"),
+        }
+        await self.send({"type": "error", "error": error})
+
     async def item_added(self, item: dict[str, Any]) -> None:
         prev, self.last_item = self.last_item, item["id"]
+        self.items[item["id"]] = item
         if self.beta:
             await self.send({"type": "conversation.item.created", "previous_item_id": prev, "item": item})
         else:
@@ -502,6 +526,10 @@ class Session:
         }
         if self.up.exact:
             completed["usage"] = {"type": "duration", "seconds": round(ms / 1000, 3)}
+        self.items[item_id] = {
+            **self.items[item_id],
+            "content": [{"type": "input_audio", "transcript": "".join(words)}],
+        }
         await self.send(completed)
 
     def _modalities(self, override: dict[str, Any]) -> list[str]:
@@ -576,6 +604,7 @@ class Session:
             }
         )
         done = {**item, "status": "completed", "arguments": args}
+        self.items[item_id] = done
         await self.send({"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done})
         self.last_type = "function_call"
         return done
@@ -647,6 +676,7 @@ class Session:
         if exact:
             part = {**part, "type": "output_audio" if audio else "output_text"}
         done = {**item, "status": "incomplete" if self.cancelled else "completed", "content": [part]}
+        self.items[item_id] = done
         await self.send({"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done})
         self.last_type = "message"
         return done

@@ -8,9 +8,10 @@ a turn, for ``loose``); ``client_ids(event)`` (the values a client event carries
 a fixed order, the first naming the event, so the recording's and this run's line up);
 ``error_event(number, message, client_event_id)`` (the API's own ``error`` event telling the client of a
 mismatch); optionally ``compared(event, policy)`` (the part of a payload ``ordered`` and ``strict`` compare, for
-an API whose ``ordered`` compares more than the type) and ``new_causes()``, a :class:`Causality` telling which
-recorded client event caused each server event (without it, the latest client event before it did). A new API
-is a module and one line in :data:`MODULES`.
+an API whose ``ordered`` compares more than the type), ``new_causes()``, a :class:`Causality` telling which
+recorded client event caused each server event (without it, the latest client event before it did), and
+``GREETING_ANSWERS`` (client event types that may answer the greeting before the client's opening events: see
+:mod:`rtproxy.replay.script`, ``ordered``). A new API is a module and one line in :data:`MODULES`.
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ class Player:
         self.lane_map: dict[str | None, str | None] = {}  # this run's lane -> the recording's
         self.missed: dict[int, Mismatch] = {}  # ordered, strict: skipped steps that may still come in their turn
         self.matched: deque[dict[str, Any]] = deque(maxlen=MAX_PREVIOUS)  # the latest steps played, for reports
+        self.opened = False  # a step was played in its turn (the client's first recorded event has come)
 
     @property
     def finished(self) -> bool:
@@ -120,6 +121,12 @@ class Player:
             return self._append(event, t)
         out = self._end_run(t, kind)
         self.absorbing = None
+        early = self._greeting_reaction(kind, event, data)
+        if early is not None:
+            step = self.script.steps[early]
+            self._learn_ids(step.event, event)
+            self._play_early(early)
+            return out + (self._release(step.replies) if self.streamed else self._replies(step.replies))
         j = self._find(kind) if self.lane_of is None else self._find_on_lane(kind, event)
         if j is None:
             return out + self._unexpected(kind, event, t)
@@ -260,6 +267,8 @@ class Player:
                 return []
         else:
             skipped = [i for i in range(self.frontier, j) if self.state[i] == PENDING]
+            if not skipped:  # what lies between was played early (the client's answer to the greeting)
+                return []
         for i in skipped:
             self.state[i] = MISSED
         self.pending -= len(skipped)
@@ -298,7 +307,52 @@ class Player:
         )
         m.next = "played every event with its recorded replies as it came (the error event was sent at the first)"
 
+    def _greeting_reaction(self, kind: str, event: dict[str, Any] | None, data: str | bytes) -> int | None:
+        """Before the client's first recorded event has come: the step this event is if it is the client's
+        answer to the greeting, read before the client's own opening events (ordered, strict).
+
+        The greeting (``session.created``) is the only server output a client can have seen before it sends
+        anything, and a client that sends events when its socket opens and answers ``session.created`` by
+        configuring the session (the API's ``GREETING_ANSWERS``; OpenAI's Agents SDK: a tracing
+        ``session.update``) sends that answer before or after its opening events depending on whether it read
+        the greeting together with the handshake, which the network decides, not the client. Such an event is
+        the next pending step of its type after the one it would otherwise match, when that one has another
+        payload and this one the event's (client-made ids aside); it is played at once, out of turn, and is no
+        mismatch. (Two of the client's own ``session.update`` swapped as it opens look the same, and pass too.)
+        """
+        steps = self.script.steps
+        answers: frozenset[str] = getattr(self.rules, "GREETING_ANSWERS", frozenset())
+        if self.opened or kind not in answers or self.policy == "loose" or event is None:
+            return None
+        if not self.script.greeting or self.lane_of is not None:
+            return None
+        got = self._as_recorded(event, data)
+        usual = self._find(kind)
+        if usual is not None and self._same(steps[usual].event, got):
+            return None
+        start = 0 if usual is None else usual + 1
+        later = next((i for i in range(start, len(steps)) if self.state[i] == PENDING and steps[i].type == kind), None)
+        return later if later is not None and self._same(steps[later].event, got) else None
+
+    def _same(self, recorded: dict[str, Any] | None, got: Any) -> bool:
+        """Whether this run's event (its client-made ids as recorded) has the recorded payload, volatile fields
+        aside (the API's compared part, if it has one)."""
+        if recorded is None or not isinstance(got, dict):
+            return False
+        compare = getattr(self.rules, "compared", None)
+        if compare is not None:
+            recorded, got = compare(recorded, "strict"), compare(got, "strict")
+        return bool(normalise(recorded) == normalise(got))
+
+    def _play_early(self, j: int) -> None:
+        """A step played ahead of its turn (the client's answer to the greeting): the turns stay where they are."""
+        self.matched.append({"turn": j + 1, "event": self.script.steps[j].summary()})
+        self.state[j] = PLAYED
+        self.pending -= 1
+        self.report.turns_played += 1
+
     def _play(self, j: int) -> None:
+        self.opened = True
         self.matched.append({"turn": j + 1, "event": self.script.steps[j].summary()})
         self.state[j] = PLAYED
         self.pending -= 1

@@ -16,6 +16,8 @@ TURN_ENDS = frozenset({"response.create", "input_audio_buffer.commit"})
 #: The client events that end the input audio buffer: the appends before one are one stream, however other
 #: client events sent meanwhile split them into runs (``strict`` compares the stream's length).
 BUFFER_ENDS = frozenset({"input_audio_buffer.commit", "input_audio_buffer.clear"})
+#: Client events that answer the greeting (``session.created``) by configuring the session it describes.
+GREETING_ANSWERS = frozenset({"session.update", "transcription_session.update"})
 _MAX_METADATA = 16
 #: Values a client event measures on this run's clock rather than chooses, and the server event that echoes each:
 #: a truncate's ``audio_end_ms`` is how much of the answer this run's user heard. ``strict`` does not compare

@@ -36,7 +36,12 @@ and the rest of its burst. Match policies:
     client; their replies are not sent). A skipped event that still comes
     before the client has left that turn is played with its replies, and once
     all the skipped ones have come the mismatch becomes *reordered*: a client
-    that reorders a burst is reported but never left waiting.
+    that reorders a burst is reported but never left waiting. One reordering
+    is the network's, not the client's: a ``session.update`` sent before the
+    client's first recorded event that differs from the first one recorded and
+    equals the next is its answer to the greeting, read together with the
+    handshake (OpenAI's Agents SDK answers ``session.created`` with one); it is
+    played at once, out of turn, and is no mismatch.
 ``strict``
     as ``ordered``, and the payloads must be equal once volatile fields are
     dropped (``event_id``, client-made item ids, audio compared by length).
