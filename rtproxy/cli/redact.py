@@ -39,30 +39,54 @@ def redact_file(path: str, output: str) -> Redactor:
 def redact_session(db: str, ref: str, output: str | None) -> tuple[str, Redactor]:
     """Redact a stored session in place, or into a JSONL file when `output` is given."""
     redactor = Redactor()
-    with open_store(db) as reader:
-        sid = resolve_session(reader, ref)
-        frames = redact_frames(reader.frames(sid), redactor)
-        if output is not None:
-            from ..recording import write_recording
+    with open_store(db) as writer:  # the rewriting connection; the reader below streams from its own snapshot
+        with open_store(db) as reader:
+            sid = resolve_session(reader, ref)
+            frames = redact_frames(reader.frames(sid), redactor)
+            if output is not None:
+                from ..recording import write_recording
 
-            try:
-                write_recording(output, reader.session(sid), frames)
-            except OSError as e:
-                raise InputError(f"cannot write {output}: {e.strerror or e}") from e
-            return sid, redactor
-        if reader.session(sid).get("status") == "open":
-            raise InputError(
-                f"session {sid} is still being recorded (status open); redact it once it has ended, "
-                "or write a redacted copy with -o"
-            )
-        with open_store(db) as writer:  # a second connection: the reader streams from its own snapshot
+                try:
+                    write_recording(output, reader.session(sid), frames)
+                except OSError as e:
+                    raise InputError(f"cannot write {output}: {e.strerror or e}") from e
+                return sid, redactor
+            if reader.session(sid).get("status") == "open":
+                raise InputError(
+                    f"session {sid} is still being recorded (status open); redact it once it has ended, "
+                    "or write a redacted copy with -o"
+                )
             try:
                 writer.conn.execute("PRAGMA secure_delete=ON")
                 writer.replace_frames(sid, frames)
-                writer.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as e:
                 raise InputError(f"cannot rewrite session {sid} in {db}: {e}") from e
+        # the reader is closed: its snapshot no longer holds the old pages in the WAL
+        if not _empty_wal(writer.conn):
+            click.echo(
+                f"rtproxy: warning: another process is using {db}, so its write-ahead log may still hold the "
+                "original frames until that process lets go (run `rtproxy redact` again then)",
+                err=True,
+            )
     return sid, redactor
+
+
+def _empty_wal(conn: sqlite3.Connection, patience: float = 5.0) -> bool:
+    """Copy the WAL into the database and truncate it (the old page images are in it), trying again for a while
+    when another connection (a recording proxy's writer, a TUI) holds it; True once it is empty."""
+    import time
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            busy, log, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            busy, log = 1, -1
+        if not busy and log <= 0:  # (0, 0, 0): every frame copied and the log cut to nothing
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)  # another process's transaction: wait for it to end (bounded by `patience`)
 
 
 def _is_file_ref(target: str) -> bool:
