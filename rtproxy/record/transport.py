@@ -213,6 +213,12 @@ def write_some(fd: int, buffers: deque[Buffer]) -> int:
         done = os.writev(fd, list(itertools.islice(buffers, IOV_MAX)))
     else:  # Windows: one buffer at a time
         done = os.write(fd, buffers[0])
+    _consume(buffers, done)
+    return done
+
+
+def _consume(buffers: deque[Buffer], done: int) -> None:
+    """Remove the first `done` bytes of `buffers` (whole buffers, and the written part of a partly written one)."""
     left = done
     while left:
         head = buffers[0]
@@ -222,7 +228,19 @@ def write_some(fd: int, buffers: deque[Buffer]) -> int:
         else:
             buffers[0] = memoryview(head)[left:]
             left = 0
-    return done
+
+
+def write_all(fd: int, parts: list[bytes], size: int) -> None:
+    """Write every buffer of `parts` (`size` bytes in all) to a blocking fd: one ``writev`` where the OS has it and
+    they are few enough (a blocking pipe takes it all unless a signal cuts it short), else as many as it takes."""
+    buffers: deque[Buffer] = deque(parts)
+    if hasattr(os, "writev") and len(parts) <= IOV_MAX:
+        done = os.writev(fd, parts)
+        if done == size:
+            return
+        _consume(buffers, done)
+    while buffers:
+        write_some(fd, buffers)
 
 
 def close_fd(fd: int) -> int:
@@ -397,16 +415,32 @@ class ThreadSender(Sender):
         self.queue.put((batch, size))
 
     def _run(self) -> None:
-        while True:
-            item = self.queue.get()
+        """Write what is queued, all of it at each wake-up (one write for several batches where the OS lets it).
+
+        This thread holds the GIL only between its blocking calls, and the relay loop waits whenever it does
+        (worst when the OS preempts it then, on a busy machine): so each wake-up does as little in Python as it
+        can, and takes everything queued meanwhile in the same write.
+        """
+        get, get_nowait, fd = self.queue.get, self.queue.get_nowait, self.fd
+        stopping = False
+        while not stopping:
+            item = get()
             if item is None:
                 return
-            batch, size = item
+            parts, size = item
+            while len(parts) < IOV_MAX:
+                try:
+                    more = get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                parts = parts + more[0]
+                size += more[1]
             if not self.broken:
                 try:
-                    buffers: deque[Buffer] = deque(batch)
-                    while buffers:
-                        write_some(self.fd, buffers)
+                    write_all(fd, parts, size)
                 except OSError:  # the writer is gone: the recorder learns it from the writer's stdout ending
                     self.broken = True
             with self.count_lock:
