@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from aiohttp import web
@@ -205,6 +205,21 @@ def spawn_proxy(args: list[str], env: dict[str, str] | None = None, timeout: flo
     proc.kill()
     proc.wait()
     raise AssertionError(f"proxy did not start: {out_path.read_text()}\n{err_path.read_text()}")
+
+
+class HasProcess(Protocol):
+    proc: subprocess.Popen[Any]
+
+
+@pytest.fixture
+def processes() -> Iterator[list[HasProcess]]:
+    """Subprocesses (replay servers, proxies: anything with a ``proc``) started here are killed at teardown."""
+    started: list[HasProcess] = []
+    yield started
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.communicate()
 
 
 @pytest.fixture

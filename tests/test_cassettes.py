@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -247,16 +247,6 @@ async def test_a_recorded_drop_replays_as_the_same_drop_and_the_sdk_reconnects(t
         assert server.report.ok, server.report.format()
         assert [c.server_close for c in server.report.connections] == [code, None]
         assert f"closed by the replay with {code}, as recorded" in server.report.format()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ReplayProcess]]:
-    started: list[ReplayProcess] = []
-    yield started
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.communicate()
 
 
 async def test_replay_once_serves_every_recorded_connection_then_exits(

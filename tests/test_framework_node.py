@@ -41,10 +41,8 @@ import pytest
 
 from tests.conftest import ProxyProcess, rtproxy_exe, spawn_proxy
 from tests.node_helpers import node_modules
-from tests.test_replay_server import ReplayProcess, processes, spawn_replay
+from tests.test_replay_server import ReplayProcess, spawn_replay
 from tests.upstream import ScriptedUpstream
-
-__all__ = ["processes"]  # the fixture that kills replay subprocesses left running
 
 pytestmark = pytest.mark.slow
 
@@ -63,9 +61,8 @@ class Framework:
     path: str = "/v1/realtime"
 
 
-RTAPI_FLOW = r"""
-import { RealtimeClient } from 'openai-realtime-api';
-
+#: What both Node flows begin with: their settings (the FLOW environment variable) and a bounded wait.
+PRELUDE = r"""
 const cfg = JSON.parse(process.env.FLOW);
 const TIMEOUT = 10000;
 
@@ -76,7 +73,14 @@ function within(what, promise) {
   });
   return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
 }
+"""
 
+RTAPI_FLOW = (
+    r"""
+import { RealtimeClient } from 'openai-realtime-api';
+"""
+    + PRELUDE
+    + r"""
 function when(emitter, name, test) {
   return new Promise((resolve) => {
     const check = (event) => { if (test(event)) { emitter.off(name, check); resolve(event); } };
@@ -162,6 +166,7 @@ try {
   process.exit(2);
 }
 """
+)
 RTAPI = Framework({"openai-realtime-api@1": "openai-realtime-api/dist/index.js", "ws@8": "ws/package.json"}, RTAPI_FLOW)
 
 
@@ -312,20 +317,12 @@ async def test_openai_realtime_api_with_another_tool_result_gets_a_mismatch(
 
 # --- @openai/agents-realtime ----------------------------------------------------------------------------------
 
-AGENTS_FLOW = r"""
+AGENTS_FLOW = (
+    r"""
 import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession, tool } from '@openai/agents-realtime';
-
-const cfg = JSON.parse(process.env.FLOW);
-const TIMEOUT = 10000;
-
-function within(what, promise) {
-  let timer;
-  const limit = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), TIMEOUT);
-  });
-  return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
-}
-
+"""
+    + PRELUDE
+    + r"""
 function when(emitter, name, test) {
   return new Promise((resolve) => {
     const check = (...args) => { if (test(...args)) { emitter.off(name, check); resolve(args); } };
@@ -407,6 +404,7 @@ try {
   process.exit(2);
 }
 """
+)
 AGENTS = Framework(
     {"@openai/agents-realtime@0": "@openai/agents-realtime/dist/index.mjs", "ws@8": "ws/package.json"},
     AGENTS_FLOW,

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,9 +73,9 @@ from pipecat.turns.user_turn_strategies import ExternalUserTurnStrategies  # noq
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
 from rtproxy.recording import read_connections  # noqa: E402
-from tests.conftest import ProxyProcess, make_key, rtproxy_exe, spawn_proxy  # noqa: E402
+from tests.conftest import make_key, rtproxy_exe, spawn_proxy  # noqa: E402
 from tests.live_upstream import LiveUpstream, silence  # noqa: E402
-from tests.test_replay_server import ReplayProcess, spawn_replay  # noqa: E402
+from tests.test_replay_server import spawn_replay  # noqa: E402
 from tests.upstream import RATE, ScriptedUpstream, tone  # noqa: E402
 
 logger.remove()
@@ -184,13 +183,7 @@ async def converse(
     pair = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(user_turn_strategies=turns))
     collector = Collector(heard, progress)
     stages = [pair.user(), Ears(heard), llm, collector, pair.assistant()]
-    worker = PipelineWorker(Pipeline(stages), enable_rtvi=False)
-
-    @worker.event_handler("on_pipeline_error")
-    async def on_error(_worker: PipelineWorker, frame: ErrorFrame) -> None:
-        heard.errors.append(frame.error)
-        async with progress:
-            progress.notify_all()
+    worker = pipeline_worker(stages, heard, progress)
 
     async def answered(n: int) -> None:
         """Until `n` answers ended, an error came, or the pipeline stopped (10 s at most)."""
@@ -236,15 +229,17 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*rtproxy_exe(), *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-@pytest.fixture
-def processes() -> Iterator[list[ProxyProcess | ReplayProcess]]:
-    """Proxy and replay processes started here are killed at teardown."""
-    started: list[ProxyProcess | ReplayProcess] = []
-    yield started
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
+def pipeline_worker(stages: list[Any], heard: Heard, progress: asyncio.Condition) -> PipelineWorker:
+    """A worker running `stages`, whose pipeline errors go to `heard.errors` (waking whoever waits on `progress`)."""
+    worker = PipelineWorker(Pipeline(stages), enable_rtvi=False)
+
+    @worker.event_handler("on_pipeline_error")
+    async def on_error(_worker: PipelineWorker, frame: ErrorFrame) -> None:
+        heard.errors.append(frame.error)
+        async with progress:
+            progress.notify_all()
+
+    return worker
 
 
 async def app(url: str, *, second: str = "Say hello.") -> list[Heard]:
@@ -378,13 +373,7 @@ async def live_converse(url: str, result: dict[str, Any]) -> Heard:
 
     pair = LLMContextAggregatorPair(LLMContext(tools=ToolsSchema(standard_tools=[WEATHER])))
     stages = [pair.user(), Ears(heard), llm, Collector(heard, progress), pair.assistant()]
-    worker = PipelineWorker(Pipeline(stages), enable_rtvi=False)
-
-    @worker.event_handler("on_pipeline_error")
-    async def on_error(_worker: PipelineWorker, frame: ErrorFrame) -> None:
-        heard.errors.append(frame.error)
-        async with progress:
-            progress.notify_all()
+    worker = pipeline_worker(stages, heard, progress)
 
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)

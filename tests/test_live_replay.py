@@ -4,7 +4,7 @@ ids echoed; audio in other chunk sizes still matches; a changed client gets a Li
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,6 @@ from tests.test_replay_server import ReplayProcess, spawn_replay
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER: TypeAdapter[Any] = TypeAdapter(ServerEvent)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ReplayProcess]]:
-    """Replay processes started here are killed at teardown."""
-    started: list[ReplayProcess] = []
-    yield started
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.communicate()
 
 
 def without_client_ids(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

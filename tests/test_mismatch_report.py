@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -84,16 +83,6 @@ def test_a_reordering_under_ordered_is_one_mismatch_saying_what_happened() -> No
     assert m.kind == "reordered" and player.report.turns_played == 3
     assert "recorded order: conversation.item.create, response.create" in m.message
     assert m.next.startswith("played every event with its recorded replies")
-
-
-@pytest.fixture
-def processes() -> Any:
-    started: list[ReplayProcess] = []
-    yield started
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.communicate()
 
 
 async def test_replay_command_prints_and_writes_the_detail(tmp_path: Path, processes: list[ReplayProcess]) -> None:

@@ -9,7 +9,7 @@ import selectors
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,16 +208,6 @@ def spawn_replay(args: list[str], env: dict[str, str] | None = None, timeout: fl
     proc.kill()
     out, err = proc.communicate()
     raise AssertionError(f"replay did not start: {''.join(lines)}{out}\n{err}")
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ReplayProcess]]:
-    started: list[ReplayProcess] = []
-    yield started
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.communicate()
 
 
 @pytest.fixture

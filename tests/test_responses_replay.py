@@ -27,16 +27,6 @@ SDK = ROOT / "recordings" / "responses-sdk-weather.jsonl"
 SERVER: TypeAdapter[Any] = TypeAdapter(ResponsesServerEvent)
 
 
-@pytest.fixture
-def processes() -> Any:
-    started: list[ReplayProcess] = []
-    yield started
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.communicate()
-
-
 def test_responses_sessions_get_their_own_rules() -> None:
     """A recording of api responses (or a /v1/responses path) is played by the Responses rules."""
     assert rules_for({"api": "responses"}).API == "responses"

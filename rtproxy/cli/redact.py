@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 import click
 
@@ -74,8 +75,6 @@ def redact_session(db: str, ref: str, output: str | None) -> tuple[str, Redactor
 def _empty_wal(conn: sqlite3.Connection, patience: float = 5.0) -> bool:
     """Copy the WAL into the database and truncate it (the old page images are in it), trying again for a while
     when another connection (a recording proxy's writer, a TUI) holds it; True once it is empty."""
-    import time
-
     deadline = time.monotonic() + patience
     while True:
         try:
