@@ -11,7 +11,10 @@ Four ways from a client to an echo upstream, all on 127.0.0.1:
 * ``rtproxy`` — through the real ``rtproxy proxy`` command, recording to a
   SQLite database in a temporary directory (the fast path);
 * ``portable`` — the same with ``RTPROXY_PORTABLE=1``: the recorder path every
-  OS can take (a sender thread; the writer at normal priority).
+  OS can take (batches over a loopback socket instead of a pipe). The writer's
+  CPU priority is what the OS offers, on both paths; run the benchmark with
+  ``RTPROXY_WRITER_PRIORITY=low`` to measure the writer at plain nice 19, as
+  it runs on macOS and for unprivileged Linux users.
 
 Upstream, relay/proxy and clients are separate processes, so the CPU time and
 peak memory printed for the relay and rtproxy are theirs alone. Workloads,

@@ -60,25 +60,43 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def sockets_of(pid: int) -> list[str]:
+    return [
+        os.readlink(f"/proc/{pid}/fd/{fd}")
+        for fd in os.listdir(f"/proc/{pid}/fd")
+        if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    ]
+
+
 @pytest.mark.parametrize("how", ["flag", "env"])
 async def test_the_portable_path_records_and_stops_cleanly(
     upstream: ScriptedUpstream, tmp_path: Path, proxy_process: list[ProxyProcess], how: str
 ) -> None:
-    """`rtproxy proxy --portable` (or RTPROXY_PORTABLE=1) records every frame, runs its writer at plain nice 19,
-    stops on SIGTERM through a plain signal handler, and leaves no file in its temporary directory."""
+    """`rtproxy proxy --portable` (or RTPROXY_PORTABLE=1) records every frame through a loopback socket to its
+    writer, stops on SIGTERM through a plain signal handler, and leaves no file in its temporary directory. With
+    RTPROXY_WRITER_PRIORITY=low (the env run) the writer runs as it does on macOS, at plain nice 19."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     db = tmp_path / "rt.db"
     args = ["--db", str(db), "--upstream", upstream.url] + (["--portable"] if how == "flag" else [])
-    env = {"TMPDIR": str(tmp), **({"RTPROXY_PORTABLE": "1"} if how == "env" else {})}
+    env = {"TMPDIR": str(tmp), **({"RTPROXY_PORTABLE": "1", "RTPROXY_WRITER_PRIORITY": "low"} if how == "env" else {})}
     p = spawn_proxy(args, env=env)
     proxy_process.append(p)
     (writer,) = children(p.proc.pid)
-    deadline = time.monotonic() + 10
-    while os.getpriority(os.PRIO_PROCESS, writer) != NICE and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)  # the writer sets its own priority once it has started: poll, bounded
-    assert os.sched_getscheduler(writer) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, writer) == NICE
+    if how == "env":
+        deadline = time.monotonic() + 10
+        while os.getpriority(os.PRIO_PROCESS, writer) != NICE and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # the writer sets its own priority once it has started: poll, bounded
+        assert os.sched_getscheduler(writer) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, writer) == NICE
     await stream_audio(p.port)
+    deadline = time.monotonic() + 10
+    while not sockets_of(writer) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)  # the writer connects once it has started: poll, bounded
+    assert sockets_of(writer), "the portable writer reads its batches from a socket"
+    assert not os.readlink(f"/proc/{writer}/fd/0").startswith("pipe:") or not any(
+        os.readlink(f"/proc/{p.proc.pid}/fd/{fd}") == os.readlink(f"/proc/{writer}/fd/0")
+        for fd in os.listdir(f"/proc/{p.proc.pid}/fd")
+    ), "the proxy closed the writer's stdin once it had handed over the key"
     code, out, err = p.stop(signal.SIGTERM)
     assert code == 0 and "stopped;" in out, err
     assert recorded(db) == (FRAMES, [("closed", 0)])

@@ -1,4 +1,4 @@
-"""The recording transport and the writer process, on both paths (fast: loop writes; portable: a sender thread).
+"""The recording transport and the writer process, on both paths (fast: a pipe the loop writes; portable: a socket).
 
 Producer (the Recorder, in this process) and consumer (the writer process)
 run at once, at full speed; every frame carries its own checksum, and the
@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import random
+import socket
 import threading
 import time
 from pathlib import Path
@@ -27,8 +28,10 @@ from rtproxy.record.transport import (
     MAGIC,
     BatchBuilder,
     BatchReader,
+    SocketSender,
     TransportError,
     decode_batch,
+    loopback_listener,
 )
 from rtproxy.record.writer import Writer, decode_records
 from tests.test_store import rows
@@ -45,6 +48,84 @@ def checked_frame(i: int, size: int) -> str:
 def intact(text: str) -> bool:
     body, _, tail = text.rpartition(',"sha":"')
     return hashlib.sha256(body.encode()).hexdigest() == tail[:-2]
+
+
+# --- the portable path's socket ---------------------------------------------------------
+
+
+def read_until_closed(sock: socket.socket, limit: int = 1 << 24) -> bytes:
+    sock.settimeout(10.0)
+    got = bytearray()
+    while len(got) < limit:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
+def test_the_socket_sender_sends_nothing_to_a_connection_without_the_key() -> None:
+    """Another local process that connects first (or sends a wrong key) is closed having received nothing; the
+    writer that proves itself then gets every batch, including those sent before anyone connected, in order."""
+    listener = loopback_listener()
+    address = listener.getsockname()[:2]
+    key = os.urandom(32)
+    lock = threading.Lock()
+    sender = SocketSender(listener, key, lock)
+    batches = [[f"batch {i} ".encode(), os.urandom(i * 997)] for i in range(40)]
+    with lock:
+        for parts in batches[:20]:  # nobody connected yet: they wait
+            sender.send(parts, sum(map(len, parts)))
+    assert sender.backlog == sum(len(b) for parts in batches[:20] for b in parts)
+    impostor = socket.create_connection(address, timeout=10.0)
+    impostor.sendall(b"x" * 32)
+    assert read_until_closed(impostor) == b""  # closed on it, nothing sent
+    impostor.close()
+    silent = socket.create_connection(address, timeout=10.0)
+    silent.sendall(key[:31])  # a prefix of the key is not the key
+    silent.shutdown(socket.SHUT_WR)
+    assert read_until_closed(silent) == b""
+    silent.close()
+    writer = socket.create_connection(address, timeout=10.0)
+    writer.sendall(key)
+    assert sender.connected.wait(10.0) and not sender.broken
+    with lock:
+        for parts in batches[20:]:
+            sender.send(parts, sum(map(len, parts)))
+    assert sender.drain(10.0)
+    sender.close()
+    assert read_until_closed(writer) == b"".join(b for parts in batches for b in parts)
+    assert sender.backlog == 0
+    writer.close()
+
+
+def test_the_socket_sender_waits_out_a_full_socket_without_blocking_the_caller() -> None:
+    """A writer that does not read for a while: sends return at once, the backlog grows, and once it reads again
+    the sender's thread delivers everything in order."""
+    listener = loopback_listener()
+    key = os.urandom(32)
+    lock = threading.Lock()
+    sender = SocketSender(listener, key, lock)
+    writer = socket.create_connection(listener.getsockname()[:2], timeout=10.0)
+    writer.sendall(key)
+    assert sender.connected.wait(10.0)
+    chunk = os.urandom(1 << 20)
+
+    def produce() -> None:
+        for i in range(48):  # 48 MiB: far more than any socket buffer holds
+            with lock:
+                sender.send([i.to_bytes(4, "big"), chunk], 4 + len(chunk))
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    producer.join(30.0)  # the reader reads nothing until every send has returned: a blocking send would hang here
+    assert not producer.is_alive()
+    assert sender.backlog > 0  # the socket filled up: the rest waits for the thread
+    got = read_until_closed(writer, limit=48 * (4 + len(chunk)))
+    assert got == b"".join(i.to_bytes(4, "big") + chunk for i in range(48))
+    assert sender.drain(10.0) and sender.backlog == 0
+    sender.close()
+    writer.close()
 
 
 # --- batches ---------------------------------------------------------------------------

@@ -203,8 +203,10 @@ async def _serve(
     "--portable",
     is_flag=True,
     envvar="RTPROXY_PORTABLE",
-    help="Use the recorder path every OS has (a sender thread, the writer at nice 19, plain signal "
-    "handlers) instead of the fast POSIX one; the default on Windows. Env: RTPROXY_PORTABLE=1.",
+    help="Use the recorder path every OS has (batches to the writer over a loopback socket, plain signal "
+    "handlers) instead of the fast POSIX one (a pipe written from the event loop); the default on Windows. "
+    "Env: RTPROXY_PORTABLE=1. The writer's CPU priority is the OS's either way (RTPROXY_WRITER_PRIORITY=low: "
+    "nice 19, as on macOS).",
 )
 @click.option("--label", help="A label stored with every session recorded by this run.")
 @click.option(

@@ -20,16 +20,21 @@ loop is waiting for. So recording is split across two processes::
   the database sees everything in the order it happened. They are never
   dropped, and they are kept until a commit covers them.
 * The writer (:mod:`rtproxy.record.writer`) is started with ``sys.executable`` and
-  talks over its stdin and stdout only: no inherited descriptors, shared
-  mappings or POSIX signals, so it runs the same on Linux, macOS and Windows.
+  talks over its stdin and stdout (and, on the portable path, a loopback
+  socket it connects to) only: no inherited descriptors, shared mappings or
+  POSIX signals, so it runs the same on Linux, macOS and Windows.
   If it dies, the proxy notices at once (its stdout ends), says so, counts the
   frames it took with it as unrecorded on their sessions, and starts a new
   one, which gets every session row and update not yet committed.
 * Two paths, chosen at run time: the *fast* path writes batches from the event
-  loop (non-blocking, POSIX selector loops) and runs the writer at idle CPU
-  priority where Linux lets it come back up; the *portable* path (any OS, any
-  event loop) writes from a sender thread and runs the writer at plain nice 19
-  (POSIX; normal priority on Windows). ``RTPROXY_PORTABLE=1`` (or ``portable=True``) forces the portable path.
+  loop (non-blocking, POSIX selector loops); the *portable* path (any OS, any
+  event loop or none) writes them, non-blocking too, into a loopback socket
+  (a Windows pipe can neither be non-blocking nor be waited on), with a thread
+  for what the socket cannot take at once. The writer's CPU priority is the
+  OS's to offer, on either path: idle while it keeps up where Linux lets it
+  come back up, else plain nice 19 (macOS, unprivileged Linux; normal
+  priority on Windows); ``RTPROXY_WRITER_PRIORITY`` picks another.
+  ``RTPROXY_PORTABLE=1`` (or ``portable=True``) forces the portable path.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import asyncio
 import itertools
 import os
 import pickle
+import secrets
 import subprocess
 import sys
 import threading
@@ -65,9 +71,9 @@ from .transport import (
     BatchBuilder,
     LoopSender,
     Sender,
-    ThreadSender,
-    close_fd,
+    SocketSender,
     fast_path_available,
+    loopback_listener,
 )
 from .writer import AdaptivePriority, Writer, decode_records, event_row, lower_priority, may_leave_idle, thread_ids
 
@@ -80,7 +86,8 @@ def portable_default() -> bool:
 
 
 #: What the writer's CPU priority may be (see :func:`rtproxy.record.writer.lower_priority`); ``RTPROXY_WRITER_PRIORITY``
-#: picks one, else ``adaptive`` where Linux allows it and ``low`` elsewhere.
+#: picks one, else ``adaptive`` where Linux allows it and ``low`` elsewhere, on either path: the priority is what
+#: the OS offers, not what the transport is (``low`` on Linux is how macOS runs, where nice is all there is).
 WRITER_PRIORITIES = ("adaptive", "idle", "batch", "low", "normal")
 
 #: The pipe to the writer holds this much where the OS lets us choose (Linux; elsewhere its default).
@@ -160,7 +167,7 @@ class Recorder:
         if writer_priority is None:
             writer_priority = os.environ.get("RTPROXY_WRITER_PRIORITY", "").strip().lower() or None
         if writer_priority not in WRITER_PRIORITIES:
-            writer_priority = "low" if self.portable or not may_leave_idle() else "adaptive"
+            writer_priority = "adaptive" if may_leave_idle() else "low"
         self.writer_priority = writer_priority
         self.on_overflow = on_overflow
         self.on_error = on_error
@@ -190,7 +197,6 @@ class Recorder:
         self._process: subprocess.Popen[bytes] | None = None
         self._sender: Sender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stdin_fd = -1
         self._open_sessions: set[str] = set()
         self._generation = 0
         self._futile = 0
@@ -208,23 +214,45 @@ class Recorder:
             self._spawn()
 
     def _spawn(self) -> None:
-        """Start a writer and the thread that reads its acks (caller holds the lock)."""
+        """Start a writer, its sender and the thread that reads its acks (caller holds the lock)."""
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         argv = [self.path, self.writer_priority, str(self.flush_interval), self.token]
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from rtproxy.record.writer import writer_main; writer_main()", *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,  # same session: with autogroup scheduling, only then does its priority count
-        )  # buffered: the ack thread reads lines (a raw pipe would cost a system call per byte)
+        loop = self._sending_loop()
+        listener = None
+        if self.portable or loop is None or not fast_path_available(loop):
+            listener = loopback_listener()  # the portable path: batches over a loopback socket
+            host, port = listener.getsockname()[:2]
+            argv += [f"{host}:{port}"]
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", "from rtproxy.record.writer import writer_main; writer_main()", *argv],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,  # same session: with autogroup scheduling, only then does its priority count
+            )  # buffered: the ack thread reads lines (a raw pipe would cost a system call per byte)
+        except BaseException:
+            if listener is not None:
+                listener.close()
+            raise
         assert process.stdin is not None and process.stdout is not None
         self._process = process
         self._generation += 1
-        self._stdin_fd = os.dup(process.stdin.fileno())
-        process.stdin.close()
-        _widen_pipe(self._stdin_fd)
-        self._sender = None  # made at the first batch, for the loop that sends it (see _sender_for)
+        if listener is not None:
+            key = secrets.token_bytes(32)
+            try:  # the key the writer proves itself with: through its stdin, which nobody else can read
+                process.stdin.write(key.hex().encode() + b"\n")
+                process.stdin.close()
+            except OSError:  # it died at once: the ack thread says so
+                pass
+            self._sender = SocketSender(listener, key, self._lock)
+        else:
+            assert loop is not None
+            self._loop = loop
+            fd = os.dup(process.stdin.fileno())
+            process.stdin.close()
+            _widen_pipe(fd)
+            self._sender = LoopSender(fd, loop, self._lock)
         threading.Thread(
             target=self._read_acks,
             args=(process, self._generation),
@@ -236,20 +264,19 @@ class Recorder:
                 target=self._hurry_writer, args=(process,), name="rtproxy-recorder-watchdog", daemon=True
             ).start()
 
+    def _sending_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop batches are sealed on: the running one, or (a writer started again from the ack thread) the
+        one the first writer was started on."""
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        if self._loop is not None and not self._loop.is_closed():
+            return self._loop
+        return None
+
     def _sender_for(self) -> Sender:
-        if self._sender is None:
-            try:
-                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is None and self._loop is not None and not self._loop.is_closed():
-                loop = self._loop  # a writer started again from the ack thread: the proxy's loop still sends
-            if not self.portable and loop is not None and fast_path_available(loop):
-                self._loop = loop
-                self._sender = LoopSender(self._stdin_fd, loop, self._lock)
-            else:
-                self._sender = ThreadSender(self._stdin_fd)
-            self._stdin_fd = -1  # the sender owns (and closes) the pipe now
+        assert self._sender is not None
         return self._sender
 
     def _hurry_writer(self, process: subprocess.Popen[bytes], period: float = 0.25) -> None:
@@ -306,13 +333,9 @@ class Recorder:
         with self._lock:
             self._seal()
             sender, process = self._sender, self._process
-        with self._lock:
-            fd, self._stdin_fd = self._stdin_fd, -1
         if sender is not None:
             sender.drain(max(0.1, deadline - time.monotonic()))
             sender.close()
-        else:
-            close_fd(fd)
         if process is not None:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
@@ -553,18 +576,15 @@ class Recorder:
         frames, controls = self._take_inflight()
         lost = self._count_lost(frames)
         self._stats.restarts += 1
-        old_fd = self._stdin_fd
         try:
             self._spawn()  # while the old pipe is still open: the new one cannot get its fd number
         except OSError as e:
-            self._sender, self._stdin_fd = None, -1  # the old pipe is released below
+            self._sender = None  # the old one is released below
             self._give_up(code, f"; a new one could not start: {e}")
             return
         finally:
             if old is not None:
                 old.abandon()
-            else:
-                close_fd(old_fd)
         pending, self._batch = self._batch, BatchBuilder()
         for pickled in controls:
             self._batch.add_control(pickled)
@@ -581,7 +601,6 @@ class Recorder:
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.abandon()
-        self._stdin_fd = close_fd(self._stdin_fd)
         self._count_lost(self._take_inflight()[0])
         for event in self._barriers.values():
             event.set()

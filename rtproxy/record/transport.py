@@ -1,11 +1,11 @@
-"""How recorded frames travel from the proxy's event loop to the writer process: batches over a pipe.
+"""How recorded frames travel from the proxy's event loop to the writer process: batches over a pipe or a socket.
 
-Nothing is shared between the two processes but an OS pipe (the writer's
-stdin), so the ordering that matters comes from the kernel, on any CPU and
-OS: every byte a ``write()`` put into the pipe is visible, in order, to the
-``read()`` that returns it (POSIX pipes and Windows anonymous pipes alike).
-No shared memory, no memory barriers to get right, and nothing on disk: a
-pipe lives in kernel memory, so no unredacted frame ever lands in a file.
+Nothing is shared between the two processes but an OS byte stream, so the
+ordering that matters comes from the kernel, on any CPU and OS: every byte a
+``write()`` or ``send()`` put into the stream is visible, in order, to the
+``read()`` that returns it. No shared memory, no memory barriers to get right,
+and nothing on disk: a pipe or a loopback socket lives in kernel memory, so
+no unredacted frame ever lands in a file.
 
 Publication protocol
 --------------------
@@ -13,22 +13,24 @@ Publication protocol
 1. The proxy *encodes* each record (a frame, or a pickled control such as a
    new session) as ``_RECORD`` header + session id + payload, and appends it
    to the open batch in memory (:class:`BatchBuilder`). The first record of a
-   batch asks the event loop to *seal* it on its next turn, so one batch holds
-   everything one loop tick recorded.
+   batch asks the event loop to *seal* it a moment later, so one batch holds
+   everything recorded meanwhile.
 2. Sealing prepends the batch header (``_BATCH``: magic, batch number, body
-   length, record count) and hands the whole batch, as one ``bytes``, to a
-   *sender*. A batch is either written completely or not at all from the
-   writer's point of view: the reader waits until the body length it was
-   promised has arrived.
-3. The sender writes batches to the pipe in the order they were sealed.
-   :class:`LoopSender` (the fast path, POSIX event loops): a non-blocking
-   ``write()`` from the loop itself; what the pipe cannot take at once waits
-   in the sender's backlog and is written when the loop says the pipe is
-   writable again. :class:`ThreadSender` (the portable path, any OS and any
-   event loop, Windows' proactor included): a thread does blocking writes from
-   a queue. Both count the bytes not yet in the pipe (``backlog``) so the
-   recorder can bound its memory.
-4. The writer reads the pipe in chunks (:class:`BatchReader` reassembles
+   length, record count) and hands the batch's buffers to a *sender*. A batch
+   is either written completely or not at all from the writer's point of view:
+   the reader waits until the body length it was promised has arrived.
+3. The sender writes batches to the stream in the order they were sealed,
+   never blocking the caller. :class:`LoopSender` (the fast path, POSIX
+   selector loops): a non-blocking ``writev()`` into the writer's stdin pipe
+   from the loop itself; what the pipe cannot take at once waits in the
+   sender's backlog and is written when the loop says the pipe is writable
+   again. :class:`SocketSender` (the portable path: any OS, any event loop or
+   none, Windows' proactor included): the same non-blocking writes into a
+   loopback TCP socket the writer connected to (and proved itself on with a
+   key only it was given); what the socket cannot take waits for the sender's
+   thread, which sleeps unless there is a backlog. Both count the bytes not
+   yet in the stream (``backlog``) so the recorder can bound its memory.
+4. The writer reads the stream in chunks (:class:`BatchReader` reassembles
    batches from them), stores a batch's records, and after each commit tells
    the proxy, over its stdout, the number of the last batch the commit covers.
    Until then the proxy keeps the batch's controls (to send again to a new
@@ -39,11 +41,14 @@ Publication protocol
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import os
-import queue
+import select
+import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 
@@ -392,73 +397,199 @@ class LoopSender(Sender):
             self.close()
 
 
-class ThreadSender(Sender):
-    """The portable path: a thread writes batches with blocking writes (any OS, any event loop)."""
+class SocketSender(Sender):
+    """The portable path: a loopback TCP socket to the writer, written non-blocking by whoever seals a batch.
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.queue: queue.SimpleQueue[tuple[list[bytes], int] | None] = queue.SimpleQueue()
+    Sockets are what every OS can both make non-blocking and wait on with ``select`` (a Windows pipe can do
+    neither, and the proactor loop cannot watch one), so this path asks nothing of the event loop, or of there
+    being one. ``send`` (the caller holds the recorder's lock, which serialises sends) writes at once what the
+    socket takes; only what it cannot take, and anything sent before the writer has connected, waits in the
+    backlog for the sender's thread, which then waits for the socket with ``select`` and writes it (under the
+    same lock, so batches stay in order). The thread is asleep while the socket keeps up: the loop never waits
+    on it.
+
+    The writer connects to `listener` (loopback, port 0) and must first send `key` (random bytes it was given
+    on its stdin, which nobody else can read): a connection that does not is closed, and nothing is sent to
+    it, so no other local process can pose as the writer.
+    """
+
+    #: Seconds the writer has to connect and prove itself.
+    CONNECT_TIMEOUT = 30.0
+
+    def __init__(self, listener: socket.socket, key: bytes, lock: threading.Lock) -> None:
+        self.lock = lock
+        self.sock: socket.socket | None = None
+        self.waiting: deque[Buffer] = deque()
         self.backlog = 0
         self.broken = False
-        self.idle = threading.Event()
-        self.idle.set()
-        self.count_lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, name="rtproxy-recorder-sender", daemon=True)
+        self.closing = False
+        self.connected = threading.Event()  # set once connected, or once it never will be
+        self.wake = threading.Event()  # the thread has work: a backlog, or closing
+        self.thread = threading.Thread(
+            target=self._run, args=(listener, key), name="rtproxy-recorder-sender", daemon=True
+        )
         self.thread.start()
 
-    def send(self, batch: list[bytes], size: int) -> None:
+    def send(self, batch: list[bytes], size: int) -> None:  # caller holds self.lock
         if self.broken:
             return
-        with self.count_lock:
-            self.backlog += size
-            self.idle.clear()
-        self.queue.put((batch, size))
+        idle = not self.waiting
+        self.waiting.extend(batch)
+        self.backlog += size
+        if self.sock is None:  # not connected yet: the thread writes it all once the writer is there
+            return
+        if idle:
+            self._write_some()
+        if self.waiting and not self.broken:
+            self.wake.set()
 
-    def _run(self) -> None:
-        """Write what is queued, all of it at each wake-up (one write for several batches where the OS lets it).
-
-        This thread holds the GIL only between its blocking calls, and the relay loop waits whenever it does
-        (worst when the OS preempts it then, on a busy machine): so each wake-up does as little in Python as it
-        can, and takes everything queued meanwhile in the same write.
-        """
-        get, get_nowait, fd = self.queue.get, self.queue.get_nowait, self.fd
-        stopping = False
-        while not stopping:
-            item = get()
-            if item is None:
+    def _write_some(self) -> None:
+        sock, waiting = self.sock, self.waiting
+        assert sock is not None
+        while waiting:
+            try:
+                done = send_some(sock, waiting)
+            except (BlockingIOError, InterruptedError):
                 return
-            parts, size = item
-            while len(parts) < IOV_MAX:
-                try:
-                    more = get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                parts = parts + more[0]
-                size += more[1]
-            if not self.broken:
-                try:
-                    write_all(fd, parts, size)
-                except OSError:  # the writer is gone: the recorder learns it from the writer's stdout ending
-                    self.broken = True
-            with self.count_lock:
-                self.backlog -= size
-                if self.backlog == 0:
-                    self.idle.set()
+            except OSError:
+                self._broke()
+                return
+            self.backlog -= done
+
+    def _broke(self) -> None:
+        self.broken = True
+        self.waiting.clear()
+        self.backlog = 0
+
+    def _run(self, listener: socket.socket, key: bytes) -> None:
+        try:
+            sock = self._accept(listener, key)
+        finally:
+            listener.close()
+        with self.lock:
+            if sock is None or self.closing:
+                if sock is not None:
+                    sock.close()
+                self._broke()
+                self.connected.set()
+                return
+            self.sock = sock
+            self._write_some()
+            if self.waiting and not self.broken:
+                self.wake.set()
+        self.connected.set()
+        while True:
+            self.wake.wait()
+            with self.lock:
+                if self.closing:
+                    return
+                if not self.waiting or self.broken:
+                    self.wake.clear()
+                    continue
+            try:
+                select.select([], [sock], [], 0.25)  # bounded: closing is noticed even if the socket never drains
+            except (OSError, ValueError):  # closed under us: abandoned
+                return
+            with self.lock:
+                if self.closing:
+                    return
+                if not self.broken:
+                    self._write_some()
+                if not self.waiting or self.broken:
+                    self.wake.clear()
+
+    def _accept(self, listener: socket.socket, key: bytes) -> socket.socket | None:
+        """The writer's connection, once it has sent `key` (others are closed); None if it never came."""
+        deadline = time.monotonic() + self.CONNECT_TIMEOUT
+        listener.settimeout(0.25)  # short waits: close() and abandon() are noticed
+        while not self.closing and time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return None
+            try:
+                conn.settimeout(5.0)
+                got = b""
+                while len(got) < len(key):
+                    more = conn.recv(len(key) - len(got))
+                    if not more:
+                        break
+                    got += more
+                if hmac.compare_digest(got, key):
+                    conn.setblocking(False)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    return conn
+            except OSError:
+                pass
+            conn.close()
+        return None
 
     def drain(self, timeout: float) -> bool:
-        return self.idle.wait(timeout) or self.broken
+        deadline = time.monotonic() + timeout
+        if not self.connected.wait(timeout):
+            return False
+        with self.lock:
+            sock = self.sock
+            if self.broken or not self.waiting or sock is None:
+                return self.broken or not self.waiting
+            try:
+                while self.waiting and not self.broken:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    sock.settimeout(left)  # blocking, within the time left
+                    self.backlog -= send_some(sock, self.waiting)
+            except TimeoutError:
+                pass
+            except OSError:
+                self._broke()
+            finally:
+                if not self.broken:
+                    sock.setblocking(False)
+            return not self.waiting
 
     def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(5.0)
-        self.fd = close_fd(self.fd)
+        with self.lock:
+            self.closing = True
+            self.wake.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(5.0)
+        with self.lock:
+            sock, self.sock = self.sock, None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_WR)  # the writer reads to the end of what it was sent
+                except OSError:
+                    pass
+                sock.close()
 
     def abandon(self) -> None:
         self.broken = True
         threading.Thread(target=self.close, name="rtproxy-recorder-sender-close", daemon=True).start()
+
+
+def send_some(sock: socket.socket, buffers: deque[Buffer]) -> int:
+    """One send of what `buffers` hold (sendmsg, a writev, where the OS has it), removing what was sent."""
+    if hasattr(sock, "sendmsg"):
+        done = sock.sendmsg(list(itertools.islice(buffers, IOV_MAX)))
+    else:  # Windows: one buffer at a time
+        done = sock.send(buffers[0])
+    _consume(buffers, done)
+    return done
+
+
+def loopback_listener() -> socket.socket:
+    """A listening TCP socket on loopback (IPv4, else IPv6), on a port the OS picks."""
+    error: OSError | None = None
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            return socket.create_server((host, 0), family=family, backlog=8)
+        except OSError as e:
+            error = e
+    assert error is not None
+    raise error
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -1,11 +1,12 @@
 """The writer: a process of its own that stores what the proxy recorded, in batches, in SQLite.
 
-It reads batches from its stdin (see :mod:`rtproxy.record.transport` for the
+It reads batches from its stdin, or on the portable path from a loopback
+socket it connects to (see :mod:`rtproxy.record.transport` for the
 protocol), extracts type and ids, masks key-shaped strings, inserts with
 ``executemany`` and commits at least every ``commit_interval`` while there is
 work, and soon after the pipe runs dry. After each commit it tells the proxy,
 on its stdout, which batch the commit covered (``C``), which barriers are done
-(``B``), and any error (``E``). When the proxy goes away its stdin ends: it
+(``B``), and any error (``E``). When the proxy goes away its stream ends: it
 stores what it still holds, commits and exits. It runs at a lower CPU
 priority where the OS lets it come back up (Linux), so it never takes a core
 the proxy wants while it keeps up.
@@ -13,10 +14,12 @@ the proxy wants while it keeps up.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import queue
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -497,10 +500,10 @@ CHECKPOINT_BYTES, IDLE = 256 << 20, 0.25
 WAL_LIMIT = 64 << 20
 
 
-def _read_stdin(fd: int, chunks: queue.Queue[bytes | None]) -> None:
+def _read_chunks(read: Callable[[int], bytes], chunks: queue.Queue[bytes | None]) -> None:
     try:
         while True:
-            chunk = os.read(fd, CHUNK)
+            chunk = read(CHUNK)
             if not chunk:
                 break
             chunks.put(chunk)
@@ -509,11 +512,18 @@ def _read_stdin(fd: int, chunks: queue.Queue[bytes | None]) -> None:
     chunks.put(None)
 
 
-def serve(writer: Writer, fd: int, adjust: Callable[[int], None] | None = None, linger: float = LINGER) -> None:
-    """Store batches read from fd until it ends (or a ``stop`` control), committing as :meth:`Writer.due` says
-    and whenever the pipe has been dry for ``linger`` seconds; ``adjust`` is told the chunks waiting."""
+def serve(
+    writer: Writer,
+    source: int | socket.socket,
+    adjust: Callable[[int], None] | None = None,
+    linger: float = LINGER,
+) -> None:
+    """Store batches read from `source` (a pipe's fd, or a socket) until it ends (or a ``stop`` control),
+    committing as :meth:`Writer.due` says and whenever the stream has been dry for ``linger`` seconds; ``adjust``
+    is told the chunks waiting."""
     chunks: queue.Queue[bytes | None] = queue.Queue(QUEUED)
-    threading.Thread(target=_read_stdin, args=(fd, chunks), name="rtproxy-writer-reader", daemon=True).start()
+    read = source.recv if isinstance(source, socket.socket) else functools.partial(os.read, source)
+    threading.Thread(target=_read_chunks, args=(read, chunks), name="rtproxy-writer-reader", daemon=True).start()
     reader = BatchReader()
     ended = False
     while not ended and not writer.stopping:
@@ -551,19 +561,34 @@ def serve(writer: Writer, fd: int, adjust: Callable[[int], None] | None = None, 
     writer.commit()
 
 
+def _connect(address: str, key_fd: int) -> socket.socket:
+    """Connect to the proxy's listener and prove who we are with the key it gave us on `key_fd`."""
+    line = b""
+    while not line.endswith(b"\n") and len(line) < 200:
+        more = os.read(key_fd, 200 - len(line))
+        if not more:
+            break
+        line += more
+    key = bytes.fromhex(line.decode("ascii").strip())
+    host, _, port = address.rpartition(":")
+    sock = socket.create_connection((host, int(port)), timeout=10.0)
+    sock.sendall(key)
+    sock.settimeout(None)  # buffer sizes stay the OS's: Linux grows a busy socket's, unless one is set
+    return sock
+
+
 def writer_main(argv: list[str] | None = None) -> None:
-    """Entry point of the writer process: ``DB PRIORITY COMMIT_INTERVAL [TOKEN]``; batches on stdin, acks on
+    """Entry point of the writer process: ``DB PRIORITY COMMIT_INTERVAL [TOKEN [HOST:PORT]]``; batches on stdin,
+    or from the loopback socket at HOST:PORT (after sending it the key its stdin's first line holds); acks on
     stdout."""
-    args = (argv or sys.argv[1:])[:4]
+    args = (argv or sys.argv[1:])[:5]
     path, priority, interval = args[:3]
     token = args[3] if len(args) > 3 else None
+    address = args[4] if len(args) > 4 else None
     for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):  # meant for the proxy, which then stops us in
         sig = getattr(signal, name, None)  # order; if it dies instead, our stdin ends and we finish
         if sig is not None:
             signal.signal(sig, signal.SIG_IGN)
-    adaptive = AdaptivePriority(CHUNK * QUEUED) if priority == "adaptive" else None
-    if adaptive is None:
-        lower_priority(priority)
     in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout = sys.stderr  # nothing but acks on the pipe to the proxy
     lock = threading.Lock()
@@ -575,11 +600,21 @@ def writer_main(argv: list[str] | None = None) -> None:
             except OSError:
                 pass
 
+    source: int | socket.socket = in_fd
+    if address is not None:  # first, at the priority we were started with: the proxy is holding batches for us
+        try:
+            source = _connect(address, in_fd)
+        except (OSError, ValueError) as e:
+            report("E", f"the recorder process cannot reach the proxy at {address}: {e}")
+            raise SystemExit(1) from e
+    adaptive = AdaptivePriority(CHUNK * QUEUED) if priority == "adaptive" else None
+    if adaptive is None:
+        lower_priority(priority)
     try:
         writer = Writer(path, report, float(interval), token=token)
     except Exception as e:  # noqa: BLE001 - anything that stops us from writing goes to the proxy
         report("E", f"the recorder cannot open {path}: {e}")
         raise SystemExit(1) from e
-    serve(writer, in_fd, adaptive if adaptive is not None and adaptive.enabled else None)
+    serve(writer, source, adaptive if adaptive is not None and adaptive.enabled else None)
     writer.conn.close()
     report("X", "")
