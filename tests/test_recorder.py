@@ -361,8 +361,9 @@ async def test_a_flush_from_the_loop_itself_does_not_wait_on_the_loop(tmp_path: 
 
 
 def test_a_writer_behind_for_long_is_hurried_further() -> None:
-    """Adaptive priority: idle while caught up; SCHED_BATCH at nice 19 once behind; nice 0 only after `insist`
-    seconds still behind (a flood of a few seconds keeps the CPU for forwarding); all undone once caught up."""
+    """Adaptive priority: idle while caught up and through a burst; SCHED_BATCH at nice 19 once behind for longer
+    than its patience; nice 0 only after `insist` seconds still behind (a flood of a few seconds keeps the CPU
+    for forwarding); all undone once caught up."""
     import os as _os
 
     from rtproxy.record.writer import NICE, AdaptivePriority

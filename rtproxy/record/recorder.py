@@ -90,6 +90,9 @@ def portable_default() -> bool:
 #: the OS offers, not what the transport is (``low`` on Linux is how macOS runs, where nice is all there is).
 WRITER_PRIORITIES = ("adaptive", "idle", "batch", "low", "normal")
 
+#: Seconds a writer at idle priority may go without a commit while frames wait, before the proxy hurries it.
+HURRY_AFTER = 3.0
+
 #: The pipe to the writer holds this much where the OS lets us choose (Linux; elsewhere its default).
 PIPE_BYTES = 4 << 20
 
@@ -281,7 +284,8 @@ class Recorder:
 
     def _hurry_writer(self, process: subprocess.Popen[bytes], period: float = 0.25) -> None:
         """A writer starved in SCHED_IDLE by a busy machine barely runs, so it cannot notice it is behind; the
-        proxy can: frames in flight two periods running without a commit, hurry it (SCHED_BATCH)."""
+        proxy can: frames in flight for HURRY_AFTER seconds without a commit, hurry it (SCHED_BATCH). A burst
+        that keeps it from committing for less keeps the CPU for forwarding (see AdaptivePriority)."""
         before: int | None = None
         stuck = 0
         while process.poll() is None and not self._gone.wait(period):
@@ -289,7 +293,7 @@ class Recorder:
                 oldest = self._inflight[0].number if self._inflight else None
             stuck = stuck + 1 if oldest is not None and oldest == before else 0
             before = oldest
-            if stuck >= 2:
+            if stuck * period >= HURRY_AFTER:
                 stuck = 0
                 for tid in thread_ids(process.pid):
                     try:
