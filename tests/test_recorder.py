@@ -28,10 +28,10 @@ from rtproxy.record.transport import (
     MAGIC,
     BatchBuilder,
     BatchReader,
-    SocketSender,
     TransportError,
     decode_batch,
     loopback_listener,
+    socket_sender,
 )
 from rtproxy.record.writer import Writer, decode_records
 from tests.test_store import rows
@@ -71,7 +71,7 @@ def test_the_socket_sender_sends_nothing_to_a_connection_without_the_key() -> No
     address = listener.getsockname()[:2]
     key = os.urandom(32)
     lock = threading.Lock()
-    sender = SocketSender(listener, key, lock)
+    sender = socket_sender(listener, key, lock)
     batches = [[f"batch {i} ".encode(), os.urandom(i * 997)] for i in range(40)]
     with lock:
         for parts in batches[:20]:  # nobody connected yet: they wait
@@ -105,7 +105,7 @@ def test_the_socket_sender_waits_out_a_full_socket_without_blocking_the_caller()
     listener = loopback_listener()
     key = os.urandom(32)
     lock = threading.Lock()
-    sender = SocketSender(listener, key, lock)
+    sender = socket_sender(listener, key, lock)
     writer = socket.create_connection(listener.getsockname()[:2], timeout=10.0)
     writer.sendall(key)
     assert sender.connected.wait(10.0)

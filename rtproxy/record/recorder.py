@@ -69,11 +69,12 @@ from .transport import (
     BINARY,
     SERVER,
     BatchBuilder,
-    LoopSender,
+    PipeStream,
     Sender,
-    SocketSender,
+    StreamSender,
     fast_path_available,
     loopback_listener,
+    socket_sender,
 )
 from .writer import AdaptivePriority, Writer, decode_records, event_row, lower_priority, may_leave_idle, thread_ids
 
@@ -199,7 +200,6 @@ class Recorder:
         self._barrier_ids = itertools.count(1)
         self._process: subprocess.Popen[bytes] | None = None
         self._sender: Sender | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._open_sessions: set[str] = set()
         self._generation = 0
         self._futile = 0
@@ -221,9 +221,8 @@ class Recorder:
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         argv = [self.path, self.writer_priority, str(self.flush_interval), self.token]
-        loop = self._sending_loop()
         listener = None
-        if self.portable or loop is None or not fast_path_available(loop):
+        if self.portable or not fast_path_available():
             listener = loopback_listener()  # the portable path: batches over a loopback socket
             host, port = listener.getsockname()[:2]
             argv += [f"{host}:{port}"]
@@ -248,14 +247,12 @@ class Recorder:
                 process.stdin.close()
             except OSError:  # it died at once: the ack thread says so
                 pass
-            self._sender = SocketSender(listener, key, self._lock)
+            self._sender = socket_sender(listener, key, self._lock)
         else:
-            assert loop is not None
-            self._loop = loop
             fd = os.dup(process.stdin.fileno())
             process.stdin.close()
             _widen_pipe(fd)
-            self._sender = LoopSender(fd, loop, self._lock)
+            self._sender = StreamSender(PipeStream(fd), self._lock)
         threading.Thread(
             target=self._read_acks,
             args=(process, self._generation),
@@ -266,17 +263,6 @@ class Recorder:
             threading.Thread(
                 target=self._hurry_writer, args=(process,), name="rtproxy-recorder-watchdog", daemon=True
             ).start()
-
-    def _sending_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop batches are sealed on: the running one, or (a writer started again from the ack thread) the
-        one the first writer was started on."""
-        try:
-            return asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        if self._loop is not None and not self._loop.is_closed():
-            return self._loop
-        return None
 
     def _sender_for(self) -> Sender:
         assert self._sender is not None
@@ -314,9 +300,6 @@ class Recorder:
             self._barriers[barrier] = done
             self._control(("barrier", barrier))
             self._seal()
-            sender = self._sender
-        if isinstance(sender, LoopSender) and sender.in_loop():  # the loop waits here: it cannot drain for us
-            sender.drain(timeout)
         ok = done.wait(timeout) and not self._gone.is_set()
         with self._lock:
             self._barriers.pop(barrier, None)

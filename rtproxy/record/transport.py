@@ -19,16 +19,16 @@ Publication protocol
    length, record count) and hands the batch's buffers to a *sender*. A batch
    is either written completely or not at all from the writer's point of view:
    the reader waits until the body length it was promised has arrived.
-3. The sender writes batches to the stream in the order they were sealed,
-   never blocking the caller. :class:`LoopSender` (the fast path, POSIX
-   selector loops): a non-blocking ``writev()`` into the writer's stdin pipe
-   from the loop itself; what the pipe cannot take at once waits in the
-   sender's backlog and is written when the loop says the pipe is writable
-   again. :class:`SocketSender` (the portable path: any OS, any event loop or
-   none, Windows' proactor included): the same non-blocking writes into a
-   loopback TCP socket the writer connected to (and proved itself on with a
-   key only it was given); what the socket cannot take waits for the sender's
-   thread, which sleeps unless there is a backlog. Both count the bytes not
+3. The sender (:class:`StreamSender`) writes batches to the stream in the
+   order they were sealed, never blocking the caller: a non-blocking
+   ``writev()`` from whoever sealed the batch (the event loop) when nothing is
+   waiting; what the stream cannot take at once waits in the sender's backlog
+   for its thread, which waits for room with ``select`` and writes it, a
+   slice at a time. The fast path (POSIX) writes into the writer's stdin, a
+   pipe; the portable path (any OS, Windows included, where a pipe can
+   neither be non-blocking nor be waited on) into a loopback TCP socket the
+   writer connected to and proved itself on with a key only it was given.
+   Neither asks anything of the event loop. The sender counts the bytes not
    yet in the stream (``backlog``) so the recorder can bound its memory.
 4. The writer reads the stream in chunks (:class:`BatchReader` reassembles
    batches from them), stores a batch's records, and after each commit tells
@@ -40,7 +40,6 @@ Publication protocol
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import itertools
 import os
@@ -50,7 +49,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 #: A record: kind, flags, session-id length, payload length, seq, t (seconds); then session id and payload.
 RECORD = struct.Struct("<BBHIQd")
@@ -211,15 +210,37 @@ Buffer = bytes | memoryview
 IOV_MAX = 1024
 
 
-def write_some(fd: int, buffers: deque[Buffer]) -> int:
-    """One write of what `buffers` hold (writev where the OS has it, so batches are never joined); the buffers
-    written are removed, a partly written one cut. Returns the bytes written; raises what the write raises."""
+#: What the loop writes of a backlog each time the pipe has room: copying 4 MiB into a pipe holds the relay loop
+#: for a millisecond or more; a slice at a time lets the conversations' frames through in between.
+WRITE_SLICE = 256 << 10
+
+
+def write_some(fd: int, buffers: deque[Buffer], limit: int | None = None) -> int:
+    """One write of what `buffers` hold, at most `limit` bytes (writev where the OS has it, so batches are never
+    joined); the buffers written are removed, a partly written one cut. Returns the bytes written; raises what
+    the write raises."""
     if hasattr(os, "writev"):
-        done = os.writev(fd, list(itertools.islice(buffers, IOV_MAX)))
+        done = os.writev(fd, _head(buffers, limit))
     else:  # Windows: one buffer at a time
-        done = os.write(fd, buffers[0])
+        done = os.write(fd, buffers[0] if limit is None else memoryview(buffers[0])[:limit])
     _consume(buffers, done)
     return done
+
+
+def _head(buffers: deque[Buffer], limit: int | None) -> list[Buffer]:
+    """The first buffers (at most IOV_MAX) holding at most `limit` bytes; a first one longer than that, cut."""
+    if limit is None:
+        return list(itertools.islice(buffers, IOV_MAX))
+    out: list[Buffer] = []
+    total = 0
+    for buffer in itertools.islice(buffers, IOV_MAX):
+        if total + len(buffer) > limit:
+            if not out:
+                out.append(memoryview(buffer)[:limit])
+            break
+        out.append(buffer)
+        total += len(buffer)
+    return out
 
 
 def _consume(buffers: deque[Buffer], done: int) -> None:
@@ -281,153 +302,90 @@ class Sender:
         raise NotImplementedError
 
 
-class LoopSender(Sender):
-    """The fast path: non-blocking writes from the event loop, the rest when the loop says the pipe has room.
+class Stream:
+    """One end of the byte stream to the writer, non-blocking: what a :class:`StreamSender` writes through."""
 
-    ``send`` may be called from any thread while holding the recorder's lock (which also serialises sends): a
-    batch goes straight into the pipe when nothing is waiting, else behind what is; only the loop drains the
-    backlog (``add_writer``), asked from other threads through ``call_soon_threadsafe``.
-    """
+    def send(self, buffers: deque[Buffer], limit: int | None) -> int:
+        """Write some of `buffers` (at most `limit` bytes), removing what went; BlockingIOError if nothing could."""
+        raise NotImplementedError
 
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, lock: threading.Lock) -> None:
+    def wait_writable(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class PipeStream(Stream):
+    """The fast path's stream: the writer's stdin, a pipe (POSIX: non-blocking, and ``select`` waits on it)."""
+
+    def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
         self.fd = fd
-        self.loop = loop
-        self.lock = lock
-        self.waiting: deque[Buffer] = deque()
-        self.backlog = 0
-        self.watching = False
-        self.broken = False
 
-    def send(self, batch: list[bytes], size: int) -> None:  # caller holds self.lock
-        if self.broken:
-            return
-        idle = not self.waiting
-        self.waiting.extend(batch)
-        self.backlog += size
-        if idle:
-            self._write_some()
-        if self.waiting and not self.broken:
-            self._watch()
+    def send(self, buffers: deque[Buffer], limit: int | None) -> int:
+        return write_some(self.fd, buffers, limit)
 
-    def _watch(self) -> None:
-        if self.watching:
-            return
-        self.watching = True
-        try:
-            if _in_loop(self.loop):
-                self.loop.add_writer(self.fd, self._writable)
-            else:
-                self.loop.call_soon_threadsafe(self.loop.add_writer, self.fd, self._writable)
-        except RuntimeError:  # the loop is closed: shutdown drains what is left
-            self.watching = False
-
-    def _writable(self) -> None:
-        with self.lock:
-            if not self.broken:
-                self._write_some()
-            if not self.waiting or self.broken:
-                if self.watching and self.fd >= 0:
-                    self.loop.remove_writer(self.fd)
-                self.watching = False
-
-    def _write_some(self) -> None:
-        waiting = self.waiting
-        while waiting:
-            try:
-                done = write_some(self.fd, waiting)
-            except BlockingIOError:
-                return
-            except OSError:
-                self._broke()
-                return
-            self.backlog -= done
-
-    def _broke(self) -> None:
-        self.broken = True
-        self.waiting.clear()
-        self.backlog = 0
-
-    def in_loop(self) -> bool:
-        """Is the caller the loop this sender writes from?"""
-        return _in_loop(self.loop)
-
-    def drain(self, timeout: float) -> bool:
-        with self.lock:
-            if self.watching:
-                try:
-                    if _in_loop(self.loop):
-                        self.loop.remove_writer(self.fd)
-                    else:
-                        self.loop.call_soon_threadsafe(self.loop.remove_writer, self.fd)
-                except RuntimeError:
-                    pass
-                self.watching = False
-            if not self.waiting or self.broken:
-                return True
-            os.set_blocking(self.fd, True)
-            try:
-                while self.waiting and not self.broken:
-                    self.backlog -= write_some(self.fd, self.waiting)
-            except OSError:
-                self._broke()
-            return not self.waiting
+    def wait_writable(self, timeout: float) -> None:
+        select.select([], [self.fd], [], timeout)
 
     def close(self) -> None:
         self.fd = close_fd(self.fd)
 
-    def abandon(self) -> None:
-        self.broken = True  # from now on send() and the loop's callback write nothing
 
-        def release() -> None:
-            with self.lock:
-                self.waiting.clear()
-                self.backlog = 0
-                if self.watching:  # on the loop, before the fd number can be reused by another pipe
-                    self.loop.remove_writer(self.fd)
-                    self.watching = False
-            self.close()
+class SocketStream(Stream):
+    """The portable path's stream: a loopback TCP socket (every OS can make one non-blocking and wait on it)."""
 
-        if _in_loop(self.loop):
-            release()
-            return
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+
+    def send(self, buffers: deque[Buffer], limit: int | None) -> int:
+        return send_some(self.sock, buffers, limit)
+
+    def wait_writable(self, timeout: float) -> None:
+        select.select([], [self.sock], [], timeout)
+
+    def close(self) -> None:
         try:
-            self.loop.call_soon_threadsafe(release)
-        except RuntimeError:  # the loop is closed: nothing watches the fd any more
-            self.close()
+            self.sock.shutdown(socket.SHUT_WR)  # the writer reads to the end of what it was sent
+        except OSError:
+            pass
+        self.sock.close()
 
 
-class SocketSender(Sender):
-    """The portable path: a loopback TCP socket to the writer, written non-blocking by whoever seals a batch.
+class StreamSender(Sender):
+    """Writes batches to the writer's stream without ever blocking the caller, on any OS, loop or none.
 
-    Sockets are what every OS can both make non-blocking and wait on with ``select`` (a Windows pipe can do
-    neither, and the proactor loop cannot watch one), so this path asks nothing of the event loop, or of there
-    being one. ``send`` (the caller holds the recorder's lock, which serialises sends) writes at once what the
-    socket takes; only what it cannot take, and anything sent before the writer has connected, waits in the
-    backlog for the sender's thread, which then waits for the socket with ``select`` and writes it (under the
-    same lock, so batches stay in order). The thread is asleep while the socket keeps up: the loop never waits
-    on it.
+    ``send`` (the caller holds the recorder's lock, which serialises sends) writes a batch at once when nothing
+    is waiting and the stream takes it: the usual case, one system call per sealed batch from the event loop.
+    What the stream cannot take, and anything sent before the stream exists, waits in the backlog for the
+    sender's thread, which waits for room with ``select`` and writes it in order, under the same lock. The
+    thread sleeps while the stream keeps up; when it works (a backlog after a burst), its copies into the
+    kernel run with the GIL released, beside the relay loop instead of in it (copying a 4 MiB backlog into a
+    pipe from the loop held it for a millisecond at a time).
 
-    The writer connects to `listener` (loopback, port 0) and must first send `key` (random bytes it was given
-    on its stdin, which nobody else can read): a connection that does not is closed, and nothing is sent to
-    it, so no other local process can pose as the writer.
+    For the portable path, `connect` is called on the thread first: it returns the stream once the writer has
+    connected and proved itself (:func:`accept_writer`), or None if it never did.
     """
 
-    #: Seconds the writer has to connect and prove itself.
-    CONNECT_TIMEOUT = 30.0
-
-    def __init__(self, listener: socket.socket, key: bytes, lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        stream: Stream | None,
+        lock: threading.Lock,
+        connect: Callable[[], Stream | None] | None = None,
+    ) -> None:
         self.lock = lock
-        self.sock: socket.socket | None = None
+        self.stream = stream
         self.waiting: deque[Buffer] = deque()
         self.backlog = 0
         self.broken = False
         self.closing = False
-        self.connected = threading.Event()  # set once connected, or once it never will be
+        self.connected = threading.Event()  # set once the stream exists, or once it never will
+        if stream is not None:
+            self.connected.set()
         self.wake = threading.Event()  # the thread has work: a backlog, or closing
-        self.thread = threading.Thread(
-            target=self._run, args=(listener, key), name="rtproxy-recorder-sender", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, args=(connect,), name="rtproxy-recorder-sender", daemon=True)
         self.thread.start()
 
     def send(self, batch: list[bytes], size: int) -> None:  # caller holds self.lock
@@ -436,48 +394,52 @@ class SocketSender(Sender):
         idle = not self.waiting
         self.waiting.extend(batch)
         self.backlog += size
-        if self.sock is None:  # not connected yet: the thread writes it all once the writer is there
+        if self.stream is None:  # not connected yet: the thread writes it all once the writer is there
             return
         if idle:
-            self._write_some()
+            self._write_some(None)
         if self.waiting and not self.broken:
             self.wake.set()
 
-    def _write_some(self) -> None:
-        sock, waiting = self.sock, self.waiting
-        assert sock is not None
-        while waiting:
+    def _write_some(self, limit: int | None) -> None:
+        """Write what waits until the stream is full (or `limit` bytes have gone)."""
+        stream, waiting = self.stream, self.waiting
+        assert stream is not None
+        left = limit
+        while waiting and (left is None or left > 0):
             try:
-                done = send_some(sock, waiting)
+                done = stream.send(waiting, left)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 self._broke()
                 return
             self.backlog -= done
+            if left is not None:
+                left -= done
 
     def _broke(self) -> None:
         self.broken = True
         self.waiting.clear()
         self.backlog = 0
 
-    def _run(self, listener: socket.socket, key: bytes) -> None:
-        try:
-            sock = self._accept(listener, key)
-        finally:
-            listener.close()
-        with self.lock:
-            if sock is None or self.closing:
-                if sock is not None:
-                    sock.close()
-                self._broke()
-                self.connected.set()
-                return
-            self.sock = sock
-            self._write_some()
-            if self.waiting and not self.broken:
-                self.wake.set()
-        self.connected.set()
+    def _run(self, connect: Callable[[], Stream | None] | None) -> None:
+        if connect is not None:
+            stream = connect()
+            with self.lock:
+                if stream is None or self.closing:
+                    if stream is not None:
+                        stream.close()
+                    self._broke()
+                    self.connected.set()
+                    return
+                self.stream = stream
+                self._write_some(None)
+                if self.waiting and not self.broken:
+                    self.wake.set()
+            self.connected.set()
+        stream = self.stream
+        assert stream is not None
         while True:
             self.wake.wait()
             with self.lock:
@@ -487,22 +449,67 @@ class SocketSender(Sender):
                     self.wake.clear()
                     continue
             try:
-                select.select([], [sock], [], 0.25)  # bounded: closing is noticed even if the socket never drains
+                stream.wait_writable(0.25)  # bounded: closing is noticed even if the stream never drains
             except (OSError, ValueError):  # closed under us: abandoned
                 return
             with self.lock:
                 if self.closing:
                     return
                 if not self.broken:
-                    self._write_some()
+                    self._write_some(WRITE_SLICE)  # a slice at a time: the lock is the relay loop's too
                 if not self.waiting or self.broken:
                     self.wake.clear()
 
-    def _accept(self, listener: socket.socket, key: bytes) -> socket.socket | None:
-        """The writer's connection, once it has sent `key` (others are closed); None if it never came."""
-        deadline = time.monotonic() + self.CONNECT_TIMEOUT
+    def drain(self, timeout: float) -> bool:
+        """Write what waits, for at most `timeout` seconds (the caller may be the loop: the thread writes a slice
+        at a time, this writes it all, still bounded, as a writer that stopped reading must not hang a shutdown)."""
+        deadline = time.monotonic() + timeout
+        if not self.connected.wait(timeout):
+            return False
+        while True:
+            with self.lock:
+                stream = self.stream
+                if self.broken or not self.waiting or stream is None:
+                    return self.broken or not self.waiting
+                self._write_some(None)
+                if not self.waiting or self.broken:
+                    return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                stream.wait_writable(min(left, 0.25))
+            except (OSError, ValueError):
+                return False
+
+    def close(self) -> None:
+        with self.lock:
+            self.closing = True
+            self.wake.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(5.0)
+        with self.lock:
+            stream, self.stream = self.stream, None
+            if stream is not None:
+                stream.close()
+
+    def abandon(self) -> None:
+        self.broken = True
+        threading.Thread(target=self.close, name="rtproxy-recorder-sender-close", daemon=True).start()
+
+
+#: Seconds the writer has to connect to the portable path's listener and prove itself.
+CONNECT_TIMEOUT = 30.0
+
+
+def accept_writer(listener: socket.socket, key: bytes, closing: Callable[[], bool]) -> Stream | None:
+    """The writer's connection on `listener` once it has sent `key` (a connection that does not is closed,
+    having received nothing, so no other local process can pose as the writer); None if it never came. The
+    listener is closed either way."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    try:
         listener.settimeout(0.25)  # short waits: close() and abandon() are noticed
-        while not self.closing and time.monotonic() < deadline:
+        while not closing() and time.monotonic() < deadline:
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
@@ -518,64 +525,34 @@ class SocketSender(Sender):
                         break
                     got += more
                 if hmac.compare_digest(got, key):
-                    conn.setblocking(False)
                     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    return conn
+                    return SocketStream(conn)
             except OSError:
                 pass
             conn.close()
         return None
-
-    def drain(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        if not self.connected.wait(timeout):
-            return False
-        with self.lock:
-            sock = self.sock
-            if self.broken or not self.waiting or sock is None:
-                return self.broken or not self.waiting
-            try:
-                while self.waiting and not self.broken:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    sock.settimeout(left)  # blocking, within the time left
-                    self.backlog -= send_some(sock, self.waiting)
-            except TimeoutError:
-                pass
-            except OSError:
-                self._broke()
-            finally:
-                if not self.broken:
-                    sock.setblocking(False)
-            return not self.waiting
-
-    def close(self) -> None:
-        with self.lock:
-            self.closing = True
-            self.wake.set()
-        if self.thread is not threading.current_thread():
-            self.thread.join(5.0)
-        with self.lock:
-            sock, self.sock = self.sock, None
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_WR)  # the writer reads to the end of what it was sent
-                except OSError:
-                    pass
-                sock.close()
-
-    def abandon(self) -> None:
-        self.broken = True
-        threading.Thread(target=self.close, name="rtproxy-recorder-sender-close", daemon=True).start()
+    finally:
+        listener.close()
 
 
-def send_some(sock: socket.socket, buffers: deque[Buffer]) -> int:
-    """One send of what `buffers` hold (sendmsg, a writev, where the OS has it), removing what was sent."""
+def socket_sender(listener: socket.socket, key: bytes, lock: threading.Lock) -> StreamSender:
+    """The portable path's sender: batches wait until the writer has connected to `listener` with `key`."""
+    sender: StreamSender | None = None
+
+    def connect() -> Stream | None:
+        return accept_writer(listener, key, lambda: sender is not None and sender.closing)
+
+    sender = StreamSender(None, lock, connect)
+    return sender
+
+
+def send_some(sock: socket.socket, buffers: deque[Buffer], limit: int | None = None) -> int:
+    """One send of what `buffers` hold, at most `limit` bytes (sendmsg, a writev, where the OS has it), removing
+    what was sent."""
     if hasattr(sock, "sendmsg"):
-        done = sock.sendmsg(list(itertools.islice(buffers, IOV_MAX)))
+        done = sock.sendmsg(_head(buffers, limit))
     else:  # Windows: one buffer at a time
-        done = sock.send(buffers[0])
+        done = sock.send(buffers[0] if limit is None else memoryview(buffers[0])[:limit])
     _consume(buffers, done)
     return done
 
@@ -592,19 +569,6 @@ def loopback_listener() -> socket.socket:
     raise error
 
 
-def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
-
-
-def fast_path_available(loop: asyncio.AbstractEventLoop | None) -> bool:
-    """Can batches be written from this loop without a thread? (POSIX, a selector-based loop)"""
-    if loop is None or os.name == "nt":
-        return False
-    try:
-        loop.add_writer  # noqa: B018 - the proactor loop has it but raises NotImplementedError when used
-    except AttributeError:
-        return False
-    return not isinstance(loop, getattr(asyncio, "ProactorEventLoop", ()))
+def fast_path_available() -> bool:
+    """Can batches go through the writer's stdin? (POSIX: a pipe can be made non-blocking and waited on)"""
+    return os.name != "nt"
