@@ -223,11 +223,6 @@ def processes() -> Iterator[list[HasProcess]]:
 
 
 @pytest.fixture
-def proxy_process() -> Iterator[list[ProxyProcess]]:
-    """Processes started here are killed at teardown."""
-    started: list[ProxyProcess] = []
-    yield started
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
+def proxy_process(processes: list[HasProcess]) -> list[HasProcess]:
+    """The proxies a test starts (``spawn_proxy``), killed at teardown like everything in ``processes``."""
+    return processes

@@ -32,6 +32,7 @@ from rtproxy.record.transport import (
     decode_batch,
     loopback_listener,
     socket_sender,
+    write_some,
 )
 from rtproxy.record.writer import Writer, decode_records
 from tests.test_store import rows
@@ -62,6 +63,29 @@ def read_until_closed(sock: socket.socket, limit: int = 1 << 24) -> bytes:
             break
         got += chunk
     return bytes(got)
+
+
+def test_a_limited_write_sends_at_most_its_slice_and_keeps_the_rest_in_order() -> None:
+    """The sender's thread writes a backlog a slice at a time: each write takes at most `limit` bytes (cutting a
+    first buffer longer than that), removes exactly what went, and the bytes arrive whole and in order."""
+    from collections import deque
+
+    r, w = os.pipe()
+    os.set_blocking(w, False)  # a write that ignored its limit fails the assertion below instead of hanging
+    try:
+        parts = [os.urandom(n) for n in (100, 5000, 70_000, 10, 3000)]
+        waiting: deque[bytes | memoryview] = deque(parts)
+        sizes = []
+        got = b""
+        while waiting:
+            sizes.append(write_some(w, waiting, 4096))
+            while len(got) < sum(sizes):  # read what went before the pipe could fill
+                got += os.read(r, 1 << 20)
+        assert max(sizes) <= 4096 and sum(sizes) == sum(map(len, parts))
+        assert got == b"".join(parts)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_the_socket_sender_sends_nothing_to_a_connection_without_the_key() -> None:
@@ -383,7 +407,7 @@ def test_a_writer_behind_for_long_is_hurried_further() -> None:
             calls.append(("nice", value))
             return True
 
-    p = Recording(64 << 20, patience=0.5, clock=lambda: now[0], insist=5.0)
+    p = Recording(patience=0.5, clock=lambda: now[0], insist=5.0)
     if not p.enabled:
         pytest.skip("this process may not leave SCHED_IDLE again: the writer runs at plain nice 19")
     calls.clear()

@@ -234,7 +234,7 @@ def test_adaptive_priority_idles_while_caught_up_and_hurries_when_behind() -> No
         def _policy(self) -> int:  # type: ignore[override]
             return policies[-1]
 
-    p = Recording(64 << 20, patience=0.5, clock=lambda: now[0])
+    p = Recording(patience=0.5, clock=lambda: now[0])
     if not p.enabled:
         pytest.skip("unprivileged without RLIMIT_NICE: the writer uses plain `batch`, nothing adaptive to check")
     assert policies == [os.SCHED_IDLE]

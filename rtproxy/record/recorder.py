@@ -26,11 +26,11 @@ loop is waiting for. So recording is split across two processes::
   If it dies, the proxy notices at once (its stdout ends), says so, counts the
   frames it took with it as unrecorded on their sessions, and starts a new
   one, which gets every session row and update not yet committed.
-* Two paths, chosen at run time: the *fast* path writes batches from the event
-  loop (non-blocking, POSIX selector loops); the *portable* path (any OS, any
-  event loop or none) writes them, non-blocking too, into a loopback socket
-  (a Windows pipe can neither be non-blocking nor be waited on), with a thread
-  for what the socket cannot take at once. The writer's CPU priority is the
+* Two paths, chosen at run time, one sender (see the transport module): the
+  *fast* path (POSIX) writes batches, non-blocking, into the writer's stdin
+  pipe; the *portable* path (any OS) into a loopback socket (a Windows pipe
+  can neither be non-blocking nor be waited on). On both, a thread writes
+  only what the stream cannot take at once; no event loop is needed. The writer's CPU priority is the
   OS's to offer, on either path: idle while it keeps up where Linux lets it
   come back up, else plain nice 19 (macOS, unprivileged Linux; normal
   priority on Windows); ``RTPROXY_WRITER_PRIORITY`` picks another.
@@ -70,7 +70,6 @@ from .transport import (
     SERVER,
     BatchBuilder,
     PipeStream,
-    Sender,
     StreamSender,
     fast_path_available,
     loopback_listener,
@@ -199,7 +198,7 @@ class Recorder:
         self._barriers: dict[int, threading.Event] = {}
         self._barrier_ids = itertools.count(1)
         self._process: subprocess.Popen[bytes] | None = None
-        self._sender: Sender | None = None
+        self._sender: StreamSender | None = None
         self._open_sessions: set[str] = set()
         self._generation = 0
         self._futile = 0
@@ -263,10 +262,6 @@ class Recorder:
             threading.Thread(
                 target=self._hurry_writer, args=(process,), name="rtproxy-recorder-watchdog", daemon=True
             ).start()
-
-    def _sender_for(self) -> Sender:
-        assert self._sender is not None
-        return self._sender
 
     def _hurry_writer(self, process: subprocess.Popen[bytes], period: float = 0.25) -> None:
         """A writer starved in SCHED_IDLE by a busy machine barely runs, so it cannot notice it is behind; the
@@ -481,7 +476,8 @@ class Recorder:
             self._count_lost(batch.frames)
             return
         self._inflight.append(_InFlight(number, batch.nbytes, batch.frames, batch.controls))
-        self._sender_for().send(parts, BATCH.size + batch.length)
+        assert self._sender is not None  # made with the writer, and only gone once _gone is set
+        self._sender.send(parts, BATCH.size + batch.length)
 
     def _committed(self, number: int) -> None:
         """A commit covered every batch up to `number`: forget them."""

@@ -40,6 +40,7 @@ Publication protocol
 
 from __future__ import annotations
 
+import functools
 import hmac
 import itertools
 import os
@@ -85,10 +86,6 @@ def _frame_head(sid: str) -> _FrameHead:
             _HEADS.clear()
         head = _HEADS[sid] = _FrameHead(sid.encode())
     return head
-
-
-def encode_record(kind: int, flags: int, sid: bytes, seq: int, t: float, payload: bytes) -> bytes:
-    return RECORD.pack(kind, flags, len(sid), len(payload), seq, t) + sid
 
 
 class BatchBuilder:
@@ -142,9 +139,6 @@ class BatchBuilder:
         for sid, n in other.frames.items():
             self.frames[sid] = self.frames.get(sid, 0) + n
         self.controls += other.controls
-
-
-Record = tuple[int, int, str, int, float, "str | bytes"]
 
 
 def decode_batch(body: memoryview | bytes, count: int) -> Iterator[tuple[int, int, str, int, float, memoryview]]:
@@ -210,19 +204,16 @@ Buffer = bytes | memoryview
 IOV_MAX = 1024
 
 
-#: What the loop writes of a backlog each time the pipe has room: copying 4 MiB into a pipe holds the relay loop
-#: for a millisecond or more; a slice at a time lets the conversations' frames through in between.
+#: What the sender's thread writes of a backlog at a time, holding the recorder's lock (which the relay loop takes
+#: for every frame): copying a 4 MiB backlog into a pipe in one go held it for a millisecond or more.
 WRITE_SLICE = 256 << 10
 
 
 def write_some(fd: int, buffers: deque[Buffer], limit: int | None = None) -> int:
-    """One write of what `buffers` hold, at most `limit` bytes (writev where the OS has it, so batches are never
-    joined); the buffers written are removed, a partly written one cut. Returns the bytes written; raises what
-    the write raises."""
-    if hasattr(os, "writev"):
-        done = os.writev(fd, _head(buffers, limit))
-    else:  # Windows: one buffer at a time
-        done = os.write(fd, buffers[0] if limit is None else memoryview(buffers[0])[:limit])
+    """One ``writev`` (POSIX: the fast path's pipe) of what `buffers` hold, at most `limit` bytes, so batches are
+    never joined; the buffers written are removed, a partly written one cut. Returns the bytes written; raises
+    what the write raises."""
+    done = os.writev(fd, _head(buffers, limit))
     _consume(buffers, done)
     return done
 
@@ -256,19 +247,6 @@ def _consume(buffers: deque[Buffer], done: int) -> None:
             left = 0
 
 
-def write_all(fd: int, parts: list[bytes], size: int) -> None:
-    """Write every buffer of `parts` (`size` bytes in all) to a blocking fd: one ``writev`` where the OS has it and
-    they are few enough (a blocking pipe takes it all unless a signal cuts it short), else as many as it takes."""
-    buffers: deque[Buffer] = deque(parts)
-    if hasattr(os, "writev") and len(parts) <= IOV_MAX:
-        done = os.writev(fd, parts)
-        if done == size:
-            return
-        _consume(buffers, done)
-    while buffers:
-        write_some(fd, buffers)
-
-
 def close_fd(fd: int) -> int:
     """Close fd if it is one (-1 is none), ignoring errors; returns -1, for ``self.fd = close_fd(self.fd)``: an
     fd is closed once, never a second time after its number may have gone to another file."""
@@ -278,28 +256,6 @@ def close_fd(fd: int) -> int:
         except OSError:
             pass
     return -1
-
-
-class Sender:
-    """Writes sealed batches to a pipe, in order, never blocking the caller's event loop."""
-
-    #: Bytes handed to the sender and not yet written into the pipe.
-    backlog: int = 0
-
-    def send(self, batch: list[bytes], size: int) -> None:
-        """Queue a sealed batch (its buffers, `size` bytes in all) for the pipe."""
-        raise NotImplementedError
-
-    def drain(self, timeout: float) -> bool:
-        """Write everything still waiting (blocking, for shutdown); True if nothing is left."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def abandon(self) -> None:
-        """Stop writing (the writer is gone) and release the pipe, without waiting; may run on any thread."""
-        raise NotImplementedError
 
 
 class Stream:
@@ -354,7 +310,7 @@ class SocketStream(Stream):
         self.sock.close()
 
 
-class StreamSender(Sender):
+class StreamSender:
     """Writes batches to the writer's stream without ever blocking the caller, on any OS, loop or none.
 
     ``send`` (the caller holds the recorder's lock, which serialises sends) writes a batch at once when nothing
@@ -365,20 +321,21 @@ class StreamSender(Sender):
     kernel run with the GIL released, beside the relay loop instead of in it (copying a 4 MiB backlog into a
     pipe from the loop held it for a millisecond at a time).
 
-    For the portable path, `connect` is called on the thread first: it returns the stream once the writer has
-    connected and proved itself (:func:`accept_writer`), or None if it never did.
+    For the portable path, `connect` is called on the thread first, with a test of whether the sender is closing:
+    it returns the stream once the writer has connected and proved itself (:func:`accept_writer`), or None if it
+    never did.
     """
 
     def __init__(
         self,
         stream: Stream | None,
         lock: threading.Lock,
-        connect: Callable[[], Stream | None] | None = None,
+        connect: Callable[[Callable[[], bool]], Stream | None] | None = None,
     ) -> None:
         self.lock = lock
         self.stream = stream
         self.waiting: deque[Buffer] = deque()
-        self.backlog = 0
+        self.backlog = 0  # bytes handed to the sender and not yet in the stream
         self.broken = False
         self.closing = False
         self.connected = threading.Event()  # set once the stream exists, or once it never will
@@ -388,7 +345,8 @@ class StreamSender(Sender):
         self.thread = threading.Thread(target=self._run, args=(connect,), name="rtproxy-recorder-sender", daemon=True)
         self.thread.start()
 
-    def send(self, batch: list[bytes], size: int) -> None:  # caller holds self.lock
+    def send(self, batch: list[bytes], size: int) -> None:
+        """Queue a sealed batch (its buffers, `size` bytes in all); the caller holds the lock."""
         if self.broken:
             return
         idle = not self.waiting
@@ -423,9 +381,9 @@ class StreamSender(Sender):
         self.waiting.clear()
         self.backlog = 0
 
-    def _run(self, connect: Callable[[], Stream | None] | None) -> None:
+    def _run(self, connect: Callable[[Callable[[], bool]], Stream | None] | None) -> None:
         if connect is not None:
-            stream = connect()
+            stream = connect(lambda: self.closing)
             with self.lock:
                 if stream is None or self.closing:
                     if stream is not None:
@@ -537,13 +495,7 @@ def accept_writer(listener: socket.socket, key: bytes, closing: Callable[[], boo
 
 def socket_sender(listener: socket.socket, key: bytes, lock: threading.Lock) -> StreamSender:
     """The portable path's sender: batches wait until the writer has connected to `listener` with `key`."""
-    sender: StreamSender | None = None
-
-    def connect() -> Stream | None:
-        return accept_writer(listener, key, lambda: sender is not None and sender.closing)
-
-    sender = StreamSender(None, lock, connect)
-    return sender
+    return StreamSender(None, lock, functools.partial(accept_writer, listener, key))
 
 
 def send_some(sock: socket.socket, buffers: deque[Buffer], limit: int | None = None) -> int:

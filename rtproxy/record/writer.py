@@ -422,12 +422,10 @@ class AdaptivePriority:
 
     def __init__(
         self,
-        capacity: int,
         patience: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
         insist: float = 6.0,
     ) -> None:
-        self.capacity = capacity  # of the bytes the writer may have waiting
         self.patience = patience
         self.insist = insist
         self.clock = clock
@@ -613,7 +611,7 @@ def writer_main(argv: list[str] | None = None) -> None:
         except (OSError, ValueError) as e:
             report("E", f"the recorder process cannot reach the proxy at {address}: {e}")
             raise SystemExit(1) from e
-    adaptive = AdaptivePriority(CHUNK * QUEUED) if priority == "adaptive" else None
+    adaptive = AdaptivePriority() if priority == "adaptive" else None
     if adaptive is None:
         lower_priority(priority)
     try:
