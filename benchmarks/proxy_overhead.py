@@ -29,8 +29,12 @@ each on fresh connections:
 * 50 concurrent connections each streaming audio-sized events at 10/s:
   round-trip p50, p99.
 
-In each repetition the three targets run every workload in turn (the order
-rotating), so that a busy moment on a shared machine hits them alike. Values
+In each repetition the targets run every workload in turn (the order
+rotating), so that a busy moment on a shared machine hits them alike; each
+workload waits until no target's processes use the CPU (a writer copying its
+WAL into the database after a flood must not run during another target's
+turn), and each repetition's databases are deleted once checked (gigabytes in
+the page cache would slow the repetitions after it). Values
 are medians over the repetitions; ratios are medians of the per-repetition
 ratios. Every process runs with the same glibc malloc settings (see
 _common.MALLOC_ENV), or a small relay pays for heap trimming on every message.
@@ -326,6 +330,23 @@ async def caught_up(db: Path | None, frames: int, timeout: float = 120.0) -> flo
     return time.perf_counter() - t0
 
 
+async def settle(targets: list[Target], period: float = 0.1, quiet: float = 0.01, timeout: float = 15.0) -> None:
+    """Wait (bounded) until no target's process tree is using the CPU, so one target's background work (a writer
+    still copying its WAL into the database after a flood) never runs during the next target's workload."""
+    children = [t.child.pid for t in targets if t.child is not None]
+
+    def busy() -> float:
+        return sum(cpu_seconds(pid) for pid in children)
+
+    t0, before = time.perf_counter(), busy()
+    while time.perf_counter() - t0 < timeout:
+        await asyncio.sleep(period)  # sampling /proc, bounded by timeout
+        now = busy()
+        if now - before < quiet:
+            return
+        before = now
+
+
 @dataclass
 class Target:
     """One way to reach the echo upstream, measured workload by workload, interleaved with the others."""
@@ -355,6 +376,7 @@ async def run_workloads(targets: list[Target], plan: Plan, rep: int) -> None:
 
         async def each(phase: str, work: Callable[[Target], Any]) -> None:
             for target in order:
+                await settle(targets)
                 c0 = target.cpu()
                 await work(target)
                 c1 = target.cpu()
@@ -509,6 +531,8 @@ async def repetition(rep: int, echo: Child, plan: Plan, results: Results, workdi
         results.runs[t.name].append(t.figures)
         if t.db is not None:
             complete, line = check_db(t.db, t.tally)
+            for suffix in ("", "-wal", "-shm"):  # a rep's gigabyte must not crowd the next reps' page cache
+                Path(f"{t.db}{suffix}").unlink(missing_ok=True)
             results.complete &= complete
             results.checks.append(f"rep {rep + 1}: {line}")
             if not complete:

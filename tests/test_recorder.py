@@ -34,7 +34,7 @@ from rtproxy.record.transport import (
     socket_sender,
     write_some,
 )
-from rtproxy.record.writer import Writer, decode_records
+from rtproxy.record.writer import ChunkPool, Writer, decode_records
 from tests.test_store import rows
 
 PATHS = [pytest.param(False, id="fast"), pytest.param(True, id="portable")]
@@ -180,11 +180,75 @@ def test_batches_survive_any_split_of_the_pipe_stream(payloads: list[bytes], cut
     assert reader.buf == bytearray()
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=30),
+    st.integers(min_value=1, max_value=700),
+)
+def test_one_read_buffer_used_again_and_again_loses_nothing(payloads: list[bytes], size: int) -> None:
+    """As the writer reads: every chunk into the same buffer, its batches used before the next read. Batches that
+    arrived whole are views of the buffer (no copy); only one that spans reads has a buffer of its own."""
+    stream = b"".join(_one_frame_batch(number, payload) for number, payload in enumerate(payloads, 1))
+    reader, buf, got, pos = BatchReader(), bytearray(size), [], 0
+    while pos < len(stream):
+        n = min(size, len(stream) - pos)
+        buf[:n] = stream[pos : pos + n]
+        pos += n
+        for number, count, body in reader.feed(memoryview(buf)[:n]):
+            got += [(number, bytes(r[5])) for r in decode_batch(body, count)]  # used now, as the writer does
+            spans = body.obj is not buf
+            head = BATCH.size + len(body)
+            assert spans or head <= n, "a view of the buffer can only be a batch the read held whole"
+    assert got == list(enumerate(payloads, 1))
+    assert reader.buf == bytearray()
+
+
+def test_a_batch_that_arrived_whole_is_not_copied() -> None:
+    """A chunk of whole batches comes back as views of that chunk; the tail of a batch cut by the read is held,
+    then completed from the front of the next chunk, and the rest of that chunk is not copied."""
+    a, b, c = _one_frame_batch(1, b"a" * 50), _one_frame_batch(2, b"b" * 50), _one_frame_batch(3, b"c" * 50)
+    first = bytearray(a + b[:10])
+    reader = BatchReader()
+    [(number, _, body)] = reader.feed(first)
+    assert number == 1 and body.obj is first
+    assert bytes(reader.buf) == b[:10]
+    second = bytearray(b[10:] + c)
+    (n2, _, body2), (n3, _, body3) = reader.feed(second)
+    assert (n2, n3) == (2, 3)
+    assert body2.obj is not second and body3.obj is second
+    assert reader.buf == bytearray()
+
+
+def test_the_chunk_pool_is_bounded_and_uses_its_buffers_again() -> None:
+    """The writer's read buffers: made only up to the limit, the last one given back is the next one taken, and
+    once the stream is quiet all but one are let go."""
+    pool = ChunkPool(limit=3, size=16)
+    taken = [pool.take() for _ in range(3)]
+    assert pool.made == 3 and len({id(b) for b in taken}) == 3
+    for buf in taken:
+        pool.give(buf)
+    assert pool.take() is taken[-1]
+    pool.give(taken[-1])
+    pool.shrink()
+    assert pool.made == 1 and pool.free.qsize() == 1
+    assert len(pool.take()) == 16 and pool.made == 1
+
+
+def _one_frame_batch(number: int, payload: bytes) -> bytes:
+    batch = BatchBuilder()
+    batch.add_frame("s", 2, number, 0.5, payload)
+    return batch.seal(number)
+
+
 def test_bytes_that_are_not_a_batch_are_refused() -> None:
     """A stream that does not start with a batch header raises TransportError, it is never guessed at."""
     with pytest.raises(TransportError):
         BatchReader().feed(BATCH.pack(b"XXXX", 1, 0, 0))
     assert BatchReader().feed(BATCH.pack(MAGIC, 1, 10, 1)) == []  # a header alone: waits for its body
+    reader = BatchReader()
+    assert reader.feed(b"XX") == []  # a header cut by the read: refused once it is whole
+    with pytest.raises(TransportError):
+        reader.feed(BATCH.pack(b"XXXX", 1, 0, 0)[2:])
 
 
 def test_the_writer_commits_at_least_every_interval_while_busy(tmp_path: Path) -> None:

@@ -161,32 +161,43 @@ def decode_batch(body: memoryview | bytes, count: int) -> Iterator[tuple[int, in
 
 
 class BatchReader:
-    """Reassembles batches from the chunks a pipe read returns.
+    """Reassembles batches from the chunks a stream read returns.
 
     Bodies come back as views of the chunk they arrived in, not copies: a batch that arrived whole in one chunk
-    (the usual case: a batch is far smaller than a read) costs no copy at all; the bytes of one that spans reads
-    are joined once.
+    costs no copy at all; only the bytes of a batch that spans reads are copied, once, into a buffer of its own.
+    So a chunk may be read into again as soon as the batches it returned have been used.
     """
 
     def __init__(self) -> None:
         self.buf = bytearray()
 
-    def feed(self, chunk: bytes) -> list[tuple[int, int, memoryview]]:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[tuple[int, int, memoryview]]:
         """Add a chunk; return the batches now complete, as (number, record count, body)."""
-        if self.buf:
-            self.buf += chunk
-            data = bytes(self.buf)
-            self.buf.clear()
-        else:
-            data = chunk
         out: list[tuple[int, int, memoryview]] = []
-        view = memoryview(data)
-        pos, head, size = 0, BATCH.size, len(data)
-        while size - pos >= head:
-            magic, number, length, count = BATCH.unpack_from(data, pos)
+        view = memoryview(chunk)
+        pos, head, size = 0, BATCH.size, len(view)
+        if self.buf:  # a batch begun in an earlier chunk: complete it from the front of this one
+            buf = self.buf
+            if len(buf) < head:
+                pos = min(head - len(buf), size)
+                buf += view[:pos]
+                if len(buf) < head:
+                    return out
+            magic, number, length, count = BATCH.unpack_from(buf, 0)
             if magic != MAGIC or length > MAX_BATCH:
-                self.buf += data[pos:]  # kept for what the caller reports; nothing after it is a batch
-                raise TransportError(f"not a batch at byte {pos}: {bytes(data[pos : pos + 8])!r}")
+                raise TransportError(f"not a batch at the start of a held chunk: {bytes(buf[:8])!r}")
+            take = min(head + length - len(buf), size - pos)
+            buf += view[pos : pos + take]
+            pos += take
+            if len(buf) < head + length:
+                return out
+            self.buf = bytearray()
+            out.append((number, count, memoryview(buf)[head:]))
+        while size - pos >= head:
+            magic, number, length, count = BATCH.unpack_from(view, pos)
+            if magic != MAGIC or length > MAX_BATCH:
+                self.buf += view[pos:]  # kept for what the caller reports; nothing after it is a batch
+                raise TransportError(f"not a batch at byte {pos}: {bytes(view[pos : pos + 8])!r}")
             if size - pos - head < length:
                 break
             out.append((number, count, view[pos + head : pos + head + length]))
