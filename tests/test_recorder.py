@@ -484,3 +484,42 @@ def test_a_writer_behind_for_long_is_hurried_further() -> None:
     assert calls[-1] == ("nice", 0) and p.desperate
     p(0)
     assert calls[-2:] == [("nice", NICE), ("policy", _os.SCHED_IDLE)] and not p.urgent and not p.desperate
+
+
+def test_through_a_burst_the_writer_keeps_to_its_share_of_a_core() -> None:
+    """BurstShare: while work waits, CPU used beyond `share` of the wall time is paid back by sleeping; nothing
+    when caught up, when under its share, or once behind for longer than its patience (a load that lasts)."""
+    from rtproxy.record.writer import BurstShare
+
+    now, cpu, slept = [0.0], [0.0], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    pace = BurstShare(share=0.2, patience=3.0, window=0.5, clock=lambda: now[0], cpu=lambda: cpu[0], sleep=sleep)
+    assert pace(True) == 0.0  # the burst begins: a window opens
+    now[0], cpu[0] = 0.1, 0.01  # 10% of a core: under its share
+    assert pace(True) == 0.0
+    now[0], cpu[0] = 0.2, 0.06  # 0.06 s of CPU is 0.3 s at 20%: sleep the 0.1 s still owed
+    assert pace(True) == pytest.approx(0.1) and now[0] == pytest.approx(0.3)
+    now[0], cpu[0] = 0.35, 0.2  # far ahead: a sleep is at most one window
+    assert pace(True) == pytest.approx(0.5)
+    assert pace(False) == 0.0 and pace.behind_since is None  # caught up
+    now[0], cpu[0] = 10.0, 1.0
+    pace(True)
+    for t in (10.6, 11.2, 11.8, 12.4, 13.0):  # behind for 3 s, each window over its share
+        now[0], cpu[0] = t, cpu[0] + 0.25
+        pace(True)
+    before = len(slept)
+    now[0], cpu[0] = 13.2, cpu[0] + 0.2
+    assert pace(True) == 0.0 and len(slept) == before  # patience run out: no limit
+    assert BurstShare(share=1.0, sleep=sleep)(True) == 0.0
+
+
+@pytest.mark.parametrize(("value", "share"), [("", 0.2), ("0.5", 0.5), ("1", 1.0), ("0", 0.2), ("lots", 0.2)])
+def test_the_burst_share_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str, share: float) -> None:
+    from rtproxy.record.writer import burst_share_from_env
+
+    monkeypatch.setenv("RTPROXY_WRITER_BURST_SHARE", value)
+    assert burst_share_from_env() == share
