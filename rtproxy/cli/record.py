@@ -206,7 +206,8 @@ async def _serve(
     help="Use the recorder path every OS has (batches to the writer over a loopback socket, plain signal "
     "handlers) instead of the fast POSIX one (a pipe written from the event loop); the default on Windows. "
     "Env: RTPROXY_PORTABLE=1. The writer's CPU priority is the OS's either way (RTPROXY_WRITER_PRIORITY=low: "
-    "nice 19, as on macOS).",
+    "nice 19, as on macOS); through a burst's first 3 s it takes at most 20% of a core "
+    "(RTPROXY_WRITER_BURST_SHARE=1: no limit).",
 )
 @click.option("--label", help="A label stored with every session recorded by this run.")
 @click.option(

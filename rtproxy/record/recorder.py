@@ -33,7 +33,8 @@ loop is waiting for. So recording is split across two processes::
   only what the stream cannot take at once; no event loop is needed. The writer's CPU priority is the
   OS's to offer, on either path: idle while it keeps up where Linux lets it
   come back up, else plain nice 19 (macOS, unprivileged Linux; normal
-  priority on Windows); ``RTPROXY_WRITER_PRIORITY`` picks another.
+  priority on Windows); ``RTPROXY_WRITER_PRIORITY`` picks another. Through
+  a burst's first seconds it keeps to a share of one core (``BurstShare``).
   ``RTPROXY_PORTABLE=1`` (or ``portable=True``) forces the portable path.
 """
 

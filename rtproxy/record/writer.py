@@ -9,7 +9,8 @@ on its stdout, which batch the commit covered (``C``), which barriers are done
 (``B``), and any error (``E``). When the proxy goes away its stream ends: it
 stores what it still holds, commits and exits. It runs at a lower CPU
 priority where the OS lets it come back up (Linux), so it never takes a core
-the proxy wants while it keeps up.
+the proxy wants while it keeps up, and through the first seconds of a burst
+it keeps to a share of one core (:class:`BurstShare`).
 """
 
 from __future__ import annotations
