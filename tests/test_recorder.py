@@ -523,3 +523,39 @@ def test_the_burst_share_comes_from_the_environment(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setenv("RTPROXY_WRITER_BURST_SHARE", value)
     assert burst_share_from_env() == share
+
+
+def test_a_paced_writer_is_asked_before_every_chunk_and_stores_every_frame(tmp_path: Path) -> None:
+    """serve() with a BurstShare that has to sleep: more than three reads' worth of 13 KB frames through a real
+    pipe all reach the database, byte for byte, and the pace is asked before each chunk."""
+    from rtproxy.record.writer import CHUNK, BurstShare, serve
+
+    payloads = [hashlib.sha256(str(i).encode()).hexdigest().encode() * 400 for i in range(260)]  # 12.8 KB each
+    stream = b"".join(_one_frame_batch(number, payload) for number, payload in enumerate(payloads, 1))
+    assert len(stream) > 3 * CHUNK
+    asked: list[bool] = []
+    share = BurstShare(share=0.05)
+
+    def pace(behind: bool) -> float:
+        asked.append(behind)
+        return share(behind)
+
+    r, w = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(w, "wb") as out:
+            out.write(stream)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    db = tmp_path / "rt.db"
+    writer = Writer(str(db), lambda kind, text: None, commit_interval=0.05)
+    try:
+        serve(writer, r, pace=pace)
+    finally:
+        feeder.join(10.0)
+        writer.conn.close()
+        os.close(r)
+    assert len(asked) >= 4  # at least one call per read of at most CHUNK bytes
+    stored = rows(db, "SELECT seq, data FROM events ORDER BY seq")
+    assert stored == [(number, payload) for number, payload in enumerate(payloads, 1)]

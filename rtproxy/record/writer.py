@@ -513,7 +513,8 @@ class BurstShare:
     On two cores flooded by a client, an upstream and the proxy, the writer at SCHED_IDLE still found 0.5-0.8 s
     of CPU in every 2 s flood of 13 KB frames, and what it ran cost the relay as much throughput as it took CPU
     (its reads of the stream contend with the proxy's writes into it; the kernel's locks and caches are shared):
-    the flood went 0.69-0.78x the bare relay's rate. Kept to 20% of a core, it stays above 0.8x. A burst the
+    the flood went 0.69-0.78x the bare relay's rate; kept to 20% of a core, 0.80-1.02x (benchmarks/
+    proxy_overhead.py, both paths, two runs). A burst the
     recorder's budget (64 MiB in flight) holds is stored whole either way, only later; beyond it, frames are
     dropped and counted, as before, just more of them. After ``patience`` seconds behind (a load that lasts,
     not a burst) the limit is lifted, as :class:`AdaptivePriority` hurries the writer then: a steady load is
@@ -572,9 +573,9 @@ class ChunkPool:
     """At most QUEUED buffers of CHUNK bytes that the stream is read into, used again and again.
 
     A read into a new buffer each time costs the kernel a page fault per 4 KiB (an allocator hands a 1 MiB
-    request fresh pages from mmap): measured on two cores, most of the writer's CPU during a flood of 13 KB
-    frames was that, not SQLite. Buffers are made when a burst needs them and given back when the stream has
-    been quiet (:meth:`shrink`), so memory at rest stays small.
+    request fresh pages from mmap): measured on two cores, the writer's system CPU during a 2 s flood of 13 KB
+    frames was 0.33-0.41 s that way, 0.17-0.26 s with the pool. Buffers are made when a burst needs them and
+    let go when the stream has been quiet (:meth:`shrink`), so memory at rest stays small.
     """
 
     def __init__(self, limit: int = QUEUED, size: int = CHUNK) -> None:
@@ -628,18 +629,11 @@ def _read_chunks(
 
 
 def _readinto(source: int | socket.socket) -> Callable[[bytearray], int]:
-    """How to read `source` (a pipe's fd, or a socket) into a buffer."""
+    """How to read `source` into a buffer: a socket (the portable path), or a pipe's fd (the fast path, POSIX
+    only, so ``readv`` is there)."""
     if isinstance(source, socket.socket):
         return source.recv_into
-    if hasattr(os, "readv"):
-        return lambda buf: os.readv(source, [buf])
-
-    def copy(buf: bytearray) -> int:  # no readv (not POSIX): a read, then a copy
-        data = os.read(source, len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    return copy
+    return lambda buf: os.readv(source, [buf])
 
 
 def serve(
