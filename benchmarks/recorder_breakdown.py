@@ -16,6 +16,8 @@ See ``rtproxy_stages.py`` for how each stage is made. Every repetition runs each
 rotating, each on a fresh connection after the CPU has settled (a writer's checkpoint must not run in
 another target's turn). Printed per target: p50 and p99 of all round trips pooled, and the medians of the
 per-repetition ratios against the relay. The step from one stage to the next is what that stage costs.
+After each repetition every stage's database is checked to hold what the stage promises (``full``: every
+frame; ``unrecorded`` and ``unstored``: none); the script exits 1 if one does not.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ from _common import median, percentile, python_argv, ratio, same_malloc_everywhe
 STAGES = Path(__file__).resolve().parent / "rtproxy_stages.py"
 
 
+def stage_check(stage: str, db: Path, tally: po.Tally) -> str | None:
+    """None if the database holds what `stage` promises (every frame only for ``full``), else what is wrong:
+    a stage that silently stored every frame, or lost some, would measure the wrong thing."""
+    if stage == "full":
+        complete, line = po.check_db(db, tally)
+        return None if complete else line
+    rows = po.count_events(db)
+    if stage == "unsent":  # only the batches that carried a session's row or update went
+        return None if rows < tally.frames // 2 else f"{rows} of {tally.frames} frames stored"
+    return None if rows == 0 else f"{rows} of {tally.frames} frames stored"
+
+
 def targets(portable: bool) -> list[tuple[str, str, bool]]:
     """(name, stage, portable) of every rtproxy target."""
     out = [(stage, stage, False) for stage in ("unrecorded", "unsent", "unstored", "full")]
@@ -43,9 +57,17 @@ def targets(portable: bool) -> list[tuple[str, str, bool]]:
     return out
 
 
-async def repetition(rep: int, echo_port: int, names: list[tuple[str, str, bool]], n: int, work: Path) -> dict:
+Rtts = dict[str, list[float]]
+
+
+async def repetition(
+    rep: int, echo_port: int, names: list[tuple[str, str, bool]], n: int, work: Path
+) -> tuple[Rtts, list[str]]:
+    """One repetition: every target's round-trip times, and what any stage's database got wrong."""
     upstream = f"ws://{po.HOST}:{echo_port}"
     made: list[po.Target] = []
+    stages: dict[str, str] = {}
+    rtts: Rtts = {}
     try:
         child = spawn("relay", python_argv(po.__file__, "--role", "relay", "--upstream", upstream))
         made.append(po.Target("relay", f"ws://{po.HOST}:{child.port}{po.PATH}", child))
@@ -55,8 +77,8 @@ async def repetition(rep: int, echo_port: int, names: list[tuple[str, str, bool]
             argv += ["--upstream", f"http://{po.HOST}:{echo_port}"]
             child = spawn(name, argv, env={"RTPROXY_PORTABLE": "1" if portable else "0"})
             made.append(po.Target(name, f"ws://{po.HOST}:{child.port}{po.PATH}", child, db))
+            stages[name] = stage
         order = made[rep % len(made) :] + made[: rep % len(made)]
-        rtts: dict[str, list[float]] = {}
         audio, small = po.audio_event(), po.small_event()
         async with aiohttp.ClientSession() as http:
             for t in made:
@@ -64,25 +86,34 @@ async def repetition(rep: int, echo_port: int, names: list[tuple[str, str, bool]
             for t in order:
                 await po.settle(made)
                 rtts[t.name] = await po.ping_pong(http, t.url, audio, n, t.tally)
-        return rtts
     finally:
         for t in made:
             if t.child is not None:
-                t.child.stop()
-        for f in work.glob(f"{rep}-*"):
-            f.unlink(missing_ok=True)
+                t.child.stop()  # the proxy commits everything before it exits
+    problems = []
+    for t in made:
+        if t.db is not None:
+            problem = stage_check(stages[t.name], t.db, t.tally)
+            if problem is not None:
+                problems.append(f"rep {rep + 1} {t.name}: {problem}")
+    for f in work.glob(f"{rep}-*"):
+        f.unlink(missing_ok=True)
+    return rtts, problems
 
 
 async def main(args: argparse.Namespace) -> int:
     names = targets(args.portable)
     echo = spawn("echo", python_argv(po.__file__, "--role", "echo"))
-    runs: list[dict[str, list[float]]] = []
+    runs: list[Rtts] = []
+    problems: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="rtproxy-breakdown-") as tmp:
             for rep in range(args.reps):
-                runs.append(await repetition(rep, echo.port, names, args.n, Path(tmp)))
+                rtts, wrong = await repetition(rep, echo.port, names, args.n, Path(tmp))
+                runs.append(rtts)
+                problems += wrong
                 line = "  ".join(
-                    f"{k}={percentile(v, 50) * 1e6:.0f}/{percentile(v, 99) * 1e6:.0f}" for k, v in runs[-1].items()
+                    f"{k}={percentile(v, 50) * 1e6:.0f}/{percentile(v, 99) * 1e6:.0f}" for k, v in rtts.items()
                 )
                 print(f"  rep {rep + 1}: {line} (p50/p99 µs)", flush=True)
     finally:
@@ -99,7 +130,11 @@ async def main(args: argparse.Namespace) -> int:
             f"{name:18s} {percentile(pooled, 50) * 1e6:7.0f} {percentile(pooled, 99) * 1e6:7.0f}"
             f"   {r50:9.2f}× {r99:9.2f}×"
         )
-    return 0
+    print()
+    for problem in problems:
+        print(f"STAGE WRONG: {problem}")
+    print("every stage's database held what the stage promises" if not problems else "stages: NOT as promised")
+    return 1 if problems else 0
 
 
 def cli() -> int:

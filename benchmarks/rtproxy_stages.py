@@ -59,16 +59,13 @@ class _Subprocess:
 
     @staticmethod
     def Popen(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:  # noqa: N802 - the module's name
-        if argv[1:3] == ["-c", WRITER_CODE]:
-            argv = [argv[0], "-c", UNSTORED_WRITER_CODE, *argv[3:]]
-        return subprocess.Popen(argv, **kwargs)
+        if argv[1:3] != ["-c", WRITER_CODE]:  # the recorder starts its writer some other way now: say so
+            raise SystemExit(f"rtproxy_stages: unstored: not the writer's command line: {argv[1:3]!r}")
+        return subprocess.Popen([argv[0], "-c", UNSTORED_WRITER_CODE, *argv[3:]], **kwargs)
 
 
-def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in STAGES:
-        print(f"usage: rtproxy_stages.py {{{','.join(STAGES)}}} proxy [options]", file=sys.stderr)
-        raise SystemExit(2)
-    stage = sys.argv.pop(1)
+def run(stage: str) -> None:
+    """Run the rtproxy command line (``sys.argv[1:]``) stopped at `stage`."""
     if stage == "unrecorded":
         recorder.Recorder.record_frame = lambda self, *args, **kwargs: True  # type: ignore[method-assign]
         recorder.Recorder.record_payload = lambda self, *args, **kwargs: True  # type: ignore[method-assign]
@@ -78,6 +75,13 @@ def main() -> None:
         recorder.subprocess = _Subprocess()  # type: ignore[assignment]
     sys.argv[0] = "rtproxy"
     entry()
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in STAGES:
+        print(f"usage: rtproxy_stages.py {{{','.join(STAGES)}}} proxy [options]", file=sys.stderr)
+        raise SystemExit(2)
+    run(sys.argv.pop(1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`rtproxy` with frames not recorded: what the relay code costs on its own.
 
-``Recorder.record_frame`` and ``record_payload`` (the proxy's hot path) are no-ops.
+``Recorder.record_frame`` and ``record_payload`` (the proxy's hot path) are no-ops: the ``unrecorded`` stage of
+``rtproxy_stages.py``, kept under this name for ``proxy_overhead.py --rtproxy``.
 
     python benchmarks/proxy_overhead.py --quick --targets relay,rtproxy \\
         --rtproxy "python benchmarks/rtproxy_unrecorded.py"
@@ -9,11 +10,9 @@ Sessions and REST exchanges are still recorded; only frames are not. For measuri
 """
 
 import sys
+from pathlib import Path
 
-from rtproxy.cli import entry
-from rtproxy.record import recorder
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rtproxy_stages import run  # noqa: E402
 
-recorder.Recorder.record_frame = lambda self, *args, **kwargs: True  # type: ignore[method-assign]
-recorder.Recorder.record_payload = lambda self, *args, **kwargs: True  # type: ignore[method-assign]
-sys.argv[0] = "rtproxy"
-entry()
+run("unrecorded")

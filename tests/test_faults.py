@@ -642,3 +642,25 @@ def test_load_smoke_run_loses_no_frame(tmp_path: Path) -> None:
     assert load["lost"] == 0 and load["unrecorded"] == 0 and load["failures"] == []
     assert result["idle"]["connections"] == 10
     assert 0 < result["slow"]["flood_sent"]["at_end"] < 200_000
+
+
+@pytest.mark.slow
+def test_recorder_breakdown_stages_do_what_they_say(tmp_path: Path) -> None:
+    """benchmarks/recorder_breakdown.py in miniature, both paths: each stage's database holds what the stage
+    promises (every frame through `full`, none through `unrecorded` and `unstored`), so its figures measure
+    what they are said to measure."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "recorder_breakdown.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--reps", "1", "-n", "20", "--portable"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "every stage's database held what the stage promises" in done.stdout
+    for name in ("relay", "unrecorded", "unsent", "unstored", "full", "unstored-portable", "full-portable"):
+        assert f"\n{name} " in done.stdout, done.stdout
